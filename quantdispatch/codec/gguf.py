@@ -1,0 +1,124 @@
+"""GGUF: from a file header, or from the JSON ``dump`` writes, to the ``Gguf`` config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..configs.gguf import Gguf, GgufTensor
+from ..gguf.header import GgufHeader, TensorInfo
+from ..gguf.types import BLOCK, REMOVED_GGML_TYPES, GgmlType, LlamaFileType
+from ..jsonvalue import Json, type_name
+from ..result import Err, Issue, Issues, Ok, Result
+from . import fields as F
+from .fields import FieldSpec, Problem
+from .spec import TypeSpec
+
+__all__ = ["GGUF_SPEC", "parse_gguf_header"]
+
+
+def _file_type(value: object) -> LlamaFileType | None | Problem:
+    """Accept the recipe name (``"MOSTLY_Q4_K_M"`` or ``"Q4_K_M"``) or the integer id."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in LlamaFileType._value2member_map_:
+            return LlamaFileType(value)
+        return Problem("unknown", f"general.file_type {value} is not a known llama file type")
+    if isinstance(value, str):
+        for ft in LlamaFileType:
+            if value in (ft.name, ft.recipe):
+                return ft
+        return Problem("unknown", f"{value!r} is not a known llama file type", "write a name such as 'Q4_K_M'")
+    return Problem("type", f"expected a file-type name or id, got {type_name(value)} {value!r}")
+
+
+def _tensor(value: object, i: int) -> GgufTensor | Problem:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not isinstance(value.get("type"), str):
+        return Problem("type", f"tensors[{i}]: expected an object with string 'name' and 'type', got {value!r}")
+    shape = value.get("shape", [])
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return Problem("type", f"tensors[{i}].shape: expected an array of non-negative integers, got {shape!r}")
+    try:
+        t = GgmlType[value["type"]]
+    except KeyError:
+        return Problem("unknown", f"tensors[{i}]: {value['type']!r} is not a GGML type")
+    return GgufTensor(value["name"], t, tuple(shape))
+
+
+def _tensors(value: object) -> tuple[GgufTensor, ...] | Problem:
+    if not isinstance(value, list):
+        return Problem("type", f"expected an array of tensors, got {type_name(value)}")
+    out: list[GgufTensor] = []
+    for i, item in enumerate(value):
+        t = _tensor(item, i)
+        if isinstance(t, Problem):
+            return t
+        out.append(t)
+    return tuple(out)
+
+
+def _encode_tensors(value: tuple[GgufTensor, ...]) -> Json:
+    return [{"name": t.name, "type": t.ggml_type.name, "shape": list(t.shape)} for t in value]
+
+
+def _encode_file_type(value: LlamaFileType | None) -> Json:
+    return None if value is None else value.name
+
+
+GGUF_FIELDS: tuple[FieldSpec[Any], ...] = (
+    FieldSpec("architecture", "architecture", F.optional(F.text), F.PLAIN, None),
+    FieldSpec("file_type", "file_type", _file_type, _encode_file_type, None),
+    FieldSpec("quantization_version", "quantization_version", F.optional(F.integer(lo=0)), F.PLAIN, None),
+    FieldSpec("tensors", "tensors", _tensors, _encode_tensors, ()),
+    # Transformers' GgufConfig keys: loading options, not facts about the file.
+    FieldSpec("gguf_file", None, F.optional(F.text), F.PLAIN, None),
+    FieldSpec("dequantize", None, F.boolean, F.PLAIN, False),
+)
+
+GGUF_SPEC: TypeSpec[Gguf] = TypeSpec(
+    Gguf, "gguf", tags=(("quant_method", "gguf"),), tag_keys=("quant_method",), fields=GGUF_FIELDS,
+    loading_attributes=("dequantize",),
+)
+
+
+def _tensor_issue(i: int, info: TensorInfo) -> GgufTensor | Issue:
+    at = f"$.tensors[{i}]"
+    if info.ggml_type not in GgmlType._value2member_map_:
+        old = REMOVED_GGML_TYPES.get(info.ggml_type)
+        if old is not None:
+            return Issue("gguf.tensor.type_removed", at, f"tensor {info.name!r} has type {info.ggml_type} ({old}), which ggml no longer reads",
+                         "re-convert the model with a current llama.cpp")
+        return Issue("gguf.tensor.type_unknown", at, f"tensor {info.name!r} has unknown GGML type id {info.ggml_type}",
+                     "the file may be newer than this library, or corrupt")
+    t = GgmlType(info.ggml_type)
+    block = BLOCK[t][0]
+    if info.shape and info.shape[0] % block:
+        return Issue("gguf.tensor.shape_misaligned", at,
+                     f"tensor {info.name!r}: row length {info.shape[0]} is not a multiple of the {t.name} block size {block}")
+    return GgufTensor(info.name, t, info.shape)
+
+
+def parse_gguf_header(header: GgufHeader) -> Result[Gguf, Issues]:
+    """Build the ``Gguf`` config from a file header, checking every tensor's type and shape."""
+    issues: list[Issue] = []
+    tensors: list[GgufTensor] = []
+    for i, info in enumerate(header.tensors):
+        t = _tensor_issue(i, info)
+        (issues if isinstance(t, Issue) else tensors).append(t)  # type: ignore[arg-type]
+    arch = header.get("general.architecture")
+    if arch is not None and not isinstance(arch, str):
+        issues.append(Issue("gguf.architecture.type", '$.metadata["general.architecture"]', f"expected a string, got {arch!r}"))
+    ft = _file_type(header.get("general.file_type"))
+    if isinstance(ft, Problem):
+        issues.append(Issue(f"gguf.file_type.{ft.kind}", '$.metadata["general.file_type"]', ft.message, ft.hint))
+    qv = header.get("general.quantization_version")
+    if qv is not None and (not isinstance(qv, int) or isinstance(qv, bool)):
+        issues.append(Issue("gguf.quantization_version.type", '$.metadata["general.quantization_version"]', f"expected an integer, got {qv!r}"))
+    if issues:
+        return Err(tuple(issues))
+    return Ok(Gguf(
+        architecture=arch if isinstance(arch, str) else None,
+        file_type=ft if isinstance(ft, LlamaFileType) else None,
+        tensors=tuple(tensors),
+        quantization_version=qv if isinstance(qv, int) else None,
+    ))

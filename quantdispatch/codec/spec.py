@@ -1,0 +1,153 @@
+"""Type specs: everything the codec knows about one config type, as data.
+
+A ``TypeSpec`` lists a config type's JSON fields, the discriminator keys that select it, its
+loading attributes and how Transformers 5 writes it. ``decode_object`` and ``encode_object`` are the
+two generic directions that every built-in and third-party type shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from ..configs.base import AbstractQuantConfig, Wire
+from ..jsonvalue import Json, JsonObject, freeze, thaw
+from ..result import Err, Issue, Issues, Ok, Result
+from .fields import FieldSpec, Problem
+
+__all__ = ["TypeSpec", "decode_object", "encode_object", "child_path"]
+
+C = TypeVar("C", bound=AbstractQuantConfig)
+
+
+def child_path(at: str, key: str) -> str:
+    """Append an object key to a JSON path, quoting it when it is not an identifier."""
+    return f"{at}.{key}" if key.isidentifier() else f'{at}["{key}"]'
+
+
+@attrs.frozen
+class TypeSpec(Generic[C]):
+    """The codec entry of one config type.
+
+    Attributes:
+        cls: The config type.
+        prefix: The issue-code family (``"gptq"``).
+        tags: The discriminator keys and their canonical values, written by ``dump`` for a config
+            built in code (``(("quant_method", "gptq"), ("format", "gptq_v2"))``).
+        tag_keys: Every key the discriminator reads for this family (consumed, kept in the wire).
+        fields: The modelled keys, in the order ``dump`` writes them.
+        loading_attributes: Keys a user's config may override on a pre-quantized checkpoint
+            (Transformers' ``get_loading_attributes``).
+        to_transformers: Writes what Transformers 5 puts in ``config.json`` for this config, or
+            ``None`` when Transformers has no such config (third-party types).
+    """
+
+    cls: type[C]
+    prefix: str
+    tags: tuple[tuple[str, Json], ...]
+    tag_keys: tuple[str, ...]
+    fields: tuple[FieldSpec[Any], ...]
+    loading_attributes: tuple[str, ...] = ()
+    to_transformers: Callable[[C], dict[str, Json]] | None = None
+
+    def field_for(self, key: str) -> FieldSpec[Any] | None:
+        """Return the field that reads ``key`` (as its key or an alias)."""
+        for f in self.fields:
+            if key in f.keys:
+                return f
+        return None
+
+
+def _issue(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
+    return Issue(f"{spec.prefix}.{key}.{p.kind}", child_path(at, key), p.message, p.hint)
+
+
+def _decode_field(
+    spec: TypeSpec[Any], f: FieldSpec[Any], obj: Mapping[str, object], at: str
+) -> tuple[object, list[Issue]]:
+    present = [k for k in f.keys if k in obj]
+    if not present:
+        if f.required:
+            return f.default, [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing")]
+        return f.default, []
+    decoded: list[tuple[str, object]] = []
+    issues: list[Issue] = []
+    for k in present:
+        v = f.decode(obj[k])
+        if isinstance(v, Problem):
+            issues.append(_issue(spec, k, at, v))
+        else:
+            decoded.append((k, v))
+    if issues:
+        return f.default, issues
+    (k0, v0), rest = decoded[0], decoded[1:]
+    for k, v in rest:
+        if v != v0 or type(v) is not type(v0):
+            msg = f"{k0!r} says {obj[k0]!r} but {k!r} says {obj[k]!r}"
+            return f.default, [Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, k), msg, "keep one of them")]
+    return v0, []
+
+
+def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
+    """Decode a JSON object into ``spec.cls``, collecting every issue.
+
+    Keys no field or tag reads become ``extras``; the raw values of the others go into the
+    config's ``Wire`` so that ``encode_object`` can write the document back unchanged.
+    """
+    values: dict[str, Any] = {}
+    issues: list[Issue] = []
+    known: set[str] = set(spec.tag_keys)
+    for f in spec.fields:
+        value, found = _decode_field(spec, f, obj, at)
+        issues.extend(found)
+        known.update(f.keys)
+        if f.attr is not None:
+            values[f.attr] = value
+    if issues:
+        return Err(tuple(issues))
+    extras = JsonObject(tuple((k, freeze(v)) for k, v in obj.items() if k not in known))  # type: ignore[arg-type]
+    raw = JsonObject(tuple((k, freeze(v)) for k, v in obj.items() if k in known))  # type: ignore[arg-type]
+    wire = Wire(keys=tuple(obj.keys()), raw=raw)
+    return Ok(spec.cls(**values, extras=extras, wire=wire))
+
+
+def _same(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:
+    """Encode a config as JSON, reproducing its source document where it has one.
+
+    For each key of the source, in order: an extra is written as it was; a modelled key is written
+    with its source spelling while that still decodes to the field's current value, else in its
+    canonical spelling; tags and keys without a field are written as they were. Fields the source
+    lacked are added only when they differ from the default. A config built in code (no source)
+    is written in full: its tags, then every field, then its extras.
+    """
+    wire, out = config.wire, {}
+    if not wire.keys:
+        out = {k: v for k, v in spec.tags}
+        for f in spec.fields:
+            if f.attr is not None:
+                out[f.key] = f.encode(getattr(config, f.attr))
+        out.update((k, thaw(v)) for k, v in config.extras.items)
+        return out
+    for key in wire.keys:
+        if key in config.extras:
+            out[key] = thaw(config.extras.get(key))
+        elif wire.has(key):
+            raw = thaw(wire.get(key))
+            f = spec.field_for(key)
+            if f is None or f.attr is None or _same(f.decode(raw), getattr(config, f.attr)):
+                out[key] = raw
+            else:
+                out[key] = f.encode(getattr(config, f.attr))
+    for f in spec.fields:
+        if f.attr is not None and not any(wire.has(k) for k in f.keys):
+            current = getattr(config, f.attr)
+            if f.required or not _same(current, f.default):
+                out[f.key] = f.encode(current)
+    out.update((k, thaw(v)) for k, v in config.extras.items if k not in out)
+    return out

@@ -1,0 +1,107 @@
+"""JSON values, plain and frozen.
+
+``Json`` is what ``json.loads`` returns. ``FrozenJson`` is the same data made immutable and
+hashable (lists become tuples, objects become ``JsonObject``), so that config values can carry
+unmodelled keys and still be frozen, hashable and structurally comparable.
+
+>>> frozen = freeze({"a": [1, {"b": None}]})
+>>> thaw(frozen)
+{'a': [1, {'b': None}]}
+>>> hash(frozen) == hash(freeze({"a": [1, {"b": None}]}))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import TypeAlias
+
+import attrs
+
+__all__ = ["Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "freeze", "thaw", "is_json", "type_name"]
+
+Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
+FrozenJson: TypeAlias = "None | bool | int | float | str | tuple[FrozenJson, ...] | JsonObject"
+
+
+@attrs.frozen
+class JsonObject:
+    """An immutable, ordered JSON object: a tuple of ``(key, value)`` pairs with unique keys."""
+
+    items: tuple[tuple[str, FrozenJson], ...] = ()
+
+    def get(self, key: str) -> FrozenJson | None:
+        """Return the value under ``key``, or ``None`` when absent."""
+        for k, v in self.items:
+            if k == key:
+                return v
+        return None
+
+    def keys(self) -> tuple[str, ...]:
+        """Return the keys in order."""
+        return tuple(k for k, _ in self.items)
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k, _ in self.items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+EMPTY_OBJECT = JsonObject()
+
+
+def freeze(value: Json) -> FrozenJson:
+    """Turn a JSON value into its frozen, hashable form."""
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return JsonObject(tuple((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
+def thaw(value: FrozenJson) -> Json:
+    """Turn a frozen JSON value back into plain lists and dicts."""
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    if isinstance(value, JsonObject):
+        return {k: thaw(v) for k, v in value.items}
+    return value
+
+
+def is_json(value: object, depth: int = 0) -> bool:
+    """Return whether ``value`` is a JSON value (``dict`` keys must be strings, floats finite)."""
+    if depth > 512:
+        return False
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(is_json(v, depth + 1) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and is_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def type_name(value: object) -> str:
+    """Name the JSON type of ``value`` for messages: ``string``, ``integer``, ``object`` …"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, (dict, JsonObject)):
+        return "object"
+    return type(value).__name__
