@@ -61,7 +61,7 @@ class AwqGemvFast(AbstractAwq):
 @attrs.frozen(kw_only=True)
 class AwqMarlin(AbstractAwq):
     """AutoAWQ Marlin packing (``version: "marlin"``): weights pre-tiled for the Marlin CUDA
-    kernel; symmetric only."""
+    kernel, readable by no portable kernel."""
 
     version: ClassVar[str] = "marlin"
 

@@ -1,0 +1,149 @@
+"""The command line: ``quantdispatch check``, ``inspect`` and ``demo``.
+
+Exit status: 0 when every input is valid (``check``) or a plan exists (``inspect``), 1 when an input
+is invalid or cannot be planned, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from .codec import dump
+from .configs.base import AbstractQuantConfig
+from .dtypes import DType
+from .environment import Cpu, Cuda, Environment, Package, Version
+from .jsonvalue import Json
+from .plan import LoadOptions, plan
+from .probe import probe
+from .read import read_config
+from .result import Err, Issue, Issues, Ok, Result
+from .validate import validate
+
+__all__ = ["main", "check_one"]
+
+
+def check_one(path: str) -> Result[AbstractQuantConfig | None, Issues]:
+    """Read, parse and validate one input: the typed config, ``None`` if unquantized, or issues."""
+    found = read_config(path)
+    if isinstance(found, Err) or found.value is None:
+        return found
+    return validate(found.value)
+
+
+def _issue_json(i: Issue) -> dict[str, Json]:
+    return {"code": i.code, "path": i.path, "message": i.message, "hint": i.hint}
+
+
+def _check_record(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> dict[str, Json]:
+    if isinstance(r, Err):
+        return {"path": path, "ok": False, "issues": [_issue_json(i) for i in r.error]}
+    cfg = r.value
+    return {"path": path, "ok": True, "config": None if cfg is None else type(cfg).__name__,
+            "method": None if cfg is None else cfg.method, "issues": []}
+
+
+def _check_line(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> str:
+    if isinstance(r, Ok):
+        what = "not quantized" if r.value is None else f"{type(r.value).__name__}"
+        return f"{path}: ok: {what}"
+    lines = [f"{path}: invalid ({len(r.error)} issue{'s' if len(r.error) > 1 else ''})"]
+    lines += [f"  {i.render()}" for i in r.error]
+    return "\n".join(lines)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    results = [(p, check_one(p)) for p in args.paths]
+    if args.json:
+        print(json.dumps([_check_record(p, r) for p, r in results], indent=2))
+    else:
+        print("\n".join(_check_line(p, r) for p, r in results))
+    return 0 if all(isinstance(r, Ok) for _, r in results) else 1
+
+
+def _describe(cfg: AbstractQuantConfig) -> str:
+    fields = dump(cfg)
+    shown = {k: v for k, v in fields.items() if k != "tensors"}
+    text = f"{type(cfg).__name__} ({cfg.method}): " + json.dumps(shown)
+    if "tensors" in fields and isinstance(fields["tensors"], list):
+        text += f" + {len(fields['tensors'])} tensors"
+    return text
+
+
+def _inspect(path: str, env: Environment, options: LoadOptions) -> tuple[int, str]:
+    found = check_one(path)
+    if isinstance(found, Err):
+        return 1, _check_line(path, found)
+    cfg = found.value
+    if cfg is None and options.user_config is None:
+        return 0, f"{path}: not quantized; nothing to plan"
+    made = plan(cfg, env, options)
+    head = f"{path}\n  {_describe(cfg) if cfg else 'not quantized'}"
+    if isinstance(made, Err):
+        return 1, head + "\n  no plan:\n" + "\n".join(f"    {i.render()}" for i in made.error)
+    return 0, head + "\n" + "\n".join("  " + line for line in made.value.explain().splitlines())
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    env = probe(devices=not args.no_devices)
+    options = LoadOptions(device=args.device, dtype=DType(args.dtype) if args.dtype else None, backend=args.backend)
+    code, text = _inspect(args.path, env, options)
+    print("environment:\n" + "\n".join("  " + line for line in env.summary().splitlines()))
+    print(text)
+    return code
+
+
+def _example_paths() -> list[Path]:
+    root = resources.files("quantdispatch") / "examples"
+    return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".json"))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    paths = [str(p) for p in _example_paths()]
+    gptq = next(p for p in paths if "gptq" in Path(p).name)
+    print("== quantdispatch check on the built-in examples (the last one is broken on purpose)")
+    print("\n".join(_check_line(p, check_one(p)) for p in paths))
+    torch = Package("torch", Version.parse("2.13.0"))
+    gptqmodel = Package("gptqmodel", Version.parse("7.6.0"))
+    for label, env in (
+        ("this machine (probed)", probe(devices=False)),
+        ("a hand-built V100 (sm_70) with gptqmodel", Environment(packages=(torch, gptqmodel), devices=(Cpu(), Cuda(capability=(7, 0), name="V100")))),
+        ("a hand-built A100 (sm_80) with gptqmodel", Environment(packages=(torch, gptqmodel), devices=(Cpu(), Cuda(capability=(8, 0), name="A100")))),
+    ):
+        print(f"\n== inspect {Path(gptq).name} on {label}")
+        print(_inspect(gptq, env, LoadOptions())[1])
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate model directories, config files or GGUF files")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--json", action="store_true", help="print JSON records instead of lines")
+    check.set_defaults(run=_cmd_check)
+    inspect = sub.add_parser("inspect", help="show the typed config, the environment and the load plan")
+    inspect.add_argument("path", metavar="PATH")
+    inspect.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    inspect.add_argument("--dtype", choices=[d.value for d in DType], help="compute dtype (default: chosen by the plan)")
+    inspect.add_argument("--backend", help="force a backend by name")
+    inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
+    inspect.set_defaults(run=_cmd_inspect)
+    demo = sub.add_parser("demo", help="check and inspect the built-in examples")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

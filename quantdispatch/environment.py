@@ -1,0 +1,157 @@
+"""The environment as a value: packages, versions and devices.
+
+``Environment`` is frozen data; ``probe()`` (in ``quantdispatch.probe``) builds one from the running
+process, and tests build them by hand to exercise GPU decisions on a CPU-only machine:
+
+>>> env = Environment(packages=(Package("bitsandbytes", Version.parse("0.50.2")),),
+...                   devices=(Cpu(), Cuda(index=0, capability=(8, 0), name="A100")))
+>>> env.version_of("bitsandbytes")
+Version(parts=(0, 50, 2), text='0.50.2')
+>>> env.cuda()[0].capability
+(8, 0)
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+__all__ = ["Version", "Package", "AbstractDevice", "Cpu", "Cuda", "Mps", "Environment"]
+
+
+@attrs.frozen(order=False)
+class Version:
+    """A package version: its leading numeric release parts, and the text it was read from.
+
+    Pre-release and local tags (``rc1``, ``+cpu``) are kept in ``text`` but not compared.
+    """
+
+    parts: tuple[int, ...]
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """Read ``"2.13.0+cpu"`` as ``(2, 13, 0)``; text with no leading number gives ``()``."""
+        match = re.match(r"\d+(?:\.\d+)*", text.strip())
+        parts = tuple(int(p) for p in match.group(0).split(".")) if match else ()
+        return cls(parts, text)
+
+    def _key(self) -> tuple[int, ...]:
+        parts = list(self.parts)
+        while parts and parts[-1] == 0:
+            parts.pop()
+        return tuple(parts)
+
+    def __lt__(self, other: Version) -> bool:
+        return self._key() < other._key()
+
+    def __ge__(self, other: Version) -> bool:
+        return not self < other
+
+    def __str__(self) -> str:
+        return self.text or ".".join(map(str, self.parts))
+
+
+@attrs.frozen
+class Package:
+    """An installed distribution and its version."""
+
+    name: str
+    version: Version
+
+
+@attrs.frozen
+class AbstractDevice:
+    """Base of the device kinds that backends are dispatched on."""
+
+    @property
+    def label(self) -> str:
+        """The torch device string (``cpu``, ``cuda:0``, ``mps``)."""
+        raise NotImplementedError
+
+
+@attrs.frozen
+class Cpu(AbstractDevice):
+    """The host CPU."""
+
+    @property
+    def label(self) -> str:
+        """The torch device string."""
+        return "cpu"
+
+
+@attrs.frozen(kw_only=True)
+class Cuda(AbstractDevice):
+    """One CUDA GPU.
+
+    Attributes:
+        index: The CUDA device index.
+        capability: Compute capability ``(major, minor)``: ``(8, 0)`` for an A100.
+        name: The device name as the driver reports it.
+        memory: Total memory in bytes, or 0 when unknown.
+    """
+
+    index: int = 0
+    capability: tuple[int, int] = (8, 0)
+    name: str = ""
+    memory: int = 0
+
+    @property
+    def label(self) -> str:
+        """The torch device string."""
+        return f"cuda:{self.index}"
+
+
+@attrs.frozen
+class Mps(AbstractDevice):
+    """Apple's Metal Performance Shaders device."""
+
+    @property
+    def label(self) -> str:
+        """The torch device string."""
+        return "mps"
+
+
+@attrs.frozen(kw_only=True)
+class Environment:
+    """What is installed and which devices exist, captured once.
+
+    Attributes:
+        packages: Installed distributions relevant to loading (names are lower-case).
+        devices: The devices torch can use; the CPU is always there.
+        python: The interpreter version.
+    """
+
+    packages: tuple[Package, ...] = ()
+    devices: tuple[AbstractDevice, ...] = (Cpu(),)
+    python: tuple[int, int, int] = (3, 11, 0)
+
+    def version_of(self, name: str) -> Version | None:
+        """Return the installed version of a distribution, or ``None`` when absent."""
+        wanted = _normalize(name)
+        for p in self.packages:
+            if _normalize(p.name) == wanted:
+                return p.version
+        return None
+
+    def cuda(self) -> tuple[Cuda, ...]:
+        """The CUDA devices, in index order."""
+        return tuple(d for d in self.devices if isinstance(d, Cuda))
+
+    def summary(self) -> str:
+        """One line per fact, for ``quantdispatch inspect``."""
+        lines = ["python " + ".".join(map(str, self.python))]
+        lines += [f"{p.name} {p.version}" for p in self.packages]
+        lines += [_describe(d) for d in self.devices]
+        return "\n".join(lines)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _describe(d: AbstractDevice) -> str:
+    if isinstance(d, Cuda):
+        return f"device {d.label}: {d.name or 'CUDA GPU'}, sm_{d.capability[0]}{d.capability[1]}"
+    return f"device {d.label}"

@@ -1,0 +1,382 @@
+"""Read the header of a GGUF file, metadata and tensor infos, without reading tensor data.
+
+The layout (GGUF v2/v3; v1 stores every count, length and dimension marked ``len`` as uint32)::
+
+    magic "GGUF" | version: u32 | n_tensors: len | n_kv: len
+    n_kv x       | key: string | value_type: u32 | value
+    n_tensors x  | name: string | n_dims: u32 | ne: len x n_dims | ggml_type: u32 | offset: u64
+    padding to general.alignment (default 32) | tensor data ...
+
+    string = | n: len | n bytes of UTF-8 |      array = | element_type: u32 | n: len | n values |
+
+Numbers are little-endian unless the version reads as a byte-swapped 1, 2 or 3 (big-endian file).
+
+``read_gguf_header`` never raises on bad input and never allocates more than the file holds or
+``GgufLimits`` allows. Problems are ``Issue`` values with these codes:
+
+========================== ======================================================================
+code                       meaning (path)
+========================== ======================================================================
+gguf.file.unreadable       missing, a directory, no permission, I/O error (``$``)
+gguf.magic.mismatch        does not start with ``GGUF``; hints for git-lfs pointers, old GGML
+                           files, safetensors, HTML (``$[offset 0]``)
+gguf.version.unsupported   version not 1, 2 or 3 in either byte order (``$[offset 4]``)
+gguf.truncated             the file ends inside an item; the message names it (``$[offset N]``)
+gguf.header.too_large      more values or header bytes than ``GgufLimits`` allows
+gguf.string.too_long       a string longer than ``GgufLimits.max_string_bytes``
+gguf.array.too_deep        arrays nested deeper than ``GgufLimits.max_array_depth``
+gguf.value_type.unknown    a value or array element type outside 0-12 (``$.metadata["k"]``)
+gguf.string.invalid_utf8   a key, value or tensor name that is not UTF-8
+gguf.bool.invalid          a bool byte other than 0 or 1
+gguf.metadata.duplicate_key  a key stored twice (``$.metadata["k"]``)
+gguf.alignment.invalid     ``general.alignment`` not a UINT32 power of two
+gguf.tensor.duplicate_name two tensor infos with one name (``$.tensors[i]``)
+gguf.tensor.shape_invalid  more than 4 dims, a dim or element count past int64, or a row length
+                           that is not a multiple of the type's block size
+gguf.tensor.offset_misaligned  an offset that is not a multiple of the alignment
+gguf.tensor.out_of_bounds  tensor data past the end of the file
+gguf.tensor.overlap        two tensors whose data overlap
+gguf.issues.too_many       reading stopped after ``MAX_ISSUES`` issues
+========================== ======================================================================
+
+Unknown tensor type ids are not an issue here: the reader records them and the parser judges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Sequence
+from typing import BinaryIO, Final, Literal
+
+import attrs
+
+from quantdispatch.result import Err, Issue, Issues, Ok, Result
+
+from ._cursor import Cursor, Fatal, at, short
+from ._layout import check_alignment, check_tensors, magic_issue
+from .header import GgufHeader, GgufValue, TensorInfo
+from .types import GgufValueType
+
+__all__ = ["GgufLimits", "DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "read_gguf_header"]
+
+ISSUE_CODES: Final = frozenset(
+    {
+        "gguf.file.unreadable",
+        "gguf.magic.mismatch",
+        "gguf.version.unsupported",
+        "gguf.truncated",
+        "gguf.header.too_large",
+        "gguf.string.too_long",
+        "gguf.array.too_deep",
+        "gguf.value_type.unknown",
+        "gguf.string.invalid_utf8",
+        "gguf.bool.invalid",
+        "gguf.metadata.duplicate_key",
+        "gguf.alignment.invalid",
+        "gguf.tensor.duplicate_name",
+        "gguf.tensor.shape_invalid",
+        "gguf.tensor.offset_misaligned",
+        "gguf.tensor.out_of_bounds",
+        "gguf.tensor.overlap",
+        "gguf.issues.too_many",
+    }
+)
+"""Every code that ``read_gguf_header`` can return (see the table above)."""
+
+MAX_ISSUES: Final = 100
+"""Reading stops with ``gguf.issues.too_many`` once this many issues are found."""
+
+_DEFAULT_ALIGNMENT: Final = 32
+_VERSIONS: Final = (1, 2, 3)
+_SCALAR: Final[dict[GgufValueType, str]] = {  # struct codes of the fixed-width value types
+    GgufValueType.UINT8: "B",
+    GgufValueType.INT8: "b",
+    GgufValueType.UINT16: "H",
+    GgufValueType.INT16: "h",
+    GgufValueType.UINT32: "I",
+    GgufValueType.INT32: "i",
+    GgufValueType.FLOAT32: "f",
+    GgufValueType.BOOL: "B",
+    GgufValueType.UINT64: "Q",
+    GgufValueType.INT64: "q",
+    GgufValueType.FLOAT64: "d",
+}
+_WIDTH: Final = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "f": 4, "Q": 8, "q": 8, "d": 8}
+_VALUE_TYPES: Final = {int(t): t for t in GgufValueType}
+
+
+@attrs.frozen(kw_only=True)
+class GgufLimits:
+    """Bounds that keep a corrupt or hostile header from exhausting memory.
+
+    The defaults accept every real model header (the largest, vocabularies of ~260k tokens and an
+    embedded ``tokenizer.json`` of tens of MB, stay far below them).
+
+    Attributes:
+        max_string_bytes: The longest single string (key, value, tensor name).
+        max_values: Metadata values in all (each array element counts) plus tensor dimensions.
+        max_array_depth: How deeply arrays may nest (1: arrays of scalars only).
+        max_header_bytes: The largest offset the metadata and tensor infos may reach.
+    """
+
+    max_string_bytes: int = 1 << 26
+    max_values: int = 1 << 24
+    max_array_depth: int = 8
+    max_header_bytes: int = 1 << 28
+
+
+DEFAULT_LIMITS: Final = GgufLimits()
+
+
+def read_gguf_header(
+    path: str | os.PathLike[str], *, limits: GgufLimits = DEFAULT_LIMITS
+) -> Result[GgufHeader, Issues]:
+    """Read the metadata and tensor infos of the GGUF file at ``path``.
+
+    Only the header is read, in chunks, however large the file. Every issue found is returned,
+    except that a structural one (truncation, an unknown value type) ends the reading.
+
+    Args:
+        path: The file.
+        limits: Bounds on what the header may hold.
+
+    Returns:
+        ``Ok(GgufHeader)``, or ``Err(issues)`` with the codes listed in this module's docstring.
+
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = pathlib.Path(d, "empty.gguf")
+    ...     _ = p.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
+    ...     r = read_gguf_header(p)
+    >>> r.value.version, r.value.tensors, r.value.data_offset
+    (3, (), 32)
+    >>> read_gguf_header("/nonexistent.gguf").error[0].code
+    'gguf.file.unreadable'
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        return Err((_unreadable(path, e),))
+    if not stat.S_ISREG(info.st_mode):
+        reason = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
+        return Err((_unreadable(path, reason),))
+    try:
+        with open(path, "rb") as file:
+            return _Reader(file, info.st_size, limits).read()
+    except OSError as e:
+        return Err((_unreadable(path, e),))
+
+
+def _unreadable(path: str | os.PathLike[str], why: BaseException | str) -> Issue:
+    reason = why if isinstance(why, str) else (getattr(why, "strerror", None) or str(why))
+    return Issue("gguf.file.unreadable", "$", f"cannot read {os.fsdecode(path)!r}: {reason}")
+
+
+def _key_path(key: str) -> str:
+    return f"$.metadata[{json.dumps(short(key), ensure_ascii=False)}]"
+
+
+class _Reader:
+    """One pass over one file; collects the issues that do not stop the reading."""
+
+    def __init__(self, file: BinaryIO, size: int, limits: GgufLimits) -> None:
+        self._file = file
+        self._cur = Cursor(file, size, limits.max_header_bytes)
+        self._limits = limits
+        self._budget = limits.max_values
+        self._issues: list[Issue] = []
+
+    def read(self) -> Result[GgufHeader, Issues]:
+        try:
+            header = self._header()
+        except Fatal as e:
+            return Err((*self._issues, e.issue))
+        return Err(tuple(self._issues)) if self._issues else Ok(header)
+
+    def _report(self, issue: Issue) -> None:
+        self._issues.append(issue)
+        if len(self._issues) >= MAX_ISSUES:
+            msg = f"stopped reading after {MAX_ISSUES} issues"
+            raise Fatal(Issue("gguf.issues.too_many", at(self._cur.tell()), msg))
+
+    def _header(self) -> GgufHeader:
+        version, order = self._preamble()
+        n_tensors, n_kv = self._counts()
+        metadata, value_types = self._metadata(n_kv)
+        tensors = tuple(self._tensor_info(i) for i in range(n_tensors))
+        alignment = check_alignment(metadata, value_types, _DEFAULT_ALIGNMENT)
+        end = self._cur.tell()
+        if isinstance(alignment, Issue):
+            self._report(alignment)
+            alignment, data_offset = _DEFAULT_ALIGNMENT, end
+        else:
+            data_offset = -(-end // alignment) * alignment
+            for issue in check_tensors(tensors, alignment, data_offset, self._cur.size):
+                self._report(issue)
+        return GgufHeader(
+            version=version,
+            byte_order=order,
+            metadata=tuple(metadata),
+            value_types=tuple(value_types),
+            tensors=tensors,
+            alignment=alignment,
+            data_offset=data_offset,
+            file_size=self._cur.size,
+        )
+
+    def _preamble(self) -> tuple[int, Literal["little", "big"]]:
+        head = self._file.read(64)
+        self._file.seek(0)
+        issue = magic_issue(head, self._cur.size)
+        if issue is not None:
+            raise Fatal(issue)
+        self._cur.raw(4, "the magic")
+        little = self._cur.u32("the version")
+        big = int.from_bytes(little.to_bytes(4, "little"), "big")
+        if little in _VERSIONS:
+            version, order = little, "<"
+        elif big in _VERSIONS:  # a big-endian file: the version reads byte-swapped
+            version, order = big, ">"
+        else:
+            msg = f"version {little} (bytes {head[4:8].hex(' ')}) is not 1, 2 or 3"
+            hint = "a newer GGUF version; upgrade quantdispatch" if 3 < little < 256 else None
+            raise Fatal(Issue("gguf.version.unsupported", at(4), msg, hint))
+        self._cur.set_layout(order, 4 if version == 1 else 8)
+        return version, "little" if order == "<" else "big"
+
+    def _counts(self) -> tuple[int, int]:
+        cur = self._cur
+        n_tensors = cur.length("the tensor count")
+        n_kv = cur.length("the metadata key count")
+        w = cur.length_width
+        need = n_kv * (w + 4 + 1) + n_tensors * (w + 4 + 4 + 8)  # the smallest possible items
+        if need > cur.left():
+            msg = (
+                f"the header declares {n_tensors} tensors and {n_kv} metadata keys, which take at "
+                f"least {need} bytes, but the file has {cur.left()} bytes after the counts"
+            )
+            raise Fatal(Issue("gguf.truncated", at(8), msg, "a truncated file or corrupt counts"))
+        return n_tensors, n_kv
+
+    def _metadata(
+        self, n_kv: int
+    ) -> tuple[list[tuple[str, GgufValue]], list[tuple[str, GgufValueType]]]:
+        metadata: list[tuple[str, GgufValue]] = []
+        value_types: list[tuple[str, GgufValueType]] = []
+        first: dict[str, int] = {}
+        for i in range(n_kv):
+            key = self._string(f"metadata key #{i} name", f"$.metadata[#{i}]")
+            path = _key_path(key)
+            if key in first:
+                msg = f"key {short(key)!r} is stored again as key #{i} (first as #{first[key]})"
+                self._report(Issue("gguf.metadata.duplicate_key", path, msg))
+            first.setdefault(key, i)
+            what = f"metadata key #{i} {short(key)!r} value"
+            self._charge(1, what)
+            vtype = self._value_type(self._cur.u32(what + " type"), path, what)
+            value: GgufValue
+            if vtype is GgufValueType.ARRAY:
+                value, vtype = self._array(0, path, what)
+            else:
+                value = self._value(vtype, 0, path, what)
+            metadata.append((key, value))
+            value_types.append((key, vtype))
+        return metadata, value_types
+
+    def _charge(self, n: int, what: str) -> None:
+        self._budget -= n
+        if self._budget < 0:
+            msg = f"{what} takes the header past {self._limits.max_values} values"
+            hint = "raise GgufLimits.max_values if this file is trusted"
+            raise Fatal(Issue("gguf.header.too_large", at(self._cur.tell()), msg, hint))
+
+    def _value_type(self, raw: int, path: str, what: str) -> GgufValueType:
+        vtype = _VALUE_TYPES.get(raw)
+        if vtype is None:
+            offset = self._cur.tell() - 4
+            msg = f"{what} has type {raw} (at offset {offset}), which is not a GGUF type (0-12)"
+            raise Fatal(Issue("gguf.value_type.unknown", path, msg, "the file is corrupt"))
+        return vtype
+
+    def _value(self, vtype: GgufValueType, depth: int, path: str, what: str) -> GgufValue:
+        if vtype is GgufValueType.STRING:
+            return self._string(what, path)
+        if vtype is GgufValueType.ARRAY:
+            return self._array(depth, path, what)[0]
+        (value,) = self._cur.scalars(_SCALAR[vtype], 1, what)
+        return self._bools((value,), path)[0] if vtype is GgufValueType.BOOL else value
+
+    def _array(
+        self, depth: int, path: str, what: str
+    ) -> tuple[tuple[GgufValue, ...], GgufValueType]:
+        cur = self._cur
+        start = cur.tell()
+        etype = self._value_type(cur.u32(what + " element type"), path, what + " element")
+        count = cur.length(what + " length")
+        if depth >= self._limits.max_array_depth:
+            msg = f"{what} nests arrays deeper than {self._limits.max_array_depth} levels"
+            raise Fatal(Issue("gguf.array.too_deep", at(start), msg))
+        self._charge(count, what)
+        w = cur.length_width
+        smallest = {GgufValueType.STRING: w, GgufValueType.ARRAY: 4 + w}.get(etype)
+        need = count * (smallest or _WIDTH[_SCALAR[etype]])
+        if need > cur.left():
+            msg = (
+                f"{what} declares {count} {etype.name} elements, which take at least {need} "
+                f"bytes, but the file ends {cur.left()} bytes later"
+            )
+            hint = "a truncated file or a corrupt count"
+            raise Fatal(Issue("gguf.truncated", at(start), msg, hint))
+        return self._elements(etype, count, depth, path, what), etype
+
+    def _elements(
+        self, etype: GgufValueType, count: int, depth: int, path: str, what: str
+    ) -> tuple[GgufValue, ...]:
+        if etype is GgufValueType.STRING:
+            raws = self._cur.strings(count, self._limits.max_string_bytes, what)
+            return self._decode_all(raws, path)
+        if etype is GgufValueType.ARRAY:
+            return tuple(self._array(depth + 1, f"{path}[{j}]", what)[0] for j in range(count))
+        values = self._cur.scalars(_SCALAR[etype], count, what)
+        return self._bools(values, path) if etype is GgufValueType.BOOL else values
+
+    def _bools(self, raw: Sequence[int | float], path: str) -> tuple[bool, ...]:
+        if any(b > 1 for b in raw):
+            j = next(j for j, b in enumerate(raw) if b > 1)
+            where = f"{path}[{j}]" if len(raw) > 1 else path
+            msg = f"a bool is stored as the byte {int(raw[j])}; only 0 and 1 are valid"
+            self._report(Issue("gguf.bool.invalid", where, msg))
+        return tuple(b != 0 for b in raw)
+
+    def _string(self, what: str, path: str) -> str:
+        return self._decode_all(self._cur.strings(1, self._limits.max_string_bytes, what), path)[0]
+
+    def _decode_all(self, raws: list[bytes], path: str) -> tuple[str, ...]:
+        try:
+            return tuple([raw.decode("utf-8") for raw in raws])
+        except UnicodeDecodeError:
+            pass  # rare: find and report each bad string, then keep going with replacements
+        out: list[str] = []
+        for j, raw in enumerate(raws):
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                where = f"{path}[{j}]" if len(raws) > 1 else path
+                msg = f"{raw[:40]!r} is not UTF-8 ({e.reason} at byte {e.start})"
+                self._report(Issue("gguf.string.invalid_utf8", where, msg))
+                out.append(raw.decode("utf-8", errors="replace"))
+        return tuple(out)
+
+    def _tensor_info(self, i: int) -> TensorInfo:
+        cur = self._cur
+        path = f"$.tensors[{i}]"
+        name = self._string(f"tensor info #{i} name", path)
+        what = f"tensor info #{i} {short(name)!r}"
+        n_dims = cur.u32(what + " rank")
+        self._charge(1 + n_dims, what)
+        dims = cur.scalars("I" if cur.length_width == 4 else "Q", n_dims, what + " shape")
+        ggml_type = cur.u32(what + " type")
+        offset = cur.u64(what + " offset")
+        return TensorInfo(name, tuple(int(d) for d in dims), ggml_type, offset)

@@ -1,0 +1,244 @@
+"""Planning: a pure function of (config, environment, options) that decides how a load will go.
+
+``plan`` reconciles a user's config with the checkpoint's, picks the device, settles the compute
+dtype, asks ``select_backend`` for candidates and checks each against the environment. The
+resulting ``LoadPlan`` explains every decision: the backend chosen, every backend rejected and
+why, and what became of the user's config. Nothing is imported, probed or loaded here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from .backend import Backend, Candidate, Refusal, unmet
+from .codec.registry import spec_for
+from .configs.base import AbstractQuantConfig
+from .configs.awq import AbstractAwq
+from .configs.bnb import AbstractBnb, Bnb4Bit
+from .configs.gguf import Gguf
+from .configs.gptq import AbstractGptq
+from .dispatch import select_backend
+from .dtypes import DType
+from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
+from .jsonvalue import thaw
+from .result import Err, Issue, Issues, Ok, Result
+
+__all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
+
+DeviceRequest = Literal["auto", "cpu", "cuda", "mps"] | str
+
+
+@attrs.frozen(kw_only=True)
+class LoadOptions:
+    """What the caller asks for.
+
+    Attributes:
+        device: ``"auto"`` (the first GPU, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        dtype: The compute dtype; ``None`` lets the plan choose.
+        backend: Force a backend by name; the others are reported as not requested.
+        user_config: A config passed by the user, reconciled with the checkpoint's.
+    """
+
+    device: DeviceRequest = "auto"
+    dtype: DType | None = None
+    backend: str | None = None
+    user_config: AbstractQuantConfig | None = None
+
+
+@attrs.frozen
+class Rejection:
+    """A backend that was considered and not chosen, with every reason."""
+
+    backend: str
+    reasons: tuple[str, ...]
+
+
+@attrs.frozen
+class Reconciled:
+    """The outcome of reconciling a user's config with a checkpoint's.
+
+    Attributes:
+        config: The config that will be loaded (the checkpoint's when there is one).
+        pre_quantized: Whether the weights on disk are already quantized.
+        overrides: Loading attributes taken from the user's config, as ``(key, value)``.
+        notes: What happened to the user's config, in plain words.
+    """
+
+    config: AbstractQuantConfig
+    pre_quantized: bool
+    overrides: tuple[tuple[str, object], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class LoadPlan:
+    """Everything ``execute`` needs, and why.
+
+    Attributes:
+        config: The config to load.
+        pre_quantized: Whether weights on disk are already quantized.
+        device: Where the model goes.
+        dtype: The compute dtype.
+        backend: The chosen backend.
+        rejected: Backends considered and not chosen, with reasons.
+        skip_modules: Module patterns left unquantized (``None``: the defaults: tied and output
+            embeddings).
+        overrides: Loading attributes taken from the user's config.
+        notes: Every other decision, in plain words.
+    """
+
+    config: AbstractQuantConfig
+    pre_quantized: bool
+    device: AbstractDevice
+    dtype: DType
+    backend: Backend
+    rejected: tuple[Rejection, ...] = ()
+    skip_modules: tuple[str, ...] | None = None
+    overrides: tuple[tuple[str, object], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        """The plan in plain words, one decision per line."""
+        lines = [
+            f"config:   {type(self.config).__name__} ({'pre-quantized checkpoint' if self.pre_quantized else 'quantize while loading'})",
+            f"device:   {self.device.label}",
+            f"dtype:    {self.dtype.value}",
+            f"backend:  {self.backend.name} — {self.backend.summary}",
+        ]
+        lines += [f"rejected: {r.backend}: {'; '.join(r.reasons)}" for r in self.rejected]
+        skip = "default (output and tied embeddings)" if self.skip_modules is None else ", ".join(self.skip_modules) or "none"
+        lines.append(f"skipped:  {skip}")
+        lines += [f"override: {k} = {v!r}" for k, v in self.overrides]
+        lines += [f"note:     {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def reconcile(checkpoint: AbstractQuantConfig | None, user: AbstractQuantConfig | None) -> Result[Reconciled, Issues]:
+    """Combine a checkpoint's config with a user's, with Transformers' semantics made explicit.
+
+    The checkpoint wins. Of the user's config, only the method's loading attributes (GPTQ/AWQ
+    ``backend`` and ``max_input_length``, GGUF ``dequantize``) apply; anything else the user's
+    config says differently is named in ``notes``. A user config of another method is an error.
+    """
+    if checkpoint is None and user is None:
+        return Err((Issue("plan.no_config", "$", "neither the checkpoint nor the caller gives a quantization config"),))
+    if checkpoint is None:
+        assert user is not None
+        return Ok(Reconciled(user, pre_quantized=False, notes=("the checkpoint is not quantized: weights are quantized while loading",)))
+    if user is None:
+        return Ok(Reconciled(checkpoint, pre_quantized=True))
+    if user.method != checkpoint.method:
+        return Err((Issue("reconcile.method.mismatch", "$", f"the checkpoint is quantized with {checkpoint.method!r} "
+                          f"({type(checkpoint).__name__}) but the config passed is {user.method!r} ({type(user).__name__})",
+                          "pass a config of the checkpoint's method (only its loading attributes apply), or none"),))
+    return Ok(_merge(checkpoint, user))
+
+
+def _merge(checkpoint: AbstractQuantConfig, user: AbstractQuantConfig) -> Reconciled:
+    spec = spec_for(type(checkpoint))
+    loading = spec.loading_attributes if spec else ()
+    overrides = tuple((k, thaw(user.wire.get(k))) for k in loading if user.wire.has(k))
+    notes: list[str] = []
+    if type(user) is not type(checkpoint):
+        notes.append(f"your {type(user).__name__} is ignored: the checkpoint is {type(checkpoint).__name__}")
+    elif attrs.evolve(user, extras=checkpoint.extras) != checkpoint:
+        differing = [a.name for a in attrs.fields(type(user)) if a.eq and a.name != "extras" and getattr(user, a.name) != getattr(checkpoint, a.name)]
+        notes.append("your config differs from the checkpoint's in " + ", ".join(differing) + "; the checkpoint's values are used")
+    if not loading:
+        notes.append(f"{checkpoint.method} has no loading attributes: nothing of your config applies")
+    return Reconciled(checkpoint, pre_quantized=True, overrides=overrides, notes=tuple(notes))
+
+
+def _device(request: str, env: Environment) -> AbstractDevice | Issue:
+    cudas = env.cuda()
+    if request == "auto":
+        return cudas[0] if cudas else next((d for d in env.devices if isinstance(d, Mps)), Cpu())
+    if request == "cpu":
+        return Cpu()
+    if request == "mps":
+        found = next((d for d in env.devices if isinstance(d, Mps)), None)
+        return found or Issue("plan.device.unavailable", "$.device", "no MPS device in this environment")
+    if request.startswith("cuda"):
+        index = request.partition(":")[2]
+        match = [d for d in cudas if not index or str(d.index) == index]
+        return match[0] if match else Issue("plan.device.unavailable", "$.device", f"no {request} device in this environment",
+                                            "use device='cpu', or run where torch sees a CUDA GPU")
+    return Issue("plan.device.unknown", "$.device", f"unknown device {request!r}", "use auto, cpu, cuda, cuda:N or mps")
+
+
+def _dtype(config: AbstractQuantConfig, device: AbstractDevice) -> tuple[DType, str]:
+    on_gpu = isinstance(device, (Cuda, Mps))
+    if isinstance(config, Bnb4Bit):
+        return config.compute_dtype, "the checkpoint's bnb_4bit_compute_dtype"
+    if isinstance(config, (AbstractGptq, AbstractAwq, AbstractBnb)):
+        return (DType.FLOAT16, "GPU kernels compute in float16") if on_gpu else (DType.FLOAT32, "float32 on the CPU (bfloat16 is slower there)")
+    return DType.FLOAT32, "float32, the dtype GGUF weights dequantize to" if isinstance(config, Gguf) else "float32 default"
+
+
+def _skip(config: AbstractQuantConfig) -> tuple[str, ...] | None:
+    if isinstance(config, AbstractBnb):
+        return config.skip_modules
+    if isinstance(config, AbstractAwq):
+        return config.modules_to_not_convert
+    return None
+
+
+def plan(config: AbstractQuantConfig | None, environment: Environment, options: LoadOptions = LoadOptions()) -> Result[LoadPlan, Issues]:
+    """Decide how to load: device, dtype and backend, explaining every choice. Pure and total.
+
+    Args:
+        config: The checkpoint's config (``None`` for an unquantized checkpoint, with
+            ``options.user_config`` saying how to quantize it).
+        environment: What is installed and which devices exist (``probe()`` or hand-built).
+        options: Device, dtype, backend and the user's config.
+
+    >>> from quantdispatch import Gptq, Environment, Cpu, Cuda, Package, Version
+    >>> env = Environment(packages=(Package("torch", Version.parse("2.13.0")),), devices=(Cpu(), Cuda(capability=(7, 0))))
+    >>> p = plan(Gptq(bits=4), env).value
+    >>> p.backend.name, p.device.label, p.rejected[0].reasons
+    ('torch-gptq', 'cuda:0', ('needs gptqmodel>=1.4.3, which is not installed', 'needs compute capability 8.0+, the GPU has 7.0'))
+    """
+    merged = reconcile(config, options.user_config)
+    if isinstance(merged, Err):
+        return merged
+    r = merged.value
+    if not r.pre_quantized and not isinstance(r.config, AbstractBnb):
+        return Err((Issue(f"plan.{r.config.method}.needs_calibration", "$", f"{type(r.config).__name__} weights cannot be made while "
+                          "loading: the method needs calibration data and a quantization run",
+                          "quantize with the method's own tool (GPTQModel, llm-compressor…), then load the result"),))
+    device = _device(options.device, environment)
+    if isinstance(device, Issue):
+        return Err((device,))
+    dtype, why = (options.dtype, "requested") if options.dtype else _dtype(r.config, device)
+    selection = select_backend(r.config, device)
+    if isinstance(selection, Refusal):
+        return Err((Issue(selection.code, "$", selection.message, selection.hint),))
+    chosen, rejected = _choose(selection, environment, device, dtype, options.backend)
+    if chosen is None:
+        detail = "; ".join(f"{x.backend}: {', '.join(x.reasons)}" for x in rejected)
+        return Err((Issue("plan.no_usable_backend", "$", f"no backend can load {type(r.config).__name__} on {device.label}: {detail}",
+                          "install what the first backend needs, or choose another device or dtype"),))
+    notes = (*r.notes, f"dtype {dtype.value}: {why}")
+    return Ok(LoadPlan(config=r.config, pre_quantized=r.pre_quantized, device=device, dtype=dtype, backend=chosen,
+                       rejected=rejected, skip_modules=_skip(r.config), overrides=r.overrides, notes=notes))
+
+
+def _choose(candidates: tuple[Candidate, ...], env: Environment, device: AbstractDevice, dtype: DType,
+            forced: str | None) -> tuple[Backend | None, tuple[Rejection, ...]]:
+    kind = "cuda" if isinstance(device, Cuda) else "mps" if isinstance(device, Mps) else "cpu"
+    capability = device.capability if isinstance(device, Cuda) else None
+    rejected: list[Rejection] = []
+    chosen: Backend | None = None
+    for c in candidates:
+        reasons = c.unfit + unmet(c.backend, env, kind, capability, dtype)
+        if forced is not None and c.backend.name != forced:
+            reasons = (f"not requested (backend={forced!r})",)
+        if chosen is None and not reasons:
+            chosen = c.backend
+        else:
+            rejected.append(Rejection(c.backend.name, reasons or ("usable, but ranked below the chosen backend",)))
+    if forced is not None and all(c.backend.name != forced for c in candidates):
+        rejected.append(Rejection(forced, ("not a candidate for this config and device",)))
+    return chosen, tuple(rejected)

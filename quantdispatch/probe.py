@@ -1,0 +1,62 @@
+"""``probe()``: capture the running process's environment as an ``Environment`` value.
+
+This is the shell side of ``environment.py``. Package versions come from installed metadata
+(nothing is imported). Devices need torch: when it is installed, ``probe`` imports it to ask for
+CUDA and MPS devices; ``probe(devices=False)`` skips that and reports the CPU only.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import sys
+
+from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps, Package, Version
+
+__all__ = ["probe", "RELEVANT_PACKAGES"]
+
+RELEVANT_PACKAGES: tuple[str, ...] = (
+    "torch", "transformers", "accelerate", "safetensors", "numpy", "bitsandbytes", "gptqmodel", "optimum",
+    "gguf", "autoawq", "auto-gptq",
+)
+"""Distributions whose versions backends may require; ``probe(extra=...)`` adds more."""
+
+
+def _packages(names: tuple[str, ...]) -> tuple[Package, ...]:
+    found = []
+    for name in names:
+        try:
+            found.append(Package(name, Version.parse(importlib.metadata.version(name))))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+def _devices() -> tuple[AbstractDevice, ...]:
+    devices: list[AbstractDevice] = [Cpu()]
+    if importlib.util.find_spec("torch") is None:
+        return tuple(devices)
+    import torch  # the shell may import torch; the core never does
+
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            devices.append(Cuda(index=i, capability=(props.major, props.minor), name=props.name, memory=props.total_memory))
+    if torch.backends.mps.is_available():
+        devices.append(Mps())
+    return tuple(devices)
+
+
+def probe(*, devices: bool = True, extra: tuple[str, ...] = ()) -> Environment:
+    """Describe this process's environment.
+
+    Args:
+        devices: Ask torch for CUDA/MPS devices (imports torch when it is installed).
+        extra: More distribution names to record (third-party backends' requirements).
+    """
+    v = sys.version_info
+    return Environment(
+        packages=_packages(RELEVANT_PACKAGES + extra),
+        devices=_devices() if devices else (Cpu(),),
+        python=(v.major, v.minor, v.micro),
+    )
