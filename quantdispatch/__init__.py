@@ -39,8 +39,8 @@ from .result import Err as Err, Issue as Issue, Issues as Issues, Ok as Ok, Resu
 from .validate import validate as validate
 
 if TYPE_CHECKING:
-    from .probe import probe as probe
-    from .read import Source as Source, read as read, read_config as read_config
+    from .probing import probe as probe
+    from .reading import Source as Source, read as read, read_config as read_config
 
 __all__ = [
     # values
@@ -60,7 +60,7 @@ __all__ = [
     "Refusal", "RegistrationError",
 ]
 
-_SHELL = {"probe": ".probe", "read": ".read", "read_config": ".read", "Source": ".read"}
+_SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading"}
 
 
 def __getattr__(name: str) -> object:

@@ -19,8 +19,8 @@ from .dtypes import DType
 from .environment import Cpu, Cuda, Environment, Package, Version
 from .jsonvalue import Json
 from .plan import LoadOptions, plan
-from .probe import probe
-from .read import read_config
+from .probing import probe
+from .reading import read_config
 from .result import Err, Issue, Issues, Ok, Result
 from .validate import validate
 

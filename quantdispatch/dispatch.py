@@ -56,28 +56,14 @@ def _marlin_unfit(bits: int, sym: bool, group_size: int) -> tuple[str, ...]:
 
 
 @overload
-def select_backend(config: Bnb4Bit, device: AbstractDevice, /) -> Selection:
-    return (Candidate(BNB_4BIT),)
+def select_backend(config: AwqMarlin, device: Cuda, /) -> Selection:
+    return (Candidate(AWQ_MARLIN, _marlin_unfit(config.bits, True, config.group_size)),)
 
 
 @overload
-def select_backend(config: Bnb8Bit, device: AbstractDevice, /) -> Selection:
-    return (Candidate(BNB_8BIT),)
-
-
-@overload
-def select_backend(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
-    return (Candidate(TORCH_GPTQ),)
-
-
-@overload
-def select_backend(config: AbstractGptq, device: Cuda, /) -> Selection:
-    return (Candidate(GPTQMODEL_MARLIN, _marlin_unfit(config.bits, config.sym, config.group_size)), Candidate(TORCH_GPTQ))
-
-
-@overload
-def select_backend(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
-    return (Candidate(TORCH_AWQ),)
+def select_backend(config: AwqMarlin, device: AbstractDevice, /) -> Selection:
+    return Refusal("awq.marlin.needs_cuda", "Marlin-packed AWQ weights are tiled for the Marlin CUDA kernel; no portable kernel reads them",
+                   "load on a CUDA GPU with compute capability 8.0+, or use a GEMM-packed copy of the model")
 
 
 @overload
@@ -90,14 +76,28 @@ def select_backend(config: AbstractAwq, device: Cuda, /) -> Selection:
 
 
 @overload
-def select_backend(config: AwqMarlin, device: AbstractDevice, /) -> Selection:
-    return Refusal("awq.marlin.needs_cuda", "Marlin-packed AWQ weights are tiled for the Marlin CUDA kernel; no portable kernel reads them",
-                   "load on a CUDA GPU with compute capability 8.0+, or use a GEMM-packed copy of the model")
+def select_backend(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
+    return (Candidate(TORCH_AWQ),)
 
 
 @overload
-def select_backend(config: AwqMarlin, device: Cuda, /) -> Selection:
-    return (Candidate(AWQ_MARLIN, _marlin_unfit(config.bits, True, config.group_size)),)
+def select_backend(config: AbstractGptq, device: Cuda, /) -> Selection:
+    return (Candidate(GPTQMODEL_MARLIN, _marlin_unfit(config.bits, config.sym, config.group_size)), Candidate(TORCH_GPTQ))
+
+
+@overload
+def select_backend(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
+    return (Candidate(TORCH_GPTQ),)
+
+
+@overload
+def select_backend(config: Bnb4Bit, device: AbstractDevice, /) -> Selection:
+    return (Candidate(BNB_4BIT),)
+
+
+@overload
+def select_backend(config: Bnb8Bit, device: AbstractDevice, /) -> Selection:
+    return (Candidate(BNB_8BIT),)
 
 
 @overload
@@ -151,6 +151,11 @@ def _check_new(new: tuple[type[AbstractQuantConfig], type[AbstractDevice]]) -> N
 Impl = Callable[[C, D], Selection]
 
 
+def _is_subclass(obj: object, base: type) -> bool:
+    """issubclass that answers False for non-types (untyped callers pass anything)."""
+    return isinstance(obj, type) and issubclass(obj, base)
+
+
 def register_backend(config_type: type[C], device_type: type[D]) -> Callable[[Impl[C, D]], Impl[C, D]]:
     """Register how ``select_backend`` answers for ``(config_type, device_type)``.
 
@@ -160,17 +165,17 @@ def register_backend(config_type: type[C], device_type: type[D]) -> Callable[[Im
     Raises:
         RegistrationError: The signature is already registered, or would be ambiguous with one.
     """
-    if not (isinstance(config_type, type) and issubclass(config_type, AbstractQuantConfig)):
+    if not _is_subclass(config_type, AbstractQuantConfig):
         raise RegistrationError(f"{config_type!r} is not a subclass of AbstractQuantConfig")
-    if not (isinstance(device_type, type) and issubclass(device_type, AbstractDevice)):
+    if not _is_subclass(device_type, AbstractDevice):
         raise RegistrationError(f"{device_type!r} is not a subclass of AbstractDevice")
 
     def decorator(impl: Impl[C, D]) -> Impl[C, D]:
+        _check_new((config_type, device_type))
         declared = plum.Signature(config_type, device_type)
         found = plum.Signature.from_callable(impl)
         if found.types != declared.types:
             raise RegistrationError(f"{impl.__qualname__} is annotated {found}, but was registered for {declared}")
-        _check_new((config_type, device_type))
         function: Any = select_backend
         function.dispatch(impl)
         _SIGNATURES.append((config_type, device_type))

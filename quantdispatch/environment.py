@@ -1,6 +1,6 @@
 """The environment as a value: packages, versions and devices.
 
-``Environment`` is frozen data; ``probe()`` (in ``quantdispatch.probe``) builds one from the running
+``Environment`` is frozen data; ``probe()`` (in ``quantdispatch.probing``) builds one from the running
 process, and tests build them by hand to exercise GPU decisions on a CPU-only machine:
 
 >>> env = Environment(packages=(Package("bitsandbytes", Version.parse("0.50.2")),),

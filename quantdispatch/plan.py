@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from .backend import Backend, Candidate, Refusal, unmet
+from .backend import Backend, Candidate, DeviceKind, Refusal, unmet
 from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
 from .configs.awq import AbstractAwq
@@ -227,7 +227,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
 
 def _choose(candidates: tuple[Candidate, ...], env: Environment, device: AbstractDevice, dtype: DType,
             forced: str | None) -> tuple[Backend | None, tuple[Rejection, ...]]:
-    kind = "cuda" if isinstance(device, Cuda) else "mps" if isinstance(device, Mps) else "cpu"
+    kind: DeviceKind = "cuda" if isinstance(device, Cuda) else "mps" if isinstance(device, Mps) else "cpu"
     capability = device.capability if isinstance(device, Cuda) else None
     rejected: list[Rejection] = []
     chosen: Backend | None = None

@@ -17,6 +17,7 @@ from .codec.fields import Problem
 from .configs.base import AbstractQuantConfig
 from .configs.bnb import Bnb4Bit
 from .configs.gguf import Gguf
+from .gguf.types import block_size
 from .result import Err, Issue, Issues, Ok, Result
 
 __all__ = ["validate", "cross_field_issues"]
@@ -40,7 +41,11 @@ def cross_field_issues(config: Gguf, /) -> Issues:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         return (Issue("gguf.tensor.duplicate_name", "$.tensors", f"tensor {dup!r} appears more than once"),)
-    return ()
+    return tuple(
+        Issue("gguf.tensor.shape_misaligned", f"$.tensors[{i}]", f"tensor {t.name!r}: row length {t.shape[0]} is not a "
+              f"multiple of the {t.ggml_type.name} block size {block_size(t.ggml_type)}")
+        for i, t in enumerate(config.tensors) if t.shape and t.shape[0] % block_size(t.ggml_type)
+    )
 
 
 @overload

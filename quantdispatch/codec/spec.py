@@ -139,11 +139,11 @@ def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:
             out[key] = thaw(config.extras.get(key))
         elif wire.has(key):
             raw = thaw(wire.get(key))
-            f = spec.field_for(key)
-            if f is None or f.attr is None or _same(f.decode(raw), getattr(config, f.attr)):
+            field = spec.field_for(key)
+            if field is None or field.attr is None or _same(field.decode(raw), getattr(config, field.attr)):
                 out[key] = raw
             else:
-                out[key] = f.encode(getattr(config, f.attr))
+                out[key] = field.encode(getattr(config, field.attr))
     for f in spec.fields:
         if f.attr is not None and not any(wire.has(k) for k in f.keys):
             current = getattr(config, f.attr)

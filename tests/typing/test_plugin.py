@@ -1,0 +1,71 @@
+"""A third-party method plugs in end to end; bad registrations fail at registration time."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+import quantdispatch as qd
+
+from .qd_plugin import HQQ_SPEC, Hqq, register
+
+register()
+
+
+def test_plugin_config_parses_validates_and_round_trips() -> None:
+    """The plugin's method string parses to its type, with every issue coded under its prefix."""
+    doc = {"quant_method": "hqq", "nbits": 2, "group_size": 32, "note": "kept"}
+    parsed = qd.parse(doc)
+    assert parsed == qd.Ok(Hqq(nbits=2, group_size=32, extras=parsed.value.extras)) if isinstance(parsed, qd.Ok) else False
+    assert isinstance(parsed, qd.Ok) and qd.dump(parsed.value) == doc
+    bad = qd.parse({"quant_method": "hqq", "nbits": 5, "axis": 2})
+    assert isinstance(bad, qd.Err) and [i.code for i in bad.error] == ["hqq.nbits.not_allowed", "hqq.axis.not_allowed"]
+    assert qd.validate(Hqq(group_size=0)).error[0].code == "hqq.group_size.range"  # type: ignore[union-attr]
+
+
+def test_plugin_backend_is_dispatched_and_planned() -> None:
+    """plan picks the plugin's backend by dispatch on the plugin's type."""
+    env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
+    p = qd.plan(Hqq(), env)
+    assert isinstance(p, qd.Ok) and p.value.backend.name == "hqq-torch"
+    r = qd.plan(Hqq(nbits=1), env)
+    assert isinstance(r, qd.Err) and "1-bit needs the CUDA kernel" in r.error[0].message
+
+
+def test_duplicate_registrations_are_refused() -> None:
+    """Registering a method string, a config type or a dispatch signature twice raises at once."""
+    with pytest.raises(qd.RegistrationError, match="already registered"):
+        qd.register_codec("hqq", (HQQ_SPEC,))
+    with pytest.raises(qd.RegistrationError, match="already registered"):
+        qd.register_codec("gptq", (HQQ_SPEC,))
+    with pytest.raises(qd.RegistrationError, match="already has an implementation"):
+        qd.register_backend(Hqq, qd.AbstractDevice)(lambda c, d: qd.Refusal("x", "y"))
+
+
+def test_ambiguous_registration_is_refused() -> None:
+    """(A, Cuda) against an existing (B, AbstractDevice) where A and B overlap neither way round is refused."""
+
+    @attrs.frozen(kw_only=True)
+    class HqqChild(Hqq):
+        pass
+
+    @attrs.frozen
+    class Tpu(qd.AbstractDevice):
+        pass
+
+    def for_child(config: HqqChild, device: qd.AbstractDevice) -> qd.Refusal:
+        return qd.Refusal("x", "y")
+
+    def for_tpu(config: Hqq, device: Tpu) -> qd.Refusal:
+        return qd.Refusal("x", "y")
+
+    qd.register_backend(HqqChild, qd.AbstractDevice)(for_child)
+    with pytest.raises(qd.RegistrationError, match="ambiguous"):
+        qd.register_backend(Hqq, Tpu)(for_tpu)
+
+    @attrs.frozen(kw_only=True)
+    class Unrelated(qd.AbstractQuantConfig):
+        pass
+
+    with pytest.raises(qd.RegistrationError, match="annotated"):
+        qd.register_backend(Unrelated, qd.Cpu)(for_tpu)  # type: ignore[arg-type]

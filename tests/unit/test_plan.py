@@ -1,0 +1,149 @@
+"""plan, reconcile and select_backend: GPU decisions with hand-built environments."""
+
+from __future__ import annotations
+
+import pytest
+
+import quantdispatch as qd
+
+def _parsed(doc: object, default_method: str | None = None) -> qd.AbstractQuantConfig:
+    r = qd.parse(doc, default_method=default_method)
+    assert isinstance(r, qd.Ok), r
+    return r.value
+
+
+TORCH = qd.Package("torch", qd.Version.parse("2.13.0+cpu"))
+GPTQMODEL = qd.Package("gptqmodel", qd.Version.parse("7.6.0"))
+BNB = qd.Package("bitsandbytes", qd.Version.parse("0.50.2"))
+
+
+def _env(*packages: qd.Package, capability: tuple[int, int] | None = None) -> qd.Environment:
+    devices: tuple[qd.AbstractDevice, ...] = (qd.Cpu(),)
+    if capability is not None:
+        devices += (qd.Cuda(capability=capability, name="test GPU"),)
+    return qd.Environment(packages=packages, devices=devices)
+
+
+def _ok(r: qd.Result[qd.LoadPlan, qd.Issues]) -> qd.LoadPlan:
+    assert isinstance(r, qd.Ok), r
+    return r.value
+
+
+@pytest.mark.parametrize("capability,backend", [((7, 0), "torch-gptq"), ((7, 5), "torch-gptq"), ((8, 0), "gptqmodel-marlin"), ((9, 0), "gptqmodel-marlin")])
+def test_gptq_marlin_needs_ampere(capability: tuple[int, int], backend: str) -> None:
+    """On CUDA, 4-bit symmetric GPTQ goes to Marlin from sm_80 and to the torch kernel below."""
+    p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, GPTQMODEL, capability=capability)))
+    assert p.backend.name == backend and p.device == qd.Cuda(capability=capability, name="test GPU")
+    if capability < (8, 0):
+        assert p.rejected[0].backend == "gptqmodel-marlin"
+        assert "needs compute capability 8.0+" in p.rejected[0].reasons[0]
+
+
+def test_marlin_rejects_what_it_cannot_pack() -> None:
+    """Config-specific unfitness (3-bit, asymmetric) is a named rejection even on an A100."""
+    p = _ok(qd.plan(qd.Gptq(bits=3, sym=False), _env(TORCH, GPTQMODEL, capability=(8, 0))))
+    assert p.backend.name == "torch-gptq"
+    assert p.rejected[0].reasons[:2] == ("Marlin takes 4- or 8-bit weights, not 3-bit", "Marlin takes symmetric GPTQ weights only (sym=false here)")
+
+
+def test_missing_package_is_a_reason() -> None:
+    """Without gptqmodel Marlin is rejected for that reason, and the plan says so."""
+    p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, capability=(8, 0))))
+    assert p.backend.name == "torch-gptq"
+    assert "needs gptqmodel>=1.4.3, which is not installed" in p.rejected[0].reasons
+    assert "rejected: gptqmodel-marlin" in p.explain()
+
+
+def test_bnb_8bit_needs_turing_but_4bit_does_not() -> None:
+    """LLM.int8 needs sm_75; NF4 runs on sm_70."""
+    env = _env(TORCH, BNB, capability=(7, 0))
+    assert _ok(qd.plan(qd.Bnb4Bit(quant_type="nf4"), env)).backend.name == "bitsandbytes-4bit"
+    r = qd.plan(qd.Bnb8Bit(), env)
+    assert isinstance(r, qd.Err) and r.error[0].code == "plan.no_usable_backend"
+    assert "compute capability 7.5+" in r.error[0].message
+    assert _ok(qd.plan(qd.Bnb8Bit(), env, qd.LoadOptions(device="cpu"))).backend.name == "bitsandbytes-8bit"
+
+
+def test_old_bitsandbytes_is_rejected() -> None:
+    """A version below the backend's minimum is a reason, quoting the version found."""
+    r = qd.plan(qd.Bnb4Bit(), _env(TORCH, qd.Package("bitsandbytes", qd.Version.parse("0.41.0"))))
+    assert isinstance(r, qd.Err) and "needs bitsandbytes>=0.46.1, found 0.41.0" in r.error[0].message
+
+
+def test_marlin_awq_has_no_cpu_kernel() -> None:
+    """Marlin-packed AWQ on a CPU is a typed refusal, not an exception."""
+    r = qd.plan(qd.AwqMarlin(), _env(TORCH))
+    assert isinstance(r, qd.Err) and r.error[0].code == "awq.marlin.needs_cuda"
+    assert _ok(qd.plan(qd.AwqMarlin(), _env(TORCH, GPTQMODEL, capability=(8, 6)))).backend.name == "gptqmodel-awq-marlin"
+
+
+def test_dtype_is_settled_and_requested_dtypes_are_checked() -> None:
+    """bnb 4-bit computes in its compute dtype; AWQ's CUDA kernel refuses bfloat16, so the plan falls back."""
+    assert _ok(qd.plan(qd.Bnb4Bit(compute_dtype=qd.DType.BFLOAT16), _env(TORCH, BNB))).dtype is qd.DType.BFLOAT16
+    p = _ok(qd.plan(qd.AwqGemv(), _env(TORCH, GPTQMODEL, capability=(7, 5)), qd.LoadOptions(dtype=qd.DType.BFLOAT16)))
+    assert p.backend.name == "torch-awq" and p.dtype is qd.DType.BFLOAT16
+    assert any("does not compute in bfloat16" in r for x in p.rejected for r in x.reasons)
+
+
+def test_device_requests() -> None:
+    """auto prefers a GPU; asking for a missing device is an issue; cpu is always there."""
+    env = _env(TORCH)
+    assert _ok(qd.plan(qd.Gptq(bits=4), env)).device == qd.Cpu()
+    r = qd.plan(qd.Gptq(bits=4), env, qd.LoadOptions(device="cuda:1"))
+    assert isinstance(r, qd.Err) and r.error[0].code == "plan.device.unavailable"
+    r2 = qd.plan(qd.Gptq(bits=4), env, qd.LoadOptions(device="tpu"))
+    assert isinstance(r2, qd.Err) and r2.error[0].code == "plan.device.unknown"
+
+
+def test_forced_backend() -> None:
+    """LoadOptions(backend=...) forces a backend; the others are reported as not requested."""
+    p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, GPTQMODEL, capability=(8, 0)), qd.LoadOptions(backend="torch-gptq")))
+    assert p.backend.name == "torch-gptq" and p.rejected[0].reasons == ("not requested (backend='torch-gptq')",)
+
+
+def test_reconcile_checkpoint_wins_and_loading_attributes_apply() -> None:
+    """A user GPTQ config on a GPTQ checkpoint: only backend/max_input_length apply, the rest is named."""
+    ckpt = _parsed({"quant_method": "gptq", "bits": 4})
+    user = _parsed({"quant_method": "gptq", "bits": 8, "backend": "marlin", "max_input_length": 4096})
+    r = qd.reconcile(ckpt, user)
+    assert isinstance(r, qd.Ok)
+    assert r.value.config is ckpt and r.value.overrides == (("max_input_length", 4096), ("backend", "marlin"))
+    assert "bits" in r.value.notes[0]
+
+
+def test_reconcile_another_method_is_an_error() -> None:
+    """A user config of another method than the checkpoint's is refused, naming both."""
+    r = qd.reconcile(qd.Gptq(bits=4), qd.Bnb4Bit())
+    assert isinstance(r, qd.Err) and r.error[0].code == "reconcile.method.mismatch"
+
+
+def test_reconcile_bnb_variant_is_ignored_with_a_note() -> None:
+    """bitsandbytes has no loading attributes: a user 8-bit config on a 4-bit checkpoint is named and ignored."""
+    r = qd.reconcile(qd.Bnb4Bit(), qd.Bnb8Bit())
+    assert isinstance(r, qd.Ok) and r.value.config == qd.Bnb4Bit() and r.value.overrides == ()
+    assert any("ignored" in n for n in r.value.notes)
+
+
+def test_quantize_while_loading() -> None:
+    """No checkpoint config: bnb quantizes while loading; GPTQ/AWQ need calibration and are refused."""
+    env = _env(TORCH, BNB)
+    p = _ok(qd.plan(None, env, qd.LoadOptions(user_config=qd.Bnb4Bit(quant_type="nf4"))))
+    assert not p.pre_quantized
+    r = qd.plan(None, env, qd.LoadOptions(user_config=qd.AwqGemm()))
+    assert isinstance(r, qd.Err) and r.error[0].code == "plan.awq.needs_calibration"
+    r2 = qd.plan(None, env)
+    assert isinstance(r2, qd.Err) and r2.error[0].code == "plan.no_config"
+
+
+def test_gguf_types_without_a_kernel_are_rejected() -> None:
+    """A GGUF with a tensor type the torch backend cannot dequantize gets no plan, naming the type."""
+    cfg = qd.Gguf(tensors=(qd.GgufTensor("a", qd.GgmlType.Q4_K, (256,)), qd.GgufTensor("b", qd.GgmlType.Q8_K, (256,))))
+    r = qd.plan(cfg, _env(TORCH))
+    assert isinstance(r, qd.Err) and "cannot dequantize Q8_K tensors" in r.error[0].message
+
+
+def test_explain_mentions_every_decision() -> None:
+    """explain() states config, device, dtype, backend, rejections and skips."""
+    text = _ok(qd.plan(qd.AwqGemm(modules_to_not_convert=("visual",)), _env(TORCH, capability=(7, 0)))).explain()
+    for part in ("AwqGemm", "cuda:0", "float16", "torch-awq", "rejected: gptqmodel-awq-marlin", "skipped:  visual"):
+        assert part in text
