@@ -22,3 +22,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 """The shared corpus of real files; beside the repository (``../shared``), never copied into it."""
+
+# Snippets that must fail type checking (test_misuse.py runs mypy on them); never import them.
+collect_ignore_glob = ["typing/misuse/*"]
