@@ -12,6 +12,7 @@ no numpy array, so they hash, compare and print like any other value.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Literal, TypeAlias
 
@@ -47,13 +48,6 @@ class TensorInfo:
     offset: int
 
 
-def _key_index(metadata: tuple[tuple[str, GgufValue], ...]) -> Mapping[str, int]:
-    index: dict[str, int] = {}
-    for i, (key, _) in enumerate(metadata):
-        index.setdefault(key, i)  # the first occurrence wins, as in a scan
-    return index
-
-
 @attrs.frozen
 class GgufHeader:
     """Everything in a GGUF file before the tensor data.
@@ -81,11 +75,14 @@ class GgufHeader:
     alignment: int
     data_offset: int
     file_size: int
-    _index: Mapping[str, int] = attrs.field(init=False, repr=False, eq=False)
 
-    def __attrs_post_init__(self) -> None:
-        # A key -> position map, built once; frozen attrs classes are set through object.
-        object.__setattr__(self, "_index", _key_index(self.metadata))
+    @functools.cached_property
+    def _index(self) -> Mapping[str, int]:
+        # key -> position, built on the first get(); it holds positions, never the values
+        index: dict[str, int] = {}
+        for i, (key, _) in enumerate(self.metadata):
+            index.setdefault(key, i)  # the first occurrence wins, as in a scan
+        return index
 
     def get(self, key: str) -> GgufValue | None:
         """Return the value of metadata ``key``, or ``None`` when the file does not have it."""

@@ -12,32 +12,9 @@ The layout (GGUF v2/v3; v1 stores every count, length and dimension marked ``len
 Numbers are little-endian unless the version reads as a byte-swapped 1, 2 or 3 (big-endian file).
 
 ``read_gguf_header`` never raises on bad input and never allocates more than the file holds or
-``GgufLimits`` allows. Problems are ``Issue`` values with these codes:
-
-========================== ======================================================================
-code                       meaning (path)
-========================== ======================================================================
-gguf.file.unreadable       missing, a directory, no permission, I/O error (``$``)
-gguf.magic.mismatch        does not start with ``GGUF``; hints for git-lfs pointers, old GGML
-                           files, safetensors, HTML (``$[offset 0]``)
-gguf.version.unsupported   version not 1, 2 or 3 in either byte order (``$[offset 4]``)
-gguf.truncated             the file ends inside an item; the message names it (``$[offset N]``)
-gguf.header.too_large      more values or header bytes than ``GgufLimits`` allows
-gguf.string.too_long       a string longer than ``GgufLimits.max_string_bytes``
-gguf.array.too_deep        arrays nested deeper than ``GgufLimits.max_array_depth``
-gguf.value_type.unknown    a value or array element type outside 0-12 (``$.metadata["k"]``)
-gguf.string.invalid_utf8   a key, value or tensor name that is not UTF-8
-gguf.bool.invalid          a bool byte other than 0 or 1
-gguf.metadata.duplicate_key  a key stored twice (``$.metadata["k"]``)
-gguf.alignment.invalid     ``general.alignment`` not a UINT32 power of two
-gguf.tensor.duplicate_name two tensor infos with one name (``$.tensors[i]``)
-gguf.tensor.shape_invalid  more than 4 dims, a dim or element count past int64, or a row length
-                           that is not a multiple of the type's block size
-gguf.tensor.offset_misaligned  an offset that is not a multiple of the alignment
-gguf.tensor.out_of_bounds  tensor data past the end of the file
-gguf.tensor.overlap        two tensors whose data overlap
-gguf.issues.too_many       reading stopped after ``MAX_ISSUES`` issues
-========================== ======================================================================
+``GgufLimits`` allows. Problems are ``Issue`` values; ``ISSUE_CODES`` lists their codes. Paths are
+``$[offset N]`` for a byte position, ``$.metadata["key"]`` (``$.metadata[#i]`` when the key itself
+is unreadable) and ``$.tensors[i]``; positions count from 0.
 
 Unknown tensor type ids are not an issue here: the reader records them and the parser judges.
 """
@@ -47,7 +24,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import BinaryIO, Final, Literal
 
 import attrs
@@ -61,29 +39,29 @@ from .types import GgufValueType
 
 __all__ = ["GgufLimits", "DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "read_gguf_header"]
 
-ISSUE_CODES: Final = frozenset(
+ISSUE_CODES: Final[Mapping[str, str]] = MappingProxyType(
     {
-        "gguf.file.unreadable",
-        "gguf.magic.mismatch",
-        "gguf.version.unsupported",
-        "gguf.truncated",
-        "gguf.header.too_large",
-        "gguf.string.too_long",
-        "gguf.array.too_deep",
-        "gguf.value_type.unknown",
-        "gguf.string.invalid_utf8",
-        "gguf.bool.invalid",
-        "gguf.metadata.duplicate_key",
-        "gguf.alignment.invalid",
-        "gguf.tensor.duplicate_name",
-        "gguf.tensor.shape_invalid",
-        "gguf.tensor.offset_misaligned",
-        "gguf.tensor.out_of_bounds",
-        "gguf.tensor.overlap",
-        "gguf.issues.too_many",
+        "gguf.file.unreadable": "missing, a directory, not permitted, or an I/O error",
+        "gguf.magic.mismatch": "does not start with GGUF (hints: git-lfs pointer, GGML, HTML …)",
+        "gguf.version.unsupported": "a version other than 1, 2 or 3 in either byte order",
+        "gguf.truncated": "the file ends inside an item, or a count needs more bytes than remain",
+        "gguf.header.too_large": "more values or header bytes than GgufLimits allows",
+        "gguf.string.too_long": "a string longer than GgufLimits.max_string_bytes",
+        "gguf.array.too_deep": "arrays nested deeper than GgufLimits.max_array_depth",
+        "gguf.value_type.unknown": "a value or array element type outside 0-12",
+        "gguf.string.invalid_utf8": "a key, string value or tensor name that is not UTF-8",
+        "gguf.bool.invalid": "a bool stored as a byte other than 0 or 1",
+        "gguf.metadata.duplicate_key": "a key stored twice",
+        "gguf.alignment.invalid": "general.alignment is not a UINT32 power of two",
+        "gguf.tensor.duplicate_name": "two tensor infos with one name",
+        "gguf.tensor.shape_invalid": "over 4 dims, a size past int64, or rows not whole blocks",
+        "gguf.tensor.offset_misaligned": "a tensor offset that is not a multiple of the alignment",
+        "gguf.tensor.out_of_bounds": "tensor data past the end of the file",
+        "gguf.tensor.overlap": "two tensors whose data overlap",
+        "gguf.issues.too_many": "reading stopped after MAX_ISSUES issues",
     }
 )
-"""Every code that ``read_gguf_header`` can return (see the table above)."""
+"""Every code that ``read_gguf_header`` can return, with what it means."""
 
 MAX_ISSUES: Final = 100
 """Reading stops with ``gguf.issues.too_many`` once this many issues are found."""
@@ -128,6 +106,7 @@ class GgufLimits:
 
 
 DEFAULT_LIMITS: Final = GgufLimits()
+"""The limits ``read_gguf_header`` applies unless told otherwise."""
 
 
 def read_gguf_header(
@@ -143,7 +122,7 @@ def read_gguf_header(
         limits: Bounds on what the header may hold.
 
     Returns:
-        ``Ok(GgufHeader)``, or ``Err(issues)`` with the codes listed in this module's docstring.
+        ``Ok(GgufHeader)``, or ``Err(issues)`` with codes from ``ISSUE_CODES``.
 
     >>> import pathlib, tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -306,7 +285,7 @@ class _Reader:
         if vtype is GgufValueType.ARRAY:
             return self._array(depth, path, what)[0]
         (value,) = self._cur.scalars(_SCALAR[vtype], 1, what)
-        return self._bools((value,), path)[0] if vtype is GgufValueType.BOOL else value
+        return self._bools((value,), path, array=False)[0] if vtype is GgufValueType.BOOL else value
 
     def _array(
         self, depth: int, path: str, what: str
@@ -318,42 +297,48 @@ class _Reader:
         if depth >= self._limits.max_array_depth:
             msg = f"{what} nests arrays deeper than {self._limits.max_array_depth} levels"
             raise Fatal(Issue("gguf.array.too_deep", at(start), msg))
-        self._charge(count, what)
         w = cur.length_width
         smallest = {GgufValueType.STRING: w, GgufValueType.ARRAY: 4 + w}.get(etype)
-        need = count * (smallest or _WIDTH[_SCALAR[etype]])
-        if need > cur.left():
+        width = smallest or _WIDTH[_SCALAR[etype]]
+        self._expect(count, width, start, what, f"{etype.name} elements")
+        return self._elements(etype, count, depth, path, what), etype
+
+    def _expect(self, count: int, width: int, start: int, what: str, items: str) -> None:
+        """Check ``count`` items of at least ``width`` bytes against the file, then the budget."""
+        need, left = count * width, self._cur.left()
+        if need > left:
             msg = (
-                f"{what} declares {count} {etype.name} elements, which take at least {need} "
-                f"bytes, but the file ends {cur.left()} bytes later"
+                f"{what} declares {count} {items}, which take at least {need} bytes, "
+                f"but the file ends {left} bytes later"
             )
             hint = "a truncated file or a corrupt count"
             raise Fatal(Issue("gguf.truncated", at(start), msg, hint))
-        return self._elements(etype, count, depth, path, what), etype
+        self._charge(count, what)
 
     def _elements(
         self, etype: GgufValueType, count: int, depth: int, path: str, what: str
     ) -> tuple[GgufValue, ...]:
         if etype is GgufValueType.STRING:
             raws = self._cur.strings(count, self._limits.max_string_bytes, what)
-            return self._decode_all(raws, path)
+            return self._decode_all(raws, path, array=True)
         if etype is GgufValueType.ARRAY:
             return tuple(self._array(depth + 1, f"{path}[{j}]", what)[0] for j in range(count))
         values = self._cur.scalars(_SCALAR[etype], count, what)
-        return self._bools(values, path) if etype is GgufValueType.BOOL else values
+        return self._bools(values, path, array=True) if etype is GgufValueType.BOOL else values
 
-    def _bools(self, raw: Sequence[int | float], path: str) -> tuple[bool, ...]:
+    def _bools(self, raw: Sequence[int | float], path: str, array: bool) -> tuple[bool, ...]:
         if any(b > 1 for b in raw):
             j = next(j for j, b in enumerate(raw) if b > 1)
-            where = f"{path}[{j}]" if len(raw) > 1 else path
+            where = f"{path}[{j}]" if array else path
             msg = f"a bool is stored as the byte {int(raw[j])}; only 0 and 1 are valid"
             self._report(Issue("gguf.bool.invalid", where, msg))
         return tuple(b != 0 for b in raw)
 
     def _string(self, what: str, path: str) -> str:
-        return self._decode_all(self._cur.strings(1, self._limits.max_string_bytes, what), path)[0]
+        raws = self._cur.strings(1, self._limits.max_string_bytes, what)
+        return self._decode_all(raws, path, array=False)[0]
 
-    def _decode_all(self, raws: list[bytes], path: str) -> tuple[str, ...]:
+    def _decode_all(self, raws: list[bytes], path: str, array: bool) -> tuple[str, ...]:
         try:
             return tuple([raw.decode("utf-8") for raw in raws])
         except UnicodeDecodeError:
@@ -363,7 +348,7 @@ class _Reader:
             try:
                 out.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                where = f"{path}[{j}]" if len(raws) > 1 else path
+                where = f"{path}[{j}]" if array else path
                 msg = f"{raw[:40]!r} is not UTF-8 ({e.reason} at byte {e.start})"
                 self._report(Issue("gguf.string.invalid_utf8", where, msg))
                 out.append(raw.decode("utf-8", errors="replace"))
@@ -375,7 +360,8 @@ class _Reader:
         name = self._string(f"tensor info #{i} name", path)
         what = f"tensor info #{i} {short(name)!r}"
         n_dims = cur.u32(what + " rank")
-        self._charge(1 + n_dims, what)
+        self._charge(1, what)  # the TensorInfo itself
+        self._expect(n_dims, cur.length_width, cur.tell() - 4, what, "dimensions")
         dims = cur.scalars("I" if cur.length_width == 4 else "Q", n_dims, what + " shape")
         ggml_type = cur.u32(what + " type")
         offset = cur.u64(what + " offset")
