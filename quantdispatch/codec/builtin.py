@@ -152,15 +152,22 @@ def _gptq_like_transformers(c: AbstractGptq | AbstractAwq, fmt: str, specs: tupl
             out[key] = f.encode(getattr(c, f.attr))
         elif c.wire.has(key):
             out[key] = thaw(c.wire.get(key))
+        elif key in c.extras:
+            out[key] = thaw(c.extras.get(key))
         else:
             out[key] = f.default if f is not None else None
-    if out.get("backend") is None:
-        out["backend"] = "auto"
-    elif isinstance(out["backend"], str):
-        out["backend"] = out["backend"].lower()
-    if out["desc_act"] is True:
+    out["backend"] = _transformers_backend(out.get("backend"), isinstance(c, AbstractAwq))
+    if out["desc_act"] is True and not isinstance(c, AbstractAwq):
         out["act_group_aware"] = False
     return out
+
+
+def _transformers_backend(raw: Json, awq: bool) -> Json:
+    """The backend Transformers stores: AWQ maps exactly "autoawq" and (any case) "llm-awq" to "auto"."""
+    if raw is None or (awq and raw == "autoawq"):
+        return "auto"
+    value = raw.lower() if isinstance(raw, str) else raw
+    return "auto" if awq and value == "llm-awq" else value
 
 
 def _gptq_transformers(c: AbstractGptq) -> dict[str, Json]:
@@ -177,7 +184,7 @@ GPTQ_SPECS: tuple[TypeSpec[Any], ...] = tuple(
 )
 
 # ------------------------------------------------------------------------------------------- AWQ
-AWQ_TAG_KEYS = ("quant_method", "version", "format")
+AWQ_TAG_KEYS = ("quant_method", "version", "format", "checkpoint_format")
 
 AWQ_FIELDS: tuple[FieldSpec[Any], ...] = (
     FieldSpec("bits", "bits", F.one_of(AWQ_BITS, "AWQ packings exist for 4-bit weights only"), F.PLAIN, 4,
@@ -196,9 +203,7 @@ AWQ_FIELDS: tuple[FieldSpec[Any], ...] = (
 
 
 def _awq_transformers(c: AbstractAwq) -> dict[str, Json]:
-    gptq_like = _gptq_like_transformers(c, c.version, GPTQ_FIELDS + AWQ_FIELDS)
-    if gptq_like["backend"] == "autoawq":
-        gptq_like["backend"] = "auto"
+    gptq_like = _gptq_like_transformers(c, c.version, AWQ_FIELDS + GPTQ_FIELDS)
     out: dict[str, Json] = {
         "quant_method": "awq", "zero_point": c.zero_point,
         "modules_to_not_convert": F.encode_tuple(c.modules_to_not_convert),

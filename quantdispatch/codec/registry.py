@@ -97,8 +97,11 @@ def families() -> tuple[Family, ...]:
     return tuple(_FAMILIES.values())
 
 
-def _format_of(obj: Mapping[str, object], at: str, keys: tuple[str, str], prefix: str) -> str | Issue | None:
-    """Read a variant key pair (the first wins when both are set, as in Transformers); lower-cased."""
+def _format_of(obj: Mapping[str, object], at: str, keys: tuple[str, ...], prefix: str) -> str | Issue | None:
+    """Read the variant keys, lower-cased; where several are set they must agree.
+
+    ``keys`` is in Transformers' order of precedence (the first wins there, silently).
+    """
     seen: list[tuple[str, str]] = []
     for key in keys:
         value = obj.get(key)
@@ -107,10 +110,11 @@ def _format_of(obj: Mapping[str, object], at: str, keys: tuple[str, str], prefix
         if not isinstance(value, str):
             return Issue(f"{prefix}.{key}.type", child_path(at, key), f"expected a string, got {type_name(value)} {value!r}")
         seen.append((key, value.lower()))
-    if len(seen) == 2 and seen[0][1] != seen[1][1]:
-        (k0, v0), (k1, v1) = seen
-        return Issue(f"{prefix}.{k1}.conflict", child_path(at, k1), f"{k0!r} says {v0!r} but {k1!r} says {v1!r}",
-                     f"Transformers would silently use {v0!r}; keep one of them")
+    for k1, v1 in seen[1:]:
+        k0, v0 = seen[0]
+        if v1 != v0:
+            return Issue(f"{prefix}.{k1}.conflict", child_path(at, k1), f"{k0!r} says {v0!r} but {k1!r} says {v1!r}",
+                         f"Transformers would silently use {v0!r}; keep one of them")
     return seen[0][1] if seen else None
 
 
@@ -122,7 +126,7 @@ def _select_gptq(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Is
     fmt = _format_of(obj, at, ("checkpoint_format", "format"), "gptq")
     if isinstance(fmt, Issue):
         return Err((fmt,))
-    spec = _GPTQ_BY_FORMAT.get(fmt or "gptq")
+    spec = _GPTQ_BY_FORMAT.get("gptq" if fmt is None else fmt)
     if spec is None:
         key = "checkpoint_format" if "checkpoint_format" in obj else "format"
         return Err((Issue("gptq.format.unsupported", child_path(at, key), f"GPTQ checkpoint format {fmt!r} is not supported",
@@ -135,14 +139,15 @@ assert set(_AWQ_BY_VERSION) == {c.version for c in (AwqGemm, AwqGemv, AwqGemvFas
 
 
 def _select_awq(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Issues]:
-    version = _format_of(obj, at, ("version", "format"), "awq")
+    version = _format_of(obj, at, ("checkpoint_format", "version", "format"), "awq")
     if isinstance(version, Issue):
         return Err((version,))
-    if obj.get("backend") == "llm-awq":
+    backend = obj.get("backend")
+    if isinstance(backend, str) and backend.lower() == "llm-awq":
         version = "llm-awq"
-    spec = _AWQ_BY_VERSION.get(version or "gemm")
+    spec = _AWQ_BY_VERSION.get("gemm" if version is None else version)
     if spec is None:
-        key = "version" if "version" in obj else "format"
+        key = next((k for k in ("checkpoint_format", "version", "format") if obj.get(k) is not None), "version")
         return Err((Issue("awq.version.unsupported", child_path(at, key), f"AWQ version {version!r} is not a known packing",
                           "known packings: " + ", ".join(sorted(_AWQ_BY_VERSION)) + "; 'exllama' and 'ipex' are kernels, not packings, and Transformers 5 rejects them too"),))
     return Ok(spec)
