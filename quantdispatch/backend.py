@@ -7,6 +7,7 @@ backend live in ``quantdispatch.backends`` (the shell); planning only reads thes
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import attrs
@@ -15,6 +16,11 @@ from .dtypes import DType
 from .environment import Environment, Version
 
 __all__ = ["Requirement", "Backend", "Candidate", "Refusal", "unmet"]
+
+
+@functools.lru_cache(maxsize=256)
+def _version(text: str) -> Version:
+    return Version.parse(text)
 
 DeviceKind = Literal["cpu", "cuda", "mps"]
 
@@ -32,9 +38,9 @@ class Requirement:
         found = env.version_of(self.package)
         if found is None:
             return f"needs {self}, which is not installed"
-        if self.minimum is not None and found < Version.parse(self.minimum):
+        if self.minimum is not None and found < _version(self.minimum):
             return f"needs {self}, found {found}"
-        if self.below is not None and not found < Version.parse(self.below):
+        if self.below is not None and not found < _version(self.below):
             return f"needs {self}, found {found}"
         return None
 

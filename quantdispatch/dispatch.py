@@ -56,18 +56,18 @@ def _marlin_unfit(bits: int, sym: bool, group_size: int) -> tuple[str, ...]:
 
 
 @overload
-def select_backend(config: AwqMarlin, device: Cuda, /) -> Selection:
+def _select_backend(config: AwqMarlin, device: Cuda, /) -> Selection:
     return (Candidate(AWQ_MARLIN, _marlin_unfit(config.bits, True, config.group_size)),)
 
 
 @overload
-def select_backend(config: AwqMarlin, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: AwqMarlin, device: AbstractDevice, /) -> Selection:
     return Refusal("awq.marlin.needs_cuda", "Marlin-packed AWQ weights are tiled for the Marlin CUDA kernel; no portable kernel reads them",
                    "load on a CUDA GPU with compute capability 8.0+, or use a GEMM-packed copy of the model")
 
 
 @overload
-def select_backend(config: AbstractAwq, device: Cuda, /) -> Selection:
+def _select_backend(config: AbstractAwq, device: Cuda, /) -> Selection:
     # AWQ Marlin handles zero points itself, so only the width and group size matter.
     marlin = Candidate(AWQ_MARLIN, _marlin_unfit(config.bits, True, config.group_size))
     if isinstance(config, AwqLlm):
@@ -76,51 +76,66 @@ def select_backend(config: AbstractAwq, device: Cuda, /) -> Selection:
 
 
 @overload
-def select_backend(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
     return (Candidate(TORCH_AWQ),)
 
 
 @overload
-def select_backend(config: AbstractGptq, device: Cuda, /) -> Selection:
+def _select_backend(config: AbstractGptq, device: Cuda, /) -> Selection:
     return (Candidate(GPTQMODEL_MARLIN, _marlin_unfit(config.bits, config.sym, config.group_size)), Candidate(TORCH_GPTQ))
 
 
 @overload
-def select_backend(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
     return (Candidate(TORCH_GPTQ),)
 
 
 @overload
-def select_backend(config: Bnb4Bit, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: Bnb4Bit, device: AbstractDevice, /) -> Selection:
     return (Candidate(BNB_4BIT),)
 
 
 @overload
-def select_backend(config: Bnb8Bit, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: Bnb8Bit, device: AbstractDevice, /) -> Selection:
     return (Candidate(BNB_8BIT),)
 
 
 @overload
-def select_backend(config: Gguf, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: Gguf, device: AbstractDevice, /) -> Selection:
     odd = sorted({t.ggml_type.name for t in config.tensors if t.ggml_type not in GGUF_DEQUANT_TYPES})
     return (Candidate(TORCH_GGUF, tuple(f"cannot dequantize {name} tensors" for name in odd)),)
 
 
 @overload
-def select_backend(config: AbstractQuantConfig, device: AbstractDevice, /) -> Selection:
+def _select_backend(config: AbstractQuantConfig, device: AbstractDevice, /) -> Selection:
     return Refusal("plan.no_backend", f"no backend is registered for {type(config).__name__} on {type(device).__name__}",
                    "register one with quantdispatch.register_backend")
 
 
 @_dispatch
+def _select_backend(config: AbstractQuantConfig, device: AbstractDevice, /) -> Selection:
+    raise AssertionError("unreachable: plum calls the @overload bodies")
+
+
+_RESOLVED: dict[tuple[type, type], Callable[[Any, Any], Selection]] = {}
+
+
 def select_backend(config: AbstractQuantConfig, device: AbstractDevice, /) -> Selection:
     """Return the backends for ``config`` on ``device``'s kind, best first, or a ``Refusal``.
+
+    Plum resolves the most specific implementation once per (config type, device type); the
+    result is cached, so a call costs a dictionary lookup plus the implementation itself.
 
     >>> from quantdispatch import Gptq, Cuda
     >>> [c.backend.name for c in select_backend(Gptq(bits=4), Cuda(capability=(8, 0)))]
     ['gptqmodel-marlin', 'torch-gptq']
     """
-    raise AssertionError("unreachable: plum calls the @overload bodies")
+    key = (type(config), type(device))
+    impl = _RESOLVED.get(key)
+    if impl is None:
+        function: Any = _select_backend
+        impl = _RESOLVED[key] = function.resolve_method((config, device))[0]
+    return impl(config, device)
 
 
 _SIGNATURES: list[tuple[type[AbstractQuantConfig], type[AbstractDevice]]] = [
@@ -176,9 +191,10 @@ def register_backend(config_type: type[C], device_type: type[D]) -> Callable[[Im
         found = plum.Signature.from_callable(impl)
         if found.types != declared.types:
             raise RegistrationError(f"{impl.__qualname__} is annotated {found}, but was registered for {declared}")
-        function: Any = select_backend
+        function: Any = _select_backend
         function.dispatch(impl)
         _SIGNATURES.append((config_type, device_type))
+        _RESOLVED.clear()  # a new, more specific implementation may now win for cached pairs
         return impl
 
     return decorator

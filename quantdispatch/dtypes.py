@@ -48,8 +48,8 @@ class DType(enum.Enum):
         Accepts the bare name Transformers writes (``"bfloat16"``) and the ``"torch.bfloat16"``
         spelling users often write by hand (Transformers itself fails on the latter).
         """
-        name = value.removeprefix("torch.")
-        return _BY_NAME.get(name)
+        found = _BY_NAME.get(value)
+        return found if found is not None else _BY_NAME.get(value.removeprefix("torch."))
 
 
 _BITS = {

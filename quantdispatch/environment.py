@@ -29,6 +29,14 @@ class Version:
 
     parts: tuple[int, ...]
     text: str = ""
+    _key: tuple[int, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Trailing zeros do not count (2.4 == 2.4.0); computed once, compared often.
+        parts = list(self.parts)
+        while parts and parts[-1] == 0:
+            parts.pop()
+        object.__setattr__(self, "_key", tuple(parts))
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -37,14 +45,8 @@ class Version:
         parts = tuple(int(p) for p in match.group(0).split(".")) if match else ()
         return cls(parts, text)
 
-    def _key(self) -> tuple[int, ...]:
-        parts = list(self.parts)
-        while parts and parts[-1] == 0:
-            parts.pop()
-        return tuple(parts)
-
     def __lt__(self, other: Version) -> bool:
-        return self._key() < other._key()
+        return self._key < other._key
 
     def __ge__(self, other: Version) -> bool:
         return not self < other
@@ -127,13 +129,19 @@ class Environment:
     devices: tuple[AbstractDevice, ...] = (Cpu(),)
     python: tuple[int, int, int] = (3, 11, 0)
 
+    _index: dict[str, Version] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Built once: planning asks for versions many times. The first of duplicate names wins.
+        index: dict[str, Version] = {}
+        for p in self.packages:
+            index.setdefault(_normalize(p.name), p.version)
+        object.__setattr__(self, "_index", index)
+
     def version_of(self, name: str) -> Version | None:
         """Return the installed version of a distribution, or ``None`` when absent."""
-        wanted = _normalize(name)
-        for p in self.packages:
-            if _normalize(p.name) == wanted:
-                return p.version
-        return None
+        found = self._index.get(name)
+        return found if found is not None else self._index.get(_normalize(name))
 
     def cuda(self) -> tuple[Cuda, ...]:
         """The CUDA devices, in index order."""

@@ -55,13 +55,28 @@ class JsonObject:
 EMPTY_OBJECT = JsonObject()
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def freeze(value: Json) -> FrozenJson:
-    """Turn a JSON value into its frozen, hashable form."""
+    """Turn a JSON value into its frozen, hashable form.
+
+    Raises:
+        ValueError: ``value`` is not JSON: a non-string key, NaN or infinity, another type.
+    """
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a JSON number")
+        return value
     if isinstance(value, list):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
+        if not all(type(k) is str for k in value):
+            raise ValueError("object keys must be strings")
         return JsonObject(tuple((k, freeze(v)) for k, v in value.items()))
-    return value
+    raise ValueError(f"{type(value).__name__} is not a JSON type")
 
 
 def thaw(value: FrozenJson) -> Json:

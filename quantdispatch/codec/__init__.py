@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..configs.base import AbstractQuantConfig
 from ..gguf.header import GgufHeader
-from ..jsonvalue import Json, is_json, type_name
+from ..jsonvalue import Json, type_name
 from ..result import Err, Issue, Issues, Ok, Result
 from .gguf import GGUF_SPEC, parse_gguf_header
 from .registry import register_codec, select_spec, spec_for
@@ -66,6 +66,8 @@ def parse(raw: object, *, default_method: str | None = None, at: str = "$") -> R
         return _parse(raw, default_method, at)
     except RecursionError:
         return Err((Issue("json.too_deep", at, "the document is nested too deeply to read"),))
+    except ValueError as e:
+        return Err((Issue("json.value", at, f"not a JSON value: {e}", "NaN, infinity, non-string keys and Python objects are not JSON"),))
 
 
 def _parse(raw: object, default_method: str | None, at: str) -> Result[AbstractQuantConfig, Issues]:
@@ -74,8 +76,6 @@ def _parse(raw: object, default_method: str | None, at: str) -> Result[AbstractQ
     if not isinstance(raw, dict):
         return Err((Issue("json.type", at, f"expected a JSON object, got {type_name(raw)}",
                           "pass the quantization_config object, or a whole config.json"),))
-    if not all(isinstance(k, str) for k in raw) or not is_json(raw):
-        return Err((Issue("json.value", at, "not a JSON value (non-string keys, NaN/infinity or Python objects)"),))
     if not any(k in raw for k in _METHOD_KEYS):
         found = locate(raw, at)
         if found is not None:

@@ -169,12 +169,14 @@ def nested_string_tuple(value: object) -> tuple[tuple[str, ...], ...] | Problem:
 def dtype(allowed: Sequence[DType] | None = None) -> Callable[[object], DType | Problem]:
     """Decode a dtype name (``"bfloat16"``, also ``"torch.bfloat16"``)."""
 
+    permitted = frozenset(allowed if allowed is not None else DType)
+
     def decode(value: object) -> DType | Problem:
         if not isinstance(value, str):
             return Problem("type", f"expected a dtype name, got {type_name(value)} {value!r}")
         found = DType.from_json(value)
-        names = [d.value for d in (allowed or list(DType))]
-        if found is None or (allowed is not None and found not in allowed):
+        if found is None or found not in permitted:
+            names = [d.value for d in (allowed or list(DType))]
             return Problem("not_allowed", f"expected one of {names}, got {value!r}")
         return found
 

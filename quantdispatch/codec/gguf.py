@@ -75,9 +75,17 @@ GGUF_FIELDS: tuple[FieldSpec[Any], ...] = (
     FieldSpec("dequantize", None, F.boolean, F.PLAIN, False),
 )
 
+def _gguf_transformers(c: Gguf) -> dict[str, Json]:
+    """Transformers' ``GgufConfig``: only loading options (the file itself describes the rest)."""
+    file = c.wire.get("gguf_file")
+    dequantize = c.wire.get("dequantize")
+    return {"quant_method": "gguf", "gguf_file": file if isinstance(file, str) else None,
+            "dequantize": dequantize if isinstance(dequantize, bool) else False}
+
+
 GGUF_SPEC: TypeSpec[Gguf] = TypeSpec(
     Gguf, "gguf", tags=(("quant_method", "gguf"),), tag_keys=("quant_method",), fields=GGUF_FIELDS,
-    loading_attributes=("dequantize",),
+    loading_attributes=("dequantize",), to_transformers=_gguf_transformers,
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..configs.base import AbstractQuantConfig, Wire
-from ..jsonvalue import Json, JsonObject, freeze, thaw
+from ..jsonvalue import FrozenJson, Json, JsonObject, freeze, thaw
 from ..result import Err, Issue, Issues, Ok, Result
 from .fields import FieldSpec, Problem
 
@@ -52,42 +52,26 @@ class TypeSpec(Generic[C]):
     loading_attributes: tuple[str, ...] = ()
     to_transformers: Callable[[C], dict[str, Json]] | None = None
 
+    by_key: dict[str, FieldSpec[Any]] = attrs.field(init=False, eq=False, repr=False)
+    defaults: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
+    required: tuple[FieldSpec[Any], ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Lookup tables built once, so that decoding walks the document, not the field list.
+        object.__setattr__(self, "by_key", {k: f for f in self.fields for k in f.keys})
+        object.__setattr__(self, "defaults", {f.attr: f.default for f in self.fields if f.attr is not None})
+        object.__setattr__(self, "required", tuple(f for f in self.fields if f.required))
+
     def field_for(self, key: str) -> FieldSpec[Any] | None:
         """Return the field that reads ``key`` (as its key or an alias)."""
-        for f in self.fields:
-            if key in f.keys:
-                return f
-        return None
+        return self.by_key.get(key)
 
 
 def _issue(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
     return Issue(f"{spec.prefix}.{key}.{p.kind}", child_path(at, key), p.message, p.hint)
 
 
-def _decode_field(
-    spec: TypeSpec[Any], f: FieldSpec[Any], obj: Mapping[str, object], at: str
-) -> tuple[object, list[Issue]]:
-    present = [k for k in f.keys if k in obj]
-    if not present:
-        if f.required:
-            return f.default, [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing")]
-        return f.default, []
-    decoded: list[tuple[str, object]] = []
-    issues: list[Issue] = []
-    for k in present:
-        v = f.decode(obj[k])
-        if isinstance(v, Problem):
-            issues.append(_issue(spec, k, at, v))
-        else:
-            decoded.append((k, v))
-    if issues:
-        return f.default, issues
-    (k0, v0), rest = decoded[0], decoded[1:]
-    for k, v in rest:
-        if v != v0 or type(v) is not type(v0):
-            msg = f"{k0!r} says {obj[k0]!r} but {k!r} says {obj[k]!r}"
-            return f.default, [Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, k), msg, "keep one of them")]
-    return v0, []
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
@@ -95,22 +79,39 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
 
     Keys no field or tag reads become ``extras``; the raw values of the others go into the
     config's ``Wire`` so that ``encode_object`` can write the document back unchanged.
+
+    Raises:
+        ValueError: A value is not JSON (``parse`` turns this into an issue).
     """
-    values: dict[str, Any] = {}
+    values = dict(spec.defaults)
+    seen: dict[str, tuple[str, object]] = {}
     issues: list[Issue] = []
-    known: set[str] = set(spec.tag_keys)
-    for f in spec.fields:
-        value, found = _decode_field(spec, f, obj, at)
-        issues.extend(found)
-        known.update(f.keys)
-        if f.attr is not None:
-            values[f.attr] = value
+    raw: list[tuple[str, FrozenJson]] = []
+    extras: list[tuple[str, FrozenJson]] = []
+    for key, value in obj.items():
+        if type(key) is not str:
+            raise ValueError(f"object keys must be strings, got {key!r}")
+        f = spec.by_key.get(key)
+        if f is None:
+            (raw if key in spec.tag_keys else extras).append((key, freeze(value)))  # type: ignore[arg-type]
+            continue
+        # Scalars (most values) are their own frozen form; skip the call for them.
+        raw.append((key, value if type(value) in _PLAIN_SCALARS else freeze(value)))  # type: ignore[arg-type]
+        decoded = f.decode(value)
+        if isinstance(decoded, Problem):
+            issues.append(_issue(spec, key, at, decoded))
+            seen.setdefault(f.key, (key, decoded))
+        elif f.attr is not None:
+            first = seen.setdefault(f.key, (key, decoded))
+            if first[0] != key and (type(first[1]) is not type(decoded) or first[1] != decoded):
+                msg = f"{first[0]!r} says {obj[first[0]]!r} but {key!r} says {value!r}"
+                issues.append(Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, key), msg, "keep one of them"))
+            values[f.attr] = decoded
+    issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
     if issues:
         return Err(tuple(issues))
-    extras = JsonObject(tuple((k, freeze(v)) for k, v in obj.items() if k not in known))  # type: ignore[arg-type]
-    raw = JsonObject(tuple((k, freeze(v)) for k, v in obj.items() if k in known))  # type: ignore[arg-type]
-    wire = Wire(keys=tuple(obj.keys()), raw=raw)
-    return Ok(spec.cls(**values, extras=extras, wire=wire))
+    wire = Wire(keys=tuple(obj), raw=JsonObject(tuple(raw)))
+    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), wire=wire))
 
 
 def _same(a: object, b: object) -> bool:

@@ -815,3 +815,18 @@ def test_real_config_agrees(path: Path) -> None:
     assert not isinstance(o.theirs, Exception), o.theirs
     problem = any_disagreement(o)
     assert problem is None, f"{problem}\n  input: {d!r}"
+
+
+@pytest.mark.parametrize("doc", [
+    {"quant_method": "gguf"},
+    {"quant_method": "gguf", "gguf_file": "model-Q4_K_M.gguf", "dequantize": True},
+])
+def test_gguf_transformers_dump_agrees(doc: Raw) -> None:
+    """Our Transformers-style dump of a GGUF config is what GgufConfig.to_dict() writes."""
+    from transformers import GgufConfig
+
+    parsed = parse(doc)
+    assert isinstance(parsed, Ok), parsed
+    ours = dump(parsed.value, style="transformers")
+    theirs = oracle_json(GgufConfig.from_dict(copy.deepcopy(doc)))
+    assert ours == theirs
