@@ -19,7 +19,7 @@ from typing import TypeAlias
 
 import attrs
 
-__all__ = ["Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "freeze", "thaw", "is_json", "type_name"]
+__all__ = ["Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "freeze", "thaw", "type_name"]
 
 Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
 FrozenJson: TypeAlias = "None | bool | int | float | str | tuple[FrozenJson, ...] | JsonObject"
@@ -86,21 +86,6 @@ def thaw(value: FrozenJson) -> Json:
     if isinstance(value, JsonObject):
         return {k: thaw(v) for k, v in value.items}
     return value
-
-
-def is_json(value: object, depth: int = 0) -> bool:
-    """Return whether ``value`` is a JSON value (``dict`` keys must be strings, floats finite)."""
-    if depth > 512:
-        return False
-    if value is None or isinstance(value, (bool, int, str)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(is_json(v, depth + 1) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and is_json(v, depth + 1) for k, v in value.items())
-    return False
 
 
 def type_name(value: object) -> str:

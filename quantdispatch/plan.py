@@ -27,6 +27,9 @@ from .result import Err, Issue, Issues, Ok, Result
 
 __all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
 
+RANKED_BELOW = "usable, but ranked below the chosen backend"
+"""The reason given for a backend that could run but lost to a preferred one."""
+
 DeviceRequest = Literal["auto", "cpu", "cuda", "mps"] | str
 
 
@@ -107,7 +110,9 @@ class LoadPlan:
             f"dtype:    {self.dtype.value}",
             f"backend:  {self.backend.name} — {self.backend.summary}",
         ]
-        lines += [f"rejected: {r.backend}: {'; '.join(r.reasons)}" for r in self.rejected]
+        for r in self.rejected:
+            label = "fallback" if r.reasons == (RANKED_BELOW,) else "rejected"
+            lines.append(f"{label}: {r.backend}: {'; '.join(r.reasons)}")
         skip = "default (output and tied embeddings)" if self.skip_modules is None else ", ".join(self.skip_modules) or "none"
         lines.append(f"skipped:  {skip}")
         lines += [f"override: {k} = {v!r}" for k, v in self.overrides]
@@ -238,7 +243,7 @@ def _choose(candidates: tuple[Candidate, ...], env: Environment, device: Abstrac
         if chosen is None and not reasons:
             chosen = c.backend
         else:
-            rejected.append(Rejection(c.backend.name, reasons or ("usable, but ranked below the chosen backend",)))
+            rejected.append(Rejection(c.backend.name, reasons or (RANKED_BELOW,)))
     if forced is not None and all(c.backend.name != forced for c in candidates):
         rejected.append(Rejection(forced, ("not a candidate for this config and device",)))
     return chosen, tuple(rejected)

@@ -18,15 +18,14 @@ that both arms are handled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
-__all__ = ["Issue", "Issues", "Ok", "Err", "Result", "collect", "is_ok", "is_err"]
+__all__ = ["Issue", "Issues", "Ok", "Err", "Result", "collect"]
 
 T = TypeVar("T")
-U = TypeVar("U")
 T_co = TypeVar("T_co", covariant=True)
 E_co = TypeVar("E_co", covariant=True)
 
@@ -76,16 +75,6 @@ class Err(Generic[E_co]):
 Result: TypeAlias = Ok[T_co] | Err[E_co]
 
 
-def is_ok(result: Result[T, object]) -> bool:
-    """Return whether ``result`` is an ``Ok``."""
-    return isinstance(result, Ok)
-
-
-def is_err(result: Result[object, object]) -> bool:
-    """Return whether ``result`` is an ``Err``."""
-    return isinstance(result, Err)
-
-
 def collect(results: Iterable[Result[T, Issues]]) -> Result[tuple[T, ...], Issues]:
     """Turn many results into one: all values if every one is ``Ok``, else every issue of all.
 
@@ -103,7 +92,3 @@ def collect(results: Iterable[Result[T, Issues]]) -> Result[tuple[T, ...], Issue
             issues.extend(r.error)
     return Err(tuple(issues)) if issues else Ok(tuple(values))
 
-
-def map_ok(result: Result[T, Issues], f: Callable[[T], U]) -> Result[U, Issues]:
-    """Apply ``f`` to the value of an ``Ok``; pass an ``Err`` through unchanged."""
-    return Ok(f(result.value)) if isinstance(result, Ok) else result

@@ -7,7 +7,7 @@ from typing import assert_never
 import pytest
 
 from quantdispatch import Err, Issue, Issues, Ok, Result
-from quantdispatch.result import collect, map_ok
+from quantdispatch.result import collect
 
 
 def _half(n: int) -> Result[int, Issues]:
@@ -48,9 +48,7 @@ def test_values_are_frozen_and_hashable() -> None:
         issue.code = "d"  # type: ignore[misc]
 
 
-def test_render_and_map() -> None:
-    """Issues render on one line with their hint; map_ok transforms only Ok."""
+def test_render() -> None:
+    """Issues render on one line, with their hint when they have one."""
     assert Issue("x.y", "$.a", "bad", "do this").render() == "x.y at $.a: bad (hint: do this)"
-    assert map_ok(Ok(2), lambda v: v + 1) == Ok(3)
-    err: Result[int, Issues] = Err((Issue("e", "$", "m"),))
-    assert map_ok(err, lambda v: v + 1) == err
+    assert Issue("x.y", "$.a", "bad").render() == "x.y at $.a: bad"

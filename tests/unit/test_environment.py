@@ -1,0 +1,56 @@
+"""Environment values, versions and probe()."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+import quantdispatch as qd
+
+
+@pytest.mark.parametrize("text,parts", [("2.13.0+cpu", (2, 13, 0)), ("0.50.2", (0, 50, 2)), ("1.0rc1", (1, 0)), ("garbage", ())])
+def test_version_parse(text: str, parts: tuple[int, ...]) -> None:
+    """Versions keep their leading release numbers and the text they came from."""
+    v = qd.Version.parse(text)
+    assert v.parts == parts and str(v) == text
+
+
+def test_version_order() -> None:
+    """Trailing zeros do not count, and comparison is numeric, not textual."""
+    assert not qd.Version.parse("2.4") < qd.Version.parse("2.4.0")
+    assert qd.Version.parse("0.9.1") < qd.Version.parse("0.46.1")
+    assert qd.Version.parse("2.13.0") >= qd.Version.parse("2.4")
+
+
+def test_version_of_normalises_names() -> None:
+    """Distribution names match case- and separator-insensitively."""
+    env = qd.Environment(packages=(qd.Package("Auto_GPTQ", qd.Version.parse("0.7.1")),))
+    assert env.version_of("auto-gptq") == qd.Version.parse("0.7.1")
+    assert env.version_of("torch") is None
+
+
+def test_requirement_checks() -> None:
+    """A requirement names what is missing or too old, and passes in range."""
+    env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
+    assert qd.Requirement("torch", "2.4").check(env) is None
+    assert qd.Requirement("torch", "2.14").check(env) == "needs torch>=2.14, found 2.13.0"
+    assert qd.Requirement("torch", below="2.13").check(env) == "needs torch<2.13, found 2.13.0"
+    assert qd.Requirement("gguf").check(env) == "needs gguf, which is not installed"
+
+
+def test_probe_reads_installed_versions() -> None:
+    """probe() reports the installed versions from package metadata and always a CPU."""
+    env = qd.probe(devices=False)
+    assert env.devices == (qd.Cpu(),)
+    assert env.version_of("attrs") is None  # not among the relevant packages unless asked for
+    assert qd.probe(devices=False, extra=("attrs",)).version_of("attrs") == qd.Version.parse(importlib.metadata.version("attrs"))
+
+
+def test_probe_finds_torch_devices() -> None:
+    """With torch installed, probe() asks it for devices; on a CPU-only machine that is the CPU alone."""
+    torch = pytest.importorskip("torch")
+    env = qd.probe()
+    assert env.devices[0] == qd.Cpu()
+    assert len(env.cuda()) == torch.cuda.device_count()
+    assert env.version_of("torch") is not None
