@@ -1,4 +1,4 @@
-"""``import quantdispatch`` stays light: no torch, Transformers, numpy or backend package, and fast.
+"""``import quantdispatch`` stays light: no torch, Transformers, numpy or backend package.
 
 The pure core (parse, dump, validate, plan, select_backend, environment values) must work in a
 process that never imports torch. Only the shell may import torch or Transformers; the static check
@@ -23,10 +23,6 @@ SHELL_FILES: Final = frozenset({"probe.py", "probing.py"})
 """Modules that may import torch at their top (``probe`` was renamed ``probing``), besides ``backends/``."""
 SHELL_DIRS: Final = frozenset({"backends"})
 FORBIDDEN: Final = frozenset({"torch", "transformers"})
-
-IMPORT_BUDGET_US: Final = 1_500_000
-"""Cumulative ``-X importtime`` of ``quantdispatch``. Measured at ~0.22-0.25 s on the 2-core dev box
-(plum with beartype is ~0.12 s of it); the budget is generous because that machine is noisy."""
 
 _TOUCH_THE_PURE_API: Final = """
 import json, sys
@@ -69,24 +65,26 @@ def test_pure_api_imports_no_heavy_package() -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-def _cumulative_us(importtime_log: str, module: str) -> int:
-    """The cumulative microseconds ``-X importtime`` reports for ``module``."""
-    for line in importtime_log.splitlines():
-        fields = [f.strip() for f in line.removeprefix("import time:").split("|")]
-        if len(fields) == 3 and fields[2] == module:
-            return int(fields[1])
-    raise AssertionError(f"{module} not found in the -X importtime log:\n{importtime_log[-2000:]}")
+LIGHT_DEPENDENCIES: Final = frozenset({"quantdispatch", "attr", "attrs", "plum", "beartype", "rich", "typing_extensions", "mypy_extensions"})
+"""Third-party packages ``import quantdispatch`` may load (plum brings beartype and rich). Import time
+itself is measured in benchmarks/bench_import.py, not asserted: a timed test would be flaky."""
+
+# mypyc-compiled wheels (plum is one) load a runtime helper module named `<hash>__mypyc`.
+_LIST_THIRD_PARTY = (
+    "import sys, json; before = set(sys.modules); import quantdispatch; "
+    "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+    "print(json.dumps(sorted(m for m in new if m not in sys.stdlib_module_names and not m.startswith('_') and not m.endswith('__mypyc'))))"
+)
 
 
 @pytest.mark.slow
-def test_import_time_within_budget() -> None:
-    """The cumulative import time of quantdispatch (best of three fresh interpreters) stays under 1.5 s."""
-    runs = []
-    for _ in range(3):
-        done = _run("-X", "importtime", "-c", "import quantdispatch")
-        assert done.returncode == 0, done.stderr
-        runs.append(_cumulative_us(done.stderr, "quantdispatch"))
-    assert min(runs) < IMPORT_BUDGET_US, f"import quantdispatch took {min(runs) / 1e6:.2f} s at best ({runs} µs)"
+def test_import_loads_only_light_dependencies() -> None:
+    """A fresh `import quantdispatch` loads no third-party package beyond attrs and plum's own dependencies."""
+    done = _run("-c", _LIST_THIRD_PARTY)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert loaded <= LIGHT_DEPENDENCIES, sorted(loaded - LIGHT_DEPENDENCIES)
+    assert "quantdispatch" in loaded
 
 
 def _imported_roots(tree: ast.AST) -> set[str]:
