@@ -15,10 +15,10 @@ import plum
 from .codec.registry import spec_for
 from .codec.spec import child_path
 from .codec.fields import Problem
+from .codec.gguf import misaligned
 from .configs.base import AbstractQuantConfig
 from .configs.bnb import Bnb4Bit
 from .configs.gguf import Gguf
-from .gguf.types import block_size
 from .result import Err, Issue, Issues, Ok, Result
 
 __all__ = ["validate", "cross_field_issues"]
@@ -42,11 +42,7 @@ def _cross_field_issues(config: Gguf, /) -> Issues:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         return (Issue("gguf.tensor.duplicate_name", "$.tensors", f"tensor {dup!r} appears more than once"),)
-    return tuple(
-        Issue("gguf.tensor.shape_misaligned", f"$.tensors[{i}]", f"tensor {t.name!r}: row length {t.shape[0]} is not a "
-              f"multiple of the {t.ggml_type.name} block size {block_size(t.ggml_type)}")
-        for i, t in enumerate(config.tensors) if t.shape and t.shape[0] % block_size(t.ggml_type)
-    )
+    return tuple(issue for i, t in enumerate(config.tensors) if (issue := misaligned(i, t)) is not None)
 
 
 @overload

@@ -13,7 +13,7 @@ from . import fields as F
 from .fields import FieldSpec, Problem
 from .spec import TypeSpec
 
-__all__ = ["GGUF_SPEC", "parse_gguf_header"]
+__all__ = ["GGUF_SPEC", "parse_gguf_header", "misaligned"]
 
 
 def _file_type(value: object) -> LlamaFileType | None | Problem:
@@ -98,12 +98,17 @@ def _tensor_issue(i: int, info: TensorInfo) -> GgufTensor | Issue:
                          "re-convert the model with a current llama.cpp")
         return Issue("gguf.tensor.type_unknown", at, f"tensor {info.name!r} has unknown GGML type id {info.ggml_type}",
                      "the file may be newer than this library, or corrupt")
-    t = GgmlType(info.ggml_type)
-    block = BLOCK[t][0]
-    if info.shape and info.shape[0] % block:
-        return Issue("gguf.tensor.shape_misaligned", at,
-                     f"tensor {info.name!r}: row length {info.shape[0]} is not a multiple of the {t.name} block size {block}")
-    return GgufTensor(info.name, t, info.shape)
+    tensor = GgufTensor(info.name, GgmlType(info.ggml_type), info.shape)
+    return misaligned(i, tensor) or tensor
+
+
+def misaligned(i: int, t: GgufTensor) -> Issue | None:
+    """The issue when a tensor's rows are not whole blocks of its type, else ``None``."""
+    block = BLOCK[t.ggml_type][0]
+    if t.shape and t.shape[0] % block:
+        return Issue("gguf.tensor.shape_misaligned", f"$.tensors[{i}]",
+                     f"tensor {t.name!r}: row length {t.shape[0]} is not a multiple of the {t.ggml_type.name} block size {block}")
+    return None
 
 
 def parse_gguf_header(header: GgufHeader) -> Result[Gguf, Issues]:
