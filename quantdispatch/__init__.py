@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from .backend import Backend as Backend, Candidate as Candidate, Refusal as Refusal, Requirement as Requirement
 from .codec import dump as dump, locate as locate, parse as parse
 from .codec.fields import FieldSpec as FieldSpec, Problem as Problem
-from .codec.registry import RegistrationError as RegistrationError, register_codec as register_codec
+from .codec.registry import register_codec as register_codec
 from .codec.spec import TypeSpec as TypeSpec
 from .configs.awq import (
     AbstractAwq as AbstractAwq, AwqGemm as AwqGemm, AwqGemv as AwqGemv, AwqGemvFast as AwqGemvFast,
     AwqLlm as AwqLlm, AwqMarlin as AwqMarlin,
 )
-from .configs.base import AbstractQuantConfig as AbstractQuantConfig, Extras as Extras, Wire as Wire
+from .configs.base import AbstractQuantConfig as AbstractQuantConfig, Extras as Extras
 from .configs.bnb import AbstractBnb as AbstractBnb, Bnb4Bit as Bnb4Bit, Bnb8Bit as Bnb8Bit
 from .configs.gguf import Gguf as Gguf, GgufTensor as GgufTensor
 from .configs.gptq import AbstractGptq as AbstractGptq, Gptq as Gptq, GptqV2 as GptqV2
@@ -35,6 +35,11 @@ from .environment import (
 )
 from .gguf.types import GgmlType as GgmlType, LlamaFileType as LlamaFileType
 from .plan import LoadOptions as LoadOptions, LoadPlan as LoadPlan, Rejection as Rejection, plan as plan, reconcile as reconcile
+from .rules import (
+    ConfigRule as ConfigRule, DeviceRule as DeviceRule, RegistrationError as RegistrationError, backends as backends,
+    compute_dtype as compute_dtype, cross_field_issues as cross_field_issues, declare_backend as declare_backend,
+    quantizes_on_load as quantizes_on_load, skip_modules as skip_modules,
+)
 from .result import Err as Err, Issue as Issue, Issues as Issues, Ok as Ok, Result as Result
 from .validate import validate as validate
 
@@ -46,7 +51,7 @@ __all__ = [
     # values
     "Ok", "Err", "Result", "Issue", "Issues", "DType",
     # configs
-    "AbstractQuantConfig", "Extras", "Wire", "AbstractBnb", "Bnb4Bit", "Bnb8Bit", "AbstractGptq", "Gptq", "GptqV2",
+    "AbstractQuantConfig", "Extras", "AbstractBnb", "Bnb4Bit", "Bnb8Bit", "AbstractGptq", "Gptq", "GptqV2",
     "AbstractAwq", "AwqGemm", "AwqGemv", "AwqGemvFast", "AwqMarlin", "AwqLlm", "Gguf", "GgufTensor", "GgmlType",
     "LlamaFileType",
     # pure pipeline
@@ -57,7 +62,8 @@ __all__ = [
     "probe", "read", "read_config", "Source",
     # extension
     "register_codec", "register_backend", "TypeSpec", "FieldSpec", "Problem", "Backend", "Requirement", "Candidate",
-    "Refusal", "RegistrationError",
+    "Refusal", "RegistrationError", "declare_backend", "backends", "ConfigRule", "DeviceRule", "compute_dtype",
+    "skip_modules", "quantizes_on_load", "cross_field_issues",
 ]
 
 _SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading"}

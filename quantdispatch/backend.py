@@ -1,8 +1,10 @@
 """Backends as data: what each one needs, so that planning can check it without importing it.
 
 A ``Backend`` is a descriptor: its name, the packages and versions it imports, the devices and
-compute capabilities it runs on and the compute dtypes it supports. The loaders that execute a
-backend live in ``quantdispatch.backends`` (the shell); planning only reads these descriptors.
+compute capabilities it runs on, the compute dtypes it supports, and a lazy reference to the
+function that executes it (``loader``: ``"package.module:function"``, imported only when a plan
+is executed). Planning only reads descriptors. Each built-in method declares its backends, their
+fit rules and its dispatch rules side by side in one module of ``quantdispatch.methods``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Backend:
         devices: Device kinds it runs on.
         min_capability: For CUDA, the lowest compute capability it supports.
         dtypes: Compute dtypes it supports (activations and dequantized weights).
+        loader: Where the function that executes it lives, as ``"module:function"``; imported
+            only at execute. ``None`` for a backend this version can plan but not execute.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Backend:
     devices: tuple[DeviceKind, ...] = ("cpu", "cuda")
     min_capability: tuple[int, int] | None = None
     dtypes: tuple[DType, ...] = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
+    loader: str | None = None
 
 
 @attrs.frozen

@@ -19,7 +19,14 @@ from typing import TypeAlias
 
 import attrs
 
-__all__ = ["Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "freeze", "thaw", "type_name"]
+__all__ = [
+    "Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "MAX_JSON_DEPTH", "freeze", "thaw", "type_name", "too_deep",
+]
+
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of arrays and objects any config may have. Real configs nest 4 levels
+(compressed-tensors); every recursive walk over JSON (freeze, thaw, equality, hashing) happens
+only after ``too_deep`` has checked this bound, without recursion."""
 
 Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
 FrozenJson: TypeAlias = "None | bool | int | float | str | tuple[FrozenJson, ...] | JsonObject"
@@ -30,20 +37,26 @@ class JsonObject:
     """An immutable, ordered JSON object: a tuple of ``(key, value)`` pairs with unique keys."""
 
     items: tuple[tuple[str, FrozenJson], ...] = ()
+    _index: dict[str, FrozenJson] | None = attrs.field(default=None, init=False, eq=False, repr=False)
+
+    def _lookup(self) -> dict[str, FrozenJson]:
+        # Built on first lookup, so that lookups stay O(1) and freezing stays cheap.
+        index = self._index
+        if index is None:
+            index = dict(self.items)
+            object.__setattr__(self, "_index", index)
+        return index
 
     def get(self, key: str) -> FrozenJson | None:
         """Return the value under ``key``, or ``None`` when absent."""
-        for k, v in self.items:
-            if k == key:
-                return v
-        return None
+        return self._lookup().get(key)
 
     def keys(self) -> tuple[str, ...]:
         """Return the keys in order."""
         return tuple(k for k, _ in self.items)
 
     def __contains__(self, key: object) -> bool:
-        return any(k == key for k, _ in self.items)
+        return isinstance(key, str) and key in self._lookup()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -86,6 +99,27 @@ def thaw(value: FrozenJson) -> Json:
     if isinstance(value, JsonObject):
         return {k: thaw(v) for k, v in value.items}
     return value
+
+
+def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Return whether ``value`` nests arrays and objects (plain or frozen) deeper than ``limit``.
+
+    Iterative, so that it is safe on any value, and linear in the size of the value.
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict, JsonObject)):
+            if depth >= limit:
+                return True
+            if isinstance(item, dict):
+                children: object = item.values()
+            elif isinstance(item, JsonObject):
+                children = [v for _, v in item.items]
+            else:
+                children = item
+            stack.extend((c, depth + 1) for c in children)  # type: ignore[attr-defined]
+    return False
 
 
 def type_name(value: object) -> str:

@@ -1,29 +1,30 @@
 """Planning: a pure function of (config, environment, options) that decides how a load will go.
 
-``plan`` reconciles a user's config with the checkpoint's, picks the device, settles the compute
-dtype, asks ``select_backend`` for candidates and checks each against the environment. The
-resulting ``LoadPlan`` explains every decision: the backend chosen, every backend rejected and
-why, and what became of the user's config. Nothing is imported, probed or loaded here.
+``plan`` checks its arguments, validates the configs, reconciles a user's config with the
+checkpoint's, picks the device, settles the compute dtype and asks ``select_backend`` for
+candidates, checking each against the environment. Every per-method decision (compute dtype,
+skipped modules, whether weights may be quantized while loading) is a dispatched rule of
+``quantdispatch.rules`` that a plugin can extend. The resulting ``LoadPlan`` explains every
+decision. Nothing is imported, probed or loaded here, and nothing raises on bad arguments.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import attrs
 
+from . import methods as _methods  # noqa: F401  (registers the built-in rules)
 from .backend import Backend, Candidate, DeviceKind, Refusal, unmet
 from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
-from .configs.awq import AbstractAwq
-from .configs.bnb import AbstractBnb, Bnb4Bit
-from .configs.gguf import Gguf
-from .configs.gptq import AbstractGptq
-from .dispatch import select_backend
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
-from .jsonvalue import thaw
 from .result import Err, Issue, Issues, Ok, Result
+from .rules import compute_dtype, quantizes_on_load, select_backend, skip_modules
+from .text import quote
+from .validate import validate
 
 __all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
 
@@ -115,7 +116,7 @@ class LoadPlan:
             lines.append(f"{label}: {r.backend}: {'; '.join(r.reasons)}")
         skip = "default (output and tied embeddings)" if self.skip_modules is None else ", ".join(self.skip_modules) or "none"
         lines.append(f"skipped:  {skip}")
-        lines += [f"override: {k} = {v!r}" for k, v in self.overrides]
+        lines += [f"override: {k} = {quote(v)}" for k, v in self.overrides]
         lines += [f"note:     {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -124,8 +125,9 @@ def reconcile(checkpoint: AbstractQuantConfig | None, user: AbstractQuantConfig 
     """Combine a checkpoint's config with a user's, with Transformers' semantics made explicit.
 
     The checkpoint wins. Of the user's config, only the method's loading attributes (GPTQ/AWQ
-    ``backend`` and ``max_input_length``, GGUF ``dequantize``) apply; anything else the user's
-    config says differently is named in ``notes``. A user config of another method is an error.
+    ``backend``, ``max_input_length``, the ExLlama settings; GGUF ``dequantize``…) apply, where
+    they differ from the checkpoint's; anything else the user's config says differently is named
+    in ``notes``. A user config of another method is an error. Equal configs reconcile alike.
     """
     if checkpoint is None and user is None:
         return Err((Issue("plan.no_config", "$", "neither the checkpoint nor the caller gives a quantization config"),))
@@ -144,20 +146,31 @@ def reconcile(checkpoint: AbstractQuantConfig | None, user: AbstractQuantConfig 
 def _merge(checkpoint: AbstractQuantConfig, user: AbstractQuantConfig) -> Reconciled:
     spec = spec_for(type(checkpoint))
     loading = spec.loading_attributes if spec else ()
-    overrides = tuple((k, thaw(user.wire.get(k))) for k in loading if user.wire.has(k))
     notes: list[str] = []
+    overrides: tuple[tuple[str, object], ...] = ()
     if type(user) is not type(checkpoint):
         notes.append(f"your {type(user).__name__} is ignored: the checkpoint is {type(checkpoint).__name__}")
-    elif attrs.evolve(user, extras=checkpoint.extras) != checkpoint:
-        differing = [a.name for a in attrs.fields(type(user)) if a.eq and a.name != "extras" and getattr(user, a.name) != getattr(checkpoint, a.name)]
-        notes.append("your config differs from the checkpoint's in " + ", ".join(differing) + "; the checkpoint's values are used")
+    else:
+        overrides = tuple((a, getattr(user, a)) for a in loading if getattr(user, a) != getattr(checkpoint, a))
+        changed = sorted(a.name for a in attrs.fields(type(user)) if a.eq and a.name != "extras" and a.name not in loading
+                         and getattr(user, a.name) != getattr(checkpoint, a.name))
+        if changed:
+            notes.append("your config differs from the checkpoint's in " + ", ".join(changed) + "; the checkpoint's values are used")
     if not loading:
         notes.append(f"{checkpoint.method} has no loading attributes: nothing of your config applies")
-    return Reconciled(checkpoint, pre_quantized=True, overrides=overrides, notes=tuple(notes))
+    changes: dict[str, Any] = dict(overrides)
+    config = attrs.evolve(checkpoint, **changes) if overrides else checkpoint
+    return Reconciled(config, pre_quantized=True, overrides=overrides, notes=tuple(notes))
 
 
-def _device(request: str, env: Environment) -> AbstractDevice | Issue:
+_CUDA = re.compile(r"cuda(?::(0|[1-9][0-9]{0,3}))?")
+
+
+def _device(request: object, env: Environment) -> AbstractDevice | Issue:
     cudas = env.cuda()
+    if not isinstance(request, str):
+        return Issue("plan.device.type", "$.device", f"expected a device name, got {type(request).__name__} {quote(request)}",
+                     "use auto, cpu, cuda, cuda:N or mps")
     if request == "auto":
         return cudas[0] if cudas else next((d for d in env.devices if isinstance(d, Mps)), Cpu())
     if request == "cpu":
@@ -165,29 +178,46 @@ def _device(request: str, env: Environment) -> AbstractDevice | Issue:
     if request == "mps":
         found = next((d for d in env.devices if isinstance(d, Mps)), None)
         return found or Issue("plan.device.unavailable", "$.device", "no MPS device in this environment")
-    if request.startswith("cuda"):
-        index = request.partition(":")[2]
-        match = [d for d in cudas if not index or str(d.index) == index]
+    m = _CUDA.fullmatch(request)
+    if m is not None:
+        index = m.group(1)
+        match = [d for d in cudas if index is None or d.index == int(index)]
         return match[0] if match else Issue("plan.device.unavailable", "$.device", f"no {request} device in this environment",
                                             "use device='cpu', or run where torch sees a CUDA GPU")
-    return Issue("plan.device.unknown", "$.device", f"unknown device {request!r}", "use auto, cpu, cuda, cuda:N or mps")
+    return Issue("plan.device.unknown", "$.device", f"unknown device {quote(request)}", "use auto, cpu, cuda, cuda:N or mps")
 
 
-def _dtype(config: AbstractQuantConfig, device: AbstractDevice) -> tuple[DType, str]:
-    on_gpu = isinstance(device, (Cuda, Mps))
-    if isinstance(config, Bnb4Bit):
-        return config.compute_dtype, "the checkpoint's bnb_4bit_compute_dtype"
-    if isinstance(config, (AbstractGptq, AbstractAwq, AbstractBnb)):
-        return (DType.FLOAT16, "GPU kernels compute in float16") if on_gpu else (DType.FLOAT32, "float32 on the CPU (bfloat16 is slower there)")
-    return DType.FLOAT32, "float32, the dtype GGUF weights dequantize to" if isinstance(config, Gguf) else "float32 default"
+def _option_issues(options: object, env: object) -> Issues:
+    """The checks a typed caller never fails and an untyped one may: an argument of the wrong
+    type is an issue, not an ``AttributeError`` deep inside."""
+    if not isinstance(options, LoadOptions):
+        return (Issue("plan.options.type", "$", f"expected LoadOptions, got {type(options).__name__}"),)
+    if not isinstance(env, Environment):
+        return (Issue("plan.environment.type", "$", f"expected an Environment, got {type(env).__name__}", "use probe()"),)
+    issues: list[Issue] = []
+    dtype: object = options.dtype
+    backend: object = options.backend
+    user: object = options.user_config
+    given_devices: object = env.devices
+    if dtype is not None and not isinstance(dtype, DType):
+        issues.append(Issue("plan.dtype.type", "$.dtype", f"expected a DType, got {type(dtype).__name__} {quote(dtype)}",
+                            "use quantdispatch.DType (DType.FLOAT16), or DType.from_json('float16')"))
+    if backend is not None and not isinstance(backend, str):
+        issues.append(Issue("plan.backend.type", "$.backend", f"expected a backend name, got {type(backend).__name__}"))
+    if user is not None and not isinstance(user, AbstractQuantConfig):
+        issues.append(Issue("plan.user_config.type", "$.user_config", f"expected a quantization config, got {type(user).__name__}"))
+    devices: tuple[object, ...] = given_devices if isinstance(given_devices, tuple) else ()
+    for i, d in enumerate(devices):
+        if not isinstance(d, AbstractDevice) or (isinstance(d, Cuda) and not _valid_cuda(d)):
+            issues.append(Issue("plan.environment.device", f"$.devices[{i}]", f"not a valid device: {quote(d)}",
+                                "a Cuda device has an integer index and a (major, minor) capability"))
+    return tuple(issues)
 
 
-def _skip(config: AbstractQuantConfig) -> tuple[str, ...] | None:
-    if isinstance(config, AbstractBnb):
-        return config.skip_modules
-    if isinstance(config, AbstractAwq):
-        return config.modules_to_not_convert
-    return None
+def _valid_cuda(d: Cuda) -> bool:
+    cap: object = d.capability
+    return (type(d.index) is int and isinstance(cap, tuple) and len(cap) == 2
+            and all(type(x) is int and 0 <= x < 1000 for x in cap))
 
 
 def plan(config: AbstractQuantConfig | None, environment: Environment, options: LoadOptions = LoadOptions()) -> Result[LoadPlan, Issues]:
@@ -205,18 +235,26 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     >>> p.backend.name, p.device.label, p.rejected[0].reasons
     ('torch-gptq', 'cuda:0', ('needs gptqmodel>=1.4.3, which is not installed', 'needs compute capability 8.0+, the GPU has 7.0'))
     """
+    problems = _option_issues(options, environment)
+    if problems:
+        return Err(problems)
+    for given in (config, options.user_config):
+        if given is not None:
+            checked = validate(given)
+            if isinstance(checked, Err):
+                return checked
     merged = reconcile(config, options.user_config)
     if isinstance(merged, Err):
         return merged
     r = merged.value
-    if not r.pre_quantized and not isinstance(r.config, AbstractBnb):
+    if not r.pre_quantized and not quantizes_on_load(r.config):
         return Err((Issue(f"plan.{r.config.method}.needs_calibration", "$", f"{type(r.config).__name__} weights cannot be made while "
                           "loading: the method needs calibration data and a quantization run",
                           "quantize with the method's own tool (GPTQModel, llm-compressor…), then load the result"),))
     device = _device(options.device, environment)
     if isinstance(device, Issue):
         return Err((device,))
-    dtype, why = (options.dtype, "requested") if options.dtype else _dtype(r.config, device)
+    dtype, why = (options.dtype, "requested") if options.dtype else compute_dtype(r.config, device)
     selection = select_backend(r.config, device)
     if isinstance(selection, Refusal):
         return Err((Issue(selection.code, "$", selection.message, selection.hint),))
@@ -227,7 +265,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
                           "install what the first backend needs, or choose another device or dtype"),))
     notes = (*r.notes, f"dtype {dtype.value}: {why}")
     return Ok(LoadPlan(config=r.config, pre_quantized=r.pre_quantized, device=device, dtype=dtype, backend=chosen,
-                       rejected=rejected, skip_modules=_skip(r.config), overrides=r.overrides, notes=notes))
+                       rejected=rejected, skip_modules=skip_modules(r.config), overrides=r.overrides, notes=notes))
 
 
 def _choose(candidates: tuple[Candidate, ...], env: Environment, device: AbstractDevice, dtype: DType,

@@ -11,15 +11,23 @@ import importlib.metadata
 import importlib.util
 import sys
 
+from .rules import backends
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps, Package, Version
 
-__all__ = ["probe", "RELEVANT_PACKAGES"]
+__all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages"]
 
 RELEVANT_PACKAGES: tuple[str, ...] = (
     "torch", "transformers", "accelerate", "safetensors", "numpy", "bitsandbytes", "gptqmodel", "optimum",
     "gguf", "autoawq", "auto-gptq",
 )
 """Distributions whose versions backends may require; ``probe(extra=...)`` adds more."""
+
+
+def relevant_packages(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The distributions whose versions ``probe`` records: the usual ones, every package a
+    declared backend requires (a plugin's included), and ``extra``; each once, in that order."""
+    required = (r.package for b in backends() for r in b.requires)
+    return tuple(dict.fromkeys((*RELEVANT_PACKAGES, *required, *extra)))
 
 
 def _packages(names: tuple[str, ...]) -> tuple[Package, ...]:
@@ -52,11 +60,12 @@ def probe(*, devices: bool = True, extra: tuple[str, ...] = ()) -> Environment:
 
     Args:
         devices: Ask torch for CUDA/MPS devices (imports torch when it is installed).
-        extra: More distribution names to record (third-party backends' requirements).
+        extra: More distribution names to record (declared backends' requirements are recorded
+            already).
     """
     v = sys.version_info
     return Environment(
-        packages=_packages(RELEVANT_PACKAGES + extra),
+        packages=_packages(relevant_packages(extra)),
         devices=_devices() if devices else (Cpu(),),
         python=(v.major, v.minor, v.micro),
     )

@@ -8,17 +8,21 @@ turning the raw value into a typed config is ``parse``'s job (``read_config`` do
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from pathlib import Path
 from typing import Literal
 
 import attrs
 
 from .codec import locate, parse
+from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
+from .fileio import display, open_regular, read_bounded
 from .gguf.reader import read_gguf_header
+from .jsontext import decode_json
 from .result import Err, Issue, Issues, Ok, Result
+from .text import quote
 
 __all__ = ["Source", "read", "read_config", "MAX_JSON_BYTES"]
 
@@ -27,6 +31,8 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 
 Kind = Literal["config.json", "quantize_config.json", "quant_config.json", "json", "gguf"]
 _DEFAULT_METHOD: dict[str, str] = {"quantize_config.json": "gptq", "quant_config.json": "awq"}
+_SIDE_FILES = ("quantize_config.json", "quant_config.json")
+_METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
 
 
 @attrs.frozen
@@ -49,49 +55,28 @@ class Source:
     default_method: str | None = None
 
 
-def _issue(code: str, path: Path | None, message: str, hint: str | None = None) -> Err[Issues]:
+def _issue(code: str, message: str, hint: str | None = None) -> Err[Issues]:
     return Err((Issue(code, "$", message, hint),))
 
 
 def _load_json(path: Path) -> Result[object, Issues]:
+    data = read_bounded(path, MAX_JSON_BYTES)
+    if isinstance(data, Issue):
+        return Err((data,))
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            return _issue("json.too_large", path, f"{size} bytes is more than a config file can be", f"limit: {MAX_JSON_BYTES} bytes")
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as e:
-        return _issue("file.unreadable", path, e.strerror or str(e))
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        return _issue("json.encoding", path, f"not UTF-8 text (byte {e.start})")
-    return _decode(text, path)
+        return _issue("json.encoding", f"not UTF-8 text (byte {e.start})")
+    return decode_json(text)
 
 
-def _no_constants(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _decode(text: str, path: Path) -> Result[object, Issues]:
-    try:
-        return Ok(json.loads(text, parse_constant=_no_constants, object_pairs_hook=_pairs))
-    except json.JSONDecodeError as e:
-        hint = None
-        word = text[e.pos:e.pos + 5]
-        if word.startswith(("True", "False", "None")):
-            hint = "Python's True/False/None are not JSON: write true/false/null"
-        return Err((Issue("json.syntax", f"$[line {e.lineno}, column {e.colno}]", e.msg, hint),))
-    except ValueError as e:
-        return _issue("json.value", path, str(e))
-    except RecursionError:
-        return _issue("json.too_deep", path, "nested too deeply to read")
+def _looks_like(value: dict[str, object]) -> str:
+    keys = list(value)
+    if not keys:
+        return "it is empty"
+    if "wbits" in value:
+        return "it has 'wbits', as SqueezeLLM and GPTQ-for-LLaMa write"
+    return "its keys are " + ", ".join(quote(k, 30) for k in keys[:4]) + (" …" if len(keys) > 4 else "")
 
 
 def _read_json_file(path: Path) -> Result[Source, Issues]:
@@ -99,37 +84,59 @@ def _read_json_file(path: Path) -> Result[Source, Issues]:
     if isinstance(loaded, Err):
         return loaded
     value = loaded.value
-    kind: Kind = path.name if path.name in ("config.json", "quantize_config.json", "quant_config.json") else "json"  # type: ignore[assignment]
-    if kind == "config.json" and isinstance(value, dict):
+    kind: Kind = path.name if path.name in ("config.json", *_SIDE_FILES) else "json"  # type: ignore[assignment]
+    if not isinstance(value, dict):
+        what = "null" if value is None else type(value).__name__
+        return _issue("json.type", f"{path.name} holds {what}, not a JSON object",
+                      "a config file is an object: {\"quant_method\": …} or a whole config.json")
+    if kind == "config.json":
         found = locate(value)
-        if found is None and not any(k in value for k in ("quant_method", "load_in_4bit", "load_in_8bit")):
+        if found is None and not any(k in value for k in _METHOD_KEYS):
             return Ok(Source(str(path), kind, None))
         raw, at = found if found is not None else (value, "$")
         return Ok(Source(str(path), kind, raw, at))
-    if kind == "quantize_config.json" and isinstance(value, dict) and not {"bits", "quant_method"} & value.keys():
-        keys = ", ".join(list(value)[:4])
-        return _issue("read.not_gptq", path, f"this quantize_config.json is not a GPTQ config (no 'bits'; keys: {keys})",
+    if kind == "quantize_config.json" and not {"bits", "quant_method"} & value.keys():
+        return _issue("read.not_gptq", f"this quantize_config.json is not a GPTQ config: {_looks_like(value)}",
                       "ONNX Runtime and other tools write files of the same name; a GPTQ model has 'bits' in it")
+    if kind == "quant_config.json" and not {"w_bit", "bits", "quant_method", "q_group_size", "version"} & value.keys():
+        return _issue("read.not_awq", f"this quant_config.json is not an AWQ config: {_looks_like(value)}",
+                      "AutoAWQ writes 'w_bit', 'q_group_size', 'zero_point' and 'version'; load such a model with the tool that wrote it")
     return Ok(Source(str(path), kind, value, "$", _DEFAULT_METHOD.get(kind)))
 
 
+def _kind_of(path: Path) -> str | Issue:
+    """``"dir"``, ``"file"`` or ``"absent"`` for a name, without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "absent"
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "cannot be examined"
+        return Issue("file.unreadable", "$", f"cannot read {quote(display(path))}: {why}")
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
 def _read_directory(path: Path) -> Result[Source, Issues]:
-    ggufs = sorted(p for p in path.glob("*.gguf") if p.is_file())
-    candidates = [path / name for name in ("config.json", "quantize_config.json", "quant_config.json")]
-    for c in candidates:
-        if c.is_file():
-            found = _read_json_file(c)
-            if isinstance(found, Ok) and found.value.raw is None and c.name == "config.json":
-                continue  # an unquantized config.json: a GPTQ/AWQ side file may still say more
-            return found
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        return _issue("file.unreadable", f"cannot list {quote(display(path))}: {e.strerror or type(e).__name__}")
+    ggufs = [path / n for n in names if n.endswith(".gguf")]
+    for name in ("config.json", *_SIDE_FILES):
+        if name not in names:
+            continue
+        found = _read_json_file(path / name)
+        if isinstance(found, Ok) and found.value.raw is None and name == "config.json":
+            continue  # an unquantized config.json: a GPTQ/AWQ side file may still say more
+        return found
     if len(ggufs) == 1:
         return _read_gguf(ggufs[0])
     if len(ggufs) > 1:
-        names = ", ".join(p.name for p in ggufs[:5])
-        return _issue("read.ambiguous", path, f"{len(ggufs)} GGUF files ({names}) and no config.json", "name the .gguf file to read")
-    if candidates[0].is_file():
-        return Ok(Source(str(candidates[0]), "config.json", None))
-    return _issue("read.nothing_found", path, "no config.json, quantize_config.json, quant_config.json or .gguf file here")
+        shown = ", ".join(quote(p.name, 40) for p in ggufs[:5])
+        return _issue("read.ambiguous", f"{len(ggufs)} GGUF files ({shown}) and no config.json", "name the .gguf file to read")
+    if "config.json" in names:
+        return Ok(Source(str(path / "config.json"), "config.json", None))
+    return _issue("read.nothing_found", "no config.json, quantize_config.json, quant_config.json or .gguf file here")
 
 
 def _read_gguf(path: Path) -> Result[Source, Issues]:
@@ -140,35 +147,87 @@ def _read_gguf(path: Path) -> Result[Source, Issues]:
 
 
 def _is_gguf(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(4) == b"GGUF"
-    except OSError:
+    opened = open_regular(path)
+    if isinstance(opened, Issue):
         return False
+    file, _ = opened
+    with file:
+        try:
+            return file.read(4) == b"GGUF"
+        except OSError:
+            return False
 
 
 def read(path: str | os.PathLike[str]) -> Result[Source, Issues]:
     """Read the quantization metadata of a model directory, a JSON file or a GGUF file.
 
-    Never raises on bad files: a missing path, unreadable or invalid JSON, a truncated or
-    corrupt GGUF file each give an ``Err`` with a coded issue.
+    Never raises on bad input: a missing or empty path, a FIFO or device, an unreadable or
+    vanishing file, invalid JSON, a truncated or corrupt GGUF file each give an ``Err`` with a
+    coded issue. Only regular files are opened, and only up to a size bound.
     """
+    given: object = path  # untyped callers pass anything
+    if not isinstance(given, (str, os.PathLike)):
+        return _issue("file.path_type", f"expected a path, got {type(given).__name__}")
+    if os.fspath(path) in ("", b""):
+        return _issue("file.path_empty", "the path is empty", "name a model directory or a config file ('.' for this directory)")
     p = Path(path)
-    if p.is_dir():
+    kind = _kind_of(p)
+    if isinstance(kind, Issue):
+        return Err((kind,))
+    if kind == "dir":
         return _read_directory(p)
-    if not p.exists():
-        return _issue("file.missing", p, "no such file or directory")
+    if kind == "absent":
+        return _issue("file.missing", f"{quote(display(p))}: no such file or directory")
     if p.suffix == ".gguf" or _is_gguf(p):
         return _read_gguf(p)
     return _read_json_file(p)
 
 
 def read_config(path: str | os.PathLike[str]) -> Result[AbstractQuantConfig | None, Issues]:
-    """``read`` then ``parse``: the typed config of a checkpoint, ``None`` if it is not quantized."""
+    """``read`` then ``parse``: the typed config of a checkpoint, ``None`` if it is not quantized.
+
+    In a model directory whose ``config.json`` is quantized, a ``quantize_config.json`` or
+    ``quant_config.json`` beside it must say the same: where the two disagree on how the weights
+    are stored, that is an issue (Transformers silently reads ``config.json``).
+    """
     source = read(path)
     if isinstance(source, Err):
         return source
     s = source.value
     if s.raw is None:
         return Ok(None)
-    return parse(s.raw, default_method=s.default_method, at=s.at)
+    parsed = parse(s.raw, default_method=s.default_method, at=s.at)
+    if isinstance(parsed, Ok) and s.kind == "config.json":
+        return _agree(Path(s.path).parent, parsed.value)
+    return parsed
+
+
+def _agree(directory: Path, config: AbstractQuantConfig) -> Result[AbstractQuantConfig | None, Issues]:
+    for name in _SIDE_FILES:
+        side_path = directory / name
+        if _kind_of(side_path) != "file":
+            continue
+        side = _read_json_file(side_path)
+        if isinstance(side, Err) or side.value.raw is None:
+            continue  # an unrelated file of the same name; config.json decides
+        other = parse(side.value.raw, default_method=side.value.default_method)
+        if isinstance(other, Err):
+            continue
+        differing = _layout_differences(config, other.value)
+        if differing:
+            return _issue("read.configs.disagree",
+                          f"config.json and {name} describe the weights differently ({'; '.join(differing)})",
+                          "the checkpoint is inconsistent: re-save it, or remove the stale file")
+    return Ok(config)
+
+
+def _layout_differences(a: AbstractQuantConfig, b: AbstractQuantConfig) -> list[str]:
+    if type(a) is not type(b):
+        return [f"{type(a).__name__} vs {type(b).__name__}"]
+    spec = spec_for(type(a))
+    ignored = {"extras", "meta", "damp_percent", "true_sequential", *(spec.loading_attributes if spec else ())}
+    out = []
+    for f in attrs.fields(type(a)):
+        if f.eq and f.name not in ignored and getattr(a, f.name) != getattr(b, f.name):
+            out.append(f"{f.name}: {quote(getattr(a, f.name), 30)} vs {quote(getattr(b, f.name), 30)}")
+    return out

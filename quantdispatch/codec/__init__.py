@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..configs.base import AbstractQuantConfig
+from ..configs.gptq import Gptq  # noqa: F401  (the doctest's)
 from ..gguf.header import GgufHeader
-from ..jsonvalue import Json, type_name
+from ..jsonvalue import MAX_JSON_DEPTH, Json, too_deep, type_name
+from ..text import quote
 from ..result import Err, Issue, Issues, Ok, Result
 from .gguf import GGUF_SPEC, parse_gguf_header
 from .registry import register_codec, select_spec, spec_for
@@ -21,7 +23,7 @@ from .spec import TypeSpec, child_path, decode_object, encode_object
 
 __all__ = ["parse", "dump", "locate", "DumpStyle"]
 
-register_codec("gguf", (GGUF_SPEC,))
+register_codec((GGUF_SPEC,))
 
 DumpStyle = Literal["source", "transformers"]
 _METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
@@ -57,17 +59,21 @@ def parse(raw: object, *, default_method: str | None = None, at: str = "$") -> R
             ``"gptq"`` for ``quantize_config.json`` and ``"awq"`` for ``quant_config.json``.
         at: The JSON path of ``raw`` in its document, for issue paths.
 
-    >>> parse({"quant_method": "gptq", "bits": 4, "group_size": -1})
-    Ok(value=Gptq(extras=JsonObject(items=()), bits=4, group_size=-1, desc_act=False, sym=True, true_sequential=True, damp_percent=0.1, static_groups=False, act_group_aware=True, modules_in_block_to_quantize=None, lm_head=False, meta=None))
+    >>> parse({"quant_method": "gptq", "bits": 4, "group_size": -1, "backend": "marlin"}) == Ok(Gptq(bits=4, group_size=-1, backend="marlin"))
+    True
     >>> [i.code for i in parse({"quant_method": "GPTQ"}).error]
     ['method.unknown']
     """
+    if too_deep(raw):
+        return Err((Issue("json.too_deep", at, f"the document nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+                          "no quantization config nests that deep; the file is corrupt or hostile"),))
     try:
         return _parse(raw, default_method, at)
-    except RecursionError:
+    except RecursionError:  # defensive: too_deep bounds every recursive walk below
         return Err((Issue("json.too_deep", at, "the document is nested too deeply to read"),))
-    except ValueError as e:
-        return Err((Issue("json.value", at, f"not a JSON value: {e}", "NaN, infinity, non-string keys and Python objects are not JSON"),))
+    except (ValueError, OverflowError) as e:
+        return Err((Issue("json.value", at, f"not a JSON value: {quote(str(e))}",
+                          "NaN, infinity, non-string keys and Python objects are not JSON"),))
 
 
 def _parse(raw: object, default_method: str | None, at: str) -> Result[AbstractQuantConfig, Issues]:

@@ -10,7 +10,7 @@ from ..configs.gptq import GPTQ_BITS, AbstractGptq, Gptq, GptqV2
 from ..dtypes import DType
 from ..jsonvalue import Json, thaw
 from . import fields as F
-from .fields import FieldSpec
+from .fields import FieldSpec, field, inert
 from .spec import TypeSpec
 
 __all__ = ["BNB4_SPEC", "BNB8_SPEC", "GPTQ_SPECS", "AWQ_SPECS"]
@@ -18,85 +18,85 @@ __all__ = ["BNB4_SPEC", "BNB8_SPEC", "GPTQ_SPECS", "AWQ_SPECS"]
 # ---------------------------------------------------------------------------------- bitsandbytes
 BNB_TAG_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit", "_load_in_4bit", "_load_in_8bit")
 
-_SKIP = FieldSpec("llm_int8_skip_modules", "skip_modules", F.optional(F.string_tuple), F.encode_tuple, None)
-_OFFLOAD = FieldSpec("llm_int8_enable_fp32_cpu_offload", "enable_fp32_cpu_offload", F.boolean, F.PLAIN, False)
-_THRESHOLD: FieldSpec[float] = FieldSpec("llm_int8_threshold", "threshold", F.number(lo=0.0), F.PLAIN, 6.0)
-_FP16_WEIGHT = FieldSpec("llm_int8_has_fp16_weight", "has_fp16_weight", F.boolean, F.PLAIN, False)
-_QUANT_TYPE = FieldSpec(
-    "bnb_4bit_quant_type", "quant_type",
-    F.one_of(BNB_QUANT_TYPES, "bitsandbytes 4-bit has two data types: 'nf4' and 'fp4'"), F.PLAIN, "fp4",
+_SKIP = field(AbstractBnb, "skip_modules", F.optional(F.string_tuple), F.encode_tuple, key="llm_int8_skip_modules")
+_OFFLOAD = field(AbstractBnb, "enable_fp32_cpu_offload", F.boolean, key="llm_int8_enable_fp32_cpu_offload")
+_THRESHOLD: FieldSpec[float] = field(Bnb8Bit, "threshold", F.number(lo=0.0), key="llm_int8_threshold")
+_FP16_WEIGHT = field(Bnb8Bit, "has_fp16_weight", F.boolean, key="llm_int8_has_fp16_weight")
+_QUANT_TYPE = field(
+    Bnb4Bit, "quant_type", F.one_of(BNB_QUANT_TYPES, "bitsandbytes 4-bit has two data types: 'nf4' and 'fp4'"),
+    key="bnb_4bit_quant_type",
 )
-_COMPUTE: FieldSpec[DType] = FieldSpec(
-    "bnb_4bit_compute_dtype", "compute_dtype", F.optional_default(F.dtype(), DType.FLOAT32), F.encode_dtype, DType.FLOAT32
+_COMPUTE: FieldSpec[DType] = field(
+    Bnb4Bit, "compute_dtype", F.optional_default(F.dtype(), DType.FLOAT32), F.encode_dtype, key="bnb_4bit_compute_dtype"
 )
-_DOUBLE = FieldSpec("bnb_4bit_use_double_quant", "use_double_quant", F.boolean, F.PLAIN, False)
-_STORAGE: FieldSpec[DType] = FieldSpec(
-    "bnb_4bit_quant_storage", "quant_storage", F.optional_default(F.dtype(BNB_QUANT_STORAGE), DType.UINT8),
-    F.encode_dtype, DType.UINT8,
+_DOUBLE = field(Bnb4Bit, "use_double_quant", F.boolean, key="bnb_4bit_use_double_quant")
+_STORAGE: FieldSpec[DType] = field(
+    Bnb4Bit, "quant_storage", F.optional_default(F.dtype(BNB_QUANT_STORAGE), DType.UINT8), F.encode_dtype,
+    key="bnb_4bit_quant_storage",
 )
 
 
 def _inert(f: FieldSpec[Any]) -> FieldSpec[Any]:
-    return FieldSpec(f.key, None, f.decode, f.encode, f.default, aliases=f.aliases)
+    """The other variant's key: Transformers writes it in every bnb config; it means nothing here."""
+    return inert(f.key, f.decode)
+
+
+def _extra_or(c: AbstractBnb, key: str, default: Json) -> Json:
+    """What Transformers keeps for the other variant's key: the source's value, else its default."""
+    raw = c.extras.get(key) if key in c.extras else None
+    if raw is None:
+        return default
+    value = thaw(raw)
+    if key == "llm_int8_threshold" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if key.endswith("_dtype") or key.endswith("_storage"):
+        found = DType.from_json(value) if isinstance(value, str) else None
+        return found.value if found else default
+    return value
 
 
 def _bnb_transformers(c: AbstractBnb) -> dict[str, Json]:
     four = isinstance(c, Bnb4Bit)
     b4 = c if isinstance(c, Bnb4Bit) else Bnb4Bit()
     b8 = c if isinstance(c, Bnb8Bit) else Bnb8Bit()
+    other: dict[str, Json] = {
+        "llm_int8_threshold": b8.threshold, "llm_int8_has_fp16_weight": b8.has_fp16_weight,
+        "bnb_4bit_quant_type": b4.quant_type, "bnb_4bit_use_double_quant": b4.use_double_quant,
+        "bnb_4bit_compute_dtype": b4.compute_dtype.value, "bnb_4bit_quant_storage": b4.quant_storage.value,
+    }
+    if four:
+        for key in ("llm_int8_threshold", "llm_int8_has_fp16_weight"):
+            other[key] = _extra_or(c, key, other[key])
+    else:
+        for key in ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+            other[key] = _extra_or(c, key, other[key])
     return {
         "quant_method": "bitsandbytes",
         "_load_in_8bit": not four,
         "_load_in_4bit": four,
-        "llm_int8_threshold": _wire_or(c, "llm_int8_threshold", b8.threshold),
+        "llm_int8_threshold": other["llm_int8_threshold"],
         "llm_int8_skip_modules": F.encode_tuple(c.skip_modules),
         "llm_int8_enable_fp32_cpu_offload": c.enable_fp32_cpu_offload,
-        "llm_int8_has_fp16_weight": _wire_or(c, "llm_int8_has_fp16_weight", b8.has_fp16_weight),
-        "bnb_4bit_quant_type": _wire_or(c, "bnb_4bit_quant_type", b4.quant_type),
-        "bnb_4bit_use_double_quant": _wire_or(c, "bnb_4bit_use_double_quant", b4.use_double_quant),
-        "bnb_4bit_compute_dtype": _wire_dtype(c, "bnb_4bit_compute_dtype", b4.compute_dtype),
-        "bnb_4bit_quant_storage": _wire_dtype(c, "bnb_4bit_quant_storage", b4.quant_storage),
+        "llm_int8_has_fp16_weight": other["llm_int8_has_fp16_weight"],
+        "bnb_4bit_quant_type": other["bnb_4bit_quant_type"],
+        "bnb_4bit_use_double_quant": other["bnb_4bit_use_double_quant"],
+        "bnb_4bit_compute_dtype": other["bnb_4bit_compute_dtype"],
+        "bnb_4bit_quant_storage": other["bnb_4bit_quant_storage"],
         "load_in_4bit": four,
         "load_in_8bit": not four,
     }
 
 
-def _wire_or(c: Any, key: str, value: Json) -> Json:
-    """The value Transformers keeps: ours where the field is modelled, else the source's."""
-    if c.wire.has(key) and not _models(c, key):
-        raw = thaw(c.wire.get(key))
-        return float(raw) if key == "llm_int8_threshold" and isinstance(raw, int) else raw
-    return value
-
-
-def _wire_dtype(c: Any, key: str, value: DType) -> Json:
-    if c.wire.has(key) and not _models(c, key):
-        raw = thaw(c.wire.get(key))
-        found = DType.from_json(raw) if isinstance(raw, str) else None
-        return found.value if found else value.value
-    return value.value
-
-
-def _models(c: Any, key: str) -> bool:
-    spec = BNB4_SPEC if isinstance(c, Bnb4Bit) else BNB8_SPEC
-    f = spec.field_for(key)
-    return f is not None and f.attr is not None
-
-
 BNB4_SPEC: TypeSpec[Bnb4Bit] = TypeSpec(
-    Bnb4Bit, "bnb",
-    tags=(("quant_method", "bitsandbytes"), ("load_in_4bit", True), ("load_in_8bit", False)),
-    tag_keys=BNB_TAG_KEYS,
+    Bnb4Bit, prefix="bnb", variant=(("load_in_4bit", True), ("load_in_8bit", False)), tag_keys=BNB_TAG_KEYS,
     fields=(_QUANT_TYPE, _COMPUTE, _DOUBLE, _STORAGE, _SKIP, _OFFLOAD, _inert(_THRESHOLD), _inert(_FP16_WEIGHT)),
-    to_transformers=_bnb_transformers,
+    loading_attributes=("enable_fp32_cpu_offload",), to_transformers=_bnb_transformers,
 )
 BNB8_SPEC: TypeSpec[Bnb8Bit] = TypeSpec(
-    Bnb8Bit, "bnb",
-    tags=(("quant_method", "bitsandbytes"), ("load_in_4bit", False), ("load_in_8bit", True)),
-    tag_keys=BNB_TAG_KEYS,
+    Bnb8Bit, prefix="bnb", variant=(("load_in_4bit", False), ("load_in_8bit", True)), tag_keys=BNB_TAG_KEYS,
     fields=(_THRESHOLD, _FP16_WEIGHT, _SKIP, _OFFLOAD,
             _inert(_QUANT_TYPE), _inert(_COMPUTE), _inert(_DOUBLE), _inert(_STORAGE)),
-    to_transformers=_bnb_transformers,
+    loading_attributes=("enable_fp32_cpu_offload",), to_transformers=_bnb_transformers,
 )
 
 # ------------------------------------------------------------------------------------------ GPTQ
@@ -104,36 +104,39 @@ GPTQ_TAG_KEYS = ("quant_method", "format", "checkpoint_format")
 
 _OPT_INT = F.optional(F.integer(lo=0))
 _OPT_STR = F.optional(F.text)
+_OPT_BOOL = F.optional(F.boolean)
+_OPT_OBJ = F.optional(F.json_object)
+GPTQ_LOADING = ("backend", "max_input_length", "use_exllama", "disable_exllama", "use_cuda_fp16", "exllama_config")
 GPTQ_FIELDS: tuple[FieldSpec[Any], ...] = (
-    FieldSpec("bits", "bits", F.one_of(GPTQ_BITS, "GPTQ packs 2, 3, 4 or 8 bits"), F.PLAIN, 4, required=True),
-    FieldSpec("group_size", "group_size", F.integer(lo=1, also=(-1,)), F.PLAIN, 128),
-    FieldSpec("desc_act", "desc_act", F.boolean, F.PLAIN, False),
-    FieldSpec("sym", "sym", F.boolean, F.PLAIN, True),
-    FieldSpec("true_sequential", "true_sequential", F.boolean, F.PLAIN, True),
-    FieldSpec("damp_percent", "damp_percent", F.number(0.0, 1.0, open_interval=True), F.PLAIN, 0.1),
-    FieldSpec("static_groups", "static_groups", F.boolean, F.PLAIN, False),
-    FieldSpec("act_group_aware", "act_group_aware", F.boolean, F.PLAIN, True),
-    FieldSpec("modules_in_block_to_quantize", "modules_in_block_to_quantize",
-              F.optional(F.nested_string_tuple), F.encode_nested, None),
-    FieldSpec("lm_head", "lm_head", F.boolean, F.PLAIN, False),
-    FieldSpec("meta", "meta", F.optional(F.json_object), F.encode_object, None),
-    # Calibration-time and loading-time settings: checked, kept verbatim, not part of the value.
-    FieldSpec("tokenizer", None, F.any_json, F.PLAIN, None),
-    FieldSpec("dataset", None, F.optional(F.dataset), F.PLAIN, None),
-    FieldSpec("backend", None, _OPT_STR, F.PLAIN, None),
-    FieldSpec("model_seqlen", None, _OPT_INT, F.PLAIN, None),
-    FieldSpec("block_name_to_quantize", None, _OPT_STR, F.PLAIN, None),
-    FieldSpec("module_name_preceding_first_block", None, F.optional(F.string_tuple), F.PLAIN, None),
-    FieldSpec("batch_size", None, F.integer(lo=1), F.PLAIN, 1),
-    FieldSpec("pad_token_id", None, _OPT_INT, F.PLAIN, None),
-    FieldSpec("max_input_length", None, _OPT_INT, F.PLAIN, None),
-    FieldSpec("cache_block_outputs", None, F.boolean, F.PLAIN, True),
-    # Transformers 4.x ExLlama switches, ignored since 5.0.
-    FieldSpec("use_exllama", None, F.optional(F.boolean), F.PLAIN, None),
-    FieldSpec("disable_exllama", None, F.optional(F.boolean), F.PLAIN, None),
-    FieldSpec("use_cuda_fp16", None, F.optional(F.boolean), F.PLAIN, None),
-    FieldSpec("exllama_config", None, F.optional(F.json_object), F.PLAIN, None),
+    field(AbstractGptq, "bits", F.one_of(GPTQ_BITS, "GPTQ packs 2, 3, 4 or 8 bits")),
+    field(AbstractGptq, "group_size", F.integer(lo=1, also=(-1,))),
+    field(AbstractGptq, "desc_act", F.boolean),
+    field(AbstractGptq, "sym", F.boolean),
+    field(AbstractGptq, "true_sequential", F.boolean),
+    field(AbstractGptq, "damp_percent", F.number(0.0, 1.0, open_interval=True)),
+    field(AbstractGptq, "static_groups", F.boolean),
+    field(AbstractGptq, "act_group_aware", F.boolean),
+    field(AbstractGptq, "modules_in_block_to_quantize", F.optional(F.nested_string_tuple), F.encode_nested),
+    field(AbstractGptq, "lm_head", F.boolean),
+    field(AbstractGptq, "meta", _OPT_OBJ, F.encode_object),
+    # Loading attributes: typed, because they change what a load does.
+    field(AbstractGptq, "backend", _OPT_STR, omit_default=True),
+    field(AbstractGptq, "max_input_length", _OPT_INT, omit_default=True),
+    field(AbstractGptq, "use_exllama", _OPT_BOOL, omit_default=True),
+    field(AbstractGptq, "disable_exllama", _OPT_BOOL, omit_default=True),
+    field(AbstractGptq, "use_cuda_fp16", _OPT_BOOL, omit_default=True),
+    field(AbstractGptq, "exllama_config", _OPT_OBJ, F.encode_object, omit_default=True),
+    # Calibration-time settings: checked, then kept in extras.
+    inert("tokenizer", F.any_json),
+    inert("dataset", F.optional(F.dataset)),
+    inert("model_seqlen", _OPT_INT),
+    inert("block_name_to_quantize", _OPT_STR),
+    inert("module_name_preceding_first_block", F.optional(F.string_tuple)),
+    inert("batch_size", F.integer(lo=1)),
+    inert("pad_token_id", _OPT_INT),
+    inert("cache_block_outputs", F.boolean),
 )
+_GPTQ_TF_DEFAULTS: dict[str, Json] = {"batch_size": 1, "cache_block_outputs": True}
 _GPTQ_TF_ORDER = (
     "bits", "tokenizer", "dataset", "group_size", "damp_percent", "desc_act", "act_group_aware", "sym",
     "true_sequential", "format", "meta", "backend", "model_seqlen", "block_name_to_quantize",
@@ -144,18 +147,19 @@ _GPTQ_TF_ORDER = (
 
 def _gptq_like_transformers(c: AbstractGptq | AbstractAwq, fmt: str, specs: tuple[FieldSpec[Any], ...]) -> dict[str, Json]:
     out: dict[str, Json] = {"quant_method": c.method}
+    by_key: dict[str, FieldSpec[Any]] = {}
+    for spec in specs:
+        by_key.setdefault(spec.key, spec)
     for key in _GPTQ_TF_ORDER:
-        f = next((f for f in specs if f.key == key), None)
+        f = by_key.get(key)
         if key == "format":
             out[key] = fmt
         elif f is not None and f.attr is not None and hasattr(c, f.attr):
             out[key] = f.encode(getattr(c, f.attr))
-        elif c.wire.has(key):
-            out[key] = thaw(c.wire.get(key))
         elif key in c.extras:
             out[key] = thaw(c.extras.get(key))
         else:
-            out[key] = f.default if f is not None else None
+            out[key] = _GPTQ_TF_DEFAULTS.get(key, f.default if f is not None and f.attr is not None else None)
     out["backend"] = _transformers_backend(out.get("backend"), isinstance(c, AbstractAwq))
     if out["desc_act"] is True and not isinstance(c, AbstractAwq):
         out["act_group_aware"] = False
@@ -177,28 +181,28 @@ def _gptq_transformers(c: AbstractGptq) -> dict[str, Json]:
 
 
 GPTQ_SPECS: tuple[TypeSpec[Any], ...] = tuple(
-    TypeSpec(cls, "gptq", tags=(("quant_method", "gptq"), ("format", cls.checkpoint_format)),
-             tag_keys=GPTQ_TAG_KEYS, fields=GPTQ_FIELDS, loading_attributes=("max_input_length", "backend"),
-             to_transformers=_gptq_transformers)
+    TypeSpec(cls, variant=(("format", cls.checkpoint_format),), tag_keys=GPTQ_TAG_KEYS, fields=GPTQ_FIELDS,
+             loading_attributes=GPTQ_LOADING, to_transformers=_gptq_transformers)
     for cls in (Gptq, GptqV2)
 )
 
 # ------------------------------------------------------------------------------------------- AWQ
 AWQ_TAG_KEYS = ("quant_method", "version", "format", "checkpoint_format")
+AWQ_LOADING = ("backend", "max_input_length", "do_fuse", "fuse_max_seq_len", "modules_to_fuse", "exllama_config")
 
 AWQ_FIELDS: tuple[FieldSpec[Any], ...] = (
-    FieldSpec("bits", "bits", F.one_of(AWQ_BITS, "AWQ packings exist for 4-bit weights only"), F.PLAIN, 4,
-              aliases=("w_bit",)),
-    FieldSpec("group_size", "group_size", F.integer(lo=1, also=(-1,)), F.PLAIN, 128, aliases=("q_group_size",)),
-    FieldSpec("zero_point", "zero_point", F.boolean, F.PLAIN, True),
-    FieldSpec("modules_to_not_convert", "modules_to_not_convert", F.optional(F.string_tuple), F.encode_tuple, None),
-    FieldSpec("backend", None, _OPT_STR, F.PLAIN, None),
-    FieldSpec("max_input_length", None, _OPT_INT, F.PLAIN, None),
-    # AutoAWQ / Transformers 4.x fusing and ExLlama settings, ignored since Transformers 5.
-    FieldSpec("do_fuse", None, F.optional(F.boolean), F.PLAIN, None),
-    FieldSpec("fuse_max_seq_len", None, _OPT_INT, F.PLAIN, None),
-    FieldSpec("modules_to_fuse", None, F.optional(F.json_object), F.PLAIN, None),
-    FieldSpec("exllama_config", None, F.optional(F.json_object), F.PLAIN, None),
+    field(AbstractAwq, "bits", F.one_of(AWQ_BITS, "AWQ packings exist for 4-bit weights only"), aliases=("w_bit",)),
+    field(AbstractAwq, "group_size", F.integer(lo=1, also=(-1,)), aliases=("q_group_size",)),
+    field(AbstractAwq, "zero_point", F.boolean),
+    field(AbstractAwq, "modules_to_not_convert", F.optional(F.string_tuple), F.encode_tuple),
+    field(AbstractAwq, "backend", _OPT_STR, omit_default=True),
+    field(AbstractAwq, "max_input_length", _OPT_INT, omit_default=True),
+    # AutoAWQ / Transformers 4.x fusing and ExLlama settings (ignored by Transformers 5, honoured
+    # by other loaders): loading attributes.
+    field(AbstractAwq, "do_fuse", _OPT_BOOL, omit_default=True),
+    field(AbstractAwq, "fuse_max_seq_len", _OPT_INT, omit_default=True),
+    field(AbstractAwq, "modules_to_fuse", _OPT_OBJ, F.encode_object, omit_default=True),
+    field(AbstractAwq, "exllama_config", _OPT_OBJ, F.encode_object, omit_default=True),
 )
 
 
@@ -215,8 +219,7 @@ def _awq_transformers(c: AbstractAwq) -> dict[str, Json]:
 
 
 AWQ_SPECS: tuple[TypeSpec[Any], ...] = tuple(
-    TypeSpec(cls, "awq", tags=(("quant_method", "awq"), ("version", cls.version)),
-             tag_keys=AWQ_TAG_KEYS, fields=AWQ_FIELDS, loading_attributes=("max_input_length", "backend"),
-             to_transformers=_awq_transformers)
+    TypeSpec(cls, variant=(("version", cls.version),), tag_keys=AWQ_TAG_KEYS, fields=AWQ_FIELDS,
+             loading_attributes=AWQ_LOADING, to_transformers=_awq_transformers)
     for cls in (AwqGemm, AwqGemv, AwqGemvFast, AwqMarlin, AwqLlm)
 )

@@ -6,14 +6,16 @@ from typing import Any
 
 from ..configs.gguf import Gguf, GgufTensor
 from ..gguf.header import GgufHeader, TensorInfo
-from ..gguf.types import BLOCK, REMOVED_GGML_TYPES, GgmlType, LlamaFileType
+from ..gguf._layout import duplicate_issue
+from ..gguf.types import REMOVED_GGML_TYPES, ROW_MISALIGNED, GgmlType, LlamaFileType, duplicate_names, misaligned_row
 from ..jsonvalue import Json, type_name
 from ..result import Err, Issue, Issues, Ok, Result
 from . import fields as F
-from .fields import FieldSpec, Problem
+from ..text import quote
+from .fields import FieldSpec, Problem, field
 from .spec import TypeSpec
 
-__all__ = ["GGUF_SPEC", "parse_gguf_header", "misaligned"]
+__all__ = ["GGUF_SPEC", "parse_gguf_header", "tensor_issues"]
 
 
 def _file_type(value: object) -> LlamaFileType | None | Problem:
@@ -32,16 +34,19 @@ def _file_type(value: object) -> LlamaFileType | None | Problem:
     return Problem("type", f"expected a file-type name or id, got {type_name(value)} {value!r}")
 
 
+_MAX_DIM = 2**63 - 1
+
+
 def _tensor(value: object, i: int) -> GgufTensor | Problem:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not isinstance(value.get("type"), str):
-        return Problem("type", f"tensors[{i}]: expected an object with string 'name' and 'type', got {value!r}")
+        return Problem("type", f"expected an object with string 'name' and 'type', got {quote(value)}", at=f"[{i}]")
     shape = value.get("shape", [])
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        return Problem("type", f"tensors[{i}].shape: expected an array of non-negative integers, got {shape!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM for d in shape):
+        return Problem("type", f"expected an array of non-negative 64-bit integers, got {quote(shape)}", at=f"[{i}].shape")
     try:
         t = GgmlType[value["type"]]
     except KeyError:
-        return Problem("unknown", f"tensors[{i}]: {value['type']!r} is not a GGML type")
+        return Problem("unknown", f"{quote(value['type'])} is not a GGML type", at=f"[{i}].type")
     return GgufTensor(value["name"], t, tuple(shape))
 
 
@@ -66,26 +71,23 @@ def _encode_file_type(value: LlamaFileType | None) -> Json:
 
 
 GGUF_FIELDS: tuple[FieldSpec[Any], ...] = (
-    FieldSpec("architecture", "architecture", F.optional(F.text), F.PLAIN, None),
-    FieldSpec("file_type", "file_type", _file_type, _encode_file_type, None),
-    FieldSpec("quantization_version", "quantization_version", F.optional(F.integer(lo=0)), F.PLAIN, None),
-    FieldSpec("tensors", "tensors", _tensors, _encode_tensors, ()),
-    # Transformers' GgufConfig keys: loading options, not facts about the file.
-    FieldSpec("gguf_file", None, F.optional(F.text), F.PLAIN, None),
-    FieldSpec("dequantize", None, F.boolean, F.PLAIN, False),
+    field(Gguf, "architecture", F.optional(F.text)),
+    field(Gguf, "file_type", _file_type, _encode_file_type),
+    field(Gguf, "quantization_version", F.optional(F.integer(lo=0))),
+    field(Gguf, "tensors", _tensors, _encode_tensors),
+    # Transformers' GgufConfig keys: loading attributes, not facts about the file.
+    field(Gguf, "gguf_file", F.optional(F.text), omit_default=True),
+    field(Gguf, "dequantize", F.boolean, omit_default=True),
 )
+
 
 def _gguf_transformers(c: Gguf) -> dict[str, Json]:
     """Transformers' ``GgufConfig``: only loading options (the file itself describes the rest)."""
-    file = c.wire.get("gguf_file")
-    dequantize = c.wire.get("dequantize")
-    return {"quant_method": "gguf", "gguf_file": file if isinstance(file, str) else None,
-            "dequantize": dequantize if isinstance(dequantize, bool) else False}
+    return {"quant_method": "gguf", "gguf_file": c.gguf_file, "dequantize": c.dequantize}
 
 
 GGUF_SPEC: TypeSpec[Gguf] = TypeSpec(
-    Gguf, "gguf", tags=(("quant_method", "gguf"),), tag_keys=("quant_method",), fields=GGUF_FIELDS,
-    loading_attributes=("dequantize",), to_transformers=_gguf_transformers,
+    Gguf, fields=GGUF_FIELDS, loading_attributes=("gguf_file", "dequantize"), to_transformers=_gguf_transformers,
 )
 
 
@@ -93,22 +95,23 @@ def _tensor_issue(i: int, info: TensorInfo) -> GgufTensor | Issue:
     at = f"$.tensors[{i}]"
     if info.ggml_type not in GgmlType._value2member_map_:
         old = REMOVED_GGML_TYPES.get(info.ggml_type)
+        name = quote(info.name)
         if old is not None:
-            return Issue("gguf.tensor.type_removed", at, f"tensor {info.name!r} has type {info.ggml_type} ({old}), which ggml no longer reads",
+            return Issue("gguf.tensor.type_removed", at, f"tensor {name} has type {info.ggml_type} ({old}), which ggml no longer reads",
                          "re-convert the model with a current llama.cpp")
-        return Issue("gguf.tensor.type_unknown", at, f"tensor {info.name!r} has unknown GGML type id {info.ggml_type}",
+        return Issue("gguf.tensor.type_unknown", at, f"tensor {name} has unknown GGML type id {info.ggml_type}",
                      "the file may be newer than this library, or corrupt")
-    tensor = GgufTensor(info.name, GgmlType(info.ggml_type), info.shape)
-    return misaligned(i, tensor) or tensor
+    return GgufTensor(info.name, GgmlType(info.ggml_type), info.shape)
 
 
-def misaligned(i: int, t: GgufTensor) -> Issue | None:
-    """The issue when a tensor's rows are not whole blocks of its type, else ``None``."""
-    block = BLOCK[t.ggml_type][0]
-    if t.shape and t.shape[0] % block:
-        return Issue("gguf.tensor.shape_misaligned", f"$.tensors[{i}]",
-                     f"tensor {t.name!r}: row length {t.shape[0]} is not a multiple of the {t.ggml_type.name} block size {block}")
-    return None
+def tensor_issues(config: Gguf) -> Issues:
+    """The rules across a ``Gguf``'s tensors (unique names, whole-block rows), in linear time."""
+    issues = [duplicate_issue(i, j, config.tensors[i].name) for i, j in duplicate_names(t.name for t in config.tensors)]
+    for i, t in enumerate(config.tensors):
+        why = misaligned_row(t.ggml_type, t.shape[0]) if t.shape else None
+        if why is not None:
+            issues.append(Issue(ROW_MISALIGNED, f"$.tensors[{i}]", f"tensor {quote(t.name)}: {why}"))
+    return tuple(issues)
 
 
 def parse_gguf_header(header: GgufHeader) -> Result[Gguf, Issues]:
@@ -120,13 +123,13 @@ def parse_gguf_header(header: GgufHeader) -> Result[Gguf, Issues]:
         (issues if isinstance(t, Issue) else tensors).append(t)  # type: ignore[arg-type]
     arch = header.get("general.architecture")
     if arch is not None and not isinstance(arch, str):
-        issues.append(Issue("gguf.architecture.type", '$.metadata["general.architecture"]', f"expected a string, got {arch!r}"))
+        issues.append(Issue("gguf.architecture.type", '$.metadata["general.architecture"]', f"expected a string, got {quote(arch)}"))
     ft = _file_type(header.get("general.file_type"))
     if isinstance(ft, Problem):
         issues.append(Issue(f"gguf.file_type.{ft.kind}", '$.metadata["general.file_type"]', ft.message, ft.hint))
     qv = header.get("general.quantization_version")
     if qv is not None and (not isinstance(qv, int) or isinstance(qv, bool)):
-        issues.append(Issue("gguf.quantization_version.type", '$.metadata["general.quantization_version"]', f"expected an integer, got {qv!r}"))
+        issues.append(Issue("gguf.quantization_version.type", '$.metadata["general.quantization_version"]', f"expected an integer, got {quote(qv)}"))
     if issues:
         return Err(tuple(issues))
     return Ok(Gguf(

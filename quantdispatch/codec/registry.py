@@ -17,7 +17,9 @@ from ..configs.awq import AwqGemm, AwqGemv, AwqGemvFast, AwqLlm, AwqMarlin
 from ..configs.base import AbstractQuantConfig
 from ..configs.gptq import Gptq, GptqV2
 from ..jsonvalue import type_name
+from ..text import quote
 from ..result import Err, Issue, Issues, Ok, Result
+from ..rules import RegistrationError
 from .builtin import AWQ_SPECS, BNB4_SPEC, BNB8_SPEC, GPTQ_SPECS
 from .spec import TypeSpec, child_path
 
@@ -36,10 +38,6 @@ TRANSFORMERS_METHODS: Final[tuple[str, ...]] = (
 Selector = Callable[[Mapping[str, object], str], Result[TypeSpec[Any], Issues]]
 
 
-class RegistrationError(ValueError):
-    """A codec or backend registration that would make dispatch ambiguous or silently replace one."""
-
-
 @attrs.frozen
 class Family:
     """All config types one method string can name, and how to pick one from a JSON object."""
@@ -53,28 +51,32 @@ _FAMILIES: dict[str, Family] = {}
 _SPECS: dict[type[AbstractQuantConfig], TypeSpec[Any]] = {}
 
 
-def register_codec(method: str, specs: tuple[TypeSpec[Any], ...], select: Selector | None = None) -> None:
-    """Add a method string and its config type(s) to the codec.
+def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = None) -> None:
+    """Add a family of config types to the codec, under their method string.
+
+    The method string is the types' own ``method`` (said once, on the type).
 
     Args:
-        method: The ``quant_method`` string; must not be registered yet.
-        specs: The codec entries of the config types this method string can name.
+        specs: The codec entries of the config types one method string names.
         select: Picks the variant for a JSON object; may be left out when there is one spec.
 
     Raises:
-        RegistrationError: The method string or a config type is already registered, a type's
-            ``method`` disagrees with ``method``, or several specs come without a ``select``.
+        RegistrationError: The method string or a config type is already registered, the types
+            disagree on their method string, or several specs come without a ``select``.
     """
+    if not specs or (len(specs) > 1 and select is None):
+        raise RegistrationError("give one spec, or several specs and a select function that picks one")
+    method = specs[0].cls.method
+    if not method:
+        raise RegistrationError(f"{specs[0].cls.__qualname__}.method is empty; set the class variable to its method string")
     if method in _FAMILIES or method in ("bitsandbytes_4bit", "bitsandbytes_8bit"):
         owner = _FAMILIES[method].specs[0].cls.__qualname__ if method in _FAMILIES else "bitsandbytes"
         raise RegistrationError(f"method string {method!r} is already registered (by {owner}); pick another string")
-    if not specs or (len(specs) > 1 and select is None):
-        raise RegistrationError(f"{method!r}: give one spec, or several specs and a select function that picks one")
     for spec in specs:
         if spec.cls in _SPECS:
             raise RegistrationError(f"{spec.cls.__qualname__} already has a codec entry; register each config type once")
         if spec.cls.method != method:
-            msg = f"{spec.cls.__qualname__}.method is {spec.cls.method!r} but it is registered as {method!r}"
+            msg = f"{spec.cls.__qualname__}.method is {spec.cls.method!r} but {specs[0].cls.__qualname__}.method is {method!r}"
             raise RegistrationError(msg)
     _FAMILIES[method] = Family(method, specs, select or _always(specs[0]))
     _SPECS.update((spec.cls, spec) for spec in specs)
@@ -108,13 +110,13 @@ def _format_of(obj: Mapping[str, object], at: str, keys: tuple[str, ...], prefix
         if value is None:
             continue
         if not isinstance(value, str):
-            return Issue(f"{prefix}.{key}.type", child_path(at, key), f"expected a string, got {type_name(value)} {value!r}")
+            return Issue(f"{prefix}.{key}.type", child_path(at, key), f"expected a string, got {type_name(value)} {quote(value)}")
         seen.append((key, value.lower()))
     for k1, v1 in seen[1:]:
         k0, v0 = seen[0]
         if v1 != v0:
-            return Issue(f"{prefix}.{k1}.conflict", child_path(at, k1), f"{k0!r} says {v0!r} but {k1!r} says {v1!r}",
-                         f"Transformers would silently use {v0!r}; keep one of them")
+            return Issue(f"{prefix}.{k1}.conflict", child_path(at, k1), f"{k0!r} says {quote(v0)} but {k1!r} says {quote(v1)}",
+                         f"Transformers would silently use {quote(v0)}; keep one of them")
     return seen[0][1] if seen else None
 
 
@@ -129,7 +131,7 @@ def _select_gptq(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Is
     spec = _GPTQ_BY_FORMAT.get("gptq" if fmt is None else fmt)
     if spec is None:
         key = "checkpoint_format" if "checkpoint_format" in obj else "format"
-        return Err((Issue("gptq.format.unsupported", child_path(at, key), f"GPTQ checkpoint format {fmt!r} is not supported",
+        return Err((Issue("gptq.format.unsupported", child_path(at, key), f"GPTQ checkpoint format {quote(fmt)} is not supported",
                           "supported: 'gptq' (v1 zero points) and 'gptq_v2'; re-save the model with GPTQModel in one of them"),))
     return Ok(spec)
 
@@ -148,7 +150,7 @@ def _select_awq(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Iss
     spec = _AWQ_BY_VERSION.get("gemm" if version is None else version)
     if spec is None:
         key = next((k for k in ("checkpoint_format", "version", "format") if obj.get(k) is not None), "version")
-        return Err((Issue("awq.version.unsupported", child_path(at, key), f"AWQ version {version!r} is not a known packing",
+        return Err((Issue("awq.version.unsupported", child_path(at, key), f"AWQ version {quote(version)} is not a known packing",
                           "known packings: " + ", ".join(sorted(_AWQ_BY_VERSION)) + "; 'exllama' and 'ipex' are kernels, not packings, and Transformers 5 rejects them too"),))
     return Ok(spec)
 
@@ -159,7 +161,7 @@ def _select_bnb(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Iss
     for key in ("load_in_4bit", "load_in_8bit"):
         value = obj.get(key, False)
         if not isinstance(value, bool):
-            issues.append(Issue(f"bnb.{key}.type", child_path(at, key), f"expected a boolean, got {type_name(value)} {value!r}"))
+            issues.append(Issue(f"bnb.{key}.type", child_path(at, key), f"expected a boolean, got {type_name(value)} {quote(value)}"))
         flags[key] = value is True or (not isinstance(value, bool) and bool(value))
     if flags["load_in_4bit"] and flags["load_in_8bit"]:
         issues.append(Issue("bnb.load_in.conflict", at, "load_in_4bit and load_in_8bit are both true",
@@ -167,7 +169,7 @@ def _select_bnb(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Iss
     qm = obj.get("quant_method")
     if qm is not None and qm != "bitsandbytes":
         issues.append(Issue("bnb.quant_method.conflict", child_path(at, "quant_method"),
-                            f"a bitsandbytes flag is true but quant_method is {qm!r}",
+                            f"a bitsandbytes flag is true but quant_method is {quote(qm)}",
                             "Transformers silently loads this as bitsandbytes; remove the flag or fix quant_method"))
     if issues:
         return Err(tuple(issues))
@@ -191,7 +193,7 @@ def select_spec(obj: Mapping[str, object], at: str, default_method: str | None =
                           "add \"quant_method\" (e.g. \"gptq\", \"awq\") or load_in_4bit/load_in_8bit"),))
     where = child_path(at, "quant_method")
     if not isinstance(qm, str):
-        return Err((Issue("method.type", where, f"expected a string, got {type_name(qm)} {qm!r}"),))
+        return Err((Issue("method.type", where, f"expected a string, got {type_name(qm)} {quote(qm)}"),))
     if qm == "bitsandbytes":
         return _select_bnb(obj, at)
     family = _FAMILIES.get(qm)
@@ -202,15 +204,15 @@ def select_spec(obj: Mapping[str, object], at: str, default_method: str | None =
 
 def _unknown_method(qm: str, where: str) -> Issue:
     if qm in TRANSFORMERS_METHODS:
-        return Issue("method.unsupported", where, f"{qm!r} is a Transformers method that quantdispatch does not support yet",
+        return Issue("method.unsupported", where, f"{quote(qm)} is a Transformers method that quantdispatch does not support yet",
                      "supported: " + ", ".join(sorted({"bitsandbytes", *_FAMILIES})))
     known = sorted({"bitsandbytes", *_FAMILIES, *TRANSFORMERS_METHODS} - {"bitsandbytes_4bit", "bitsandbytes_8bit"})
     exact = [k for k in known if k.lower() == qm.lower()]
-    close = exact or difflib.get_close_matches(qm, known, n=1, cutoff=0.6)
+    close = exact or (difflib.get_close_matches(qm, known, n=1, cutoff=0.6) if len(qm) <= 64 else [])
     hint = f"did you mean {close[0]!r}? method strings are exact and case-sensitive" if close else "known: " + ", ".join(known)
-    return Issue("method.unknown", where, f"unknown quantization method {qm!r}", hint)
+    return Issue("method.unknown", where, f"unknown quantization method {quote(qm)}", hint)
 
 
-register_codec("bitsandbytes", (BNB4_SPEC, BNB8_SPEC), _select_bnb)
-register_codec("gptq", GPTQ_SPECS, _select_gptq)
-register_codec("awq", AWQ_SPECS, _select_awq)
+register_codec((BNB4_SPEC, BNB8_SPEC), _select_bnb)
+register_codec(GPTQ_SPECS, _select_gptq)
+register_codec(AWQ_SPECS, _select_awq)

@@ -7,24 +7,28 @@ two generic directions that every built-in and third-party type shares.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import attrs
 
-from ..configs.base import AbstractQuantConfig, Wire
+from ..configs.base import AbstractQuantConfig
 from ..jsonvalue import FrozenJson, Json, JsonObject, freeze, thaw
 from ..result import Err, Issue, Issues, Ok, Result
+from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
 
-__all__ = ["TypeSpec", "decode_object", "encode_object", "child_path"]
+__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
 
 
 def child_path(at: str, key: str) -> str:
     """Append an object key to a JSON path, quoting it when it is not an identifier."""
-    return f"{at}.{key}" if key.isidentifier() else f'{at}["{key}"]'
+    if key.isidentifier() and key.isascii():
+        return f"{at}.{key}"
+    return f"{at}[{json.dumps(key if len(key) <= MAX_QUOTE else key[:MAX_QUOTE] + '…')}]"
 
 
 @attrs.frozen
@@ -32,43 +36,55 @@ class TypeSpec(Generic[C]):
     """The codec entry of one config type.
 
     Attributes:
-        cls: The config type.
-        prefix: The issue-code family (``"gptq"``).
-        tags: The discriminator keys and their canonical values, written by ``dump`` for a config
-            built in code (``(("quant_method", "gptq"), ("format", "gptq_v2"))``).
-        tag_keys: Every key the discriminator reads for this family (consumed, kept in the wire).
-        fields: The modelled keys, in the order ``dump`` writes them.
-        loading_attributes: Keys a user's config may override on a pre-quantized checkpoint
+        cls: The config type; ``cls.method`` is the ``quant_method`` it is written with.
+        fields: The known keys, typed (``field``) and inert (``inert``), in the order ``dump``
+            writes them.
+        variant: The discriminator keys besides ``quant_method`` that name this type, with the
+            values a canonical dump writes (``(("format", "gptq_v2"),)``).
+        tag_keys: Every key the discriminator reads for this family. They name the type, so they
+            are neither fields nor extras.
+        prefix: The issue-code family (``"gptq"``); ``cls.method`` when empty.
+        loading_attributes: Attributes a user's config may override on a pre-quantized checkpoint
             (Transformers' ``get_loading_attributes``).
         to_transformers: Writes what Transformers 5 puts in ``config.json`` for this config, or
             ``None`` when Transformers has no such config (third-party types).
     """
 
     cls: type[C]
-    prefix: str
-    tags: tuple[tuple[str, Json], ...]
-    tag_keys: tuple[str, ...]
     fields: tuple[FieldSpec[Any], ...]
+    variant: tuple[tuple[str, Json], ...] = ()
+    tag_keys: tuple[str, ...] = ("quant_method",)
+    prefix: str = ""
     loading_attributes: tuple[str, ...] = ()
     to_transformers: Callable[[C], dict[str, Json]] | None = None
 
     by_key: dict[str, FieldSpec[Any]] = attrs.field(init=False, eq=False, repr=False)
     defaults: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
     required: tuple[FieldSpec[Any], ...] = attrs.field(init=False, eq=False, repr=False)
+    reserved: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Lookup tables built once, so that decoding walks the document, not the field list.
+        object.__setattr__(self, "prefix", self.prefix or self.cls.method)
         object.__setattr__(self, "by_key", {k: f for f in self.fields for k in f.keys})
         object.__setattr__(self, "defaults", {f.attr: f.default for f in self.fields if f.attr is not None})
         object.__setattr__(self, "required", tuple(f for f in self.fields if f.required))
+        typed_keys = {k for f in self.fields if f.attr is not None for k in f.keys}
+        object.__setattr__(self, "reserved", frozenset(typed_keys | set(self.tag_keys)))
+
+    @property
+    def tags(self) -> tuple[tuple[str, Json], ...]:
+        """The discriminator keys and values a canonical dump starts with."""
+        return (("quant_method", self.cls.method), *self.variant)
 
     def field_for(self, key: str) -> FieldSpec[Any] | None:
         """Return the field that reads ``key`` (as its key or an alias)."""
         return self.by_key.get(key)
 
 
-def _issue(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
-    return Issue(f"{spec.prefix}.{key}.{p.kind}", child_path(at, key), p.message, p.hint)
+def issue_at(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
+    """The issue for a problem with ``key``'s value, located inside it where the decoder says."""
+    return Issue(f"{spec.prefix}.{key}.{p.kind}", child_path(at, key) + p.at, p.message, p.hint)
 
 
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
@@ -77,8 +93,8 @@ _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
     """Decode a JSON object into ``spec.cls``, collecting every issue.
 
-    Keys no field or tag reads become ``extras``; the raw values of the others go into the
-    config's ``Wire`` so that ``encode_object`` can write the document back unchanged.
+    Typed keys fill fields; inert keys are checked and, like unknown keys, kept in ``extras``;
+    discriminator keys are consumed. The object itself, frozen, becomes the config's ``source``.
 
     Raises:
         ValueError: A value is not JSON (``parse`` turns this into an issue).
@@ -86,69 +102,59 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     values = dict(spec.defaults)
     seen: dict[str, tuple[str, object]] = {}
     issues: list[Issue] = []
-    raw: list[tuple[str, FrozenJson]] = []
+    source: list[tuple[str, FrozenJson]] = []
     extras: list[tuple[str, FrozenJson]] = []
     for key, value in obj.items():
         if type(key) is not str:
-            raise ValueError(f"object keys must be strings, got {key!r}")
+            raise ValueError(f"object keys must be strings, got {quote(key)}")
+        # Scalars (most values) are their own frozen form; skip the call for them.
+        frozen: FrozenJson = value if type(value) in _PLAIN_SCALARS else freeze(value)  # type: ignore[assignment,arg-type]
+        source.append((key, frozen))
         f = spec.by_key.get(key)
         if f is None:
-            (raw if key in spec.tag_keys else extras).append((key, freeze(value)))  # type: ignore[arg-type]
+            if key not in spec.tag_keys:
+                extras.append((key, frozen))
             continue
-        # Scalars (most values) are their own frozen form; skip the call for them.
-        raw.append((key, value if type(value) in _PLAIN_SCALARS else freeze(value)))  # type: ignore[arg-type]
         decoded = f.decode(value)
         if isinstance(decoded, Problem):
-            issues.append(_issue(spec, key, at, decoded))
+            issues.append(issue_at(spec, key, at, decoded))
             seen.setdefault(f.key, (key, decoded))
-        elif f.attr is not None:
+        elif f.attr is None:
+            extras.append((key, frozen))
+        else:
             first = seen.setdefault(f.key, (key, decoded))
             if first[0] != key and (type(first[1]) is not type(decoded) or first[1] != decoded):
-                msg = f"{first[0]!r} says {obj[first[0]]!r} but {key!r} says {value!r}"
+                msg = f"{first[0]!r} says {quote(obj[first[0]])} but {key!r} says {quote(value)}"
                 issues.append(Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, key), msg, "keep one of them"))
             values[f.attr] = decoded
     issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
     if issues:
         return Err(tuple(issues))
-    wire = Wire(keys=tuple(obj), raw=JsonObject(tuple(raw)))
-    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), wire=wire))
-
-
-def _same(a: object, b: object) -> bool:
-    return type(a) is type(b) and a == b
+    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source))))
 
 
 def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:
-    """Encode a config as JSON, reproducing its source document where it has one.
+    """Encode a config as JSON: its source document while that still decodes to this very value
+    (so ``dump(parse(d)) == d``, spelling and key order included), else ``canonical``."""
+    if config.source is not None:
+        document = thaw(config.source)
+        assert isinstance(document, dict)
+        again = decode_object(spec, document, "$")
+        if isinstance(again, Ok) and again.value == config:
+            return document
+    return canonical(spec, config)
 
-    For each key of the source, in order: an extra is written as it was; a modelled key is written
-    with its source spelling while that still decodes to the field's current value, else in its
-    canonical spelling; tags and keys without a field are written as they were. Fields the source
-    lacked are added only when they differ from the default. A config built in code (no source)
-    is written in full: its tags, then every field, then its extras.
-    """
-    wire, out = config.wire, {}
-    if not wire.keys:
-        out = {k: v for k, v in spec.tags}
-        for f in spec.fields:
-            if f.attr is not None:
-                out[f.key] = f.encode(getattr(config, f.attr))
-        out.update((k, thaw(v)) for k, v in config.extras.items)
-        return out
-    for key in wire.keys:
-        if key in config.extras:
-            out[key] = thaw(config.extras.get(key))
-        elif wire.has(key):
-            raw = thaw(wire.get(key))
-            field = spec.field_for(key)
-            if field is None or field.attr is None or _same(field.decode(raw), getattr(config, field.attr)):
-                out[key] = raw
-            else:
-                out[key] = field.encode(getattr(config, field.attr))
+
+def canonical(spec: TypeSpec[C], config: C) -> dict[str, Json]:
+    """The canonical JSON of a config: its tags, its typed fields (loading attributes only when
+    set), then its extras. An extra never overrides a typed field or a tag."""
+    out: dict[str, Json] = dict(spec.tags)
     for f in spec.fields:
-        if f.attr is not None and not any(wire.has(k) for k in f.keys):
-            current = getattr(config, f.attr)
-            if f.required or not _same(current, f.default):
-                out[f.key] = f.encode(current)
-    out.update((k, thaw(v)) for k, v in config.extras.items if k not in out)
+        if f.attr is None:
+            continue
+        value = getattr(config, f.attr)
+        if f.omit_default and not f.required and type(value) is type(f.default) and value == f.default:
+            continue
+        out[f.key] = f.encode(value)
+    out.update((k, thaw(v)) for k, v in config.extras.items if k not in spec.reserved and k not in out)
     return out

@@ -6,6 +6,7 @@ from typing import ClassVar, Final, Literal
 
 import attrs
 
+from ..jsonvalue import JsonObject
 from .base import AbstractQuantConfig
 
 __all__ = ["AbstractAwq", "AwqGemm", "AwqGemv", "AwqGemvFast", "AwqMarlin", "AwqLlm", "AWQ_BITS"]
@@ -23,6 +24,12 @@ class AbstractAwq(AbstractQuantConfig):
         group_size: Input columns sharing one scale (and zero point).
         zero_point: Asymmetric quantization with a per-group zero point.
         modules_to_not_convert: Module-name patterns left unquantized (vision towers, gates).
+        backend: Loading attribute: the kernel family asked for, kept as written.
+        max_input_length: Loading attribute: the ExLlama act-order buffer size.
+        do_fuse: Loading attribute of AutoAWQ / Transformers 4.x: fuse attention and MLP modules.
+        fuse_max_seq_len: Loading attribute: the fused modules' cache length.
+        modules_to_fuse: Loading attribute: which modules to fuse, per architecture.
+        exllama_config: Loading attribute: ``{"version": 1 | 2}`` for the ExLlama kernels.
     """
 
     method: ClassVar[str] = "awq"
@@ -32,6 +39,12 @@ class AbstractAwq(AbstractQuantConfig):
     group_size: int = 128
     zero_point: bool = True
     modules_to_not_convert: tuple[str, ...] | None = None
+    backend: str | None = None
+    max_input_length: int | None = None
+    do_fuse: bool | None = None
+    fuse_max_seq_len: int | None = None
+    modules_to_fuse: JsonObject | None = None
+    exllama_config: JsonObject | None = None
 
 
 @attrs.frozen(kw_only=True)

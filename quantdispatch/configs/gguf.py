@@ -41,6 +41,9 @@ class Gguf(AbstractQuantConfig):
         file_type: ``general.file_type``: the recipe the file was made with, if recorded.
         tensors: Every tensor's name, type and shape, in file order.
         quantization_version: ``general.quantization_version`` if recorded.
+        gguf_file: Loading attribute (Transformers' ``GgufConfig``): the file inside a
+            repository to read.
+        dequantize: Loading attribute: dequantize every tensor to the compute dtype at load.
     """
 
     method: ClassVar[str] = "gguf"
@@ -49,6 +52,8 @@ class Gguf(AbstractQuantConfig):
     file_type: LlamaFileType | None = None
     tensors: tuple[GgufTensor, ...] = ()
     quantization_version: int | None = None
+    gguf_file: str | None = None
+    dequantize: bool = False
 
     def type_counts(self) -> tuple[tuple[GgmlType, int], ...]:
         """Count tensors per GGML type, most common first."""

@@ -34,6 +34,16 @@ class AbstractGptq(AbstractQuantConfig):
             sequential groups; ``None`` means all of them.
         lm_head: Whether the output head is quantized too (GPTQModel).
         meta: Free-form tooling metadata (``quantizer``, ``uri``, …), kept verbatim.
+        backend: Loading attribute: the kernel family asked for (``"auto"``, ``"marlin"``,
+            ``"exllama_v2"`` …), kept as written; ``None`` when unset.
+        max_input_length: Loading attribute: the ExLlama act-order buffer size.
+        use_exllama: Loading attribute of Transformers 4.x (ignored by Transformers 5).
+        disable_exllama: Its older, inverted spelling.
+        use_cuda_fp16: Loading attribute of AutoGPTQ's CUDA kernels.
+        exllama_config: Loading attribute: ``{"version": 1 | 2}`` for the ExLlama kernels.
+
+    Calibration settings (``dataset``, ``tokenizer``, ``model_seqlen``, ``batch_size`` …) do not
+    change how a checkpoint loads: they are checked when parsed and kept in ``extras``.
     """
 
     method: ClassVar[str] = "gptq"
@@ -50,6 +60,12 @@ class AbstractGptq(AbstractQuantConfig):
     modules_in_block_to_quantize: tuple[tuple[str, ...], ...] | None = None
     lm_head: bool = False
     meta: JsonObject | None = None
+    backend: str | None = None
+    max_input_length: int | None = None
+    use_exllama: bool | None = None
+    disable_exllama: bool | None = None
+    use_cuda_fp16: bool | None = None
+    exllama_config: JsonObject | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -5,15 +5,12 @@
 144
 """
 
+from typing import TYPE_CHECKING
+
 from .header import GgufHeader as GgufHeader
 from .header import GgufScalar as GgufScalar
 from .header import GgufValue as GgufValue
 from .header import TensorInfo as TensorInfo
-from .reader import DEFAULT_LIMITS as DEFAULT_LIMITS
-from .reader import ISSUE_CODES as ISSUE_CODES
-from .reader import MAX_ISSUES as MAX_ISSUES
-from .reader import GgufLimits as GgufLimits
-from .reader import read_gguf_header as read_gguf_header
 from .types import BLOCK as BLOCK
 from .types import QK_K as QK_K
 from .types import REMOVED_GGML_TYPES as REMOVED_GGML_TYPES
@@ -51,3 +48,22 @@ __all__ = [
     "ISSUE_CODES",
     "MAX_ISSUES",
 ]
+
+if TYPE_CHECKING:
+    from .reader import DEFAULT_LIMITS as DEFAULT_LIMITS
+    from .reader import ISSUE_CODES as ISSUE_CODES
+    from .reader import MAX_ISSUES as MAX_ISSUES
+    from .reader import GgufLimits as GgufLimits
+    from .reader import read_gguf_header as read_gguf_header
+
+_READER = frozenset({"DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "GgufLimits", "read_gguf_header"})
+
+
+def __getattr__(name: str) -> object:
+    """Import the file reader (the shell) on first use only: the pure core imports this package
+    for the type table and header values."""
+    if name in _READER:
+        from . import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

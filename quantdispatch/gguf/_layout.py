@@ -13,7 +13,7 @@ from quantdispatch.result import Issue
 
 from ._cursor import at, short
 from .header import GgufValue, TensorInfo
-from .types import BLOCK, GgmlType, GgufValueType
+from .types import BLOCK, DUPLICATE_NAME, ROW_MISALIGNED, GgmlType, GgufValueType, duplicate_names, misaligned_row
 
 _MAGIC: Final = b"GGUF"
 _MAX_DIMS: Final = 4  # GGML_MAX_DIMS
@@ -70,49 +70,39 @@ def check_alignment(
     return default
 
 
-def tensor_nbytes(t: TensorInfo) -> int | str | None:
-    """Return the data size of tensor ``t`` in bytes, what is wrong with its shape, or ``None``.
-
-    ``None`` means that the type id is not a live ``GgmlType``, so the size is unknown.
-    """
+def tensor_nbytes(t: TensorInfo) -> int | tuple[str, str] | None:
+    """Return the data size of tensor ``t`` in bytes, ``(code, message)`` when its shape is
+    wrong, or ``None`` when the type id is not a live ``GgmlType`` (the size is unknown)."""
     name = short(t.name)
     if len(t.shape) > _MAX_DIMS:
-        return f"tensor {name!r} has {len(t.shape)} dimensions; ggml allows at most {_MAX_DIMS}"
-    n = math.prod(t.shape)
-    if n > _INT64_MAX or any(d > _INT64_MAX for d in t.shape):
-        return f"tensor {name!r} has shape {list(t.shape)}, whose size does not fit in int64"
+        return "gguf.tensor.shape_invalid", f"tensor {name!r} has {len(t.shape)} dimensions; ggml allows at most {_MAX_DIMS}"
+    if any(d > _INT64_MAX for d in t.shape) or math.prod(t.shape) > _INT64_MAX:
+        return "gguf.tensor.shape_invalid", f"tensor {name!r} has shape {list(t.shape)}, whose size does not fit in int64"
     gtype = _GGML_TYPES.get(t.ggml_type)
     if gtype is None:
         return None
     per_block, size = BLOCK[gtype]
     ne0 = t.shape[0] if t.shape else 1
-    if ne0 % per_block:
-        return (
-            f"tensor {name!r} of type {gtype.name} has rows of {ne0} weights, "
-            f"not a multiple of its block size {per_block}"
-        )
-    return n // per_block * size
+    why = misaligned_row(gtype, ne0)
+    if why is not None:
+        return ROW_MISALIGNED, f"tensor {name!r}: {why}"
+    return math.prod(t.shape) // per_block * size
 
 
 def check_tensors(
     tensors: Sequence[TensorInfo], alignment: int, data_offset: int, file_size: int
 ) -> list[Issue]:
     """Return every issue with the names, shapes and data placement of ``tensors``."""
-    issues: list[Issue] = []
-    first: dict[str, int] = {}
+    issues = [duplicate_issue(i, j, tensors[i].name) for i, j in duplicate_names(t.name for t in tensors)]
     spans: list[tuple[int, int, int]] = []  # (start, end, index) of the data of sized tensors
     for i, t in enumerate(tensors):
         path = f"$.tensors[{i}]"
-        if t.name in first:
-            msg = f"tensor name {short(t.name)!r} is used again (first by tensor #{first[t.name]})"
-            issues.append(Issue("gguf.tensor.duplicate_name", path, msg))
-        first.setdefault(t.name, i)
         if t.offset % alignment:
             msg = f"tensor {short(t.name)!r} has offset {t.offset}, not a multiple of {alignment}"
             issues.append(Issue("gguf.tensor.offset_misaligned", path, msg))
         nbytes = tensor_nbytes(t)
-        if isinstance(nbytes, str):
-            issues.append(Issue("gguf.tensor.shape_invalid", path, nbytes))
+        if isinstance(nbytes, tuple):
+            issues.append(Issue(nbytes[0], path, nbytes[1]))
             continue
         start = data_offset + t.offset
         end = start + (nbytes or 0)  # an unknown type: at least its start must be in the file
@@ -122,6 +112,12 @@ def check_tensors(
             spans.append((start, end, i))
     issues.extend(_overlaps(spans, tensors))
     return issues
+
+
+def duplicate_issue(i: int, first: int, name: str) -> Issue:
+    """The issue for tensor ``i`` reusing the name of tensor ``first``."""
+    msg = f"tensor name {short(name)!r} is used again (first by tensor #{first})"
+    return Issue(DUPLICATE_NAME, f"$.tensors[{i}]", msg)
 
 
 def _out_of_bounds(t: TensorInfo, path: str, start: int, end: int, file_size: int) -> Issue:

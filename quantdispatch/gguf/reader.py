@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import BinaryIO, Final, Literal
 
 import attrs
 
+from quantdispatch.fileio import open_regular
 from quantdispatch.result import Err, Issue, Issues, Ok, Result
 
 from ._cursor import Cursor, Fatal, at, short
@@ -54,7 +54,9 @@ ISSUE_CODES: Final[Mapping[str, str]] = MappingProxyType(
         "gguf.metadata.duplicate_key": "a key stored twice",
         "gguf.alignment.invalid": "general.alignment is not a UINT32 power of two",
         "gguf.tensor.duplicate_name": "two tensor infos with one name",
-        "gguf.tensor.shape_invalid": "over 4 dims, a size past int64, or rows not whole blocks",
+        "gguf.tensors.too_many": "more tensors than GgufLimits.max_tensors",
+        "gguf.tensor.shape_misaligned": "rows that are not whole blocks of the tensor's type",
+        "gguf.tensor.shape_invalid": "over 4 dims, or a size past int64",
         "gguf.tensor.offset_misaligned": "a tensor offset that is not a multiple of the alignment",
         "gguf.tensor.out_of_bounds": "tensor data past the end of the file",
         "gguf.tensor.overlap": "two tensors whose data overlap",
@@ -97,12 +99,14 @@ class GgufLimits:
         max_values: Metadata values in all (each array element counts) plus tensor dimensions.
         max_array_depth: How deeply arrays may nest (1: arrays of scalars only).
         max_header_bytes: The largest offset the metadata and tensor infos may reach.
+        max_tensors: The most tensor infos a header may declare; checked before any is read.
     """
 
     max_string_bytes: int = 1 << 26
     max_values: int = 1 << 24
     max_array_depth: int = 8
     max_header_bytes: int = 1 << 28
+    max_tensors: int = 1 << 16
 
 
 DEFAULT_LIMITS: Final = GgufLimits()
@@ -134,16 +138,13 @@ def read_gguf_header(
     >>> read_gguf_header("/nonexistent.gguf").error[0].code
     'gguf.file.unreadable'
     """
+    opened = open_regular(path, "gguf.file")
+    if isinstance(opened, Issue):
+        return Err((Issue("gguf.file.unreadable", opened.path, opened.message, opened.hint),))
+    file, size = opened
     try:
-        info = os.stat(path)
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        return Err((_unreadable(path, e),))
-    if not stat.S_ISREG(info.st_mode):
-        reason = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
-        return Err((_unreadable(path, reason),))
-    try:
-        with open(path, "rb") as file:
-            return _Reader(file, info.st_size, limits).read()
+        with file:
+            return _Reader(file, size, limits).read()
     except OSError as e:
         return Err((_unreadable(path, e),))
 
@@ -229,6 +230,9 @@ class _Reader:
         cur = self._cur
         n_tensors = cur.length("the tensor count")
         n_kv = cur.length("the metadata key count")
+        if n_tensors > self._limits.max_tensors:
+            msg = f"the header declares {n_tensors} tensors; this reader's limit is {self._limits.max_tensors}"
+            raise Fatal(Issue("gguf.tensors.too_many", at(8), msg, "real models have a few thousand; raise GgufLimits.max_tensors if this one is real"))
         w = cur.length_width
         need = n_kv * (w + 4 + 1) + n_tensors * (w + 4 + 4 + 8)  # the smallest possible items
         if need > cur.left():

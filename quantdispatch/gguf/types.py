@@ -20,11 +20,12 @@ and ``n`` must be a multiple of ``block_size``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "ROW_MISALIGNED", "DUPLICATE_NAME", "misaligned_row", "duplicate_names",
     "QK_K",
     "GgmlType",
     "GgufValueType",
@@ -221,6 +222,34 @@ def row_bytes(t: GgmlType, n: int) -> int | None:
     if n < 0 or n % per_block:
         return None
     return n // per_block * size
+
+
+ROW_MISALIGNED: Final = "gguf.tensor.shape_misaligned"
+DUPLICATE_NAME: Final = "gguf.tensor.duplicate_name"
+
+
+def misaligned_row(t: GgmlType, ne0: int) -> str | None:
+    """The rule that rows are whole blocks: why a row of ``ne0`` weights cannot be stored in
+    ``t``, or ``None`` when it can. The reader and ``validate`` both report it as
+    ``ROW_MISALIGNED``.
+
+    >>> misaligned_row(GgmlType.Q4_K, 100)
+    'rows of 100 weights are not a multiple of the Q4_K block size 256'
+    """
+    per_block = BLOCK[t][0]
+    if ne0 % per_block:
+        return f"rows of {ne0} weights are not a multiple of the {t.name} block size {per_block}"
+    return None
+
+
+def duplicate_names(names: Iterable[str]) -> Iterator[tuple[int, int]]:
+    """The rule that tensor names are unique: yield ``(index, first index)`` for each name seen
+    before, in linear time. Reported as ``DUPLICATE_NAME``."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        j = first.setdefault(name, i)
+        if j != i:
+            yield i, j
 
 
 class GgufValueType(enum.IntEnum):

@@ -6,8 +6,9 @@ import attrs
 import pytest
 
 import quantdispatch as qd
+from quantdispatch.jsonvalue import JsonObject
 
-from .qd_plugin import HQQ_SPEC, Hqq, register
+from .qd_plugin import HQQ_SPEC, HQQ_TORCH, Hqq, register
 
 register()
 
@@ -16,28 +17,38 @@ def test_plugin_config_parses_validates_and_round_trips() -> None:
     """The plugin's method string parses to its type, with every issue coded under its prefix."""
     doc = {"quant_method": "hqq", "nbits": 2, "group_size": 32, "note": "kept"}
     parsed = qd.parse(doc)
-    assert parsed == qd.Ok(Hqq(nbits=2, group_size=32, extras=parsed.value.extras)) if isinstance(parsed, qd.Ok) else False
-    assert isinstance(parsed, qd.Ok) and qd.dump(parsed.value) == doc
+    assert parsed == qd.Ok(Hqq(nbits=2, group_size=32, extras=JsonObject((("note", "kept"),))))
+    assert qd.dump(parsed.value) == doc
     bad = qd.parse({"quant_method": "hqq", "nbits": 5, "axis": 2})
     assert isinstance(bad, qd.Err) and [i.code for i in bad.error] == ["hqq.nbits.not_allowed", "hqq.axis.not_allowed"]
     assert qd.validate(Hqq(group_size=0)).error[0].code == "hqq.group_size.range"  # type: ignore[union-attr]
 
 
 def test_plugin_backend_is_dispatched_and_planned() -> None:
-    """plan picks the plugin's backend by dispatch on the plugin's type."""
-    env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
+    """plan picks the plugin's backend by dispatch on the plugin's type, with the plugin's rules."""
+    env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")), qd.Package("hqq", qd.Version.parse("0.2"))))
     p = qd.plan(Hqq(), env)
-    assert isinstance(p, qd.Ok) and p.value.backend.name == "hqq-torch"
+    assert isinstance(p, qd.Ok) and p.value.backend.name == "hqq-torch" and p.value.dtype is qd.DType.BFLOAT16
+    assert p.value.backend.loader == "qd_plugin.kernels:load_hqq"
     r = qd.plan(Hqq(nbits=1), env)
     assert isinstance(r, qd.Err) and "1-bit needs the CUDA kernel" in r.error[0].message
+    on_load = qd.plan(None, env, qd.LoadOptions(user_config=Hqq()))
+    assert isinstance(on_load, qd.Ok) and not on_load.value.pre_quantized
+
+
+def test_probe_reports_what_registered_backends_require() -> None:
+    """probe() records the versions of packages that plugins' declared backends import."""
+    from quantdispatch.probing import relevant_packages
+
+    assert "hqq" in relevant_packages() and "torch" in relevant_packages()
 
 
 def test_duplicate_registrations_are_refused() -> None:
     """Registering a method string, a config type or a dispatch signature twice raises at once."""
     with pytest.raises(qd.RegistrationError, match="already registered"):
-        qd.register_codec("hqq", (HQQ_SPEC,))
-    with pytest.raises(qd.RegistrationError, match="already registered"):
-        qd.register_codec("gptq", (HQQ_SPEC,))
+        qd.register_codec((HQQ_SPEC,))
+    with pytest.raises(qd.RegistrationError, match="already declared"):
+        qd.declare_backend(attrs.evolve(HQQ_TORCH, summary="another"))
     with pytest.raises(qd.RegistrationError, match="already has an implementation"):
         qd.register_backend(Hqq, qd.AbstractDevice)(lambda c, d: qd.Refusal("x", "y"))
 
@@ -53,10 +64,10 @@ def test_ambiguous_registration_is_refused() -> None:
     class Tpu(qd.AbstractDevice):
         pass
 
-    def for_child(config: HqqChild, device: qd.AbstractDevice) -> qd.Refusal:
+    def for_child(config: HqqChild, device: qd.AbstractDevice, /) -> qd.Refusal:
         return qd.Refusal("x", "y")
 
-    def for_tpu(config: Hqq, device: Tpu) -> qd.Refusal:
+    def for_tpu(config: Hqq, device: Tpu, /) -> qd.Refusal:
         return qd.Refusal("x", "y")
 
     qd.register_backend(HqqChild, qd.AbstractDevice)(for_child)

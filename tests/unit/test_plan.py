@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 import quantdispatch as qd
@@ -107,7 +108,8 @@ def test_reconcile_checkpoint_wins_and_loading_attributes_apply() -> None:
     user = _parsed({"quant_method": "gptq", "bits": 8, "backend": "marlin", "max_input_length": 4096})
     r = qd.reconcile(ckpt, user)
     assert isinstance(r, qd.Ok)
-    assert r.value.config is ckpt and r.value.overrides == (("max_input_length", 4096), ("backend", "marlin"))
+    assert r.value.overrides == (("backend", "marlin"), ("max_input_length", 4096))
+    assert isinstance(ckpt, qd.Gptq) and r.value.config == attrs.evolve(ckpt, backend="marlin", max_input_length=4096)
     assert "bits" in r.value.notes[0]
 
 

@@ -43,9 +43,11 @@ def test_bad_json_files(tmp_path: Path) -> None:
     r = qd.read(tmp_path / "a.json")
     assert _codes(r) == ["json.syntax"] and isinstance(r, qd.Err) and r.error[0].hint is not None
     (tmp_path / "b.json").write_text('{"damp_percent": NaN}')
-    assert _codes(qd.read(tmp_path / "b.json")) == ["json.value"]
-    (tmp_path / "c.json").write_text('{"bits": 4, "bits": 8}')
-    assert _codes(qd.read(tmp_path / "c.json")) == ["json.value"]
+    b = qd.read(tmp_path / "b.json")
+    assert _codes(b) == ["json.value.not_finite"] and isinstance(b, qd.Err) and b.error[0].path == "$[line 1, column 18]"
+    (tmp_path / "c.json").write_text('{"bits": 4,\n "bits": 8}')
+    c = qd.read(tmp_path / "c.json")
+    assert _codes(c) == ["json.key.duplicate"] and isinstance(c, qd.Err) and c.error[0].path == "$[line 2, column 2]"
     (tmp_path / "d.json").write_bytes(b"\xff\xfe\x00")
     assert _codes(qd.read(tmp_path / "d.json")) == ["json.encoding"]
     assert _codes(qd.read(tmp_path / "missing.json")) == ["file.missing"]

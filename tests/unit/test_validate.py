@@ -19,6 +19,8 @@ def _all_specs() -> list[Any]:
 def test_every_default_is_valid(spec: Any) -> None:
     """Each field's default survives its own encoder and decoder (validate skips defaults on this basis)."""
     for f in spec.fields:
+        if f.attr is None or f.required:
+            continue  # inert keys have no default value on the type; required ones have none at all
         back = f.decode(f.encode(f.default))
         assert not isinstance(back, Problem), (f.key, back)
         assert back == f.default, f.key

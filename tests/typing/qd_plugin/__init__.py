@@ -30,22 +30,25 @@ class Hqq(qd.AbstractQuantConfig):
 
 
 HQQ_SPEC: qd.TypeSpec[Hqq] = qd.TypeSpec(
-    Hqq, "hqq", tags=(("quant_method", "hqq"),), tag_keys=("quant_method",),
+    Hqq,
     fields=(
-        qd.FieldSpec("nbits", "nbits", F.one_of(HQQ_BITS), F.PLAIN, 4),
-        qd.FieldSpec("group_size", "group_size", F.integer(lo=1), F.PLAIN, 64),
-        qd.FieldSpec("axis", "axis", F.one_of((0, 1)), F.PLAIN, 1),
+        F.field(Hqq, "nbits", F.one_of(HQQ_BITS)),
+        F.field(Hqq, "group_size", F.integer(lo=1)),
+        F.field(Hqq, "axis", F.one_of((0, 1))),
     ),
 )
 
-HQQ_TORCH = qd.Backend(name="hqq-torch", summary="the plugin's torch kernel", requires=(qd.Requirement("torch", "2.4"),))
+HQQ_TORCH = qd.Backend(
+    name="hqq-torch", summary="the plugin's torch kernel", requires=(qd.Requirement("torch", "2.4"), qd.Requirement("hqq")),
+    loader="qd_plugin.kernels:load_hqq",
+)
 
 
 def _select_hqq(config: Hqq, device: qd.AbstractDevice) -> qd.Candidate | None:
     return qd.Candidate(HQQ_TORCH, () if config.nbits != 1 else ("1-bit needs the CUDA kernel",))
 
 
-def hqq_anywhere(config: Hqq, device: qd.AbstractDevice) -> tuple[qd.Candidate, ...] | qd.Refusal:
+def hqq_anywhere(config: Hqq, device: qd.AbstractDevice, /) -> tuple[qd.Candidate, ...] | qd.Refusal:
     """Offer the plugin's torch kernel on every device kind."""
     found = _select_hqq(config, device)
     return (found,) if found is not None else qd.Refusal("hqq.none", "no kernel")
@@ -58,6 +61,19 @@ def register() -> None:
     """Register the codec entry and the backend (idempotent, so tests may call it twice)."""
     if _registered:
         return
-    qd.register_codec("hqq", (HQQ_SPEC,))
+    qd.register_codec((HQQ_SPEC,))
+    qd.declare_backend(HQQ_TORCH)
     qd.register_backend(Hqq, qd.AbstractDevice)(hqq_anywhere)
+    qd.quantizes_on_load.register(Hqq)(hqq_quantizes_on_load)
+    qd.compute_dtype.register(Hqq, qd.AbstractDevice)(hqq_compute_dtype)
     _registered.append(True)
+
+
+def hqq_quantizes_on_load(config: Hqq, /) -> bool:
+    """HQQ needs no calibration data: full-precision weights are quantized while loading."""
+    return True
+
+
+def hqq_compute_dtype(config: Hqq, device: qd.AbstractDevice, /) -> tuple[qd.DType, str]:
+    """HQQ's kernels compute in bfloat16."""
+    return qd.DType.BFLOAT16, "HQQ kernels compute in bfloat16"

@@ -1,0 +1,63 @@
+"""AWQ: its backends and rules.
+
+gptqmodel's AWQ CUDA kernels need Turing (sm_75), as vLLM also states for AWQ; its Marlin kernel
+needs Ampere (sm_80). Marlin-packed checkpoints are tiled for that kernel alone.
+"""
+
+from __future__ import annotations
+
+from ..backend import Backend, Candidate, Refusal
+from ..configs.awq import AbstractAwq, AwqLlm, AwqMarlin
+from ..dtypes import DType
+from ..environment import AbstractDevice, Cuda
+from ..rules import Selection, compute_dtype, declare_backend, select_backend, skip_modules
+from ._common import GPTQMODEL, TORCH, gpu_or_cpu_dtype, marlin_unfit
+
+__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN"]
+
+TORCH_AWQ = declare_backend(Backend(
+    name="torch-awq", summary="quantdispatch's portable torch kernel for AWQ packings",
+    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0),
+))
+AWQ_CUDA = declare_backend(Backend(
+    name="gptqmodel-awq", summary="gptqmodel's AWQ GEMM/GEMV CUDA kernels",
+    requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(7, 5), dtypes=(DType.FLOAT16,),
+))
+AWQ_MARLIN = declare_backend(Backend(
+    name="gptqmodel-awq-marlin", summary="gptqmodel's Marlin kernel for AWQ weights",
+    requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16,),
+))
+
+
+@select_backend.register(AwqMarlin, Cuda)
+def _marlin_cuda(config: AwqMarlin, device: Cuda, /) -> Selection:
+    return (Candidate(AWQ_MARLIN, marlin_unfit(config.bits, True, config.group_size)),)
+
+
+@select_backend.register(AwqMarlin, AbstractDevice)
+def _marlin_elsewhere(config: AwqMarlin, device: AbstractDevice, /) -> Selection:
+    return Refusal("awq.marlin.needs_cuda", "Marlin-packed AWQ weights are tiled for the Marlin CUDA kernel; no portable kernel reads them",
+                   "load on a CUDA GPU with compute capability 8.0+, or use a GEMM-packed copy of the model")
+
+
+@select_backend.register(AbstractAwq, Cuda)
+def _awq_cuda(config: AbstractAwq, device: Cuda, /) -> Selection:
+    if isinstance(config, AwqLlm):
+        return (Candidate(TORCH_AWQ),)
+    # AWQ Marlin handles zero points itself, so only the width and group size matter.
+    return (Candidate(AWQ_MARLIN, marlin_unfit(config.bits, True, config.group_size)), Candidate(AWQ_CUDA), Candidate(TORCH_AWQ))
+
+
+@select_backend.register(AbstractAwq, AbstractDevice)
+def _awq_any(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
+    return (Candidate(TORCH_AWQ),)
+
+
+@compute_dtype.register(AbstractAwq, AbstractDevice)
+def _awq_dtype(config: AbstractAwq, device: AbstractDevice, /) -> tuple[DType, str]:
+    return gpu_or_cpu_dtype(device)
+
+
+@skip_modules.register(AbstractAwq)
+def _awq_skips(config: AbstractAwq, /) -> tuple[str, ...] | None:
+    return config.modules_to_not_convert
