@@ -26,15 +26,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402 - after the environment is set
-import transformers  # noqa: E402
-from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig  # noqa: E402
+import torch
+import transformers
+from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
-import quantdispatch as qd  # noqa: E402
+import quantdispatch as qd
 
 REALWORLD: Final = Path(__file__).resolve().parents[2] / "shared" / "realworld" / "configs"
 FAMILIES: Final = {"bnb-4bit": "bnb", "bnb-8bit": "bnb", "gptq": "gptq", "awq": "awq"}
@@ -109,7 +109,7 @@ def theirs(d: dict[str, object], default_method: str | None) -> tuple[Callable[[
 
     try:
         full()
-    except Exception:  # noqa: BLE001 - e.g. GPTQ's quantizer without gptqmodel
+    except Exception:
         config_only()
         return config_only, False
     return full, True

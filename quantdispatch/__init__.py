@@ -14,38 +14,115 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .backend import Backend as Backend, Candidate as Candidate, Refusal as Refusal, Requirement as Requirement
-from .codec import dump as dump, locate as locate, parse as parse
-from .codec.fields import FieldSpec as FieldSpec, Problem as Problem
+from .backend import Backend as Backend
+from .backend import Candidate as Candidate
+from .backend import Refusal as Refusal
+from .backend import Requirement as Requirement
+from .codec import dump as dump
+from .codec import locate as locate
+from .codec import parse as parse
+from .codec.fields import FieldSpec as FieldSpec
+from .codec.fields import Problem as Problem
 from .codec.registry import register_codec as register_codec
 from .codec.spec import TypeSpec as TypeSpec
 from .configs.awq import (
-    AbstractAwq as AbstractAwq, AwqGemm as AwqGemm, AwqGemv as AwqGemv, AwqGemvFast as AwqGemvFast,
-    AwqLlm as AwqLlm, AwqMarlin as AwqMarlin,
+    AbstractAwq as AbstractAwq,
 )
-from .configs.base import AbstractQuantConfig as AbstractQuantConfig, Extras as Extras
-from .configs.bnb import AbstractBnb as AbstractBnb, Bnb4Bit as Bnb4Bit, Bnb8Bit as Bnb8Bit
-from .configs.gguf import Gguf as Gguf, GgufTensor as GgufTensor
-from .configs.gptq import AbstractGptq as AbstractGptq, Gptq as Gptq, GptqV2 as GptqV2
-from .dispatch import register_backend as register_backend, select_backend as select_backend
+from .configs.awq import (
+    AwqGemm as AwqGemm,
+)
+from .configs.awq import (
+    AwqGemv as AwqGemv,
+)
+from .configs.awq import (
+    AwqGemvFast as AwqGemvFast,
+)
+from .configs.awq import (
+    AwqLlm as AwqLlm,
+)
+from .configs.awq import (
+    AwqMarlin as AwqMarlin,
+)
+from .configs.base import AbstractQuantConfig as AbstractQuantConfig
+from .configs.base import Extras as Extras
+from .configs.bnb import AbstractBnb as AbstractBnb
+from .configs.bnb import Bnb4Bit as Bnb4Bit
+from .configs.bnb import Bnb8Bit as Bnb8Bit
+from .configs.gguf import Gguf as Gguf
+from .configs.gguf import GgufTensor as GgufTensor
+from .configs.gptq import AbstractGptq as AbstractGptq
+from .configs.gptq import Gptq as Gptq
+from .configs.gptq import GptqV2 as GptqV2
+from .dispatch import register_backend as register_backend
+from .dispatch import select_backend as select_backend
 from .dtypes import DType as DType
 from .environment import (
-    AbstractDevice as AbstractDevice, Cpu as Cpu, Cuda as Cuda, Environment as Environment, Mps as Mps,
-    Package as Package, Version as Version,
+    AbstractDevice as AbstractDevice,
 )
-from .gguf.types import GgmlType as GgmlType, LlamaFileType as LlamaFileType
-from .plan import LoadOptions as LoadOptions, LoadPlan as LoadPlan, Rejection as Rejection, plan as plan, reconcile as reconcile
+from .environment import (
+    Cpu as Cpu,
+)
+from .environment import (
+    Cuda as Cuda,
+)
+from .environment import (
+    Environment as Environment,
+)
+from .environment import (
+    Mps as Mps,
+)
+from .environment import (
+    Package as Package,
+)
+from .environment import (
+    Version as Version,
+)
+from .gguf.types import GgmlType as GgmlType
+from .gguf.types import LlamaFileType as LlamaFileType
+from .plan import LoadOptions as LoadOptions
+from .plan import LoadPlan as LoadPlan
+from .plan import Rejection as Rejection
+from .plan import plan as plan
+from .plan import reconcile as reconcile
+from .result import Err as Err
+from .result import Issue as Issue
+from .result import Issues as Issues
+from .result import Ok as Ok
+from .result import Result as Result
 from .rules import (
-    ConfigRule as ConfigRule, DeviceRule as DeviceRule, RegistrationError as RegistrationError, backends as backends,
-    compute_dtype as compute_dtype, cross_field_issues as cross_field_issues, declare_backend as declare_backend,
-    quantizes_on_load as quantizes_on_load, skip_modules as skip_modules,
+    ConfigRule as ConfigRule,
 )
-from .result import Err as Err, Issue as Issue, Issues as Issues, Ok as Ok, Result as Result
+from .rules import (
+    DeviceRule as DeviceRule,
+)
+from .rules import (
+    RegistrationError as RegistrationError,
+)
+from .rules import (
+    backends as backends,
+)
+from .rules import (
+    compute_dtype as compute_dtype,
+)
+from .rules import (
+    cross_field_issues as cross_field_issues,
+)
+from .rules import (
+    declare_backend as declare_backend,
+)
+from .rules import (
+    quantizes_on_load as quantizes_on_load,
+)
+from .rules import (
+    skip_modules as skip_modules,
+)
 from .validate import validate as validate
 
 if TYPE_CHECKING:
     from .probing import probe as probe
-    from .reading import Source as Source, read as read, read_config as read_config
+    from .reading import Source as Source
+    from .reading import read as read
+    from .reading import read_config as read_config
 
 __all__ = [
     # values

@@ -1,13 +1,20 @@
 """The command line: ``quantdispatch check``, ``inspect`` and ``demo``.
 
 Exit status: 0 when every input is valid (``check``) or a plan exists (``inspect``), 1 when an input
-is invalid or cannot be planned, 2 for a usage error.
+is invalid or cannot be planned (or the output could not be written), 2 for a usage error.
+
+Everything printed that comes from an input (paths, keys, module names, values) is escaped, so a
+name holding a newline or a terminal escape cannot forge or garble a line, and text that the
+terminal's encoding cannot show is written with backslash escapes instead of crashing.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -22,6 +29,7 @@ from .plan import LoadOptions, plan
 from .probing import probe
 from .reading import read_config
 from .result import Err, Issue, Issues, Ok, Result
+from .text import printable
 from .validate import validate
 
 __all__ = ["main", "check_one"]
@@ -48,11 +56,12 @@ def _check_record(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> d
 
 
 def _check_line(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> str:
+    shown = printable(path)
     if isinstance(r, Ok):
         what = "not quantized" if r.value is None else f"{type(r.value).__name__}"
-        return f"{path}: ok: {what}"
-    lines = [f"{path}: invalid ({len(r.error)} issue{'s' if len(r.error) > 1 else ''})"]
-    lines += [f"  {i.render()}" for i in r.error]
+        return f"{shown}: ok: {what}"
+    lines = [f"{shown}: invalid ({len(r.error)} issue{'s' if len(r.error) > 1 else ''})"]
+    lines += [f"  {printable(i.render())}" for i in r.error]
     return "\n".join(lines)
 
 
@@ -80,11 +89,11 @@ def _inspect(path: str, env: Environment, options: LoadOptions) -> tuple[int, st
         return 1, _check_line(path, found)
     cfg = found.value
     if cfg is None and options.user_config is None:
-        return 0, f"{path}: not quantized; nothing to plan"
+        return 0, f"{printable(path)}: not quantized; nothing to plan"
     made = plan(cfg, env, options)
-    head = f"{path}\n  {_describe(cfg) if cfg else 'not quantized'}"
+    head = f"{printable(path)}\n  {printable(_describe(cfg)) if cfg else 'not quantized'}"
     if isinstance(made, Err):
-        return 1, head + "\n  no plan:\n" + "\n".join(f"    {i.render()}" for i in made.error)
+        return 1, head + "\n  no plan:\n" + "\n".join(f"    {printable(i.render())}" for i in made.error)
     return 0, head + "\n" + "\n".join("  " + line for line in made.value.explain().splitlines())
 
 
@@ -128,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_cmd_check)
     inspect = sub.add_parser("inspect", help="show the typed config, the environment and the load plan")
     inspect.add_argument("path", metavar="PATH")
-    inspect.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    inspect.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     inspect.add_argument("--dtype", choices=[d.value for d in DType], help="compute dtype (default: chosen by the plan)")
     inspect.add_argument("--backend", help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
@@ -138,11 +147,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?")
+
+
+def _device_arg(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{printable(text)!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _tolerant_streams() -> None:
+    # A terminal or pipe whose encoding cannot show a character gets an escape, not a crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
-    status: int = args.run(args)
-    return status
+    """Run the command line; return the exit status (0, 1 or 2; see the module's docstring)."""
+    _tolerant_streams()
+    try:
+        args = _parser().parse_args(argv)
+        status: int = args.run(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python from complaining
+        # about the unflushable stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # a full disk or another failing output
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise
+        print(f"quantdispatch: cannot write the output: {e.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
 from .result import Err, Issue, Issues, Ok, Result
 from .rules import compute_dtype, quantizes_on_load, select_backend, skip_modules
-from .text import quote
+from .text import printable, quote
 from .validate import validate
 
 __all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
@@ -118,7 +118,7 @@ class LoadPlan:
         lines.append(f"skipped:  {skip}")
         lines += [f"override: {k} = {quote(v)}" for k, v in self.overrides]
         lines += [f"note:     {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # a module name cannot forge a line
 
 
 def reconcile(checkpoint: AbstractQuantConfig | None, user: AbstractQuantConfig | None) -> Result[Reconciled, Issues]:

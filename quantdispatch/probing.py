@@ -11,8 +11,8 @@ import importlib.metadata
 import importlib.util
 import sys
 
-from .rules import backends
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps, Package, Version
+from .rules import backends
 
 __all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages"]
 

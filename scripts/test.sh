@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 export HF_HUB_OFFLINE=1 GPTQMODEL_CPU_WORKERS=2 HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
+echo "== ruff (lint)"
+.venv/bin/ruff check .
 echo "== mypy --strict (package, tests, benchmarks)"
 .venv/bin/python -m mypy
 echo "== pytest"

@@ -24,7 +24,7 @@ SHELL_FILES: Final = frozenset({"probe.py", "probing.py"})
 SHELL_DIRS: Final = frozenset({"backends"})
 FORBIDDEN: Final = frozenset({"torch", "transformers"})
 
-_TOUCH_THE_PURE_API: Final = """
+_TOUCH_THE_PURE_API: Final = f"""
 import json, sys
 import quantdispatch as qd
 
@@ -33,11 +33,11 @@ env = qd.Environment(
               qd.Package("gptqmodel", qd.Version.parse("7.6.0"))),
     devices=(qd.Cpu(), qd.Cuda(capability=(8, 0))),
 )
-for raw in ({"quant_method": "gptq", "bits": 4, "group_size": 128},
-            {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
-            {"load_in_8bit": True},
-            {"quant_method": "awq", "bits": 4, "version": "gemm"},
-            {"quant_method": "GPTQ"}):
+for raw in ({{"quant_method": "gptq", "bits": 4, "group_size": 128}},
+            {{"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}},
+            {{"load_in_8bit": True}},
+            {{"quant_method": "awq", "bits": 4, "version": "gemm"}},
+            {{"quant_method": "GPTQ"}}):
     result = qd.parse(raw)
     if isinstance(result, qd.Ok):
         config = result.value
@@ -48,8 +48,8 @@ for raw in ({"quant_method": "gptq", "bits": 4, "group_size": 128},
         qd.plan(config, env, qd.LoadOptions(device="cpu"))
         qd.select_backend(config, qd.Cpu())
         qd.select_backend(config, qd.Cuda(capability=(7, 5)))
-print(json.dumps(sorted(name for name in %r if name in sys.modules)))
-""" % (HEAVY,)
+print(json.dumps(sorted(name for name in {HEAVY!r} if name in sys.modules)))
+"""
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

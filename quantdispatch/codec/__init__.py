@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..configs.base import AbstractQuantConfig
-from ..configs.gptq import Gptq  # noqa: F401  (the doctest's)
+from ..configs.gptq import Gptq as Gptq  # the doctest's
 from ..gguf.header import GgufHeader
 from ..jsonvalue import MAX_JSON_DEPTH, Json, too_deep, type_name
+from ..result import Err, Issue, Issues, Result
+from ..result import Ok as Ok
 from ..text import quote
-from ..result import Err, Issue, Issues, Ok, Result
 from .gguf import GGUF_SPEC, parse_gguf_header
 from .registry import register_codec, select_spec, spec_for
 from .spec import TypeSpec, child_path, decode_object, encode_object

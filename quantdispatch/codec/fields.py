@@ -8,7 +8,7 @@ so the two directions cannot drift apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -133,9 +133,13 @@ class one_of(Generic[L]):  # noqa: N801 - a decoder, named like the functions be
         return Problem("not_allowed", f"expected one of {listed}, got {quote(value)}", self.hint)
 
 
+INT64_MAX: Final = 2**63 - 1
+
+
 @attrs.frozen
 class integer:  # noqa: N801
-    """Decode an integer in ``[lo, hi]`` or in ``also``."""
+    """Decode an integer in ``[lo, hi]`` or in ``also``; without ``hi``, at most ``INT64_MAX``
+    (a larger count or size reaches no tensor library)."""
 
     lo: int | None = None
     hi: int | None = None
@@ -146,10 +150,10 @@ class integer:  # noqa: N801
             return Problem("type", f"expected an integer, got {value!r}", f"write {int(value)}")
         if not isinstance(value, int) or isinstance(value, bool):
             return Problem("type", f"expected an integer, got {type_name(value)} {quote(value)}")
-        lo, hi = self.lo, self.hi
-        if value in self.also or ((lo is None or value >= lo) and (hi is None or value <= hi)):
+        lo, hi = self.lo, INT64_MAX if self.hi is None else self.hi
+        if value in self.also or ((lo is None or value >= lo) and value <= hi):
             return value
-        bounds = f"≥ {lo}" if hi is None else f"in [{lo}, {hi}]"
+        bounds = f"in [{lo}, {hi}]" if lo is not None else f"≤ {hi}"
         extra = f" or one of {list(self.also)}" if self.also else ""
         return Problem("range", f"expected an integer {bounds}{extra}, got {quote(value)}")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..configs.gguf import Gguf, GgufTensor
-from ..gguf.header import GgufHeader, TensorInfo
 from ..gguf._layout import duplicate_issue
+from ..gguf.header import GgufHeader, TensorInfo
 from ..gguf.types import REMOVED_GGML_TYPES, ROW_MISALIGNED, GgmlType, LlamaFileType, duplicate_names, misaligned_row
 from ..jsonvalue import Json, type_name
 from ..result import Err, Issue, Issues, Ok, Result
-from . import fields as F
 from ..text import quote
+from . import fields as F
 from .fields import FieldSpec, Problem, field
 from .spec import TypeSpec
 

@@ -17,9 +17,9 @@ from ..configs.awq import AwqGemm, AwqGemv, AwqGemvFast, AwqLlm, AwqMarlin
 from ..configs.base import AbstractQuantConfig
 from ..configs.gptq import Gptq, GptqV2
 from ..jsonvalue import type_name
-from ..text import quote
 from ..result import Err, Issue, Issues, Ok, Result
 from ..rules import RegistrationError
+from ..text import quote
 from .builtin import AWQ_SPECS, BNB4_SPEC, BNB8_SPEC, GPTQ_SPECS
 from .spec import TypeSpec, child_path
 
@@ -151,7 +151,8 @@ def _select_awq(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Iss
     if spec is None:
         key = next((k for k in ("checkpoint_format", "version", "format") if obj.get(k) is not None), "version")
         return Err((Issue("awq.version.unsupported", child_path(at, key), f"AWQ version {quote(version)} is not a known packing",
-                          "known packings: " + ", ".join(sorted(_AWQ_BY_VERSION)) + "; 'exllama' and 'ipex' are kernels, not packings, and Transformers 5 rejects them too"),))
+                          "known packings: " + ", ".join(sorted(_AWQ_BY_VERSION))
+                          + "; 'exllama' and 'ipex' are kernels, not packings, and Transformers 5 rejects them too"),))
     return Ok(spec)
 
 

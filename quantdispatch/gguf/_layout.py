@@ -56,7 +56,7 @@ def check_alignment(
     default: int,
 ) -> int | Issue:
     """Return ``general.alignment`` (or ``default``), or the issue with it."""
-    for (key, value), (_, vtype) in zip(metadata, value_types):
+    for (key, value), (_, vtype) in zip(metadata, value_types, strict=False):
         if key != "general.alignment":
             continue
         if vtype is not GgufValueType.UINT32 or not isinstance(value, int):

@@ -232,7 +232,8 @@ class _Reader:
         n_kv = cur.length("the metadata key count")
         if n_tensors > self._limits.max_tensors:
             msg = f"the header declares {n_tensors} tensors; this reader's limit is {self._limits.max_tensors}"
-            raise Fatal(Issue("gguf.tensors.too_many", at(8), msg, "real models have a few thousand; raise GgufLimits.max_tensors if this one is real"))
+            hint = "real models have a few thousand; raise GgufLimits.max_tensors if this one is real"
+            raise Fatal(Issue("gguf.tensors.too_many", at(8), msg, hint))
         w = cur.length_width
         need = n_kv * (w + 4 + 1) + n_tensors * (w + 4 + 4 + 8)  # the smallest possible items
         if need > cur.left():

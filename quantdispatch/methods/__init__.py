@@ -6,6 +6,9 @@ registration here, plus the module its ``loader`` names; a third-party method do
 from its own package (see ``docs/extending.md``).
 """
 
-from . import awq as awq, bnb as bnb, gguf as gguf, gptq as gptq
+from . import awq as awq
+from . import bnb as bnb
+from . import gguf as gguf
+from . import gptq as gptq
 
 __all__ = ["awq", "bnb", "gguf", "gptq"]

@@ -10,7 +10,8 @@ from ..backend import Backend, Candidate, Refusal
 from ..configs.awq import AbstractAwq, AwqLlm, AwqMarlin
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda
-from ..rules import Selection, compute_dtype, declare_backend, select_backend, skip_modules
+from ..result import Issue, Issues
+from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
 from ._common import GPTQMODEL, TORCH, gpu_or_cpu_dtype, marlin_unfit
 
 __all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN"]
@@ -56,6 +57,15 @@ def _awq_any(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
 @compute_dtype.register(AbstractAwq, AbstractDevice)
 def _awq_dtype(config: AbstractAwq, device: AbstractDevice, /) -> tuple[DType, str]:
     return gpu_or_cpu_dtype(device)
+
+
+@cross_field_issues.register(AbstractAwq)
+def _awq_rules(config: AbstractAwq, /) -> Issues:
+    # Transformers 4's legacy spelling: backend "llm-awq" names the llm-awq packing itself.
+    if isinstance(config.backend, str) and config.backend.lower() == "llm-awq" and not isinstance(config, AwqLlm):
+        return (Issue("awq.backend.conflict", "$.backend", f"backend 'llm-awq' means the llm-awq packing, but this is {type(config).__name__}",
+                      "use AwqLlm for llm-awq checkpoints, or another backend name"),)
+    return ()
 
 
 @skip_modules.register(AbstractAwq)

@@ -12,7 +12,13 @@ from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda, Mps
 from ..result import Issue, Issues
 from ..rules import (
-    Selection, compute_dtype, cross_field_issues, declare_backend, quantizes_on_load, select_backend, skip_modules,
+    Selection,
+    compute_dtype,
+    cross_field_issues,
+    declare_backend,
+    quantizes_on_load,
+    select_backend,
+    skip_modules,
 )
 from ._common import TORCH
 

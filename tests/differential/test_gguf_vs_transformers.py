@@ -48,7 +48,7 @@ def _theirs(path: Path) -> Any:
         warnings.simplefilter("ignore")
         try:
             return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
-        except Exception as e:  # noqa: BLE001 - any exception is Transformers refusing the file
+        except Exception as e:
             return e
 
 

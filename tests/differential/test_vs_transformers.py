@@ -41,8 +41,25 @@ with warnings.catch_warnings():
     from transformers.utils.quantization_config import AwqBackend, AwqConfig, BitsAndBytesConfig, GPTQConfig
 
 from quantdispatch import (
-    AbstractAwq, AbstractGptq, AbstractQuantConfig, AwqGemm, AwqGemv, AwqGemvFast, AwqLlm, Bnb4Bit, Bnb8Bit, DType,
-    Err, Gptq, GptqV2, Issues, Ok, Result, dump, locate, parse,
+    AbstractAwq,
+    AbstractGptq,
+    AbstractQuantConfig,
+    AwqGemm,
+    AwqGemv,
+    AwqGemvFast,
+    AwqLlm,
+    Bnb4Bit,
+    Bnb8Bit,
+    DType,
+    Err,
+    Gptq,
+    GptqV2,
+    Issues,
+    Ok,
+    Result,
+    dump,
+    locate,
+    parse,
 )
 from quantdispatch.jsonvalue import JsonObject, thaw
 
@@ -156,7 +173,7 @@ def oracle(d: Raw) -> Any:
         warnings.simplefilter("ignore")
         try:
             return AutoQuantizationConfig.from_dict(copy.deepcopy(dict(d)))
-        except Exception as e:  # noqa: BLE001 - any exception is Transformers rejecting the dict
+        except Exception as e:
             return e
 
 
@@ -426,7 +443,7 @@ def first_difference(ours: object, theirs: object, path: str = "$") -> str | Non
                 return found
         return None
     if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        for i, (a, b) in enumerate(zip(ours, theirs)):
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=False)):
             found = first_difference(a, b, f"{path}[{i}]")
             if found:
                 return found

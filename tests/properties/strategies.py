@@ -65,12 +65,19 @@ def _gptq(cls: type[qd.AbstractGptq]) -> st.SearchStrategy[qd.AbstractGptq]:
                      true_sequential=st.booleans(), damp_percent=st.floats(0.001, 0.999), static_groups=st.booleans(),
                      act_group_aware=st.booleans(),
                      modules_in_block_to_quantize=st.none() | st.lists(st.lists(_names, max_size=3).map(tuple), max_size=3).map(tuple),
-                     lm_head=st.booleans(), meta=_meta, extras=_extras(cls))
+                     lm_head=st.booleans(), meta=_meta, extras=_extras(cls),
+                     backend=st.none() | st.sampled_from(["auto", "marlin", "exllama_v2", "torch"]),
+                     max_input_length=st.none() | st.integers(1, 1 << 16), use_exllama=st.none() | st.booleans(),
+                     disable_exllama=st.none() | st.booleans(), use_cuda_fp16=st.none() | st.booleans(),
+                     exllama_config=st.none() | st.sampled_from([freeze({"version": 1}), freeze({"version": 2})]))
 
 
 def _awq(cls: type[qd.AbstractAwq]) -> st.SearchStrategy[qd.AbstractAwq]:
     return st.builds(cls, group_size=st.sampled_from([32, 64, 128]) | st.integers(1, 1024), zero_point=st.booleans(),
-                     modules_to_not_convert=_modules, extras=_extras(cls))
+                     modules_to_not_convert=_modules, extras=_extras(cls),
+                     backend=st.none() | st.sampled_from(["auto", "autoawq", "ExLlamaV2"]),
+                     max_input_length=st.none() | st.integers(1, 1 << 16), do_fuse=st.none() | st.booleans(),
+                     fuse_max_seq_len=st.none() | st.integers(1, 4096))
 
 
 def _tensor(name: str) -> st.SearchStrategy[qd.GgufTensor]:
@@ -85,7 +92,7 @@ def _gguf() -> st.SearchStrategy[qd.Gguf]:
     return st.builds(qd.Gguf, architecture=st.none() | _names, file_type=st.none() | st.sampled_from(list(qd.LlamaFileType)),
                      tensors=st.lists(_names, max_size=4, unique=True).flatmap(
                          lambda names: st.tuples(*[_tensor(n) for n in names])), quantization_version=st.none() | st.integers(0, 9),
-                     extras=_extras(qd.Gguf))
+                     gguf_file=st.none() | _names, dequantize=st.booleans(), extras=_extras(qd.Gguf))
 
 
 CONFIG_STRATEGIES: dict[type[qd.AbstractQuantConfig], st.SearchStrategy[Any]] = {

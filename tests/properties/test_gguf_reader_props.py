@@ -166,7 +166,7 @@ def _assert_well_formed(header: GgufHeader) -> None:
             spans.append((start, start + nbytes * math.prod(t.shape[1:])))
     spans = sorted(s for s in spans if s[1] > s[0])
     assert all(end <= header.file_size for _, end in spans)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,7 +6,8 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import quantdispatch as qd
 from quantdispatch.jsonvalue import Json

@@ -48,7 +48,7 @@ def test_inspect_prints_config_environment_and_plan(tmp_path: Path, capsys: pyte
     code = main(["inspect", "--no-devices", good])
     out = capsys.readouterr().out
     assert "environment:" in out and "AwqGemm (awq)" in out
-    assert code == (0 if "backend:  torch-awq" in out else 1)
+    assert code == 0 and "backend:  torch-awq" in out  # the test environment has torch
     marlin = _write(tmp_path / "m.json", {"quant_method": "awq", "version": "marlin"})
     assert main(["inspect", "--no-devices", marlin]) == 1
     assert "awq.marlin.needs_cuda" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import quantdispatch as qd
 from quantdispatch.jsonvalue import Json
 from tests.conftest import REALWORLD
 
+
 def _parsed(doc: object, default_method: str | None = None) -> qd.AbstractQuantConfig:
     r = qd.parse(doc, default_method=default_method)
     assert isinstance(r, qd.Ok), r

@@ -7,6 +7,7 @@ import pytest
 
 import quantdispatch as qd
 
+
 def _parsed(doc: object, default_method: str | None = None) -> qd.AbstractQuantConfig:
     r = qd.parse(doc, default_method=default_method)
     assert isinstance(r, qd.Ok), r
@@ -30,7 +31,9 @@ def _ok(r: qd.Result[qd.LoadPlan, qd.Issues]) -> qd.LoadPlan:
     return r.value
 
 
-@pytest.mark.parametrize("capability,backend", [((7, 0), "torch-gptq"), ((7, 5), "torch-gptq"), ((8, 0), "gptqmodel-marlin"), ((9, 0), "gptqmodel-marlin")])
+@pytest.mark.parametrize("capability,backend", [
+    ((7, 0), "torch-gptq"), ((7, 5), "torch-gptq"), ((8, 0), "gptqmodel-marlin"), ((9, 0), "gptqmodel-marlin"),
+])
 def test_gptq_marlin_needs_ampere(capability: tuple[int, int], backend: str) -> None:
     """On CUDA, 4-bit symmetric GPTQ goes to Marlin from sm_80 and to the torch kernel below."""
     p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, GPTQMODEL, capability=capability)))
