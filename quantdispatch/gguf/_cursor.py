@@ -9,6 +9,7 @@ length can never make it allocate more than the file (or ``limit``) holds.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import BinaryIO, Final
 
 from quantdispatch.result import Issue
@@ -147,13 +148,15 @@ class Cursor:
         self._pos += layout.size
         return values
 
-    def strings(self, count: int, max_bytes: int, what: str) -> list[bytes]:
-        """Read ``count`` length-prefixed strings, each at most ``max_bytes`` long.
+    def strings(self, count: int, max_bytes: int, what: str, bad: Callable[[int, bytes, UnicodeDecodeError], str]) -> list[str]:
+        """Read ``count`` length-prefixed UTF-8 strings, each at most ``max_bytes`` long.
 
         This is the hot loop of a header (vocabularies of 150k tokens), so the window is
-        held in locals and handed back to ``_fill`` only when it runs dry.
+        held in locals and handed back to ``_fill`` only when it runs dry. Each string is decoded
+        as it is read, so memory holds the strings alone, never their bytes too; ``bad(j, raw,
+        error)`` reports an undecodable one and returns its replacement.
         """
-        out: list[bytes] = []
+        out: list[str] = []
         width, unpack = self._len.size, self._len.unpack_from
         buf, pos = self._buf, self._pos
         for _ in range(count):
@@ -170,7 +173,11 @@ class Cursor:
                 self._pos = pos
                 self._fill(n, what)
                 buf, pos = self._buf, self._pos
-            out.append(buf[pos : pos + n])
+            raw = buf[pos : pos + n]
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                out.append(bad(len(out), bytes(raw), e))
             pos += n
         self._pos = pos
         return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import BinaryIO, Final, Literal
 
@@ -324,8 +324,7 @@ class _Reader:
         self, etype: GgufValueType, count: int, depth: int, path: str, what: str
     ) -> tuple[GgufValue, ...]:
         if etype is GgufValueType.STRING:
-            raws = self._cur.strings(count, self._limits.max_string_bytes, what)
-            return self._decode_all(raws, path, array=True)
+            return tuple(self._cur.strings(count, self._limits.max_string_bytes, what, self._bad_utf8(path, array=True)))
         if etype is GgufValueType.ARRAY:
             return tuple(self._array(depth + 1, f"{path}[{j}]", what)[0] for j in range(count))
         values = self._cur.scalars(_SCALAR[etype], count, what)
@@ -340,24 +339,15 @@ class _Reader:
         return tuple(b != 0 for b in raw)
 
     def _string(self, what: str, path: str) -> str:
-        raws = self._cur.strings(1, self._limits.max_string_bytes, what)
-        return self._decode_all(raws, path, array=False)[0]
+        return self._cur.strings(1, self._limits.max_string_bytes, what, self._bad_utf8(path, array=False))[0]
 
-    def _decode_all(self, raws: list[bytes], path: str, array: bool) -> tuple[str, ...]:
-        try:
-            return tuple([raw.decode("utf-8") for raw in raws])
-        except UnicodeDecodeError:
-            pass  # rare: find and report each bad string, then keep going with replacements
-        out: list[str] = []
-        for j, raw in enumerate(raws):
-            try:
-                out.append(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                where = f"{path}[{j}]" if array else path
-                msg = f"{raw[:40]!r} is not UTF-8 ({e.reason} at byte {e.start})"
-                self._report(Issue("gguf.string.invalid_utf8", where, msg))
-                out.append(raw.decode("utf-8", errors="replace"))
-        return tuple(out)
+    def _bad_utf8(self, path: str, array: bool) -> Callable[[int, bytes, UnicodeDecodeError], str]:
+        def report(j: int, raw: bytes, e: UnicodeDecodeError) -> str:
+            where = f"{path}[{j}]" if array else path
+            self._report(Issue("gguf.string.invalid_utf8", where, f"{raw[:40]!r} is not UTF-8 ({e.reason} at byte {e.start})"))
+            return raw.decode("utf-8", errors="replace")
+
+        return report
 
     def _tensor_info(self, i: int) -> TensorInfo:
         cur = self._cur

@@ -163,3 +163,30 @@ def test_dump_refuses_unregistered_types() -> None:
 
     with pytest.raises(TypeError, match="no codec entry"):
         qd.dump(Stray())
+
+
+def test_field_specs_agree_with_the_attrs_fields() -> None:
+    """Every typed FieldSpec's default is its attrs field's default; keys differ from attribute
+    names only where the format says so (listed here)."""
+    from quantdispatch.codec.registry import families
+
+    renamed = {"skip_modules": "llm_int8_skip_modules", "enable_fp32_cpu_offload": "llm_int8_enable_fp32_cpu_offload",
+               "threshold": "llm_int8_threshold", "has_fp16_weight": "llm_int8_has_fp16_weight",
+               "quant_type": "bnb_4bit_quant_type", "compute_dtype": "bnb_4bit_compute_dtype",
+               "use_double_quant": "bnb_4bit_use_double_quant", "quant_storage": "bnb_4bit_quant_storage"}
+    for family in families():
+        for spec in family.specs:
+            fields = {a.name: a for a in attrs.fields(spec.cls)}
+            for f in spec.fields:
+                if f.attr is None:
+                    continue
+                assert f.key == renamed.get(f.attr, f.attr), (spec.cls.__name__, f.attr)
+                default = fields[f.attr].default
+                assert f.required == (default is attrs.NOTHING)
+                assert f.required or f.default == default, (spec.cls.__name__, f.attr)
+
+
+def test_nested_problems_are_located_inside_the_value() -> None:
+    """A bad entry deep in a value is reported at its own JSON path."""
+    r = qd.parse({"quant_method": "gguf", "tensors": [{"name": "a", "type": "F32"}, {"name": "b", "type": "Q99"}]})
+    assert isinstance(r, qd.Err) and [(i.code, i.path) for i in r.error] == [("gguf.tensors.unknown", "$.tensors[1].type")]

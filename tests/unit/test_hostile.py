@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import attrs
@@ -115,7 +114,7 @@ def test_numbers_beyond_float_range() -> None:
     assert _codes(qd.parse({"quant_method": "gptq", "bits": 4, "damp_percent": huge})) == ["gptq.damp_percent.range"]
     assert _codes(qd.parse({"load_in_8bit": True, "llm_int8_threshold": huge})) == ["bnb.llm_int8_threshold.range"]
     assert _codes(qd.parse(huge)) == ["json.type"]
-    assert _codes(qd.validate(qd.Gptq(bits=4, damp_percent=huge))) == ["gptq.damp_percent.range"]  # type: ignore[arg-type]
+    assert _codes(qd.validate(qd.Gptq(bits=4, damp_percent=huge))) == ["gptq.damp_percent.range"]
 
 
 def test_over_long_and_non_finite_numbers_in_files(tmp_path: Path) -> None:
@@ -278,13 +277,12 @@ def test_plan_refuses_wrong_environments_and_configs() -> None:
 
 # ----------------------------------------------------------------------------- linear work
 def test_duplicate_tensor_check_is_linear() -> None:
-    """80,000 tensors validate in linear time (seconds, not minutes)."""
+    """80,000 tensors validate in linear time."""
     tensors = tuple(qd.GgufTensor(f"blk.{i}.weight", qd.GgmlType.F32, (32,)) for i in range(80_000))
-    start = time.perf_counter()
+    # Quadratic, this took ~200 s; no timing is asserted (CI is noisy): a regression shows as a slow suite.
     assert isinstance(qd.validate(qd.Gguf(tensors=tensors)), qd.Ok)
     dup = qd.Gguf(tensors=(*tensors, tensors[5]))
     assert _codes(qd.validate(dup)) == ["gguf.tensor.duplicate_name"]
-    assert time.perf_counter() - start < 60  # quadratic was ~200 s; a sanity bound, not a benchmark
 
 
 def test_dump_with_many_unknown_keys_is_linear() -> None:
@@ -292,11 +290,10 @@ def test_dump_with_many_unknown_keys_is_linear() -> None:
     doc: dict[str, object] = {"quant_method": "gptq", "bits": 4}
     doc.update((f"k{i}", i) for i in range(40_000))
     parsed = qd.parse(doc)
-    assert isinstance(parsed, qd.Ok)
-    start = time.perf_counter()
+    assert isinstance(parsed, qd.Ok) and isinstance(parsed.value, qd.Gptq)
+    # Quadratic, this took ~40 s; no timing is asserted (CI is noisy): a regression shows as a slow suite.
     assert qd.dump(parsed.value) == doc
     assert qd.dump(attrs.evolve(parsed.value, group_size=64))["k39999"] == 39_999
-    assert time.perf_counter() - start < 60  # quadratic was ~40 s
 
 
 def test_frozen_json_lookups_use_an_index() -> None:
@@ -311,3 +308,36 @@ def test_awq_backend_llm_awq_belongs_to_the_llm_awq_type() -> None:
     could never be parsed back: validate refuses it (found by the value-semantics property)."""
     assert _codes(qd.validate(qd.AwqGemm(backend="LLM-AWQ"))) == ["awq.backend.conflict"]
     assert isinstance(qd.validate(qd.AwqLlm(backend="llm-awq")), qd.Ok)
+
+
+def test_gguf_tensor_count_is_bounded_before_any_work(tmp_path: Path) -> None:
+    """A header claiming ten million tensors over a sparse 16 GiB file is refused at once."""
+    import struct
+
+    path = tmp_path / "sparse.gguf"
+    with path.open("wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 10_000_000, 0))
+        f.truncate(1 << 34)
+    assert _codes(qd.read(path)) == ["gguf.tensors.too_many"]
+
+
+def test_gguf_string_arrays_use_memory_proportional_to_the_file(tmp_path: Path) -> None:
+    """200,000 empty strings (1.6 MB of file) cost a small multiple of that, not 14x."""
+    import struct
+    import tracemalloc
+
+    from quantdispatch.gguf.reader import read_gguf_header
+
+    n, key = 200_000, b"tokenizer.ggml.tokens"
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, n)
+    data += struct.pack("<Q", 0) * n
+    path = tmp_path / "strings.gguf"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        header = read_gguf_header(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(header, qd.Ok) and len(header.value.metadata[0][1]) == n  # type: ignore[arg-type]
+    assert peak < 4 * len(data)
