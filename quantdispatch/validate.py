@@ -9,6 +9,7 @@ It never raises, whatever the config holds (deep nesting, huge integers, wrong t
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, TypeVar
 
 from . import methods as _methods  # noqa: F401  (registers the built-in rules)
@@ -30,12 +31,15 @@ def _deep_values(config: AbstractQuantConfig, spec: TypeSpec[Any]) -> Issues:
     """Refuse values nested deeper than any walk below may go (before any recursive walk)."""
     issues = []
     for f in spec.fields:
-        if f.attr is not None and too_deep(getattr(config, f.attr)):
+        if f.attr is None:
+            continue
+        value = getattr(config, f.attr)
+        if isinstance(value, (tuple, list, dict, JsonObject)) and too_deep(value):  # scalars: nothing to walk
             issues.append(Issue("json.too_deep", child_path("$", f.key), f"nested deeper than {MAX_JSON_DEPTH} levels"))
     extras: object = config.extras  # a config built in code may hold anything here
     if not isinstance(extras, JsonObject):
         issues.append(Issue("config.extras.type", "$", f"extras must be a JsonObject, got {type(extras).__name__}"))
-    elif too_deep(extras, MAX_JSON_DEPTH + 1):
+    elif extras.items and too_deep(extras, MAX_JSON_DEPTH + 1):
         issues.append(Issue("json.too_deep", "$", f"extras are nested deeper than {MAX_JSON_DEPTH} levels"))
     return tuple(issues)
 
@@ -85,6 +89,16 @@ def field_issues(config: AbstractQuantConfig) -> Issues:
     return tuple(issues)
 
 
+_VALIDATED: dict[int, weakref.ref[AbstractQuantConfig]] = {}
+"""Configs already found valid, by identity. Configs are immutable, so a valid one stays valid;
+``plan`` validates what it is given, and this keeps parse → validate → plan from doing it twice."""
+
+
+def _forget(ref: weakref.ref[AbstractQuantConfig], key: int) -> None:
+    if _VALIDATED.get(key) is ref:
+        del _VALIDATED[key]
+
+
 def validate(config: C) -> Result[C, Issues]:
     """Check a config: every field's type and range, its extras, then the rules across fields.
 
@@ -97,7 +111,14 @@ def validate(config: C) -> Result[C, Issues]:
     given: object = config  # untyped callers pass anything
     if not isinstance(given, AbstractQuantConfig):
         return Err((Issue("config.type", "$", f"expected a quantization config, got {type(given).__name__}"),))
+    known = _VALIDATED.get(id(config))
+    if known is not None and known() is config:
+        return Ok(config)
     issues = field_issues(config)
     if not issues:
         issues = cross_field_issues(config)
-    return Err(issues) if issues else Ok(config)
+    if issues:
+        return Err(issues)
+    key = id(config)
+    _VALIDATED[key] = weakref.ref(config, lambda ref: _forget(ref, key))
+    return Ok(config)

@@ -20,7 +20,7 @@ from ..result import Ok as Ok
 from ..text import quote
 from .gguf import GGUF_SPEC, parse_gguf_header
 from .registry import register_codec, select_spec, spec_for
-from .spec import TypeSpec, child_path, decode_object, encode_object
+from .spec import TooDeepError, TypeSpec, child_path, decode_object, encode_object
 
 __all__ = ["parse", "dump", "locate", "DumpStyle"]
 
@@ -65,16 +65,20 @@ def parse(raw: object, *, default_method: str | None = None, at: str = "$") -> R
     >>> [i.code for i in parse({"quant_method": "GPTQ"}).error]
     ['method.unknown']
     """
-    if too_deep(raw):
-        return Err((Issue("json.too_deep", at, f"the document nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
-                          "no quantization config nests that deep; the file is corrupt or hostile"),))
+    if isinstance(raw, (list, tuple)) and too_deep(raw):
+        return Err((_TOO_DEEP(at),))
     try:
         return _parse(raw, default_method, at)
-    except RecursionError:  # defensive: too_deep bounds every recursive walk below
-        return Err((Issue("json.too_deep", at, "the document is nested too deeply to read"),))
+    except (RecursionError, TooDeepError):  # too_deep bounds every recursive walk below
+        return Err((_TOO_DEEP(at),))
     except (ValueError, OverflowError) as e:
         return Err((Issue("json.value", at, f"not a JSON value: {quote(str(e))}",
                           "NaN, infinity, non-string keys and Python objects are not JSON"),))
+
+
+def _TOO_DEEP(at: str) -> Issue:  # noqa: N802 - reads like the constant issue it builds
+    return Issue("json.too_deep", at, f"the document nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+                 "no quantization config nests that deep; the file is corrupt or hostile")
 
 
 def _parse(raw: object, default_method: str | None, at: str) -> Result[AbstractQuantConfig, Issues]:

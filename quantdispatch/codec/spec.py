@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..configs.base import AbstractQuantConfig
-from ..jsonvalue import FrozenJson, Json, JsonObject, freeze, thaw
+from ..jsonvalue import MAX_JSON_DEPTH, FrozenJson, Json, JsonObject, freeze, thaw, too_deep
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
@@ -90,6 +90,10 @@ def issue_at(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
+class TooDeepError(ValueError):
+    """A value nests deeper than ``MAX_JSON_DEPTH``; raised before any recursive walk of it."""
+
+
 def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
     """Decode a JSON object into ``spec.cls``, collecting every issue.
 
@@ -107,8 +111,13 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     for key, value in obj.items():
         if type(key) is not str:
             raise ValueError(f"object keys must be strings, got {quote(key)}")
-        # Scalars (most values) are their own frozen form; skip the call for them.
-        frozen: FrozenJson = value if type(value) in _PLAIN_SCALARS else freeze(value)  # type: ignore[assignment,arg-type]
+        # Scalars (most values) are their own frozen form; skip the calls for them.
+        if type(value) in _PLAIN_SCALARS:
+            frozen: FrozenJson = value  # type: ignore[assignment]
+        elif too_deep(value, MAX_JSON_DEPTH - 1):
+            raise TooDeepError(key)
+        else:
+            frozen = freeze(value)  # type: ignore[arg-type]
         source.append((key, frozen))
         f = spec.by_key.get(key)
         if f is None:
