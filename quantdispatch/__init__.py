@@ -87,6 +87,7 @@ from .plan import reconcile as reconcile
 from .result import Err as Err
 from .result import Issue as Issue
 from .result import Issues as Issues
+from .result import IssuesError as IssuesError
 from .result import Ok as Ok
 from .result import Result as Result
 from .rules import (
@@ -126,7 +127,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     # values
-    "Ok", "Err", "Result", "Issue", "Issues", "DType",
+    "Ok", "Err", "Result", "Issue", "Issues", "IssuesError", "DType",
     # configs
     "AbstractQuantConfig", "Extras", "AbstractBnb", "Bnb4Bit", "Bnb8Bit", "AbstractGptq", "Gptq", "GptqV2",
     "AbstractAwq", "AwqGemm", "AwqGemv", "AwqGemvFast", "AwqMarlin", "AwqLlm", "Gguf", "GgufTensor", "GgmlType",
@@ -136,14 +137,15 @@ __all__ = [
     # environment
     "Environment", "Package", "Version", "AbstractDevice", "Cpu", "Cuda", "Mps",
     # shell (imported on first use)
-    "probe", "read", "read_config", "Source",
+    "probe", "read", "read_config", "Source", "load", "Loaded", "LoadStats",
     # extension
     "register_codec", "register_backend", "TypeSpec", "FieldSpec", "Problem", "Backend", "Requirement", "Candidate",
     "Refusal", "RegistrationError", "declare_backend", "backends", "ConfigRule", "DeviceRule", "compute_dtype",
     "skip_modules", "quantizes_on_load", "cross_field_issues",
 ]
 
-_SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading"}
+_SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading", "load": ".loading",
+          "Loaded": ".loading", "LoadStats": ".loading"}
 
 
 def __getattr__(name: str) -> object:

@@ -43,12 +43,15 @@ class LoadOptions:
         dtype: The compute dtype; ``None`` lets the plan choose.
         backend: Force a backend by name; the others are reported as not requested.
         user_config: A config passed by the user, reconciled with the checkpoint's.
+        executable: Only backends this version can execute (a ``loader``) may be chosen; ``load``
+            plans so. Others are rejected with that reason.
     """
 
     device: DeviceRequest = "auto"
     dtype: DType | None = None
     backend: str | None = None
     user_config: AbstractQuantConfig | None = None
+    executable: bool = False
 
 
 @attrs.frozen
@@ -258,7 +261,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     selection = select_backend(r.config, device)
     if isinstance(selection, Refusal):
         return Err((Issue(selection.code, "$", selection.message, selection.hint),))
-    chosen, rejected = _choose(selection, environment, device, dtype, options.backend)
+    chosen, rejected = _choose(selection, environment, device, dtype, options.backend, options.executable)
     if chosen is None:
         detail = "; ".join(f"{x.backend}: {', '.join(x.reasons)}" for x in rejected)
         return Err((Issue("plan.no_usable_backend", "$", f"no backend can load {type(r.config).__name__} on {device.label}: {detail}",
@@ -269,13 +272,15 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
 
 
 def _choose(candidates: tuple[Candidate, ...], env: Environment, device: AbstractDevice, dtype: DType,
-            forced: str | None) -> tuple[Backend | None, tuple[Rejection, ...]]:
+            forced: str | None, executable: bool = False) -> tuple[Backend | None, tuple[Rejection, ...]]:
     kind: DeviceKind = "cuda" if isinstance(device, Cuda) else "mps" if isinstance(device, Mps) else "cpu"
     capability = device.capability if isinstance(device, Cuda) else None
     rejected: list[Rejection] = []
     chosen: Backend | None = None
     for c in candidates:
         reasons = c.unfit + unmet(c.backend, env, kind, capability, dtype)
+        if executable and c.backend.loader is None:
+            reasons += ("this version can plan it but has no loader for it yet",)
         if forced is not None and c.backend.name != forced:
             reasons = (f"not requested (backend={forced!r})",)
         if chosen is None and not reasons:

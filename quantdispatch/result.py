@@ -19,11 +19,11 @@ that both arms are handled.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Generic, TypeAlias, TypeVar
+from typing import Generic, NoReturn, TypeAlias, TypeVar
 
 import attrs
 
-__all__ = ["Issue", "Issues", "Ok", "Err", "Result", "collect"]
+__all__ = ["Issue", "Issues", "Ok", "Err", "Result", "IssuesError", "collect"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -58,11 +58,29 @@ class Issue:
 Issues: TypeAlias = tuple[Issue, ...]
 
 
+class IssuesError(Exception):
+    """What ``Err.unwrap()`` raises: every issue, one per line, for scripts that prefer exceptions.
+
+    Attributes:
+        issues: The issues, as values (codes and paths intact).
+    """
+
+    def __init__(self, issues: tuple[Issue, ...]) -> None:
+        self.issues = issues
+        lines = [i.render() for i in issues[:50]]
+        more = f"\n  … and {len(issues) - 50} more" if len(issues) > 50 else ""
+        super().__init__(f"{len(issues)} issue{'s' if len(issues) != 1 else ''}:\n  " + "\n  ".join(lines) + more)
+
+
 @attrs.frozen
 class Ok(Generic[T_co]):
     """The success arm of a ``Result``."""
 
     value: T_co
+
+    def unwrap(self) -> T_co:
+        """Return the value (the raising one-liner for scripts: ``qd.load(p).unwrap().model``)."""
+        return self.value
 
 
 @attrs.frozen
@@ -70,6 +88,12 @@ class Err(Generic[E_co]):
     """The failure arm of a ``Result``; in this library ``error`` is always ``Issues``."""
 
     error: E_co
+
+    def unwrap(self) -> NoReturn:
+        """Raise ``IssuesError`` listing every issue (``error`` must be ``Issues``)."""
+        error: object = self.error
+        issues = tuple(i for i in error if isinstance(i, Issue)) if isinstance(error, tuple) else ()
+        raise IssuesError(issues or (Issue("result.err", "$", repr(error)),))
 
 
 Result: TypeAlias = Ok[T_co] | Err[E_co]

@@ -18,7 +18,7 @@ __all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN"]
 
 TORCH_AWQ = declare_backend(Backend(
     name="torch-awq", summary="quantdispatch's portable torch kernel for AWQ packings",
-    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0),
+    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0), loader="quantdispatch.backends.awq:load",
 ))
 AWQ_CUDA = declare_backend(Backend(
     name="gptqmodel-awq", summary="gptqmodel's AWQ GEMM/GEMV CUDA kernels",

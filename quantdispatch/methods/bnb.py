@@ -28,11 +28,11 @@ _BNB = Requirement("bitsandbytes", "0.46.1")
 
 BNB_4BIT = declare_backend(Backend(
     name="bitsandbytes-4bit", summary="bitsandbytes Linear4bit (NF4/FP4) kernels",
-    requires=(TORCH, _BNB), devices=("cpu", "cuda", "mps"), min_capability=(5, 0),
+    requires=(TORCH, _BNB), devices=("cpu", "cuda", "mps"), min_capability=(5, 0), loader="quantdispatch.backends.bnb:load",
 ))
 BNB_8BIT = declare_backend(Backend(
     name="bitsandbytes-8bit", summary="bitsandbytes Linear8bitLt (LLM.int8) kernels",
-    requires=(TORCH, _BNB), devices=("cpu", "cuda", "mps"), min_capability=(7, 5),
+    requires=(TORCH, _BNB), devices=("cpu", "cuda", "mps"), min_capability=(7, 5), loader="quantdispatch.backends.bnb:load",
 ))
 
 

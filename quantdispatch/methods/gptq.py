@@ -17,7 +17,7 @@ __all__ = ["TORCH_GPTQ", "GPTQMODEL_MARLIN"]
 
 TORCH_GPTQ = declare_backend(Backend(
     name="torch-gptq", summary="quantdispatch's portable torch kernel: unpack int32 words, dequantize per group, matmul",
-    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0),
+    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0), loader="quantdispatch.backends.gptq:load",
 ))
 GPTQMODEL_MARLIN = declare_backend(Backend(
     name="gptqmodel-marlin", summary="gptqmodel's Marlin kernel (fp16 activations, int4/int8 weights)",

@@ -1,0 +1,170 @@
+"""``load``: read → parse → validate → plan → execute, for a checkpoint directory or a Hub id.
+
+The shell: it reads files, probes the environment and imports torch, Transformers and the
+chosen backend's loader (``Backend.loader``, imported only now). Everything before the execute
+step is the pure core's; the execute step is all-or-nothing.
+
+>>> import quantdispatch as qd                                   # doctest: +SKIP
+>>> model = qd.load("path/to/gptq-model").unwrap().model          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..configs.base import AbstractQuantConfig
+from ..dtypes import DType
+from ..plan import LoadOptions, LoadPlan, plan
+from ..result import Err, Issue, Issues, Ok, Result
+from ..text import quote
+from ..validate import validate
+from .checkpoint import Checkpoint, find_weights, resolve_source
+from .request import Loader, LoadRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Loaded", "LoadStats", "load"]
+
+
+@attrs.frozen(kw_only=True)
+class LoadStats:
+    """What a load cost.
+
+    Attributes:
+        seconds: Wall time of the whole load.
+        bytes_read: Bytes of weights read from disk.
+        bytes_on_disk: Bytes of weights in the checkpoint's files.
+        bytes_in_memory: Bytes of the loaded model's parameters and buffers.
+        parameters: Number of parameters (packed integers counted as stored).
+    """
+
+    seconds: float
+    bytes_read: int
+    bytes_on_disk: int
+    bytes_in_memory: int
+    parameters: int
+
+
+@attrs.frozen(kw_only=True)
+class Loaded:
+    """A loaded model: an ordinary Transformers ``PreTrainedModel`` in eval mode, the plan it
+    followed and what the load cost."""
+
+    model: nn.Module
+    plan: LoadPlan
+    stats: LoadStats
+    directory: Path
+
+
+def _dtype(value: object) -> DType | None | Issue:
+    if value == "auto" or value is None:
+        return None
+    if isinstance(value, DType):
+        return value
+    if isinstance(value, str):
+        found = DType.from_json(value)
+        if found is not None and found.is_floating_point:
+            return found
+    return Issue("load.dtype.invalid", "$.dtype", f"{quote(value)} is not a floating-point dtype", "use 'auto', 'float32', 'bfloat16' or 'float16'")
+
+
+def _resolve_loader(reference: str) -> Loader | Issue:
+    module, _, function = reference.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as e:
+        return Issue("load.loader.unavailable", "$", f"the loader {quote(reference)} cannot be imported: {quote(str(e), 160)}",
+                     "install the backend's extra, or choose another backend")
+    loader: Loader = found
+    return loader
+
+
+def _config_dtype(directory: Path) -> DType | None:
+    """Transformers 5's ``dtype="auto"``: the checkpoint's ``dtype`` / ``torch_dtype``."""
+    import json
+
+    try:
+        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = raw.get("dtype", raw.get("torch_dtype")) if isinstance(raw, dict) else None
+    found = DType.from_json(value) if isinstance(value, str) else None
+    return found if found is not None and found.is_floating_point else None
+
+
+def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | DType = "auto",
+         quantization: AbstractQuantConfig | None = None, backend: str | None = None,
+         trust_remote_code: bool = False, allow_pickle: bool = False, dequantize_at_load: bool = False,
+         progress: Callable[[int, int], None] | None = None) -> Result[Loaded, Issues]:
+    """Load a quantized checkpoint into a Transformers model, as its plan says. Never raises on
+    bad input: every problem is an issue, and no model comes back with them.
+
+    Args:
+        source: A checkpoint directory, or a Hub repository id (offline: the local cache).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        dtype: The compute dtype, or ``"auto"``: the plan's choice for the method and device.
+        quantization: A typed config, reconciled with the checkpoint's as ``plan`` does; on a
+            full-precision checkpoint a bitsandbytes config quantizes while loading.
+        backend: Force a backend by name.
+        trust_remote_code: Allow architectures defined by code inside the checkpoint.
+        allow_pickle: Accept pickled ``.bin`` weights (refused otherwise).
+        dequantize_at_load: Keep a dense copy of each packed weight (bigger, faster forward).
+        progress: Called with (weight files done, weight files in all).
+    """
+    from ..probing import probe
+    from ..reading import read_config
+
+    started = time.perf_counter()
+    wanted = _dtype(dtype)
+    if isinstance(wanted, Issue):
+        return Err((wanted,))
+    if quantization is not None:
+        checked = validate(quantization)
+        if isinstance(checked, Err):
+            return checked
+    directory = resolve_source(source)
+    if isinstance(directory, Err):
+        return directory
+    config = read_config(directory.value)
+    if isinstance(config, Err):
+        return config
+    if config.value is None and quantization is None:
+        return Err((Issue("load.not_quantized", "$", "the checkpoint is not quantized and no quantization config was given",
+                          "load it with Transformers, or pass quantization=qd.Bnb4Bit(...) to quantize while loading"),))
+    weights = find_weights(directory.value, allow_pickle=allow_pickle)
+    if isinstance(weights, Err):
+        return weights
+    options = LoadOptions(device=device, dtype=wanted, backend=backend, user_config=quantization, executable=True)
+    made = plan(config.value, probe(), options)
+    if isinstance(made, Err):
+        return made
+    return _execute(made.value, directory.value, weights.value, started, trust_remote_code, dequantize_at_load, progress)
+
+
+def _execute(p: LoadPlan, directory: Path, checkpoint: Checkpoint, started: float, trust_remote_code: bool,
+             dequantize_at_load: bool, progress: Callable[[int, int], None] | None) -> Result[Loaded, Issues]:
+    assert p.backend.loader is not None  # plan(executable=True) chose a backend with a loader
+    loader = _resolve_loader(p.backend.loader)
+    if isinstance(loader, Issue):
+        return Err((loader,))
+    request = LoadRequest(directory=directory, checkpoint=checkpoint, plan=p, trust_remote_code=trust_remote_code,
+                          dequantize_at_load=dequantize_at_load, progress=progress)
+    done = loader(request)
+    if isinstance(done, Err):
+        return done
+    model, read = done.value
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
+    stats = LoadStats(seconds=time.perf_counter() - started, bytes_read=read, bytes_on_disk=checkpoint.nbytes,
+                      bytes_in_memory=sum(t.numel() * t.element_size() for t in tensors),
+                      parameters=sum(t.numel() for t in model.parameters()))
+    return Ok(Loaded(model=model, plan=p, stats=stats, directory=directory))
+
+

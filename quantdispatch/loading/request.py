@@ -1,0 +1,43 @@
+"""What a backend's loader receives: everything it needs, decided already."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..plan import LoadPlan
+from ..result import Issues, Result
+from .checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["LoadRequest", "Loader"]
+
+
+@attrs.frozen(kw_only=True)
+class LoadRequest:
+    """One load, planned.
+
+    Attributes:
+        directory: The checkpoint's directory.
+        checkpoint: Its weight files, headers checked.
+        plan: The plan to follow.
+        trust_remote_code: Whether code shipped with the checkpoint may run.
+        dequantize_at_load: Keep dense weights beside the packed ones (bigger, faster).
+        progress: Called with (files done, files in all) while weights stream in.
+    """
+
+    directory: Path
+    checkpoint: Checkpoint
+    plan: LoadPlan
+    trust_remote_code: bool = False
+    dequantize_at_load: bool = False
+    progress: Callable[[int, int], None] | None = None
+
+
+Loader = Callable[[LoadRequest], "Result[tuple[nn.Module, int], Issues]"]
+"""A backend's loader: the model and the bytes of weights it read, or issues."""

@@ -1,0 +1,195 @@
+"""The execute step shared by the loaders: a skeleton on the meta device, quantized modules in
+place of the linear layers the checkpoint stores packed, every tensor checked against what the
+model expects before any is read, then the weights streamed in file by file.
+
+All-or-nothing: a missing, unexpected or mis-shaped tensor is an ``Err`` naming the tensor and its
+file, and the half-built model is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..fileio import read_bounded
+from ..plan import LoadPlan
+from ..result import Err, Issue, Issues, Ok, Result
+from ..text import quote
+from .checkpoint import Checkpoint
+
+__all__ = ["ModuleFactory", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+ModuleFactory = Callable[[str, nn.Linear], nn.Module]
+"""Makes the quantized module (on the meta device) that replaces one linear layer."""
+
+_IGNORED_UNEXPECTED = (".rotary_emb.inv_freq",)  # older checkpoints saved this buffer; it is recomputed
+
+
+def _issue(code: str, message: str, hint: str | None = None, path: str = "$") -> Issue:
+    return Issue(code, path, message, hint)
+
+
+def _config_json(directory: Path) -> dict[str, Any] | Issue:
+    raw = read_bounded(directory / "config.json", 16 * 1024 * 1024)
+    if isinstance(raw, Issue):
+        return raw
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _issue("load.config.invalid", "config.json is not valid JSON")
+    return value if isinstance(value, dict) else _issue("load.config.invalid", "config.json is not a JSON object")
+
+
+def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool) -> Result[nn.Module, Issues]:
+    """The model of ``config.json`` with its parameters on the meta device (buffers that the
+    model computes itself, such as rotary ``inv_freq``, are real), in the plan's dtype."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    raw = _config_json(directory)
+    if isinstance(raw, Issue):
+        return Err((raw,))
+    model_type = raw.get("model_type")
+    if "auto_map" in raw and (not isinstance(model_type, str) or model_type not in CONFIG_MAPPING) and not trust_remote_code:
+        return Err((_issue("load.remote_code.refused", f"the architecture ({quote(model_type)}) is defined by code inside the checkpoint",
+                           "read that code, then pass trust_remote_code=True to run it"),))
+    try:
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # we place the quantized modules ourselves
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, plan.dtype.value),
+                                                     trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError, TypeError, ImportError) as e:
+        return Err((_issue("load.architecture.unsupported", f"Transformers cannot build this model: {quote(str(e), 200)}",
+                           "check config.json's model_type and architectures"),))
+    return Ok(model)
+
+
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> tuple[str, ...]:
+    """Swap each ``nn.Linear`` whose weights the checkpoint stores packed (``<name>.qweight``) for
+    the module ``make`` builds; return the names swapped."""
+    swapped = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and f"{name}.qweight" in checkpoint.where:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, make(name, module))
+            swapped.append(name)
+    return tuple(swapped)
+
+
+def _tied_targets(model: nn.Module) -> set[str]:
+    config = getattr(model, "config", None)
+    if not getattr(config, "tie_word_embeddings", False):
+        return set()
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return set(tied) if isinstance(tied, dict) else set(tied)
+
+
+def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
+    if expected.dtype.is_floating_point:
+        return found.is_floating_point
+    return found == expected.dtype
+
+
+def check_tensors(model: nn.Module, checkpoint: Checkpoint) -> Result[tuple[str, ...], Issues]:
+    """Compare what the model expects with what the checkpoint holds, before reading any weight:
+    every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
+    file. Returns the names to load."""
+    expected = model.state_dict(keep_vars=True)
+    tied = _tied_targets(model)
+    issues: list[Issue] = []
+    for name, tensor in expected.items():
+        if name not in checkpoint.where:
+            if name not in tied:
+                issues.append(_issue("load.tensor.missing", f"the model needs {quote(name)}, which no weight file holds",
+                                     "the checkpoint is incomplete, or was saved for another architecture or config", f"$.tensors[{quote(name)}]"))
+            continue
+        entry = checkpoint.entry(name)
+        found = TORCH_DTYPES.get(entry.dtype)
+        file = Path(checkpoint.where[name]).name
+        if tuple(entry.shape) != tuple(tensor.shape):
+            issues.append(_issue("load.tensor.shape", f"{quote(name)} in {file} has shape {list(entry.shape)}, the model "
+                                 f"expects {list(tensor.shape)}", "the config (bits, group size, packing) does not match the tensors",
+                                 f"$.tensors[{quote(name)}]"))
+        elif found is None or not _accepts(tensor, found):
+            issues.append(_issue("load.tensor.dtype", f"{quote(name)} in {file} is {entry.dtype}, the model expects {tensor.dtype}",
+                                 None, f"$.tensors[{quote(name)}]"))
+    for name in checkpoint.where:
+        if name not in expected and not name.endswith(_IGNORED_UNEXPECTED):
+            file = Path(checkpoint.where[name]).name
+            issues.append(_issue("load.tensor.unexpected", f"{file} holds {quote(name)}, which the model has no place for",
+                                 "the checkpoint was saved for another architecture or quantization config", f"$.tensors[{quote(name)}]"))
+    if issues:
+        return Err(tuple(issues[:100]) + ((_issue("load.issues.too_many", f"{len(issues) - 100} more"),) if len(issues) > 100 else ()))
+    return Ok(tuple(n for n in expected if n in checkpoint.where))
+
+
+def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str], dtype: torch.dtype,
+                   progress: Callable[[int, int], None] | None = None) -> Result[int, Issues]:
+    """Read the named tensors file by file (memory-mapped) into the model on the CPU; floating
+    parameters in ``dtype``, packed integers and quantization scales as stored. Returns bytes read."""
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import SafetensorError, safe_open
+
+    by_file: dict[str, list[str]] = {}
+    for name in names:
+        by_file.setdefault(checkpoint.where[name], []).append(name)
+    quantized = {n.rpartition(".")[0] for n in checkpoint.where if n.endswith(".qweight")}
+    done, total, read = 0, len(checkpoint.files), 0
+    for path, tensor_names in by_file.items():
+        try:
+            with safe_open(path, framework="pt") as f:
+                for name in tensor_names:
+                    t = f.get_tensor(name)
+                    read += t.numel() * t.element_size()
+                    keep = name.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
+                    if t.is_floating_point() and not keep and t.dtype != dtype:
+                        t = t.to(dtype)
+                    set_module_tensor_to_device(model, name, "cpu", value=t)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+            return Err((_issue("load.file.unreadable", f"{Path(path).name}: {quote(str(e), 200)}",
+                               "the file changed or vanished while it was read"),))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    return Ok(read)
+
+
+def load_streamed(directory: Path, checkpoint: Checkpoint, plan: LoadPlan, make: ModuleFactory | None, *,
+                  trust_remote_code: bool, progress: Callable[[int, int], None] | None = None) -> Result[tuple[nn.Module, int], Issues]:
+    """Skeleton, module swap, checks, streaming, tying, the device: the whole execute step."""
+    built = build_skeleton(directory, plan, trust_remote_code=trust_remote_code)
+    if isinstance(built, Err):
+        return built
+    model = built.value
+    if make is not None:
+        replace_linears(model, checkpoint, make)
+    names = check_tensors(model, checkpoint)
+    if isinstance(names, Err):
+        return names
+    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), progress)
+    if isinstance(read, Err):
+        return read
+    if _tied_targets(model) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
+    if left:
+        return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))
+    if plan.device.label != "cpu":
+        model.to(plan.device.label)
+    model.eval()
+    return Ok((model, read.value))
