@@ -63,15 +63,15 @@ _KSTRIDE: Final = 64
 def awq_zeros_width(in_features: int, group_size: int) -> int:
     """AutoAWQ's ``calculate_zeros_width``: int32 words of packed zero points per output row (GEMV).
 
-    Groups are padded to a multiple of 8 (one word), and for group sizes 64 and 32 further to a
-    multiple of 2 and 4 words.
+    Groups are padded to a multiple of 8 (one word), and for group sizes 64, 32 and 16 further to
+    a multiple of 2, 4 and 8 words. AutoAWQ stops at 32; GPTQModel's copy adds 16.
 
-    >>> awq_zeros_width(4096, 128), awq_zeros_width(256, 64), awq_zeros_width(256, 32)
-    (4, 2, 4)
+    >>> awq_zeros_width(4096, 128), awq_zeros_width(256, 64), awq_zeros_width(256, 32), awq_zeros_width(256, 16)
+    (4, 2, 4, 8)
     """
-    multiplier = {64: 2, 32: 4}.get(group_size, 1)
-    if group_size < 128 and group_size not in (64, 32):
-        raise ValueError(f"AutoAWQ's GEMV packings support group sizes 32, 64 and >= 128, not {group_size}")
+    multiplier = {64: 2, 32: 4, 16: 8}.get(group_size, 1)
+    if group_size < 128 and multiplier == 1:
+        raise ValueError(f"AWQ's GEMV packings support group sizes 16, 32, 64 and >= 128, not {group_size}")
     return ceil_div(ceil_div(in_features // group_size, 8), multiplier) * multiplier
 
 
