@@ -42,7 +42,7 @@ import torch
 
 from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
 from ._bits import pack_last, unpack_last
-from ._common import TensorSpec, ceil_div
+from ._common import FLOATS, TensorSpec, ceil_div
 
 __all__ = [
     "AWQ_ORDER", "awq_zeros_width", "awq_expected_tensors",
@@ -86,7 +86,7 @@ def awq_expected_tensors(config: AbstractAwq, in_features: int, out_features: in
         ValueError: Another packing (Marlin, llm-awq), or dimensions the packing cannot hold.
 
     >>> awq_expected_tensors(AwqGemm(group_size=128), 256, 64, bias=False)["qzeros"]
-    TensorSpec(shape=(2, 8), dtype=torch.int32)
+    TensorSpec(shape=(2, 8), dtype=torch.int32, accepted=())
     """
     size = _group_size(config, in_features)
     if size <= 0 or in_features % size or out_features % 8:
@@ -95,23 +95,23 @@ def awq_expected_tensors(config: AbstractAwq, in_features: int, out_features: in
     fp16, i32 = torch.float16, torch.int32
     if isinstance(config, AwqGemm):
         specs = {"qweight": TensorSpec((in_features, out_features // 8), i32), "qzeros": TensorSpec((groups, out_features // 8), i32),
-                 "scales": TensorSpec((groups, out_features), fp16)}
+                 "scales": TensorSpec((groups, out_features), fp16, FLOATS)}
     elif isinstance(config, AwqGemv):
         if in_features % 8:
             raise ValueError(f"AWQ GEMV packs 8 input columns per word; in_features={in_features}")
         width = awq_zeros_width(in_features, size)
         specs = {"qweight": TensorSpec((out_features, in_features // 8), i32), "qzeros": TensorSpec((out_features, width), i32),
-                 "scales": TensorSpec((out_features, width * 8), fp16)}
+                 "scales": TensorSpec((out_features, width * 8), fp16, FLOATS)}
     elif isinstance(config, AwqGemvFast):
         if in_features % _KSTRIDE:
             raise ValueError(f"AWQ GEMV_FAST packs runs of {_KSTRIDE} input columns; in_features={in_features}")
         rows = awq_zeros_width(in_features, size) * 8
         specs = {"qweight": TensorSpec((out_features // _INTERLEAVE, in_features), torch.int16),
-                 "qzeros": TensorSpec((rows, out_features), fp16), "scales": TensorSpec((rows, out_features), fp16)}
+                 "qzeros": TensorSpec((rows, out_features), fp16, FLOATS), "scales": TensorSpec((rows, out_features), fp16, FLOATS)}
     else:
         raise ValueError(f"{type(config).__name__} is not a packing the portable AWQ kernels read")
     if bias:
-        specs["bias"] = TensorSpec((out_features,), fp16)
+        specs["bias"] = TensorSpec((out_features,), fp16, FLOATS)
     return specs
 
 

@@ -29,7 +29,7 @@ import torch
 
 from ..configs.gptq import AbstractGptq, Gptq
 from ._bits import pack_last, to_int32, unpack_last, values_per_block, words_per_block
-from ._common import TensorSpec, ceil_div
+from ._common import FLOATS, TensorSpec, ceil_div
 
 __all__ = [
     "gptq_expected_tensors", "gptq_groups", "unpack_gptq_qweight", "unpack_gptq_qzeros", "pack_gptq_qweight",
@@ -53,7 +53,7 @@ def gptq_expected_tensors(config: AbstractGptq, in_features: int, out_features: 
         ValueError: The layer's dimensions cannot be packed at this width.
 
     >>> gptq_expected_tensors(Gptq(bits=4, group_size=128), 256, 64, bias=False)["qweight"]
-    TensorSpec(shape=(32, 64), dtype=torch.int32)
+    TensorSpec(shape=(32, 64), dtype=torch.int32, accepted=())
     """
     bits = config.bits
     per_block, words = values_per_block(bits), words_per_block(bits)
@@ -66,11 +66,11 @@ def gptq_expected_tensors(config: AbstractGptq, in_features: int, out_features: 
     specs = {
         "qweight": TensorSpec((in_features // per_block * words, out_features), torch.int32),
         "qzeros": TensorSpec((groups, out_features // per_block * words), torch.int32),
-        "scales": TensorSpec((groups, out_features), torch.float16),
+        "scales": TensorSpec((groups, out_features), torch.float16, FLOATS),
         "g_idx": TensorSpec((in_features,), torch.int32),
     }
     if bias:
-        specs["bias"] = TensorSpec((out_features,), torch.float16)
+        specs["bias"] = TensorSpec((out_features,), torch.float16, FLOATS)
     return specs
 
 
