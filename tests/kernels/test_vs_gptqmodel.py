@@ -203,12 +203,15 @@ def quantized_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytes
     name: str = request.param
     arch, options = MODEL_CASES[name]
     base = _tiny_model(arch, tmp_path_factory.mktemp(f"{arch}-base"))
-    # offload_to_disk would leave a TemporaryDirectory for the garbage collector (a ResourceWarning).
-    model = GPTQModel.load(str(base), QuantizeConfig(**options, offload_to_disk=False), device="cpu")
-    # AUTO picks the CUDA AWQ GEMM kernel for AWQ even on a CPU; the torch one packs the same format.
-    model.quantize(CALIBRATION, batch_size=1, backend=BACKEND.AWQ_TORCH if options.get("quant_method") == "awq" else BACKEND.AUTO)
     out = tmp_path_factory.mktemp(name)
-    model.save(str(out))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))  # GPTQModel writes its quantization logs to ./logs
+        # offload_to_disk would leave a TemporaryDirectory for the garbage collector (a ResourceWarning).
+        model = GPTQModel.load(str(base), QuantizeConfig(**options, offload_to_disk=False), device="cpu")
+        # AUTO picks the CUDA AWQ GEMM kernel for AWQ even on a CPU; the torch one packs the same format.
+        awq = options.get("quant_method") == "awq"
+        model.quantize(CALIBRATION, batch_size=1, backend=BACKEND.AWQ_TORCH if awq else BACKEND.AUTO)
+        model.save(str(out))
     del model
     yield name, out
 
