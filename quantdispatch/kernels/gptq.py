@@ -23,6 +23,7 @@ float32 weight here is exact, and casting it to fp16 gives the same bits as GPTQ
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import torch
@@ -33,7 +34,7 @@ from ._common import FLOATS, TensorSpec, ceil_div
 
 __all__ = [
     "gptq_expected_tensors", "gptq_groups", "unpack_gptq_qweight", "unpack_gptq_qzeros", "pack_gptq_qweight",
-    "pack_gptq_qzeros", "dequantize_gptq", "dequantize_gptq_kn", "gptq_trivial_g_idx", "gptq_v1_zeros",
+    "pack_gptq_qzeros", "dequantize_gptq", "dequantize_gptq_kn", "gptq_linear", "gptq_trivial_g_idx", "gptq_v1_zeros",
 ]
 
 _V1_WORD_OFFSET: Final = {2: 0x55555555, 4: 0x11111111, 8: 0x01010101}
@@ -128,7 +129,8 @@ def dequantize_gptq(
     whose ``g_idx`` is the trivial ``k // group_size`` use a broadcast instead of a gather; the
     result is the same either way.
     """
-    return dequantize_gptq_kn(qweight, qzeros, scales, g_idx, bits=bits, v1=v1, group_size=group_size).t().to(dtype)
+    kn = dequantize_gptq_kn(qweight, qzeros, scales, g_idx, bits=bits, v1=v1, group_size=group_size)
+    return kn.t().to(dtype, memory_format=torch.contiguous_format)
 
 
 def dequantize_gptq_kn(
@@ -136,23 +138,105 @@ def dequantize_gptq_kn(
     bits: int, v1: bool, group_size: int | None,
 ) -> torch.Tensor:
     """The float32 weight in checkpoint orientation ``[K, N]``; no Python loop over groups."""
+    zeros, scale = _group_params(qzeros, scales, bits, v1)
+    size = _trivial_size(g_idx, group_size)
+    return _rows_kn(qweight, zeros, scale, g_idx, bits, size)
+
+
+def gptq_linear(
+    x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor, *,
+    bits: int, v1: bool, group_size: int | None, bias: torch.Tensor | None = None, chunk: int = 256,
+) -> torch.Tensor:
+    """``F.linear(x, W, bias)`` for a GPTQ layer without materializing W.
+
+    Dequantizes ``chunk`` input rows at a time into two reused buffers, so the temporaries stay in
+    cache (a fresh dense temporary costs more in page faults than the arithmetic), and accumulates
+    ``x[:, rows] @ W[rows]``. The float32 result equals ``F.linear`` up to summation order. For
+    other input dtypes the weight is rounded to that dtype, the products are accumulated in
+    float32 and the result is rounded once, as a bf16/fp16 GEMM with float32 accumulation does.
+    """
     k, n = g_idx.shape[0], scales.shape[1]
-    zeros = unpack_gptq_qzeros(qzeros, bits, v1)[:, :n].to(torch.float32)
-    scale = scales.to(torch.float32)
+    zeros, scale = _group_params(qzeros, scales, bits, v1)
+    size = _trivial_size(g_idx, group_size)
+    rows = x.reshape(-1, k).to(torch.float32)
+    out = torch.zeros(rows.shape[0], n, dtype=torch.float32, device=x.device) if bias is None else \
+        bias.to(torch.float32).expand(rows.shape[0], n).contiguous()
+    # Chunks hold whole words (32 rows) and, for broadcasting, whole groups.
+    unit = math.lcm(32, size) if size is not None and size < k else 32
+    step = max(unit, chunk // unit * unit)
+    words = words_per_block(bits) * step // values_per_block(bits)
+    buffers = _Buffers(step, n, x.device)
+    for i, k0 in enumerate(range(0, k, step)):
+        k1 = min(k, k0 + step)
+        weight = _rows_kn(qweight[i * words:(i + 1) * words], zeros, scale, g_idx[k0:k1], bits, size, first_group=k0,
+                          buffers=buffers, exact_fma=scales.dtype in (torch.float16, torch.bfloat16))
+        if x.dtype != torch.float32:
+            weight = weight.to(x.dtype).to(torch.float32)
+        out.addmm_(rows[:, k0:k1], weight)
+    return out.to(x.dtype).reshape(*x.shape[:-1], n)
+
+
+class _Buffers:
+    """Scratch for one chunk of rows, reused across chunks: int32 codes and float32 weights."""
+
+    def __init__(self, rows: int, n: int, device: torch.device) -> None:
+        self.codes = torch.empty(rows * n, dtype=torch.int32, device=device)
+        self.weight = torch.empty(rows * n, dtype=torch.float32, device=device)
+
+
+def _group_params(qzeros: torch.Tensor, scales: torch.Tensor, bits: int, v1: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero points and scales ``[G, N]`` as float32."""
+    n = scales.shape[1]
+    return unpack_gptq_qzeros(qzeros, bits, v1)[:, :n].to(torch.float32), scales.to(torch.float32)
+
+
+def _trivial_size(g_idx: torch.Tensor, group_size: int | None) -> int | None:
+    """The group size when ``g_idx`` is ``k // group_size`` (so groups are runs of rows), else ``None``."""
+    if group_size is None:
+        return None
+    size = g_idx.shape[0] if group_size == -1 else group_size
+    return size if gptq_trivial_g_idx(g_idx, size) else None
+
+
+def _rows_kn(
+    qweight: torch.Tensor, zeros: torch.Tensor, scale: torch.Tensor, g_idx: torch.Tensor, bits: int,
+    size: int | None, first_group: int = 0, buffers: _Buffers | None = None, exact_fma: bool = False,
+) -> torch.Tensor:
+    """Float32 weight rows ``[k, N]`` from the qweight rows that hold them (``g_idx``: their groups).
+
+    ``size`` set means groups are runs of ``size`` rows starting at row ``first_group`` (a multiple
+    of ``size``), so scales and zeros broadcast over a view instead of being gathered per row.
+    ``exact_fma``: scales are fp16/bf16, so ``q * s - z * s`` is exact and one fused pass suffices.
+    """
+    k, n = g_idx.shape[0], scale.shape[1]
     if bits in (2, 4, 8):
         # Unpack straight into [K, N] order: row r*pf + j of the codes is field j of word row r.
         shifts = torch.arange(0, 32, bits, dtype=torch.int32, device=qweight.device).view(1, -1, 1)
-        codes = torch.bitwise_and(torch.bitwise_right_shift(qweight.unsqueeze(1), shifts), (1 << bits) - 1)
-        weight = codes.to(torch.float32).reshape(-1, n)[:k]
+        shape = (qweight.shape[0], 32 // bits, n)
+        if buffers is None:
+            codes = torch.bitwise_right_shift(qweight.unsqueeze(1), shifts)
+        else:
+            codes = torch.bitwise_right_shift(qweight.unsqueeze(1), shifts, out=buffers.codes[:math.prod(shape)].view(shape))
+        codes.bitwise_and_((1 << bits) - 1)
+        flat = codes.view(-1, n)[:k]
     else:
-        weight = unpack_gptq_qweight(qweight, bits)[:k].to(torch.float32).contiguous()
-    size = k if group_size == -1 else group_size
-    if size is not None and k % size == 0 and gptq_trivial_g_idx(g_idx, size):
-        grouped = weight.view(k // size, size, n)
-        grouped.sub_(zeros.unsqueeze(1)).mul_(scale.unsqueeze(1))
-        return weight
-    index = g_idx.to(torch.int64)
-    return weight.sub_(zeros[index]).mul_(scale[index])
+        flat = unpack_gptq_qweight(qweight, bits)[:k]
+    if buffers is None:
+        weight = flat.to(torch.float32, memory_format=torch.contiguous_format)
+    else:
+        weight = buffers.weight[:k * n].view(k, n)
+        weight.copy_(flat)
+    if size is not None and (k % size == 0 or zeros.shape[0] == 1):
+        g0, groups = first_group // size, max(1, k // size)
+        grouped, z, s = weight.view(groups, -1, n), zeros[g0:g0 + groups].unsqueeze(1), scale[g0:g0 + groups].unsqueeze(1)
+    else:
+        index = g_idx.to(torch.int64)
+        grouped, z, s = weight, zeros[index], scale[index]
+    if exact_fma:
+        torch.addcmul(-(z * s), grouped, s, out=grouped)
+    else:
+        grouped.sub_(z).mul_(s)
+    return weight
 
 
 def gptq_v1_zeros(config: AbstractGptq) -> bool:

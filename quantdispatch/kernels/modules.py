@@ -27,7 +27,7 @@ from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
 from ..configs.gptq import AbstractGptq
 from .awq import awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
 from ._common import TensorSpec
-from .gptq import dequantize_gptq_kn, gptq_expected_tensors, gptq_v1_zeros
+from .gptq import dequantize_gptq, gptq_expected_tensors, gptq_linear, gptq_v1_zeros
 
 __all__ = ["GptqLinear", "AwqLinear"]
 
@@ -67,11 +67,12 @@ class _PackedLinear(nn.Module):
             if dense is None or dense.dtype != x.dtype or dense.device != x.device or key != self._dense_key:
                 dense = self._dense = self.dequantize(x.dtype)
                 self._dense_key = key
-            weight = dense
-        else:
-            weight = self.dequantize(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, weight, bias)
+            return F.linear(x, dense, None if self.bias is None else self.bias.to(x.dtype))
+        return self.linear_per_call(x)
+
+    def linear_per_call(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward without a dense cache; subclasses may avoid materializing the weight."""
+        return F.linear(x, self.dequantize(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -107,9 +108,13 @@ class GptqLinear(_PackedLinear):
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float weight ``[out_features, in_features]``, exact in float32."""
-        weight = dequantize_gptq_kn(self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
-                                group_size=self.group_size)
-        return weight.t().to(dtype)
+        return dequantize_gptq(self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
+                               group_size=self.group_size, dtype=dtype)
+
+    def linear_per_call(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantize a few hundred input rows at a time and accumulate (see :func:`.gptq.gptq_linear`)."""
+        return gptq_linear(x, self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
+                           group_size=self.group_size, bias=self.bias)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, group_size={self.group_size}, v1={self.v1}, " + super().extra_repr()

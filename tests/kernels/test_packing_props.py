@@ -21,7 +21,7 @@ from quantdispatch.kernels.awq import (
     unpack_awq_gemv, unpack_awq_gemv_fast,
 )
 from quantdispatch.kernels.gptq import (
-    dequantize_gptq, gptq_expected_tensors, gptq_v1_zeros, unpack_gptq_qweight, unpack_gptq_qzeros,
+    dequantize_gptq, gptq_expected_tensors, gptq_linear, gptq_v1_zeros, unpack_gptq_qweight, unpack_gptq_qzeros,
 )
 from quantdispatch.kernels.modules import AwqLinear, GptqLinear
 from quantdispatch.testing import Quantized, quantize_awq, quantize_gptq
@@ -88,6 +88,27 @@ def test_gptq_unpack_of_pack_is_the_quantized_weight(case: tuple[AbstractGptq, t
     for group_size in (config.group_size, None):
         got = dequantize_gptq(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], bits=config.bits, v1=v1, group_size=group_size)
         assert torch.equal(got, q.weight)
+
+
+@given(gptq_cases(), st.sampled_from((32, 64, 256)), st.integers(1, 3))
+def test_gptq_linear_in_chunks_is_linear_of_the_weight(
+    case: tuple[AbstractGptq, torch.Tensor, torch.Tensor | None], chunk: int, batch: int,
+) -> None:
+    """The chunked per-call forward (any chunk, partial and act-order groups) is F.linear of the reference weight, up to float32 summation order."""
+    config, weight, perm = case
+    out_features, in_features = weight.shape
+    q = quantize_gptq(weight, config, perm=perm)
+    t = q.tensors
+    x = torch.randn(batch, in_features, generator=torch.Generator().manual_seed(chunk))
+    y = gptq_linear(x, t["qweight"], t["qzeros"], t["scales"], t["g_idx"], bits=config.bits, v1=gptq_v1_zeros(config),
+                    group_size=config.group_size, chunk=chunk)
+    exact = F.linear(x.double(), q.weight.double())
+    bound = in_features * torch.finfo(torch.float32).eps * (x.double().abs() @ q.weight.double().abs().t()).max()
+    assert (y.double() - exact).abs().max() <= bound
+    # With the identity as input every output is one product: the chunked dequantization itself must be exact.
+    eye = gptq_linear(torch.eye(in_features), t["qweight"], t["qzeros"], t["scales"], t["g_idx"], bits=config.bits,
+                      v1=gptq_v1_zeros(config), group_size=config.group_size, chunk=chunk)
+    assert torch.equal(eye, q.weight.t())
 
 
 @st.composite
@@ -167,9 +188,14 @@ def test_module_forward_is_linear_of_the_weight(config: AbstractGptq | AbstractA
     module = _module_for(config, q, True, dequantize_at_load)
     assert torch.equal(module.dequantize(dtype), q.weight.to(dtype))
     x = torch.randn(2, 5, 256, generator=torch.Generator().manual_seed(5)).to(dtype)
-    expected = F.linear(x, q.weight.to(dtype), bias.to(torch.float16).to(dtype))
+    w, b = q.weight.to(dtype).double(), bias.to(torch.float16).to(dtype).double()
+    exact = F.linear(x.double(), w, b)
+    # One rounding to the output dtype, plus float32 accumulation error over 256 products.
+    tolerance = 2 * torch.finfo(dtype).eps * exact.abs().max() + 256 * torch.finfo(torch.float32).eps * (x.double().abs() @ w.abs().t()).max()
     for _ in range(2):  # twice: the at-load cache must give the same answer
-        torch.testing.assert_close(module(x), expected)
+        y = module(x)
+        assert y.dtype == dtype and y.shape == exact.shape
+        assert (y.double() - exact).abs().max() <= tolerance
 
 
 def test_dequantize_at_load_cache_follows_reloads() -> None:
