@@ -28,8 +28,8 @@ GEMV_FAST (``version: "gemv_fast"``)::
 with Z = ``awq_zeros_width(K, S)`` (AutoAWQ's ``calculate_zeros_width``). All of it follows AutoAWQ
 0.2.9 (``awq/modules/linear/gemm.py``, ``gemv.py``, ``gemv_fast.py``, ``awq/utils/packing_utils.py``).
 
-The dequantized weight is computed without rounding error (in float32, or float64 for the
-fused multiply-add of GEMV_FAST) and rounded once to the requested dtype, so an fp16 result has
+The dequantized weight is computed without rounding error (in float32; GEMV_FAST's multiply-add
+with float32 scales in float64) and rounded once to the requested dtype, so an fp16 result has
 the bits of the tools' fp16 arithmetic.
 """
 
@@ -220,7 +220,9 @@ def dequantize_awq_gemv_fast(
     n, k = codes.shape
     size = k if group_size == -1 else group_size
     groups = k // size
-    # float64: q * s + z is exact there (a few dozen significant bits at most), so one rounding follows.
-    weight = codes.to(torch.float64).view(n, groups, size)
-    weight.mul_(scales[:groups].t().to(torch.float64).unsqueeze(2)).add_(qzeros[:groups].t().to(torch.float64).unsqueeze(2))
+    # q * s + z has at most 16 significant bits when s and z are fp16 or bf16 (z is the rounded
+    # -s * zero), so float32 holds it exactly; float32 inputs need float64. One rounding follows.
+    exact = torch.float32 if scales.dtype in (torch.float16, torch.bfloat16) and qzeros.dtype == scales.dtype else torch.float64
+    weight = codes.to(exact).view(n, groups, size)
+    torch.addcmul(qzeros[:groups].t().to(exact).unsqueeze(2), weight, scales[:groups].t().to(exact).unsqueeze(2), out=weight)
     return weight.view(n, k).to(dtype)

@@ -35,6 +35,8 @@ __all__ = ["GptqLinear", "AwqLinear"]
 class _PackedLinear(nn.Module):
     """Buffers from a spec map, the optional dense cache, and the forward both methods share."""
 
+    per_call_block: int = 1 << 20
+    """Weights dequantized at a time by the per-call forward: small enough to stay in cache."""
     _dense: torch.Tensor | None
     _dense_key: tuple[tuple[int, int], ...]
 
@@ -114,7 +116,7 @@ class GptqLinear(_PackedLinear):
     def linear_per_call(self, x: torch.Tensor) -> torch.Tensor:
         """Dequantize a few hundred input rows at a time and accumulate (see :func:`.gptq.gptq_linear`)."""
         return gptq_linear(x, self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
-                           group_size=self.group_size, bias=self.bias)
+                           group_size=self.group_size, bias=self.bias, chunk=self.per_call_block // self.out_features)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, group_size={self.group_size}, v1={self.v1}, " + super().extra_repr()
@@ -144,11 +146,36 @@ class AwqLinear(_PackedLinear):
                          device=device, dequantize_at_load=dequantize_at_load)
         self.group_size = in_features if config.group_size == -1 else config.group_size
         self.version = config.version
+        self._layout = type(config)
         self._dequantize = _awq_dequantizer(config, self.group_size)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float weight ``[out_features, in_features]``, rounded once to ``dtype``."""
         return self._dequantize(self.qweight, self.qzeros, self.scales, dtype)
+
+    def linear_per_call(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantize a block of output rows at a time (about a million weights, cache-sized) and multiply.
+
+        Every output element comes from one block's full dot product, so the result is
+        ``F.linear`` of the rounded weight.
+        """
+        rows = x.reshape(-1, self.in_features)
+        out = torch.empty(rows.shape[0], self.out_features, dtype=x.dtype, device=x.device)
+        step = max(8, self.per_call_block // self.in_features // 8 * 8)
+        for n0 in range(0, self.out_features, step):
+            n1 = min(self.out_features, n0 + step)
+            out[:, n0:n1] = rows @ self._dequantize(*self._output_rows(n0, n1), x.dtype).t()
+        if self.bias is not None:
+            out += self.bias.to(x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _output_rows(self, n0: int, n1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``qweight``, ``qzeros``, ``scales`` of output rows ``n0:n1`` (multiples of 8), in the packing's own layout."""
+        if issubclass(self._layout, AwqGemm):
+            return self.qweight[:, n0 // 8:n1 // 8], self.qzeros[:, n0 // 8:n1 // 8], self.scales[:, n0:n1]
+        if issubclass(self._layout, AwqGemv):
+            return self.qweight[n0:n1], self.qzeros[n0:n1], self.scales[n0:n1]
+        return self.qweight[n0 // 4:n1 // 4], self.qzeros[:, n0:n1], self.scales[:, n0:n1]
 
     def extra_repr(self) -> str:
         return f"version={self.version}, group_size={self.group_size}, " + super().extra_repr()
