@@ -1,0 +1,50 @@
+"""Torch kernels: GPTQ and AWQ packed weights, unpacked, dequantized and run as portable modules.
+
+Importing this package imports no torch; each name loads its submodule on first access (as attrs
+loads its lazy submodules). The submodules are the shell: they import torch.
+
+- :mod:`.gptq`: GPTQ ``qweight``/``qzeros``/``scales``/``g_idx`` (2, 3, 4, 8 bits; v1 and v2 zeros).
+- :mod:`.awq`: AWQ GEMM, GEMV and GEMV_FAST packings.
+- :mod:`.modules`: ``GptqLinear`` and ``AwqLinear``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._common import TensorSpec as TensorSpec
+    from .awq import (
+        awq_expected_tensors as awq_expected_tensors, dequantize_awq_gemm as dequantize_awq_gemm,
+        dequantize_awq_gemv as dequantize_awq_gemv, dequantize_awq_gemv_fast as dequantize_awq_gemv_fast,
+        unpack_awq_gemm as unpack_awq_gemm, unpack_awq_gemv as unpack_awq_gemv, unpack_awq_gemv_fast as unpack_awq_gemv_fast,
+    )
+    from .gptq import (
+        dequantize_gptq as dequantize_gptq, gptq_expected_tensors as gptq_expected_tensors,
+        unpack_gptq_qweight as unpack_gptq_qweight, unpack_gptq_qzeros as unpack_gptq_qzeros,
+    )
+    from .modules import AwqLinear as AwqLinear, GptqLinear as GptqLinear
+
+__all__ = [
+    "TensorSpec", "gptq_expected_tensors", "unpack_gptq_qweight", "unpack_gptq_qzeros", "dequantize_gptq",
+    "awq_expected_tensors", "unpack_awq_gemm", "dequantize_awq_gemm", "unpack_awq_gemv", "dequantize_awq_gemv",
+    "unpack_awq_gemv_fast", "dequantize_awq_gemv_fast", "GptqLinear", "AwqLinear",
+]
+
+_HOME: Final = {
+    "TensorSpec": "._common",
+    **dict.fromkeys(("gptq_expected_tensors", "unpack_gptq_qweight", "unpack_gptq_qzeros", "dequantize_gptq"), ".gptq"),
+    **dict.fromkeys(("awq_expected_tensors", "unpack_awq_gemm", "dequantize_awq_gemm", "unpack_awq_gemv",
+                     "dequantize_awq_gemv", "unpack_awq_gemv_fast", "dequantize_awq_gemv_fast"), ".awq"),
+    **dict.fromkeys(("GptqLinear", "AwqLinear"), ".modules"),
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the submodule that defines ``name`` (and torch with it) on first access."""
+    home = _HOME.get(name)
+    if home is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(home, __name__), name)

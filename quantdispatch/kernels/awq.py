@@ -1,0 +1,228 @@
+"""AWQ weights in the three packings AutoAWQ (and GPTQModel's ports of it) write, in torch.
+
+For in_features K, out_features N, group size S, G = K // S groups, 4-bit codes q and zero points z:
+
+GEMM (``version: "gemm"``)::
+
+    qweight  int32 [K, N // 8]  eight codes of one input row, output columns 8c … 8c+7 stored in
+                                field order 0, 2, 4, 6, 1, 3, 5, 7 (field i holds column 8c + ORDER[i])
+    qzeros   int32 [G, N // 8]  the same interleave
+    scales   fp16  [G, N]
+    W[n, k] = (q - z) * s       (AutoAWQ's and GPTQModel's ``dequantize_gemm``)
+
+GEMV (``version: "gemv"``)::
+
+    qweight  int32 [N, K // 8]      codes of one output row along the input dimension, natural order
+    qzeros   int32 [N, Z]           zero points of one output row along the groups, natural order
+    scales   fp16  [N, 8 * Z]       first G columns used, the rest zero padding
+    W[n, k] = (q - z) * s
+
+GEMV_FAST (``version: "gemv_fast"``)::
+
+    qweight  int16 [N // 4, K]      4 codes per int16 from 4 interleaved output rows, after a
+                                    shuffle of each run of 32 input columns (see _gemv_fast_slots)
+    scales   fp16  [8 * Z, N]       first G rows used
+    qzeros   fp16  [8 * Z, N]       *scaled* zeros ``fp16(-(s * z))``, first G rows used
+    W[n, k] = q * s + qzeros        (the fused multiply-add the CUDA kernel does)
+
+with Z = ``awq_zeros_width(K, S)`` (AutoAWQ's ``calculate_zeros_width``). All of it follows AutoAWQ
+0.2.9 (``awq/modules/linear/gemm.py``, ``gemv.py``, ``gemv_fast.py``, ``awq/utils/packing_utils.py``).
+
+The dequantized weight is computed without rounding error (in float32; GEMV_FAST's multiply-add
+with float32 scales in float64) and rounded once to the requested dtype, so an fp16 result has
+the bits of the tools' fp16 arithmetic.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Final
+
+import torch
+
+from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
+from ._bits import pack_last, unpack_last
+from ._common import FLOATS, TensorSpec, ceil_div
+
+__all__ = [
+    "AWQ_ORDER", "awq_zeros_width", "awq_expected_tensors",
+    "unpack_awq_gemm", "pack_awq_gemm", "dequantize_awq_gemm",
+    "unpack_awq_gemv", "pack_awq_gemv", "dequantize_awq_gemv",
+    "unpack_awq_gemv_fast", "pack_awq_gemv_fast", "dequantize_awq_gemv_fast",
+]
+
+AWQ_ORDER: Final = (0, 2, 4, 6, 1, 3, 5, 7)
+"""Field i of a GEMM word holds output column ``8c + AWQ_ORDER[i]``."""
+_AWQ_REVERSE: Final = (0, 4, 1, 5, 2, 6, 3, 7)
+"""Column j of a run of eight lives in field ``_AWQ_REVERSE[j]``."""
+_BITS: Final = 4
+_INTERLEAVE: Final = 4
+_KSTRIDE: Final = 64
+
+
+def awq_zeros_width(in_features: int, group_size: int) -> int:
+    """AutoAWQ's ``calculate_zeros_width``: int32 words of packed zero points per output row (GEMV).
+
+    Groups are padded to a multiple of 8 (one word), and for group sizes 64, 32 and 16 further to
+    a multiple of 2, 4 and 8 words. AutoAWQ stops at 32; GPTQModel's copy adds 16.
+
+    >>> awq_zeros_width(4096, 128), awq_zeros_width(256, 64), awq_zeros_width(256, 32), awq_zeros_width(256, 16)
+    (4, 2, 4, 8)
+    """
+    multiplier = {64: 2, 32: 4, 16: 8}.get(group_size, 1)
+    if group_size < 128 and multiplier == 1:
+        raise ValueError(f"AWQ's GEMV packings support group sizes 16, 32, 64 and >= 128, not {group_size}")
+    return ceil_div(ceil_div(in_features // group_size, 8), multiplier) * multiplier
+
+
+def _group_size(config: AbstractAwq, in_features: int) -> int:
+    return in_features if config.group_size == -1 else config.group_size
+
+
+def awq_expected_tensors(config: AbstractAwq, in_features: int, out_features: int, bias: bool) -> dict[str, TensorSpec]:
+    """The tensors one AWQ linear layer's checkpoint holds, by name suffix (GEMM, GEMV, GEMV_FAST).
+
+    Raises:
+        ValueError: Another packing (Marlin, llm-awq), or dimensions the packing cannot hold.
+
+    >>> awq_expected_tensors(AwqGemm(group_size=128), 256, 64, bias=False)["qzeros"]
+    TensorSpec(shape=(2, 8), dtype=torch.int32, accepted=())
+    """
+    size = _group_size(config, in_features)
+    if size <= 0 or in_features % size or out_features % 8:
+        raise ValueError(f"AWQ needs in_features ({in_features}) divisible by group_size ({size}) and out_features ({out_features}) by 8")
+    groups = in_features // size
+    fp16, i32 = torch.float16, torch.int32
+    if isinstance(config, AwqGemm):
+        specs = {"qweight": TensorSpec((in_features, out_features // 8), i32), "qzeros": TensorSpec((groups, out_features // 8), i32),
+                 "scales": TensorSpec((groups, out_features), fp16, FLOATS)}
+    elif isinstance(config, AwqGemv):
+        if in_features % 8:
+            raise ValueError(f"AWQ GEMV packs 8 input columns per word; in_features={in_features}")
+        width = awq_zeros_width(in_features, size)
+        specs = {"qweight": TensorSpec((out_features, in_features // 8), i32), "qzeros": TensorSpec((out_features, width), i32),
+                 "scales": TensorSpec((out_features, width * 8), fp16, FLOATS)}
+    elif isinstance(config, AwqGemvFast):
+        if in_features % _KSTRIDE:
+            raise ValueError(f"AWQ GEMV_FAST packs runs of {_KSTRIDE} input columns; in_features={in_features}")
+        rows = awq_zeros_width(in_features, size) * 8
+        specs = {"qweight": TensorSpec((out_features // _INTERLEAVE, in_features), torch.int16),
+                 "qzeros": TensorSpec((rows, out_features), fp16, FLOATS), "scales": TensorSpec((rows, out_features), fp16, FLOATS)}
+    else:
+        raise ValueError(f"{type(config).__name__} is not a packing the portable AWQ kernels read")
+    if bias:
+        specs["bias"] = TensorSpec((out_features,), fp16, FLOATS)
+    return specs
+
+
+# --- GEMM -------------------------------------------------------------------------------------
+
+
+def unpack_awq_gemm(packed: torch.Tensor) -> torch.Tensor:
+    """Codes (uint8, ``[rows, N]``) from a GEMM ``qweight`` or ``qzeros`` (int32, ``[rows, N // 8]``)."""
+    fields = unpack_last(packed, _BITS)
+    rows, n = fields.shape
+    return fields.view(rows, n // 8, 8)[:, :, list(_AWQ_REVERSE)].reshape(rows, n)
+
+
+def pack_awq_gemm(codes: torch.Tensor) -> torch.Tensor:
+    """GEMM ``qweight``/``qzeros`` from codes ``[rows, N]``; the inverse of :func:`unpack_awq_gemm`."""
+    rows, n = codes.shape
+    return pack_last(codes.reshape(rows, n // 8, 8)[:, :, list(AWQ_ORDER)].reshape(rows, n), _BITS)
+
+
+def dequantize_awq_gemm(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *, dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The float weight ``[N, K]`` of a GEMM layer; the group size is ``K // scales.shape[0]``."""
+    k, n = qweight.shape[0], scales.shape[1]
+    groups = scales.shape[0]
+    codes = unpack_awq_gemm(qweight).to(torch.float32).view(groups, k // groups, n)
+    zeros = unpack_awq_gemm(qzeros)[:, :n].to(torch.float32)
+    codes.sub_(zeros.unsqueeze(1)).mul_(scales.to(torch.float32).unsqueeze(1))
+    return codes.view(k, n).t().to(dtype)
+
+
+# --- GEMV -------------------------------------------------------------------------------------
+
+
+def unpack_awq_gemv(qweight: torch.Tensor, qzeros: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``[N, K]`` and zero points ``[N, groups]`` (uint8) of a GEMV layer."""
+    return unpack_last(qweight, _BITS), unpack_last(qzeros, _BITS)[:, :groups]
+
+
+def pack_awq_gemv(codes: torch.Tensor, zeros: torch.Tensor, in_features: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GEMV ``qweight`` ``[N, K // 8]`` and padded ``qzeros`` ``[N, Z]`` from codes ``[N, K]`` and zeros ``[N, G]``."""
+    n, groups = zeros.shape
+    padded = torch.zeros((n, awq_zeros_width(in_features, group_size) * 8), dtype=zeros.dtype, device=zeros.device)
+    padded[:, :groups] = zeros
+    return pack_last(codes, _BITS), pack_last(padded, _BITS)
+
+
+def dequantize_awq_gemv(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *, group_size: int, dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The float weight ``[N, K]`` of a GEMV layer (``group_size`` -1 means K)."""
+    n, k = qweight.shape[0], qweight.shape[1] * 8
+    size = k if group_size == -1 else group_size
+    groups = k // size
+    codes, zeros = unpack_awq_gemv(qweight, qzeros, groups)
+    weight = codes.to(torch.float32).view(n, groups, size)
+    weight.sub_(zeros.to(torch.float32).unsqueeze(2)).mul_(scales[:, :groups].to(torch.float32).unsqueeze(2))
+    return weight.view(n, k).to(dtype)
+
+
+# --- GEMV_FAST --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _gemv_fast_slots(n: int, k: int) -> torch.Tensor:
+    """For each nibble ``[N // 4, K // 64, 64, 4]`` of a GEMV_FAST ``qweight``, the flat index ``n * K + k`` it holds.
+
+    The same reshapes and transposes as AutoAWQ's ``pack_intweight`` (interleave 4, kstride 64),
+    applied to positions instead of values.
+    """
+    slots = torch.arange(n * k, dtype=torch.int64).reshape(n, k // 32, 4, 4, 2).permute(0, 1, 3, 2, 4)
+    # then each run of 8 in the order 0, 2, 4, 6, 1, 3, 5, 7
+    slots = slots.reshape(n, k // 32, 4, 4, 2).permute(0, 1, 2, 4, 3).reshape(n, k)
+    slots = slots.reshape(n // _INTERLEAVE, _INTERLEAVE, k // _KSTRIDE, _KSTRIDE).permute(0, 2, 1, 3)
+    return slots.reshape(n // _INTERLEAVE, k // _KSTRIDE, _KSTRIDE, _INTERLEAVE).contiguous()
+
+
+def unpack_awq_gemv_fast(qweight: torch.Tensor) -> torch.Tensor:
+    """Codes (uint8, ``[N, K]``) of a GEMV_FAST ``qweight`` (int16, ``[N // 4, K]``)."""
+    rows, k = qweight.shape
+    n = rows * _INTERLEAVE
+    shifts = torch.arange(0, 16, _BITS, dtype=torch.int32, device=qweight.device)
+    nibbles = torch.bitwise_and(torch.bitwise_right_shift(qweight.to(torch.int32).unsqueeze(-1), shifts), 15)
+    codes = torch.empty(n * k, dtype=torch.uint8, device=qweight.device)
+    codes[_gemv_fast_slots(n, k).to(qweight.device).view(-1)] = nibbles.to(torch.uint8).view(-1)
+    return codes.view(n, k)
+
+
+def pack_awq_gemv_fast(codes: torch.Tensor) -> torch.Tensor:
+    """GEMV_FAST ``qweight`` (int16, ``[N // 4, K]``) from codes ``[N, K]``; the inverse of :func:`unpack_awq_gemv_fast`."""
+    n, k = codes.shape
+    if n % _INTERLEAVE or k % _KSTRIDE:
+        raise ValueError(f"GEMV_FAST needs out_features % {_INTERLEAVE} == 0 and in_features % {_KSTRIDE} == 0, got {n}, {k}")
+    nibbles = codes.reshape(-1).to(torch.int32)[_gemv_fast_slots(n, k).to(codes.device)]
+    shifts = torch.arange(0, 16, _BITS, dtype=torch.int32, device=codes.device)
+    words = torch.bitwise_left_shift(nibbles, shifts).sum(dim=-1, dtype=torch.int32)
+    # numpy's astype("int16") wraps; so does this.
+    return torch.where(words >= 1 << 15, words - (1 << 16), words).to(torch.int16).reshape(n // _INTERLEAVE, k)
+
+
+def dequantize_awq_gemv_fast(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *, group_size: int, dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The float weight ``[N, K]`` of a GEMV_FAST layer: ``q * s + qzeros``, rounded once to ``dtype``."""
+    codes = unpack_awq_gemv_fast(qweight)
+    n, k = codes.shape
+    size = k if group_size == -1 else group_size
+    groups = k // size
+    # q * s + z has at most 16 significant bits when s and z are fp16 or bf16 (z is the rounded
+    # -s * zero), so float32 holds it exactly; float32 inputs need float64. One rounding follows.
+    exact = torch.float32 if scales.dtype in (torch.float16, torch.bfloat16) and qzeros.dtype == scales.dtype else torch.float64
+    weight = codes.to(exact).view(n, groups, size)
+    torch.addcmul(qzeros[:groups].t().to(exact).unsqueeze(2), weight, scales[:groups].t().to(exact).unsqueeze(2), out=weight)
+    return weight.view(n, k).to(dtype)
