@@ -120,6 +120,9 @@ from .rules import (
 from .validate import validate as validate
 
 if TYPE_CHECKING:
+    from .loading import Loaded as Loaded
+    from .loading import LoadStats as LoadStats
+    from .loading import load as load
     from .probing import probe as probe
     from .reading import Source as Source
     from .reading import read as read

@@ -25,8 +25,8 @@ from torch import nn
 
 from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
 from ..configs.gptq import AbstractGptq
-from .awq import awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
 from ._common import TensorSpec
+from .awq import awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
 from .gptq import dequantize_gptq, gptq_expected_tensors, gptq_linear, gptq_v1_zeros
 
 __all__ = ["GptqLinear", "AwqLinear"]

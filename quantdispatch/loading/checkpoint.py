@@ -63,7 +63,7 @@ def resolve_source(source: str | os.PathLike[str]) -> Result[Path, Issues]:
         return _issue("load.source.not_directory", f"{quote(display(path))} is a file; name the checkpoint's directory",
                       "for a .gguf file, use the GGUF loader")
     text = os.fspath(source)
-    if isinstance(text, str) and text.count("/") == 1 and not text.startswith(("/", ".")):
+    if text.count("/") == 1 and not text.startswith(("/", ".")):
         return _from_hub(text)
     return _issue("file.missing", f"{quote(display(path))}: no such directory")
 
@@ -92,9 +92,9 @@ def find_weights(directory: Path, *, allow_pickle: bool = False) -> Result[Check
     """The safetensors files Transformers would read: ``model.safetensors``, or the shards its
     index names. Other ``.safetensors`` files (``consolidated.safetensors``) are not read. A
     pickled ``.bin`` checkpoint is refused unless ``allow_pickle``."""
-    if (directory / _INDEX).is_file():
+    if (directory / _INDEX).exists():
         return _sharded(directory)
-    if (directory / _SINGLE).is_file():
+    if (directory / _SINGLE).exists():  # a FIFO or device of that name is refused by the reader
         checked = read_safetensors(directory / _SINGLE)
         if isinstance(checked, Err):
             return checked

@@ -184,8 +184,9 @@ def load_streamed(directory: Path, checkpoint: Checkpoint, plan: LoadPlan, make:
     read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), progress)
     if isinstance(read, Err):
         return read
-    if _tied_targets(model) and hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie = getattr(model, "tie_weights", None)
+    if _tied_targets(model) and callable(tie):
+        tie()
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))

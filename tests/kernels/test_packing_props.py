@@ -11,17 +11,28 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from quantdispatch.configs.gptq import GPTQ_BITS
 from quantdispatch.configs import AbstractAwq, AbstractGptq, AwqGemm, AwqGemv, AwqGemvFast, Gptq, GptqV2
+from quantdispatch.configs.gptq import GPTQ_BITS
 from quantdispatch.kernels._bits import pack_last, unpack_last
 from quantdispatch.kernels.awq import (
-    awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast, unpack_awq_gemm,
-    unpack_awq_gemv, unpack_awq_gemv_fast,
+    awq_expected_tensors,
+    dequantize_awq_gemm,
+    dequantize_awq_gemv,
+    dequantize_awq_gemv_fast,
+    unpack_awq_gemm,
+    unpack_awq_gemv,
+    unpack_awq_gemv_fast,
 )
 from quantdispatch.kernels.gptq import (
-    dequantize_gptq, gptq_expected_tensors, gptq_linear, gptq_v1_zeros, unpack_gptq_qweight, unpack_gptq_qzeros,
+    dequantize_gptq,
+    gptq_expected_tensors,
+    gptq_linear,
+    gptq_v1_zeros,
+    unpack_gptq_qweight,
+    unpack_gptq_qzeros,
 )
 from quantdispatch.kernels.modules import AwqLinear, GptqLinear
 from quantdispatch.testing import Quantized, quantize_awq, quantize_gptq

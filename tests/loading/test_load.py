@@ -1,0 +1,202 @@
+"""qd.load on checkpoints written during the test: every GPTQ and AWQ variant loads, and its
+logits equal those of a float model holding the dequantized weights; bad checkpoints give coded
+issues and no model."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+import quantdispatch as qd
+
+from .ckpt import awq_quantizer, base_model, gptq_quantizer, write_quantized
+
+torch.set_num_threads(1)
+IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(1))
+
+
+def _codes(r: object) -> list[str]:
+    assert isinstance(r, qd.Err), r
+    return [i.code for i in r.error]
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        out: torch.Tensor = model(IDS).logits
+    return out
+
+
+GPTQ_CASES = [
+    (qd.Gptq(bits=4, group_size=32), False),
+    (qd.GptqV2(bits=4, group_size=32), False),
+    (qd.Gptq(bits=2, group_size=64, sym=False), False),
+    (qd.Gptq(bits=3, group_size=32, desc_act=True), True),
+    (qd.GptqV2(bits=8, group_size=-1), False),
+    (qd.Gptq(bits=4, group_size=128, desc_act=True, sym=False), True),
+]
+
+
+@pytest.mark.parametrize("config,act_order", GPTQ_CASES, ids=lambda c: repr(c)[:40] if not isinstance(c, bool) else str(c))
+def test_gptq_variants_load_exactly(tmp_path: Path, config: qd.AbstractGptq, act_order: bool) -> None:
+    """2/3/4/8 bits, v1/v2, sym/asym, act-order, group -1: the loaded model's float32 logits equal
+    a dense model holding the dequantized weights (exact), far inside the quantization error."""
+    model = base_model()
+    reference = write_quantized(tmp_path, model, config, gptq_quantizer(config, act_order))
+    loaded = qd.load(tmp_path, device="cpu").unwrap()
+    got = loaded.plan.config
+    assert loaded.plan.backend.name == "torch-gptq" and isinstance(got, type(config))
+    assert (got.bits, got.group_size, got.sym, got.desc_act) == (config.bits, config.group_size, config.sym, config.desc_act)
+    assert not loaded.model.training
+    assert all(t.device.type == "cpu" for t in (*loaded.model.parameters(), *loaded.model.buffers()))
+    ours = _logits(loaded.model)
+    assert torch.allclose(ours, _logits(reference), atol=1e-5, rtol=0)
+    assert (ours - _logits(model)).abs().max() > 1e-4  # the quantization error is real, and much larger
+    assert loaded.stats.bytes_read == loaded.stats.bytes_on_disk > 0
+
+
+@pytest.mark.parametrize("config", [qd.AwqGemm(group_size=32), qd.AwqGemv(group_size=64), qd.AwqGemvFast(group_size=32),
+                                    qd.AwqGemm(group_size=64, zero_point=False)], ids=lambda c: type(c).__name__)
+def test_awq_packings_load_exactly(tmp_path: Path, config: qd.AbstractAwq) -> None:
+    """GEMM, GEMV and GEMV_FAST checkpoints load on the CPU with exact logits."""
+    if isinstance(config, qd.AwqGemm) and not config.zero_point:
+        pytest.skip("AutoAWQ writes zero points for GEMM; symmetric GEMM is not a format real tools produce")
+    model = base_model()
+    reference = write_quantized(tmp_path, model, config, awq_quantizer(config))
+    loaded = qd.load(tmp_path, device="cpu").unwrap()
+    assert loaded.plan.backend.name == "torch-awq"
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
+
+
+def test_sharded_checkpoint_and_stray_files(tmp_path: Path) -> None:
+    """Shards named by the index load as one model; another .safetensors file beside them is not read."""
+    config = qd.GptqV2(bits=4, group_size=32)
+    model = base_model()
+    reference = write_quantized(tmp_path, model, config, gptq_quantizer(config), shards=3)
+    (tmp_path / "consolidated.safetensors").write_bytes(b"garbage, never read")
+    loaded = qd.load(str(tmp_path), device="cpu").unwrap()
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
+
+
+def test_tied_embeddings(tmp_path: Path) -> None:
+    """A checkpoint with tied input/output embeddings stores one matrix; the head is tied to it."""
+    config = qd.Gptq(bits=4, group_size=32)
+    model = base_model(tie=True)
+    reference = write_quantized(tmp_path, model, config, gptq_quantizer(config))
+    loaded = qd.load(tmp_path, device="cpu").unwrap().model
+    head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
+    assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
+    assert head.weight.data_ptr() == embed.weight.data_ptr()
+    assert torch.allclose(_logits(loaded), _logits(reference), atol=1e-5, rtol=0)
+
+
+def test_unwrap_raises_with_every_issue(tmp_path: Path) -> None:
+    """The raising one-liner: Err.unwrap() raises IssuesError listing the issues."""
+    with pytest.raises(qd.IssuesError, match="file.missing"):
+        qd.load(tmp_path / "nowhere").unwrap()
+
+
+# ----------------------------------------------------------------------------- bad checkpoints
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    config = qd.Gptq(bits=4, group_size=32)
+    write_quantized(tmp_path / "m", base_model(), config, gptq_quantizer(config))
+    return tmp_path / "m"
+
+
+def _tensors(d: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(d / "model.safetensors"))
+
+
+def _save(d: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(d / "model.safetensors"))
+
+
+def test_missing_tensor(good: Path) -> None:
+    t = _tensors(good)
+    del t["model.layers.1.mlp.down_proj.scales"]
+    _save(good, t)
+    r = qd.load(good, device="cpu")
+    assert _codes(r) == ["load.tensor.missing"] and isinstance(r, qd.Err) and "down_proj.scales" in r.error[0].message
+
+
+def test_unexpected_tensor(good: Path) -> None:
+    t = _tensors(good)
+    t["model.layers.0.extra.weight"] = torch.zeros(2)
+    _save(good, t)
+    assert _codes(qd.load(good, device="cpu")) == ["load.tensor.unexpected"]
+
+
+def test_misshaped_tensor(good: Path) -> None:
+    t = _tensors(good)
+    t["model.norm.weight"] = torch.zeros(7)
+    _save(good, t)
+    r = qd.load(good, device="cpu")
+    assert _codes(r) == ["load.tensor.shape"] and isinstance(r, qd.Err) and "model.safetensors" in r.error[0].message
+
+
+def test_config_says_8_bits_over_4_bit_tensors(good: Path) -> None:
+    """A config that disagrees with the tensors' packing (bits, group size) is a shape issue per layer."""
+    doc = json.loads((good / "config.json").read_text())
+    doc["quantization_config"]["bits"] = 8
+    (good / "config.json").write_text(json.dumps(doc))
+    assert set(_codes(qd.load(good, device="cpu"))) == {"load.tensor.shape"}
+    doc["quantization_config"]["bits"], doc["quantization_config"]["group_size"] = 4, 64
+    (good / "config.json").write_text(json.dumps(doc))
+    assert set(_codes(qd.load(good, device="cpu"))) == {"load.tensor.shape"}
+
+
+def test_truncated_and_hostile_safetensors(good: Path) -> None:
+    """A truncated file, a header claiming more than the file, offsets past the end: issues, no model."""
+    path = good / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert _codes(qd.load(good, device="cpu"))[0] in ("safetensors.tensor.out_of_bounds", "safetensors.tensor.size")
+    path.write_bytes(struct.pack("<Q", 2**60) + b"{}")
+    assert _codes(qd.load(good, device="cpu")) == ["safetensors.header.size"]
+    header = json.dumps({"x": {"dtype": "F32", "shape": [10**6], "data_offsets": [0, 4 * 10**6]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    assert _codes(qd.load(good, device="cpu")) == ["safetensors.tensor.out_of_bounds"]
+    header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                         "y": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(24))
+    assert _codes(qd.load(good, device="cpu")) == ["safetensors.tensor.overlap"]
+    path.write_bytes(b"\x01")
+    assert _codes(qd.load(good, device="cpu")) == ["safetensors.truncated"]
+
+
+def test_weights_as_fifo_or_missing(good: Path) -> None:
+    (good / "model.safetensors").unlink()
+    assert _codes(qd.load(good, device="cpu")) == ["load.weights.missing"]
+    os.mkfifo(good / "model.safetensors")
+    assert _codes(qd.load(good, device="cpu")) == ["file.not_regular"]
+
+
+def test_pickled_weights_are_refused(good: Path) -> None:
+    (good / "model.safetensors").unlink()
+    (good / "pytorch_model.bin").write_bytes(b"not even a pickle")
+    r = qd.load(good, device="cpu")
+    assert _codes(r) == ["load.pickle.refused"] and isinstance(r, qd.Err) and r.error[0].hint
+
+
+def test_remote_code_is_refused(good: Path) -> None:
+    doc = json.loads((good / "config.json").read_text())
+    doc.update(model_type="my_secret_arch", auto_map={"AutoConfig": "modeling.MyConfig"})
+    (good / "config.json").write_text(json.dumps(doc))
+    assert _codes(qd.load(good, device="cpu")) == ["load.remote_code.refused"]
+
+
+def test_unquantized_and_hub_ids(tmp_path: Path) -> None:
+    """An unquantized checkpoint without a config to apply, and a Hub id not in the offline cache."""
+    base_model().save_pretrained(tmp_path / "plain")
+    assert _codes(qd.load(tmp_path / "plain")) == ["load.not_quantized"]
+    assert _codes(qd.load("nobody/nothing-here-4bit")) == ["load.hub.not_cached"]
+    assert _codes(qd.load(tmp_path / "plain", dtype="int8")) == ["load.dtype.invalid"]
