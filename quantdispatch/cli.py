@@ -1,4 +1,4 @@
-"""The command line: ``quantdispatch check``, ``inspect`` and ``demo``.
+"""The command line: ``quantdispatch check``, ``inspect``, ``load``, ``generate`` and ``demo``.
 
 Exit status: 0 when every input is valid (``check``) or a plan exists (``inspect``), 1 when an input
 is invalid or cannot be planned (or the output could not be written), 2 for a usage error.
@@ -112,6 +112,10 @@ def _example_paths() -> list[Path]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.load:
+        from .demo_load import run
+
+        return run()
     paths = [str(p) for p in _example_paths()]
     gptq = next(p for p in paths if "gptq" in Path(p).name)
     print("== quantdispatch check on the built-in examples (the last one is broken on purpose)")
@@ -142,7 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--backend", help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
     inspect.set_defaults(run=_cmd_inspect)
+    from .cli_load import add_commands
+
+    add_commands(sub, _device_arg)
     demo = sub.add_parser("demo", help="check and inspect the built-in examples")
+    demo.add_argument("--load", action="store_true", help="also build a tiny model, quantize it four ways and load each (needs torch)")
     demo.set_defaults(run=_cmd_demo)
     return parser
 

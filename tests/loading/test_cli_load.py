@@ -1,0 +1,69 @@
+"""The CLI commands that touch weights: load, generate, and the demo's loading half."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import quantdispatch as qd
+from quantdispatch.cli import main
+
+from .ckpt import base_model, gptq_quantizer, write_quantized
+
+
+def _tokenizer(directory: Path) -> None:
+    """A tiny byte-level BPE tokenizer trained on the spot, saved beside the checkpoint."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256, special_tokens=["<unk>", "<s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["once upon a time there was a tiny model"] * 20, trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>").save_pretrained(directory)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    config = qd.Gptq(bits=4, group_size=32)
+    write_quantized(tmp_path / "m", base_model(), config, gptq_quantizer(config))
+    return tmp_path / "m"
+
+
+def test_load_prints_plan_and_costs(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """load prints the plan, the parameter count and bytes on disk and in memory; --json one record."""
+    assert main(["load", str(checkpoint), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "backend:  torch-gptq" in out and "parameters" in out and "MiB on disk" in out
+    assert main(["load", str(checkpoint), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["ok"] and record["backend"] == "torch-gptq" and record["bytes_on_disk"] > 0
+
+
+def test_load_reports_issues_with_status_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", str(tmp_path / "missing")]) == 1
+    assert "file.missing" in capsys.readouterr().out
+
+
+def test_generate_needs_a_tokenizer_then_continues_the_prompt(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a tokenizer: a clear issue; with one: the prompt is continued by the quantized model."""
+    assert main(["generate", str(checkpoint), "--prompt", "once upon"]) == 1
+    assert "generate.tokenizer.missing" in capsys.readouterr().out
+    _tokenizer(checkpoint)
+    torch.manual_seed(0)
+    assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("once upon")
+
+
+def test_load_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The main job's loading half: four quantized checkpoints planned and loaded, each close to fp32."""
+    assert main(["demo", "--load"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("logits vs fp32") == 4
+    cosines = [float(line.rsplit("cosine ", 1)[1].split(";")[0]) for line in out.splitlines() if "cosine" in line]
+    assert all(c > 0.9 for c in cosines)
