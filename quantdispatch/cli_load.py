@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .dtypes import DType
 from .jsonvalue import Json
@@ -81,9 +81,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     inputs = tokenizer(args.prompt, return_tensors="pt").to(loaded.plan.device.label)
+    generate: Any = loaded.model.generate
     with torch.no_grad():
-        out = loaded.model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    print(printable(tokenizer.decode(out[0], skip_special_tokens=True)).replace("\\n", "\n"))
+        out = generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+    text = tokenizer.decode(out[0], skip_special_tokens=True)
+    # Escape what could drive a terminal, but keep the text's own line breaks.
+    print("\n".join(printable(line) for line in str(text).split("\n")))
     return 0
 
 

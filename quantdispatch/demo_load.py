@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -87,7 +88,8 @@ def run() -> int:
                 if isinstance(made, Err):
                     _say("\n".join(i.render() for i in made.error))
                     return 1
-                made.value.model.save_pretrained(root / name)
+                save: Any = made.value.model.save_pretrained
+                save(root / name)
             found = read_config(root / name)
             if isinstance(found, Err) or found.value is None:
                 _say(f"  cannot read {name}'s config: {found}")

@@ -25,5 +25,4 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
         return AwqLinear(awq, linear.in_features, linear.out_features, linear.bias is not None, device="meta",
                          dequantize_at_load=request.dequantize_at_load)
 
-    return load_streamed(request.directory, request.checkpoint, request.plan, make,
-                         trust_remote_code=request.trust_remote_code, progress=request.progress)
+    return load_streamed(request, make)

@@ -37,7 +37,9 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bitsandbytes' notes about casting fp32 inputs
             model = AutoModelForCausalLM.from_pretrained(
-                request.directory, device_map={"": plan.device.label}, dtype=getattr(torch, plan.dtype.value),
+                request.directory, device_map=request.device_map or {"": plan.device.label}, dtype=getattr(torch, plan.dtype.value),
+                max_memory=dict(request.max_memory) if request.max_memory else None,
+                offload_folder=str(request.offload_folder) if request.offload_folder else None,
                 trust_remote_code=request.trust_remote_code, **kwargs,
             )
     except (ValueError, KeyError, OSError, RuntimeError, TypeError, ImportError) as e:

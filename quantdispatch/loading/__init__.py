@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from ..plan import LoadOptions, LoadPlan, plan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from ..validate import validate
-from .checkpoint import Checkpoint, find_weights, resolve_source
+from .checkpoint import find_weights, resolve_source
 from .request import Loader, LoadRequest
 
 if TYPE_CHECKING:
@@ -102,8 +102,9 @@ def _config_dtype(directory: Path) -> DType | None:
 
 def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | DType = "auto",
          quantization: AbstractQuantConfig | None = None, backend: str | None = None,
-         trust_remote_code: bool = False, allow_pickle: bool = False, dequantize_at_load: bool = False,
-         progress: Callable[[int, int], None] | None = None) -> Result[Loaded, Issues]:
+         device_map: str | Mapping[str, str | int] | None = None, max_memory: Mapping[str | int, int | str] | None = None,
+         offload_folder: str | os.PathLike[str] | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+         dequantize_at_load: bool = False, progress: Callable[[int, int], None] | None = None) -> Result[Loaded, Issues]:
     """Load a quantized checkpoint into a Transformers model, as its plan says. Never raises on
     bad input: every problem is an issue, and no model comes back with them.
 
@@ -114,6 +115,11 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         quantization: A typed config, reconciled with the checkpoint's as ``plan`` does; on a
             full-precision checkpoint a bitsandbytes config quantizes while loading.
         backend: Force a backend by name.
+        device_map: Where each module goes, as in Transformers (``"auto"``, ``"cpu"``, a dict of
+            module names to devices, ``"cpu"`` or ``"disk"``), through accelerate. Modules on
+            ``"disk"`` stay on the meta device between forwards (accelerate's hooks read them).
+        max_memory: Budgets per device for ``device_map="auto"``.
+        offload_folder: Where ``"disk"`` modules are written.
         trust_remote_code: Allow architectures defined by code inside the checkpoint.
         allow_pickle: Accept pickled ``.bin`` weights (refused otherwise).
         dequantize_at_load: Keep a dense copy of each packed weight (bigger, faster forward).
@@ -146,17 +152,21 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     made = plan(config.value, probe(), options)
     if isinstance(made, Err):
         return made
-    return _execute(made.value, directory.value, weights.value, started, trust_remote_code, dequantize_at_load, progress)
+    p = made.value
+    if device_map is not None:
+        p = attrs.evolve(p, notes=(*p.notes, f"device map {quote(device_map, 120)} (accelerate), offload folder {quote(offload_folder)}"))
+    request = LoadRequest(directory=directory.value, checkpoint=weights.value, plan=p, trust_remote_code=trust_remote_code,
+                          dequantize_at_load=dequantize_at_load, progress=progress, device_map=device_map, max_memory=max_memory,
+                          offload_folder=Path(offload_folder) if offload_folder is not None else None)
+    return _execute(request, started)
 
 
-def _execute(p: LoadPlan, directory: Path, checkpoint: Checkpoint, started: float, trust_remote_code: bool,
-             dequantize_at_load: bool, progress: Callable[[int, int], None] | None) -> Result[Loaded, Issues]:
+def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
+    p, checkpoint, directory = request.plan, request.checkpoint, request.directory
     assert p.backend.loader is not None  # plan(executable=True) chose a backend with a loader
     loader = _resolve_loader(p.backend.loader)
     if isinstance(loader, Issue):
         return Err((loader,))
-    request = LoadRequest(directory=directory, checkpoint=checkpoint, plan=p, trust_remote_code=trust_remote_code,
-                          dequantize_at_load=dequantize_at_load, progress=progress)
     done = loader(request)
     if isinstance(done, Err):
         return done

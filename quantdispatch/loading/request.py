@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,10 @@ class LoadRequest:
         trust_remote_code: Whether code shipped with the checkpoint may run.
         dequantize_at_load: Keep dense weights beside the packed ones (bigger, faster).
         progress: Called with (files done, files in all) while weights stream in.
+        device_map: Where each module goes, as Transformers users write it (``"auto"``, ``"cpu"``,
+            ``{"model.layers.1": "disk", …}``), through accelerate; ``None``: all on the plan's device.
+        max_memory: Per-device budgets for ``device_map="auto"`` (``{"cpu": "2GiB", "disk": …}``).
+        offload_folder: Where modules mapped to ``"disk"`` are kept.
     """
 
     directory: Path
@@ -37,6 +41,9 @@ class LoadRequest:
     trust_remote_code: bool = False
     dequantize_at_load: bool = False
     progress: Callable[[int, int], None] | None = None
+    device_map: str | Mapping[str, str | int] | None = None
+    max_memory: Mapping[str | int, int | str] | None = None
+    offload_folder: Path | None = None
 
 
 Loader = Callable[[LoadRequest], "Result[tuple[nn.Module, int], Issues]"]

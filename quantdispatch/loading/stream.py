@@ -21,6 +21,7 @@ from ..plan import LoadPlan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from .checkpoint import Checkpoint
+from .request import LoadRequest
 
 __all__ = ["ModuleFactory", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
 
@@ -169,10 +170,45 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
     return Ok(read)
 
 
-def load_streamed(directory: Path, checkpoint: Checkpoint, plan: LoadPlan, make: ModuleFactory | None, *,
-                  trust_remote_code: bool, progress: Callable[[int, int], None] | None = None) -> Result[tuple[nn.Module, int], Issues]:
+def dispatch(model: nn.Module, request: LoadRequest) -> Result[nn.Module, Issues]:
+    """Place a CPU-loaded model as ``request.device_map`` says, through accelerate: CPU, GPUs, and
+    ``"disk"`` (weights and packed buffers written to ``offload_folder``, read back per forward)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    wanted = request.device_map
+    if wanted is None:
+        return Ok(model)
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    try:
+        if wanted == "auto":
+            budget = dict(request.max_memory) if request.max_memory else None
+            device_map = dict(infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split))
+        elif isinstance(wanted, str):
+            device_map = {"": wanted}
+        else:
+            device_map = dict(wanted)
+        names = {n for n, _ in model.named_modules()}
+        unknown = [k for k in device_map if k not in names]
+        if unknown:
+            return Err((_issue("load.device_map.module", f"the device map names {quote(unknown[0])}, which the model does not have"),))
+        if "disk" in device_map.values() and request.offload_folder is None:
+            return Err((_issue("load.device_map.offload_folder", "the device map offloads to disk but no offload_folder was given"),))
+        devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        main = f"cuda:{devices[0]}" if devices and isinstance(devices[0], int) else (str(devices[0]) if devices else "cpu")
+        if set(device_map.values()) <= {"cpu"}:
+            return Ok(model)  # already there
+        dispatch_model(model, device_map=device_map, main_device=main,
+                       offload_dir=str(request.offload_folder) if request.offload_folder else None, offload_buffers=True)
+    except (ValueError, KeyError, RuntimeError, OSError, TypeError, AssertionError) as e:
+        return Err((_issue("load.device_map.invalid", f"accelerate cannot place the model: {quote(str(e), 200)}",
+                           "device_map takes 'auto', 'cpu', a device, or a dict of module name to device / 'cpu' / 'disk'"),))
+    return Ok(model)
+
+
+def load_streamed(request: LoadRequest, make: ModuleFactory | None) -> Result[tuple[nn.Module, int], Issues]:
     """Skeleton, module swap, checks, streaming, tying, the device: the whole execute step."""
-    built = build_skeleton(directory, plan, trust_remote_code=trust_remote_code)
+    directory, checkpoint, plan = request.directory, request.checkpoint, request.plan
+    built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code)
     if isinstance(built, Err):
         return built
     model = built.value
@@ -181,7 +217,7 @@ def load_streamed(directory: Path, checkpoint: Checkpoint, plan: LoadPlan, make:
     names = check_tensors(model, checkpoint)
     if isinstance(names, Err):
         return names
-    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), progress)
+    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress)
     if isinstance(read, Err):
         return read
     tie = getattr(model, "tie_weights", None)
@@ -190,7 +226,11 @@ def load_streamed(directory: Path, checkpoint: Checkpoint, plan: LoadPlan, make:
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))
-    if plan.device.label != "cpu":
-        model.to(plan.device.label)
     model.eval()
+    if request.device_map is not None:
+        placed = dispatch(model, request)
+        if isinstance(placed, Err):
+            return placed
+    elif plan.device.label != "cpu":
+        model.to(plan.device.label)
     return Ok((model, read.value))

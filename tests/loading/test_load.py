@@ -200,3 +200,21 @@ def test_unquantized_and_hub_ids(tmp_path: Path) -> None:
     assert _codes(qd.load(tmp_path / "plain")) == ["load.not_quantized"]
     assert _codes(qd.load("nobody/nothing-here-4bit")) == ["load.hub.not_cached"]
     assert _codes(qd.load(tmp_path / "plain", dtype="int8")) == ["load.dtype.invalid"]
+
+
+def test_device_map_with_cpu_and_disk_offload(tmp_path: Path) -> None:
+    """device_map through accelerate: modules on "disk" (packed buffers included) give the same logits."""
+    config = qd.GptqV2(bits=4, group_size=32)
+    model = base_model()
+    reference = write_quantized(tmp_path / "m", model, config, gptq_quantizer(config))
+    offload = tmp_path / "offload"
+    mapped = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
+              "model.rotary_emb": "cpu", "lm_head": "disk"}
+    loaded = qd.load(tmp_path / "m", device_map=mapped, offload_folder=offload).unwrap()
+    assert any(p.device.type == "meta" for p in loaded.model.parameters())  # on disk until a forward needs them
+    assert any(offload.iterdir())
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
+    auto = qd.load(tmp_path / "m", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2").unwrap()
+    assert torch.allclose(_logits(auto.model), _logits(reference), atol=1e-5, rtol=0)
+    assert _codes(qd.load(tmp_path / "m", device_map={"nope": "cpu"})) == ["load.device_map.module"]
+    assert _codes(qd.load(tmp_path / "m", device_map={"": "disk"})) == ["load.device_map.offload_folder"]
