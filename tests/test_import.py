@@ -19,10 +19,10 @@ import pytest
 
 PACKAGE: Final = Path(__file__).resolve().parents[1] / "quantdispatch"
 HEAVY: Final = ("torch", "transformers", "numpy", "gguf", "bitsandbytes")
-SHELL_FILES: Final = frozenset({"probe.py", "probing.py", "testing.py"})
+SHELL_FILES: Final = frozenset({"probe.py", "probing.py", "testing.py", "cli_load.py", "demo_load.py"})
 """Modules that may import torch at their top (``probe`` was renamed ``probing``; ``testing`` holds the
 writers tests use), besides ``backends/`` and ``kernels/``."""
-SHELL_DIRS: Final = frozenset({"backends", "kernels"})
+SHELL_DIRS: Final = frozenset({"backends", "kernels", "loading"})
 FORBIDDEN: Final = frozenset({"torch", "transformers"})
 
 _TOUCH_THE_PURE_API: Final = f"""
@@ -105,7 +105,8 @@ def _is_shell(path: Path) -> bool:
 
 
 def test_only_the_shell_imports_torch_or_transformers() -> None:
-    """No module under quantdispatch/ except the probe, the test writers, backends/ and kernels/ has an import of torch or transformers, even a lazy one."""
+    """No module under quantdispatch/ outside the shell (the probe, the test writers, loading,
+    backends/, kernels/, the load CLI and demo) imports torch or transformers, even lazily."""
     modules = sorted(PACKAGE.rglob("*.py"))
     assert modules, f"no sources under {PACKAGE}"
     offenders = {
