@@ -79,17 +79,65 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool) 
     return Ok(model)
 
 
-def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> tuple[str, ...]:
+SPLITS: dict[str, tuple[str, ...]] = {"gate_up_proj": ("gate_proj", "up_proj"), "qkv_proj": ("q_proj", "k_proj", "v_proj")}
+"""Fused projections and the separate ones a quantizer may save instead (GPTQModel writes Phi-3's
+``gate_up_proj`` as ``gate_proj`` + ``up_proj``)."""
+
+
+class SplitLinear(nn.Module):
+    """A fused projection stored as separate quantized parts: the parts' outputs, concatenated in
+    order, are the fused layer's output."""
+
+    def __init__(self, parts: dict[str, nn.Module]) -> None:
+        super().__init__()
+        for child, module in parts.items():
+            self.add_module(child, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.children()], dim=-1)
+
+
+def _split_parts(name: str, module: nn.Linear, checkpoint: Checkpoint) -> tuple[str, ...] | None:
+    parent, _, child = name.rpartition(".")
+    parts = SPLITS.get(child)
+    prefix = f"{parent}." if parent else ""
+    if parts is None or f"{name}.qweight" in checkpoint.where or f"{name}.weight" in checkpoint.where:
+        return None
+    if not all(f"{prefix}{p}.qweight" in checkpoint.where and f"{prefix}{p}.scales" in checkpoint.where for p in parts):
+        return None
+    widths = [checkpoint.entry(f"{prefix}{p}.scales").shape[-1] for p in parts]
+    return parts if sum(widths) == module.out_features else None
+
+
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> dict[str, str]:
     """Swap each ``nn.Linear`` whose weights the checkpoint stores packed (``<name>.qweight``) for
-    the module ``make`` builds; return the names swapped."""
-    swapped = []
+    the module ``make`` builds, and each fused projection stored as separate packed parts for a
+    ``SplitLinear`` of them. Returns the model's tensor names that the checkpoint spells otherwise
+    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``)."""
+    renames: dict[str, str] = {}
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and f"{name}.qweight" in checkpoint.where:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
+        if not isinstance(module, nn.Linear):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if f"{name}.qweight" in checkpoint.where:
             setattr(parent, child, make(name, module))
-            swapped.append(name)
-    return tuple(swapped)
+            continue
+        parts = _split_parts(name, module, checkpoint)
+        if parts is None:
+            continue
+        prefix = f"{parent_name}." if parent_name else ""
+        built: dict[str, nn.Module] = {}
+        for part in parts:
+            width = checkpoint.entry(f"{prefix}{part}.scales").shape[-1]
+            piece = nn.Linear(module.in_features, width, bias=f"{prefix}{part}.bias" in checkpoint.where, device="meta")
+            built[part] = make(f"{prefix}{part}", piece)
+        fused = SplitLinear(built)
+        setattr(parent, child, fused)
+        for part, quantized in built.items():
+            for tensor_name in quantized.state_dict(keep_vars=True):
+                renames[f"{name}.{part}.{tensor_name}"] = f"{prefix}{part}.{tensor_name}"
+    return renames
 
 
 def _tied_targets(model: nn.Module) -> set[str]:
@@ -106,11 +154,12 @@ def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
     return found == expected.dtype
 
 
-def check_tensors(model: nn.Module, checkpoint: Checkpoint) -> Result[tuple[str, ...], Issues]:
+def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. Returns the names to load."""
-    expected = model.state_dict(keep_vars=True)
+    file. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
+    renames = renames or {}
+    expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
     tied = _tied_targets(model)
     issues: list[Issue] = []
     for name, tensor in expected.items():
@@ -136,28 +185,31 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint) -> Result[tuple[str,
                                  "the checkpoint was saved for another architecture or quantization config", f"$.tensors[{quote(name)}]"))
     if issues:
         return Err(tuple(issues[:100]) + ((_issue("load.issues.too_many", f"{len(issues) - 100} more"),) if len(issues) > 100 else ()))
-    return Ok(tuple(n for n in expected if n in checkpoint.where))
+    back = {v: k for k, v in renames.items()}
+    return Ok(tuple(back.get(n, n) for n in expected if n in checkpoint.where))
 
 
 def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str], dtype: torch.dtype,
-                   progress: Callable[[int, int], None] | None = None) -> Result[int, Issues]:
+                   progress: Callable[[int, int], None] | None = None, renames: dict[str, str] | None = None) -> Result[int, Issues]:
     """Read the named tensors file by file (memory-mapped) into the model on the CPU; floating
     parameters in ``dtype``, packed integers and quantization scales as stored. Returns bytes read."""
     from accelerate.utils import set_module_tensor_to_device
     from safetensors import SafetensorError, safe_open
 
+    renames = renames or {}
     by_file: dict[str, list[str]] = {}
     for name in names:
-        by_file.setdefault(checkpoint.where[name], []).append(name)
+        by_file.setdefault(checkpoint.where[renames.get(name, name)], []).append(name)
     quantized = {n.rpartition(".")[0] for n in checkpoint.where if n.endswith(".qweight")}
     done, total, read = 0, len(checkpoint.files), 0
     for path, tensor_names in by_file.items():
         try:
             with safe_open(path, framework="pt") as f:
                 for name in tensor_names:
-                    t = f.get_tensor(name)
+                    stored = renames.get(name, name)
+                    t = f.get_tensor(stored)
                     read += t.numel() * t.element_size()
-                    keep = name.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
+                    keep = stored.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
                     if t.is_floating_point() and not keep and t.dtype != dtype:
                         t = t.to(dtype)
                     set_module_tensor_to_device(model, name, "cpu", value=t)
@@ -212,12 +264,11 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None) -> Result[tu
     if isinstance(built, Err):
         return built
     model = built.value
-    if make is not None:
-        replace_linears(model, checkpoint, make)
-    names = check_tensors(model, checkpoint)
+    renames = replace_linears(model, checkpoint, make) if make is not None else {}
+    names = check_tensors(model, checkpoint, renames)
     if isinstance(names, Err):
         return names
-    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress)
+    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
     if isinstance(read, Err):
         return read
     tie = getattr(model, "tie_weights", None)
