@@ -20,8 +20,8 @@ import pytest
 PACKAGE: Final = Path(__file__).resolve().parents[1] / "quantdispatch"
 HEAVY: Final = ("torch", "transformers", "numpy", "gguf", "bitsandbytes")
 SHELL_FILES: Final = frozenset({"probe.py", "probing.py"})
-"""Modules that may import torch at their top (``probe`` was renamed ``probing``), besides ``backends/``."""
-SHELL_DIRS: Final = frozenset({"backends"})
+"""Modules that may import torch at their top (``probe`` was renamed ``probing``), besides ``backends/`` and ``kernels/``."""
+SHELL_DIRS: Final = frozenset({"backends", "kernels"})
 FORBIDDEN: Final = frozenset({"torch", "transformers"})
 
 _TOUCH_THE_PURE_API: Final = """
