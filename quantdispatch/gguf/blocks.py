@@ -17,11 +17,15 @@ gguf-py 0.19, no oracle), the integer types and F64 (not quantized weights; read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from .types import GgmlType
+from quantdispatch.result import Issue, Issues
 
-__all__ = ["DEQUANTIZABLE_TYPES"]
+from .header import TensorInfo
+from .types import REMOVED_GGML_TYPES, GgmlType
+
+__all__ = ["DEQUANTIZABLE_TYPES", "undequantizable"]
 
 DEQUANTIZABLE_TYPES: Final[frozenset[GgmlType]] = frozenset(
     {
@@ -34,3 +38,29 @@ DEQUANTIZABLE_TYPES: Final[frozenset[GgmlType]] = frozenset(
     }
 )  # fmt: skip
 """The GGML tensor types whose data quantdispatch dequantizes (the classes of gguf-py's quants.py)."""
+
+
+def undequantizable(tensors: Sequence[TensorInfo]) -> Issues:
+    """Return an issue for each tensor whose type is not in ``DEQUANTIZABLE_TYPES``, naming both.
+
+    Pure: it reads the header's type ids only, so a caller can refuse a file before reading data.
+
+    >>> from quantdispatch.gguf.header import TensorInfo
+    >>> [i.message for i in undequantizable([TensorInfo("a", (32,), 2, 0), TensorInfo("b", (256,), 15, 64)])]
+    ["tensor 'b' has type Q8_K, which quantdispatch cannot dequantize"]
+    """
+    issues: list[Issue] = []
+    for i, t in enumerate(tensors):
+        if t.ggml_type in _DEQUANTIZABLE_IDS:
+            continue
+        if t.ggml_type in GgmlType._value2member_map_:
+            kind = GgmlType(t.ggml_type).name
+        else:
+            kind = f"id {t.ggml_type} ({REMOVED_GGML_TYPES.get(t.ggml_type, 'unknown')})"
+        msg = f"tensor {t.name!r} has type {kind}, which quantdispatch cannot dequantize"
+        hint = "supported: " + ", ".join(sorted(x.name for x in DEQUANTIZABLE_TYPES))
+        issues.append(Issue("gguf.tensor.type_unsupported", f"$.tensors[{i}]", msg, hint))
+    return tuple(issues)
+
+
+_DEQUANTIZABLE_IDS: Final = frozenset(int(t) for t in DEQUANTIZABLE_TYPES)
