@@ -17,15 +17,18 @@ gguf-py 0.19, no oracle), the integer types and F64 (not quantized weights; read
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Final
+
+import attrs
 
 from quantdispatch.result import Issue, Issues
 
 from .header import TensorInfo
-from .types import REMOVED_GGML_TYPES, GgmlType
+from .types import BLOCK, REMOVED_GGML_TYPES, GgmlType, bits_per_weight
 
-__all__ = ["DEQUANTIZABLE_TYPES", "undequantizable"]
+__all__ = ["DEQUANTIZABLE_TYPES", "undequantizable", "TensorSummary", "summarize"]
 
 DEQUANTIZABLE_TYPES: Final[frozenset[GgmlType]] = frozenset(
     {
@@ -64,3 +67,42 @@ def undequantizable(tensors: Sequence[TensorInfo]) -> Issues:
 
 
 _DEQUANTIZABLE_IDS: Final = frozenset(int(t) for t in DEQUANTIZABLE_TYPES)
+
+
+@attrs.frozen
+class TensorSummary:
+    """What ``quantdispatch inspect --tensors`` prints for one tensor.
+
+    Attributes:
+        name: As stored.
+        type_name: ``Q4_K``, or ``id N`` for a type id ggml does not define.
+        shape: The PyTorch shape, ``[out, in]`` (the ggml shape reversed).
+        nbytes: Its data size; 0 when the type is unknown.
+        bits: Bits per weight, scales included; 0.0 when the type is unknown.
+    """
+
+    name: str
+    type_name: str
+    shape: tuple[int, ...]
+    nbytes: int
+    bits: float
+
+
+def summarize(tensors: Sequence[TensorInfo]) -> tuple[TensorSummary, ...]:
+    """Describe each tensor of a header (pure).
+
+    >>> from quantdispatch.gguf.header import TensorInfo
+    >>> summarize([TensorInfo("w", (4096, 11008), 12, 0)])[0]
+    TensorSummary(name='w', type_name='Q4_K', shape=(11008, 4096), nbytes=25362432, bits=4.5)
+    """
+    out: list[TensorSummary] = []
+    for t in tensors:
+        known = t.ggml_type in GgmlType._value2member_map_
+        gtype = GgmlType(t.ggml_type) if known else None
+        n = math.prod(t.shape)
+        if gtype is None:
+            out.append(TensorSummary(t.name, f"id {t.ggml_type}", t.shape[::-1], 0, 0.0))
+            continue
+        per_block, size = BLOCK[gtype]
+        out.append(TensorSummary(t.name, gtype.name, t.shape[::-1], n // per_block * size, bits_per_weight(gtype)))
+    return tuple(out)

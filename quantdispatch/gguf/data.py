@@ -66,7 +66,8 @@ class TensorData:
 class GgufData:
     """An open GGUF file: its header and its memory-mapped tensor data. Use it as a context manager.
 
-    Views handed out by ``tensor`` (and tensors built on them) must be dropped before ``close``.
+    ``close`` unmaps at once when no view handed out by ``tensor`` (or tensor built on one) is
+    alive; otherwise the map goes with the last of them.
     """
 
     def __init__(self, header: GgufHeader, mapped: mmap.mmap | None) -> None:
@@ -88,10 +89,13 @@ class GgufData:
         return Ok(TensorData(info, GgmlType(info.ggml_type), self._view[start : start + nbytes]))
 
     def close(self) -> None:
-        """Unmap the file. Raises ``BufferError`` while views of it are still alive."""
+        """Unmap the file, or leave that to the last live view of it."""
         self._view.release()
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # views still alive: the map closes when they are freed
+                pass
 
     def __enter__(self) -> GgufData:
         return self
