@@ -44,7 +44,7 @@ import numpy as np  # a dependency of gguf
 torch.set_num_threads(1)
 
 REALWORLD = Path(__file__).resolve().parents[2].parent / "shared" / "realworld" / "gguf"
-TYPES = sorted(DEQUANTIZABLE_TYPES, key=int)
+TYPES = sorted(DEQUANTIZABLE_TYPES)
 
 # Byte offsets of the f16 scale fields in one block, from ggml-common.h's structs.
 F16_SCALES: dict[GgmlType, tuple[int, ...]] = {

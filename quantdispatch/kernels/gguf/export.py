@@ -44,4 +44,7 @@ def write_safetensors(tensors: Sequence[TensorData], path: str | os.PathLike[str
     import safetensors.torch  # the shell's dependency, only for this command
 
     out = {t.info.name: dequantize_tensor(t, DTYPES[dtype]) for t in tensors}
-    safetensors.torch.save_file(out, os.fspath(path), metadata={"source": "quantdispatch dequant"})
+    try:
+        safetensors.torch.save_file(out, os.fspath(path), metadata={"source": "quantdispatch dequant"})
+    except safetensors.SafetensorError as e:  # its I/O errors are not OSErrors
+        raise OSError(str(e)) from e
