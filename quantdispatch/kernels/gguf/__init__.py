@@ -6,8 +6,8 @@
 True
 """
 
-from .blocks import KERNELS as KERNELS
-from .blocks import Kernel as Kernel
+from ._common import KERNELS as KERNELS
+from ._common import Kernel as Kernel
 from .dequant import OUTPUT_DTYPES as OUTPUT_DTYPES
 from .dequant import dequantize as dequantize
 

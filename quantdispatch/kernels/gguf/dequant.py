@@ -17,7 +17,8 @@ import torch
 
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .blocks import KERNELS
+from . import blocks, lattice  # noqa: F401  (they register the kernels)
+from ._common import KERNELS
 
 __all__ = ["dequantize", "new_output", "OUTPUT_DTYPES", "CHUNK_WEIGHTS", "HUGE_PAGE_BYTES"]
 
