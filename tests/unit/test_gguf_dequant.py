@@ -124,3 +124,14 @@ def test_summarize_gives_torch_shape_bytes_and_bits() -> None:
     q6, unknown = summarize([TensorInfo("w", (256, 3), 14, 0), TensorInfo("x", (7,), 99, 0)])
     assert (q6.type_name, q6.shape, q6.nbytes, q6.bits) == ("Q6_K", (3, 256), 3 * 210, 210 * 8 / 256)
     assert (unknown.type_name, unknown.nbytes) == ("id 99", 0)
+
+
+def test_new_output_large_and_small() -> None:
+    """Large outputs (huge-page backed) and small ones are ordinary writable contiguous tensors."""
+    from quantdispatch.kernels.gguf.dequant import HUGE_PAGE_BYTES, new_output
+
+    big = new_output((HUGE_PAGE_BYTES // 2 + 3, 1), torch.bfloat16)  # not a whole number of huge pages
+    big.fill_(1.5)
+    assert big.is_contiguous() and big.shape == (HUGE_PAGE_BYTES // 2 + 3, 1) and bool((big == 1.5).all())
+    small = new_output((2, 3), torch.float32)
+    assert small.shape == (2, 3) and small.dtype is torch.float32
