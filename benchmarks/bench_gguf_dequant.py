@@ -13,6 +13,7 @@ Run: ``.venv/bin/python benchmarks/bench_gguf_dequant.py [--repeat N] [--types Q
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--types", default=",".join(TYPES))
     args = parser.parse_args()
     print(f"{N}x{N} tensor, medians in ms; ratio = gguf-py time / ours (higher is better)")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (others' work skews 2-thread runs most)")
     print(f"{'type':7} {'dtype':9} {'thr':>3} {'gguf-py':>8} {'fresh':>7} {'into':>7} {'ratio fresh':>11} {'ratio into':>10}")
     for name in args.types.split(","):
         t = GgmlType[name]
@@ -77,6 +79,7 @@ def main() -> None:
                 label = str(dtype).removeprefix("torch.")
                 print(f"{name:7} {label:9} {threads:>3} {ref:8.1f} {fresh:7.1f} {into:7.1f} {ref / fresh:10.1f}x {ref / into:9.1f}x", flush=True)
         torch.set_num_threads(1)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
