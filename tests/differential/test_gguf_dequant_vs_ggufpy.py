@@ -21,7 +21,8 @@ from quantdispatch.gguf import BLOCK, GgmlType
 from quantdispatch.gguf.blocks import DEQUANTIZABLE_TYPES
 from quantdispatch.gguf.data import open_gguf_data
 from quantdispatch.kernels.gguf import dequantize
-from quantdispatch.kernels.gguf.dequant import CHUNK_WEIGHTS
+from quantdispatch.kernels.gguf.dequant import CHUNK_WEIGHTS, KernelPath
+from quantdispatch.kernels.gguf.native import NATIVE_TYPES, native_kernels
 from quantdispatch.kernels.gguf.export import dequantize_tensor
 from quantdispatch.kernels.gguf.tables import (
     E2M1_VALUES,
@@ -91,13 +92,19 @@ def _compare(got: torch.Tensor, want: torch.Tensor, t: GgmlType, what: str) -> N
         raise AssertionError(msg)
 
 
+def _paths(t: GgmlType) -> tuple[KernelPath, ...]:
+    """Every kernel path that exists here for ``t``: eager always, native where it was built."""
+    return ("eager", "native") if t in NATIVE_TYPES and native_kernels() is not None else ("eager",)
+
+
 def _check(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...], what: str = "") -> None:
     theirs = torch.from_numpy(np.ascontiguousarray(_theirs(raw, t, shape)))
     source = torch.from_numpy(raw.copy())
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        ours = dequantize(source, t, shape, dtype)
-        assert ours.dtype is dtype and tuple(ours.shape) == tuple(theirs.shape)
-        _compare(ours.reshape(-1), theirs.to(dtype).reshape(-1), t, what)
+    for path in _paths(t):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            ours = dequantize(source, t, shape, dtype, path=path)
+            assert ours.dtype is dtype and tuple(ours.shape) == tuple(theirs.shape)
+            _compare(ours.reshape(-1), theirs.to(dtype).reshape(-1), t, f"{what} ({path})")
 
 
 @st.composite
@@ -136,9 +143,11 @@ def test_ggufpy_quantized(t: GgmlType, scale: float) -> None:
     _check(raw, t, (8, 512), f"quantized x{scale}")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("t", [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.IQ2_XS], ids=lambda t: t.name)
-def test_many_chunks(t: GgmlType) -> None:
-    """A tensor of several chunks and a partial last one (the scratch path for half outputs)."""
+def test_many_chunks(t: GgmlType, threads: int) -> None:
+    """A tensor of several chunks and a partial last one (the scratch path for half outputs),
+    on one thread and split across two (the native kernels' own threading)."""
     per_block, size = BLOCK[t]
     rows = CHUNK_WEIGHTS * 2 // 4096 + 3
     rng = np.random.default_rng(7)
@@ -147,7 +156,19 @@ def test_many_chunks(t: GgmlType) -> None:
     blocks = raw.reshape(-1, size)
     for at in F16_SCALES[t]:
         blocks[:, at : at + 2] = scales
-    _check(raw, t, (rows, 4096), "many chunks")
+    torch.set_num_threads(threads)
+    try:
+        _check(raw, t, (rows, 4096), f"many chunks, {threads} threads")
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_native_kernels_built_here() -> None:
+    """The fused C kernels build on this machine (else every type runs eager, and this says so)."""
+    if native_kernels() is None:
+        pytest.skip("no C compiler or QUANTDISPATCH_NATIVE=0: only the eager path is tested")
+    kernels = native_kernels()
+    assert kernels is not None and set(kernels) == NATIVE_TYPES <= DEQUANTIZABLE_TYPES
 
 
 def _valid_files() -> list[Path]:

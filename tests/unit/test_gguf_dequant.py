@@ -4,6 +4,7 @@ hand-computed blocks (values worked out from ggml-common.h's struct comments, no
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -135,3 +136,22 @@ def test_new_output_large_and_small() -> None:
     assert big.is_contiguous() and big.shape == (HUGE_PAGE_BYTES // 2 + 3, 1) and bool((big == 1.5).all())
     small = new_output((2, 3), torch.float32)
     assert small.shape == (2, 3) and small.dtype is torch.float32
+
+
+def test_paths_choose_kernels() -> None:
+    """"eager" always runs torch; "native" refuses a type without a C kernel; "auto" falls back."""
+    from quantdispatch.kernels.gguf.dequant import kernel_for
+
+    kernel, native = kernel_for(GgmlType.Q4_K, "eager")
+    assert kernel is KERNELS[GgmlType.Q4_K] and not native
+    assert kernel_for(GgmlType.Q2_K, "auto") == (KERNELS[GgmlType.Q2_K], False)
+    with pytest.raises(ValueError, match="no native kernel for Q2_K"):
+        kernel_for(GgmlType.Q2_K, "native")
+
+
+def test_native_can_be_switched_off() -> None:
+    """QUANTDISPATCH_NATIVE=0 leaves only the eager kernels (checked in a fresh process)."""
+    code = "from quantdispatch.kernels.gguf.native import native_kernels; print(native_kernels() is None)"
+    env = {**os.environ, "QUANTDISPATCH_NATIVE": "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env)
+    assert done.stdout.strip() == "True"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import mmap
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, Literal, TypeAlias
 
 import torch
 
@@ -19,8 +20,13 @@ from quantdispatch.gguf.types import BLOCK, GgmlType
 
 from . import blocks, lattice  # noqa: F401  (they register the kernels)
 from ._common import KERNELS
+from .native import native_kernels
 
-__all__ = ["dequantize", "new_output", "OUTPUT_DTYPES", "CHUNK_WEIGHTS", "HUGE_PAGE_BYTES"]
+__all__ = ["dequantize", "kernel_for", "new_output", "KernelPath", "OUTPUT_DTYPES", "CHUNK_WEIGHTS", "HUGE_PAGE_BYTES"]
+
+KernelPath: TypeAlias = Literal["auto", "eager", "native"]
+"""Which kernels run: ``"native"`` the fused C ones (``native.py``), ``"eager"`` the torch ones,
+``"auto"`` native where built for the type, else eager."""
 
 OUTPUT_DTYPES: Final = (torch.float32, torch.float16, torch.bfloat16)
 """The dtypes ``dequantize`` writes."""
@@ -57,12 +63,31 @@ def new_output(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(region, dtype=dtype, count=math.prod(shape)).view(shape)
 
 
+def kernel_for(ggml_type: GgmlType, path: KernelPath = "auto") -> tuple[Callable[[torch.Tensor, torch.Tensor], None], bool]:
+    """The kernel that ``dequantize`` runs for ``ggml_type`` on ``path``, and whether it is native.
+
+    Raises:
+        ValueError: no kernel for the type, or ``"native"`` asked where there is none.
+    """
+    eager = KERNELS.get(ggml_type)
+    if eager is None:
+        raise ValueError(f"no kernel for GGML type {ggml_type!r}")
+    native = native_kernels() if path != "eager" else None
+    fused = None if native is None else native.get(ggml_type)
+    if fused is not None:
+        return fused, True
+    if path == "native":
+        raise ValueError(f"no native kernel for {ggml_type.name} (built: {native is not None})")
+    return eager, False
+
+
 def dequantize(
     raw: torch.Tensor,
     ggml_type: GgmlType,
     shape: Sequence[int],
     dtype: torch.dtype = torch.float32,
     out: torch.Tensor | None = None,
+    path: KernelPath = "auto",
 ) -> torch.Tensor:
     """Dequantize the data of one GGML tensor.
 
@@ -73,6 +98,7 @@ def dequantize(
             shapes gguf-py's result. The last dimension must be whole blocks.
         dtype: float32, float16 or bfloat16.
         out: Where to write, contiguous, of ``shape`` and ``dtype``; a new tensor when ``None``.
+        path: ``"auto"``, ``"eager"`` or ``"native"`` (see ``KernelPath``); every path gives the same bits.
 
     Returns:
         ``out``, or the new tensor, bit-equal to ``gguf.quants.dequantize`` cast once to ``dtype``.
@@ -87,9 +113,7 @@ def dequantize(
     >>> dequantize(block, GgmlType.Q4_0, (32,))[[0, 16]].tolist()
     [0.0, 1.0]
     """
-    kernel = KERNELS.get(ggml_type)
-    if kernel is None:
-        raise ValueError(f"no kernel for GGML type {ggml_type!r}")
+    kernel, native = kernel_for(ggml_type, path)
     per_block, size = BLOCK[ggml_type]
     n = math.prod(shape)
     if shape and shape[-1] % per_block:
@@ -108,13 +132,26 @@ def dequantize(
     dst = out.view(n_blocks, per_block)
     step = max(1, CHUNK_WEIGHTS // per_block)
     scratch = None if dtype is torch.float32 else torch.empty((min(step, n_blocks), per_block), dtype=torch.float32)
+    run = _threaded(kernel) if native and torch.get_num_threads() > 1 else kernel
     for start in range(0, n_blocks, step):
         chunk = blocks[start : start + step]
         target = dst[start : start + step]
         if scratch is None:
-            kernel(chunk, target)
+            run(chunk, target)
         else:
             work = scratch[: chunk.shape[0]]
-            kernel(chunk, work)
+            run(chunk, work)
             target.copy_(work)
     return out
+
+
+def _threaded(kernel: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """Split each chunk across torch's intra-op thread count (native kernels release the GIL)."""
+    threads = torch.get_num_threads()
+
+    def run(blocks: torch.Tensor, out: torch.Tensor) -> None:
+        parts = list(zip(blocks.tensor_split(threads), out.tensor_split(threads)))
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda p: kernel(*p), parts))
+
+    return run
