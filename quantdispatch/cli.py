@@ -24,6 +24,7 @@ from .codec import dump
 from .configs.base import AbstractQuantConfig
 from .dtypes import DType
 from .environment import Cpu, Cuda, Environment, Package, Version
+from .gguf_cli import add_dequant_parser, add_tensors_flag, run_tensors
 from .jsonvalue import Json
 from .plan import LoadOptions, plan
 from .probing import probe
@@ -98,6 +99,8 @@ def _inspect(path: str, env: Environment, options: LoadOptions) -> tuple[int, st
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.tensors:
+        return run_tensors(args.path)
     env = probe(devices=not args.no_devices)
     options = LoadOptions(device=args.device, dtype=DType(args.dtype) if args.dtype else None, backend=args.backend)
     code, text = _inspect(args.path, env, options)
@@ -145,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--dtype", choices=[d.value for d in DType], help="compute dtype (default: chosen by the plan)")
     inspect.add_argument("--backend", help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
+    add_tensors_flag(inspect)
     inspect.set_defaults(run=_cmd_inspect)
+    add_dequant_parser(sub)
     from .cli_load import add_commands
 
     add_commands(sub, _device_arg)

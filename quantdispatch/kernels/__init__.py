@@ -6,6 +6,8 @@ loads its lazy submodules). The submodules are the shell: they import torch.
 - :mod:`.gptq`: GPTQ ``qweight``/``qzeros``/``scales``/``g_idx`` (2, 3, 4, 8 bits; v1 and v2 zeros).
 - :mod:`.awq`: AWQ GEMM, GEMV and GEMV_FAST packings.
 - :mod:`.modules`: ``GptqLinear`` and ``AwqLinear``.
+- :mod:`.gguf`: every GGML block type dequantized (eager torch, and fused C kernels where a
+  compiler is present).
 """
 
 from __future__ import annotations
