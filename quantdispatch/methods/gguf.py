@@ -9,9 +9,11 @@ from ..codec.gguf import tensor_issues
 from ..configs.gguf import Gguf
 from ..dtypes import DType
 from ..environment import AbstractDevice
+from ..gguf.blocks import DEQUANTIZABLE_TYPES
 from ..gguf.types import GgmlType
 from ..result import Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend
+from ..text import quote
 from ._common import TORCH
 
 __all__ = ["TORCH_GGUF", "GGUF_DEQUANT_TYPES"]
@@ -21,16 +23,18 @@ TORCH_GGUF = declare_backend(Backend(
     requires=(TORCH,), devices=("cpu", "cuda", "mps"),
 ))
 
-GGUF_DEQUANT_TYPES: Final = frozenset(GgmlType) - {GgmlType.Q8_1, GgmlType.Q8_K, GgmlType.I8, GgmlType.I16,
-                                                    GgmlType.I32, GgmlType.I64, GgmlType.F64}
-"""GGML types the torch GGUF backend dequantizes (every stored block type; not the integer and
-dot-product-only types, which model weights never use)."""
+GGUF_DEQUANT_TYPES: Final[frozenset[GgmlType]] = DEQUANTIZABLE_TYPES
+"""GGML types the torch GGUF backend dequantizes (``quantdispatch.gguf.blocks``; the kernels
+implement exactly these, a test keeps them equal)."""
 
 
 @select_backend.register(Gguf, AbstractDevice)
 def _gguf_backends(config: Gguf, device: AbstractDevice, /) -> Selection:
-    odd = sorted({t.ggml_type.name for t in config.tensors if t.ggml_type not in GGUF_DEQUANT_TYPES})
-    return (Candidate(TORCH_GGUF, tuple(f"cannot dequantize {name} tensors" for name in odd)),)
+    # Refused at plan time, naming the tensors, before a byte of tensor data is read.
+    odd = [t for t in config.tensors if t.ggml_type not in DEQUANTIZABLE_TYPES]
+    reasons = tuple(f"cannot dequantize tensor {quote(t.name, 60)} of type {t.ggml_type.name}" for t in odd[:5])
+    more = (f"… and {len(odd) - 5} more such tensors",) if len(odd) > 5 else ()
+    return (Candidate(TORCH_GGUF, reasons + more),)
 
 
 @compute_dtype.register(Gguf, AbstractDevice)

@@ -22,8 +22,8 @@ from quantdispatch.gguf.blocks import DEQUANTIZABLE_TYPES
 from quantdispatch.gguf.data import open_gguf_data
 from quantdispatch.kernels.gguf import dequantize
 from quantdispatch.kernels.gguf.dequant import CHUNK_WEIGHTS, KernelPath
-from quantdispatch.kernels.gguf.native import NATIVE_TYPES, native_kernels
 from quantdispatch.kernels.gguf.export import dequantize_tensor
+from quantdispatch.kernels.gguf.native import NATIVE_TYPES, native_kernels
 from quantdispatch.kernels.gguf.tables import (
     E2M1_VALUES,
     GRIDS,
@@ -88,7 +88,8 @@ def _compare(got: torch.Tensor, want: torch.Tensor, t: GgmlType, what: str) -> N
         i = int((~same).nonzero()[0, 0])
         block = i // BLOCK[t][0]
         g, w = int(got.view(bits)[i]), int(want.view(bits)[i])
-        msg = f"{t.name} {what} {got.dtype}: {int((~same).sum())} weights differ; first: weight {i} (block {block}): ours {float(got[i])!r} bits {g:#x}, gguf-py {float(want[i])!r} bits {w:#x}"
+        msg = (f"{t.name} {what} {got.dtype}: {int((~same).sum())} weights differ; first: weight {i} (block {block}): "
+               f"ours {float(got[i])!r} bits {g:#x}, gguf-py {float(want[i])!r} bits {w:#x}")
         raise AssertionError(msg)
 
 

@@ -128,13 +128,13 @@ def dequantize(
         out = new_output(tuple(shape), dtype)
     elif out.dtype != dtype or tuple(out.shape) != tuple(shape) or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {dtype} tensor of shape {list(shape)}")
-    blocks = raw.reshape(n_blocks, size)
+    packed = raw.reshape(n_blocks, size)
     dst = out.view(n_blocks, per_block)
     step = max(1, CHUNK_WEIGHTS // per_block)
     scratch = None if dtype is torch.float32 else torch.empty((min(step, n_blocks), per_block), dtype=torch.float32)
     run = _threaded(kernel) if native and torch.get_num_threads() > 1 else kernel
     for start in range(0, n_blocks, step):
-        chunk = blocks[start : start + step]
+        chunk = packed[start : start + step]
         target = dst[start : start + step]
         if scratch is None:
             run(chunk, target)
@@ -149,8 +149,8 @@ def _threaded(kernel: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[
     """Split each chunk across torch's intra-op thread count (native kernels release the GIL)."""
     threads = torch.get_num_threads()
 
-    def run(blocks: torch.Tensor, out: torch.Tensor) -> None:
-        parts = list(zip(blocks.tensor_split(threads), out.tensor_split(threads)))
+    def run(packed: torch.Tensor, out: torch.Tensor) -> None:
+        parts = list(zip(packed.tensor_split(threads), out.tensor_split(threads), strict=True))
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda p: kernel(*p), parts))
 
