@@ -111,7 +111,9 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     Args:
         source: A checkpoint directory, or a Hub repository id (offline: the local cache).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        dtype: The compute dtype, or ``"auto"``: the plan's choice for the method and device.
+        dtype: The compute dtype, or ``"auto"``: as Transformers 5, the checkpoint's own
+            (``config.json``'s ``dtype`` / ``torch_dtype``), else the plan's choice for the method
+            and device.
         quantization: A typed config, reconciled with the checkpoint's as ``plan`` does; on a
             full-precision checkpoint a bitsandbytes config quantizes while loading.
         backend: Force a backend by name.
@@ -148,11 +150,15 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     weights = find_weights(directory.value, allow_pickle=allow_pickle)
     if isinstance(weights, Err):
         return weights
-    options = LoadOptions(device=device, dtype=wanted, backend=backend, user_config=quantization, executable=True)
+    from_checkpoint = _config_dtype(directory.value) if wanted is None else None
+    options = LoadOptions(device=device, dtype=wanted or from_checkpoint, backend=backend, user_config=quantization, executable=True)
     made = plan(config.value, probe(), options)
     if isinstance(made, Err):
         return made
     p = made.value
+    if from_checkpoint is not None:
+        why = f"dtype {from_checkpoint.value}: the checkpoint's (dtype='auto', as Transformers 5 reads it)"
+        p = attrs.evolve(p, notes=tuple(why if n.startswith(f"dtype {from_checkpoint.value}: requested") else n for n in p.notes))
     if device_map is not None:
         p = attrs.evolve(p, notes=(*p.notes, f"device map {quote(device_map, 120)} (accelerate), offload folder {quote(offload_folder)}"))
     request = LoadRequest(directory=directory.value, checkpoint=weights.value, plan=p, trust_remote_code=trust_remote_code,

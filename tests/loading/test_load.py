@@ -218,3 +218,40 @@ def test_device_map_with_cpu_and_disk_offload(tmp_path: Path) -> None:
     assert torch.allclose(_logits(auto.model), _logits(reference), atol=1e-5, rtol=0)
     assert _codes(qd.load(tmp_path / "m", device_map={"nope": "cpu"})) == ["load.device_map.module"]
     assert _codes(qd.load(tmp_path / "m", device_map={"": "disk"})) == ["load.device_map.offload_folder"]
+
+
+def test_hub_repository_id_from_a_cache_the_test_populates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub id resolves through huggingface_hub's cache layout, offline, without a network."""
+    config = qd.Gptq(bits=4, group_size=32)
+    model = base_model()
+    reference = write_quantized(tmp_path / "src", model, config, gptq_quantizer(config))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-gptq"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in (tmp_path / "src").iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = qd.load("someone/tiny-gptq", device="cpu").unwrap()
+    assert loaded.directory == snapshot
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
+
+
+def test_dtype_auto_follows_the_checkpoint(tmp_path: Path) -> None:
+    """dtype='auto' takes config.json's dtype, as Transformers 5 does, and the plan says so."""
+    config = qd.GptqV2(bits=4, group_size=32)
+    write_quantized(tmp_path, base_model(), config, gptq_quantizer(config))
+    doc = json.loads((tmp_path / "config.json").read_text())
+    doc["dtype"] = "bfloat16"
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    loaded = qd.load(tmp_path, device="cpu").unwrap()
+    assert loaded.plan.dtype is qd.DType.BFLOAT16 and any("the checkpoint's" in n for n in loaded.plan.notes)
+    assert loaded.model.get_submodule("model.norm").weight.dtype == torch.bfloat16
+    forced = qd.load(tmp_path, device="cpu", dtype="float32").unwrap()
+    assert forced.plan.dtype is qd.DType.FLOAT32
