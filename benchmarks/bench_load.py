@@ -3,8 +3,8 @@
 For a 4-bit GPTQ (g128) checkpoint, ``qd.load(dir)`` against
 ``AutoModelForCausalLM.from_pretrained(dir, device_map="cpu")`` (which needs optimum + gptqmodel),
 and for a bitsandbytes NF4 checkpoint the same two. Each process is started fresh (imports
-included: they dominate) and timed from start to a loaded model; its peak RSS is read from
-``wait4``. A third process that only imports torch and the model's Transformers modeling code
+included: they dominate) and timed from start to a loaded model; its peak RSS is its own
+``VmHWM``. A third process that only imports torch and the model's Transformers modeling code
 gives the baseline RSS. Runs alternate between the sides; the figures are medians.
 
 Targets (the load issue): ours at most half Transformers' wall time; our peak RSS above the
@@ -54,20 +54,22 @@ def _make(workdir: Path) -> tuple[Path, Path]:
     return gptq, bnb
 
 
+_HWM = "; print('VmHWM', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+
+
 def _run(code: str) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a fresh interpreter running ``code``."""
+    """Wall seconds and peak RSS (bytes) of a fresh interpreter running ``code``.
+
+    The peak is the child's own ``VmHWM`` (its address space's high-water mark): ``wait4``'s
+    ``ru_maxrss`` would report the larger RSS of this parent at fork time."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error", GPTQMODEL_CPU_WORKERS="2")
     start = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
+    done = subprocess.run([sys.executable, "-c", code + _HWM], env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    if p.stderr:
-        p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {code}\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {code}\n{done.stderr[-2000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("VmHWM"))
+    return seconds, int(line.split()[1]) * 1024
 
 
 def _size(d: Path) -> int:

@@ -87,10 +87,10 @@ def test_overlapping_tensors(tmp_path: Path) -> None:
 
 
 def test_rows_not_whole_blocks(tmp_path: Path) -> None:
-    """Q8_0 rows of 48 weights are not whole 32-weight blocks: shape_invalid, naming the tensor."""
+    """Q8_0 rows of 48 weights are not whole 32-weight blocks: shape_misaligned, naming the tensor."""
     path = _write(tmp_path, gguf_bytes([Tensor("odd", (48, 2), Q8, Q8_BLOCK * 3)]))
     (issue,) = _issues(path)
-    assert issue.code == "gguf.tensor.shape_invalid" and "'odd'" in issue.message
+    assert issue.code == "gguf.tensor.shape_misaligned" and "'odd'" in issue.message
 
 
 def test_directory_is_unreadable(tmp_path: Path) -> None:
