@@ -145,7 +145,7 @@ def dequantize_awq_gemm(
     codes = unpack_awq_gemm(qweight).to(torch.float32).view(groups, k // groups, n)
     zeros = unpack_awq_gemm(qzeros)[:, :n].to(torch.float32)
     codes.sub_(zeros.unsqueeze(1)).mul_(scales.to(torch.float32).unsqueeze(1))
-    return codes.view(k, n).t().to(dtype)
+    return codes.view(k, n).t().to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
 # --- GEMV -------------------------------------------------------------------------------------
