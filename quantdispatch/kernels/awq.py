@@ -20,7 +20,7 @@ GEMV (``version: "gemv"``)::
 GEMV_FAST (``version: "gemv_fast"``)::
 
     qweight  int16 [N // 4, K]      4 codes per int16 from 4 interleaved output rows, after a
-                                    shuffle of each run of 32 input columns (see _gemv_fast_slots)
+                                    shuffle of each run of 32 input columns (see _gemv_fast_forward)
     scales   fp16  [8 * Z, N]       first G rows used
     qzeros   fp16  [8 * Z, N]       *scaled* zeros ``fp16(-(s * z))``, first G rows used
     W[n, k] = q * s + qzeros        (the fused multiply-add the CUDA kernel does)
@@ -119,10 +119,15 @@ def awq_expected_tensors(config: AbstractAwq, in_features: int, out_features: in
 
 
 def unpack_awq_gemm(packed: torch.Tensor) -> torch.Tensor:
-    """Codes (uint8, ``[rows, N]``) from a GEMM ``qweight`` or ``qzeros`` (int32, ``[rows, N // 8]``)."""
-    fields = unpack_last(packed, _BITS)
-    rows, n = fields.shape
-    return fields.view(rows, n // 8, 8)[:, :, list(_AWQ_REVERSE)].reshape(rows, n)
+    """Codes (uint8, ``[rows, N]``) from a GEMM ``qweight`` or ``qzeros`` (int32, ``[rows, N // 8]``).
+
+    Column ``8c + j`` sits in field ``_AWQ_REVERSE[j]``: shifting by those fields' offsets yields the
+    columns in their natural order, without a gather.
+    """
+    rows, words = packed.shape
+    shifts = torch.tensor([4 * f for f in _AWQ_REVERSE], dtype=torch.int32, device=packed.device)
+    codes = torch.bitwise_right_shift(packed.unsqueeze(-1), shifts).bitwise_and_(15)
+    return codes.to(torch.uint8).view(rows, words * 8)
 
 
 def pack_awq_gemm(codes: torch.Tensor) -> torch.Tensor:
@@ -140,7 +145,7 @@ def dequantize_awq_gemm(
     codes = unpack_awq_gemm(qweight).to(torch.float32).view(groups, k // groups, n)
     zeros = unpack_awq_gemm(qzeros)[:, :n].to(torch.float32)
     codes.sub_(zeros.unsqueeze(1)).mul_(scales.to(torch.float32).unsqueeze(1))
-    return codes.view(k, n).t().to(dtype)
+    return codes.view(k, n).t().to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
 # --- GEMV -------------------------------------------------------------------------------------
@@ -175,29 +180,57 @@ def dequantize_awq_gemv(
 # --- GEMV_FAST --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _gemv_fast_slots(n: int, k: int) -> torch.Tensor:
-    """For each nibble ``[N // 4, K // 64, 64, 4]`` of a GEMV_FAST ``qweight``, the flat index ``n * K + k`` it holds.
+# GEMV_FAST's packing (AutoAWQ's ``pack_intweight``, interleave 4, kstride 64) is three reshape +
+# transpose steps from codes [N, K] to nibbles [N // 4, K // 64, 64, 4]; unpacking undoes them with
+# one regrouping of whole words and one column gather.
 
-    The same reshapes and transposes as AutoAWQ's ``pack_intweight`` (interleave 4, kstride 64),
-    applied to positions instead of values.
-    """
-    slots = torch.arange(n * k, dtype=torch.int64).reshape(n, k // 32, 4, 4, 2).permute(0, 1, 3, 2, 4)
+
+def _gemv_fast_forward(codes: torch.Tensor) -> torch.Tensor:
+    """Codes ``[N, K]`` to the nibble order ``[N // 4, K // 64, 64, 4]``."""
+    n, k = codes.shape
+    # runs of 32 columns: [0, 1, 8, 9, 16, 17, 24, 25, 2, 3, 10, 11, …]
+    x = codes.reshape(n, k // 32, 4, 4, 2).permute(0, 1, 3, 2, 4).reshape(n, k // 32, 32)
     # then each run of 8 in the order 0, 2, 4, 6, 1, 3, 5, 7
-    slots = slots.reshape(n, k // 32, 4, 4, 2).permute(0, 1, 2, 4, 3).reshape(n, k)
-    slots = slots.reshape(n // _INTERLEAVE, _INTERLEAVE, k // _KSTRIDE, _KSTRIDE).permute(0, 2, 1, 3)
-    return slots.reshape(n // _INTERLEAVE, k // _KSTRIDE, _KSTRIDE, _INTERLEAVE).contiguous()
+    x = x.reshape(n, k // 32, 4, 4, 2).permute(0, 1, 2, 4, 3).reshape(n, k)
+    # four output rows interleaved over each run of 64 columns
+    x = x.reshape(n // _INTERLEAVE, _INTERLEAVE, k // _KSTRIDE, _KSTRIDE).permute(0, 2, 1, 3)
+    return x.reshape(n // _INTERLEAVE, k // _KSTRIDE, _KSTRIDE, _INTERLEAVE)
+
+
+@functools.lru_cache(maxsize=16)
+def _gemv_fast_columns(k: int) -> torch.Tensor:
+    """For each input column, its position in a row as :func:`_gemv_fast_nibbles` reads it.
+
+    Within each run of 64 words of a packed row ``a``, words ``16 i … 16 i + 15`` hold output row
+    ``4 a + i``, four nibbles each; reading a row's words, then taking nibble j of every word, gives
+    its codes with the input columns shuffled by a permutation that is the same for every row.
+    Found by packing column numbers, so it is the packing's own order by construction.
+    """
+    columns = torch.arange(k, dtype=torch.int64).expand(_INTERLEAVE, k)
+    nibbles = _gemv_fast_forward(columns).reshape(1, k // _KSTRIDE, _INTERLEAVE, _KSTRIDE // _INTERLEAVE, _INTERLEAVE)
+    by_word = nibbles.permute(0, 2, 1, 3, 4).reshape(_INTERLEAVE, k // _INTERLEAVE, _INTERLEAVE)
+    if not bool((by_word == by_word[0]).all()):
+        raise RuntimeError("GEMV_FAST: the column order differs between interleaved rows")
+    return torch.argsort(by_word[0].t().reshape(k))
+
+
+def _gemv_fast_nibbles(qweight: torch.Tensor) -> torch.Tensor:
+    """Codes ``[N, K]`` (int32) in the shuffled column order of :func:`_gemv_fast_columns`: a row's words, nibble-major."""
+    rows, k = qweight.shape
+    words = qweight.view(rows, k // _KSTRIDE, _INTERLEAVE, _KSTRIDE // _INTERLEAVE).permute(0, 2, 1, 3)
+    words = words.reshape(rows * _INTERLEAVE, 1, k // _INTERLEAVE).to(torch.int32)
+    shifts = torch.arange(0, 16, _BITS, dtype=torch.int32, device=qweight.device).view(1, -1, 1)
+    return torch.bitwise_right_shift(words, shifts).bitwise_and_(15).view(rows * _INTERLEAVE, k)
 
 
 def unpack_awq_gemv_fast(qweight: torch.Tensor) -> torch.Tensor:
-    """Codes (uint8, ``[N, K]``) of a GEMV_FAST ``qweight`` (int16, ``[N // 4, K]``)."""
-    rows, k = qweight.shape
-    n = rows * _INTERLEAVE
-    shifts = torch.arange(0, 16, _BITS, dtype=torch.int32, device=qweight.device)
-    nibbles = torch.bitwise_and(torch.bitwise_right_shift(qweight.to(torch.int32).unsqueeze(-1), shifts), 15)
-    codes = torch.empty(n * k, dtype=torch.uint8, device=qweight.device)
-    codes[_gemv_fast_slots(n, k).to(qweight.device).view(-1)] = nibbles.to(torch.uint8).view(-1)
-    return codes.view(n, k)
+    """Codes (uint8, ``[N, K]``) of a GEMV_FAST ``qweight`` (int16, ``[N // 4, K]``).
+
+    Regroups the words of each packed row by output row (runs of 16 words), splits the nibbles,
+    and puts the columns back in order with one gather.
+    """
+    columns = _gemv_fast_columns(qweight.shape[1]).to(qweight.device)
+    return _gemv_fast_nibbles(qweight).to(torch.uint8).index_select(1, columns)
 
 
 def pack_awq_gemv_fast(codes: torch.Tensor) -> torch.Tensor:
@@ -205,7 +238,7 @@ def pack_awq_gemv_fast(codes: torch.Tensor) -> torch.Tensor:
     n, k = codes.shape
     if n % _INTERLEAVE or k % _KSTRIDE:
         raise ValueError(f"GEMV_FAST needs out_features % {_INTERLEAVE} == 0 and in_features % {_KSTRIDE} == 0, got {n}, {k}")
-    nibbles = codes.reshape(-1).to(torch.int32)[_gemv_fast_slots(n, k).to(codes.device)]
+    nibbles = _gemv_fast_forward(codes.to(torch.int32))
     shifts = torch.arange(0, 16, _BITS, dtype=torch.int32, device=codes.device)
     words = torch.bitwise_left_shift(nibbles, shifts).sum(dim=-1, dtype=torch.int32)
     # numpy's astype("int16") wraps; so does this.
@@ -216,13 +249,14 @@ def dequantize_awq_gemv_fast(
     qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *, group_size: int, dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The float weight ``[N, K]`` of a GEMV_FAST layer: ``q * s + qzeros``, rounded once to ``dtype``."""
-    codes = unpack_awq_gemv_fast(qweight)
-    n, k = codes.shape
-    size = k if group_size == -1 else group_size
-    groups = k // size
     # q * s + z has at most 16 significant bits when s and z are fp16 or bf16 (z is the rounded
     # -s * zero), so float32 holds it exactly; float32 inputs need float64. One rounding follows.
     exact = torch.float32 if scales.dtype in (torch.float16, torch.bfloat16) and qzeros.dtype == scales.dtype else torch.float64
-    weight = codes.to(exact).view(n, groups, size)
+    columns = _gemv_fast_columns(qweight.shape[1]).to(qweight.device)
+    codes = _gemv_fast_nibbles(qweight).to(exact).index_select(1, columns)  # a float gather is the fast one
+    n, k = codes.shape
+    size = k if group_size == -1 else group_size
+    groups = k // size
+    weight = codes.view(n, groups, size)
     torch.addcmul(qzeros[:groups].t().to(exact).unsqueeze(2), weight, scales[:groups].t().to(exact).unsqueeze(2), out=weight)
     return weight.view(n, k).to(dtype)

@@ -130,7 +130,8 @@ def dequantize_gptq(
     result is the same either way.
     """
     kn = dequantize_gptq_kn(qweight, qzeros, scales, g_idx, bits=bits, v1=v1, group_size=group_size)
-    return kn.t().to(dtype, memory_format=torch.contiguous_format)
+    # .to() with an unchanged dtype returns the transposed view as is; F.linear wants [N, K] rows.
+    return kn.t().to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
 def dequantize_gptq_kn(

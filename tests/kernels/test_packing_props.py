@@ -198,7 +198,8 @@ def test_module_forward_is_linear_of_the_weight(config: AbstractGptq | AbstractA
     q = _quantize(config, weight, bias)
     module = _module_for(config, q, True, dequantize_at_load)
     module.per_call_block = 2048  # several blocks of output rows (AWQ) or input rows (GPTQ) per call
-    assert torch.equal(module.dequantize(dtype), q.weight.to(dtype))
+    dense = module.dequantize(dtype)
+    assert torch.equal(dense, q.weight.to(dtype)) and dense.is_contiguous()
     x = torch.randn(2, 5, 256, generator=torch.Generator().manual_seed(5)).to(dtype)
     w, b = q.weight.to(dtype).double(), bias.to(torch.float16).to(dtype).double()
     exact = F.linear(x.double(), w, b)

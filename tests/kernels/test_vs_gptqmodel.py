@@ -42,6 +42,7 @@ from quantdispatch.configs import AbstractAwq, AbstractGptq, AwqGemm, AwqGemv, A
 from quantdispatch.configs.gptq import GPTQ_BITS  # noqa: E402
 from quantdispatch.kernels.awq import awq_expected_tensors, dequantize_awq_gemm  # noqa: E402
 from quantdispatch.kernels.gptq import dequantize_gptq, gptq_expected_tensors, gptq_v1_zeros  # noqa: E402
+from quantdispatch.kernels.modules import AwqLinear, GptqLinear  # noqa: E402
 from quantdispatch.result import Ok  # noqa: E402
 from quantdispatch.testing import Quantized, quantize_awq, quantize_gptq  # noqa: E402
 
@@ -247,10 +248,21 @@ def test_checkpoint_dequantizes_like_gptqmodel(quantized_checkpoint: tuple[str, 
             theirs = dequantize_gemm(module.qweight, module.qzeros, module.scales, 4, module.group_size).t()
             ours = dequantize_awq_gemm(t["qweight"], t["qzeros"], t["scales"], dtype=torch.float16)
         else:
-            theirs = module.dequantize_weight().t()
+            # The class's eager method: the loader wraps the instance's in torch.compile (seconds of inductor per layer).
+            theirs = type(module).dequantize_weight(module).t()
             ours = dequantize_gptq(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], bits=config.bits,
                                    v1=gptq_v1_zeros(config), group_size=config.group_size, dtype=torch.float16)
         assert torch.equal(ours, theirs), module_name
+        # The portable module, built on meta from our config and loaded with the checkpoint's names, agrees too.
+        prefix = f"{module_name}."
+        state = {key.removeprefix(prefix): value for key, value in tensors.items() if key.startswith(prefix)}
+        ours_module: GptqLinear | AwqLinear
+        if isinstance(config, AbstractAwq):
+            ours_module = AwqLinear(config, module.in_features, module.out_features, "bias" in state, device="meta")
+        else:
+            ours_module = GptqLinear(config, module.in_features, module.out_features, "bias" in state, device="meta")
+        ours_module.load_state_dict(state, assign=True)
+        assert torch.equal(ours_module.dequantize(torch.float16), theirs), module_name
         compared.append(module_name)
     assert len(compared) >= 5, compared
 
