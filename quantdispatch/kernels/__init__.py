@@ -18,15 +18,46 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from ._common import TensorSpec as TensorSpec
     from .awq import (
-        awq_expected_tensors as awq_expected_tensors, dequantize_awq_gemm as dequantize_awq_gemm,
-        dequantize_awq_gemv as dequantize_awq_gemv, dequantize_awq_gemv_fast as dequantize_awq_gemv_fast,
-        unpack_awq_gemm as unpack_awq_gemm, unpack_awq_gemv as unpack_awq_gemv, unpack_awq_gemv_fast as unpack_awq_gemv_fast,
+        awq_expected_tensors as awq_expected_tensors,
+    )
+    from .awq import (
+        dequantize_awq_gemm as dequantize_awq_gemm,
+    )
+    from .awq import (
+        dequantize_awq_gemv as dequantize_awq_gemv,
+    )
+    from .awq import (
+        dequantize_awq_gemv_fast as dequantize_awq_gemv_fast,
+    )
+    from .awq import (
+        unpack_awq_gemm as unpack_awq_gemm,
+    )
+    from .awq import (
+        unpack_awq_gemv as unpack_awq_gemv,
+    )
+    from .awq import (
+        unpack_awq_gemv_fast as unpack_awq_gemv_fast,
     )
     from .gptq import (
-        dequantize_gptq as dequantize_gptq, gptq_expected_tensors as gptq_expected_tensors, gptq_linear as gptq_linear,
-        gptq_v1_zeros as gptq_v1_zeros, unpack_gptq_qweight as unpack_gptq_qweight, unpack_gptq_qzeros as unpack_gptq_qzeros,
+        dequantize_gptq as dequantize_gptq,
     )
-    from .modules import AwqLinear as AwqLinear, GptqLinear as GptqLinear
+    from .gptq import (
+        gptq_expected_tensors as gptq_expected_tensors,
+    )
+    from .gptq import (
+        gptq_linear as gptq_linear,
+    )
+    from .gptq import (
+        gptq_v1_zeros as gptq_v1_zeros,
+    )
+    from .gptq import (
+        unpack_gptq_qweight as unpack_gptq_qweight,
+    )
+    from .gptq import (
+        unpack_gptq_qzeros as unpack_gptq_qzeros,
+    )
+    from .modules import AwqLinear as AwqLinear
+    from .modules import GptqLinear as GptqLinear
 
 __all__ = [
     "TensorSpec", "gptq_expected_tensors", "unpack_gptq_qweight", "unpack_gptq_qzeros", "dequantize_gptq", "gptq_linear",
