@@ -19,10 +19,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gguf
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from quantdispatch.gguf import BLOCK, GgmlType
 from quantdispatch.kernels.gguf import dequantize
@@ -43,7 +45,7 @@ def _median_ms(run: Callable[[], object], repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def _tensor(name: str) -> np.ndarray:
+def _tensor(name: str) -> NDArray[Any]:
     per_block, size = BLOCK[GgmlType[name]]
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, (N, N // per_block * size), dtype=np.uint8)

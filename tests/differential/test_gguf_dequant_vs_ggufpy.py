@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -41,6 +41,7 @@ else:
     gguf = pytest.importorskip("gguf")
 
 import numpy as np  # a dependency of gguf
+from numpy.typing import NDArray
 
 torch.set_num_threads(1)
 
@@ -68,7 +69,7 @@ def test_every_type_has_a_scale_rule() -> None:
     assert set(F16_SCALES) | NO_F16_SCALE == DEQUANTIZABLE_TYPES
 
 
-def _theirs(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...]) -> np.ndarray:
+def _theirs(raw: NDArray[Any], t: GgmlType, shape: tuple[int, ...]) -> NDArray[Any]:
     """gguf-py's float32 result for bytes ``raw`` holding a tensor of PyTorch ``shape``."""
     per_block, size = BLOCK[t]
     rows = raw.reshape(*shape[:-1], shape[-1] // per_block * size)
@@ -98,7 +99,7 @@ def _paths(t: GgmlType) -> tuple[KernelPath, ...]:
     return ("eager", "native") if t in NATIVE_TYPES and native_kernels() is not None else ("eager",)
 
 
-def _check(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...], what: str = "") -> None:
+def _check(raw: NDArray[Any], t: GgmlType, shape: tuple[int, ...], what: str = "") -> None:
     theirs = torch.from_numpy(np.ascontiguousarray(_theirs(raw, t, shape)))
     source = torch.from_numpy(raw.copy())
     for path in _paths(t):
@@ -109,7 +110,7 @@ def _check(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...], what: str = "")
 
 
 @st.composite
-def _blocks(draw: st.DrawFn, t: GgmlType) -> tuple[np.ndarray, tuple[int, ...]]:
+def _blocks(draw: st.DrawFn, t: GgmlType) -> tuple[NDArray[Any], tuple[int, ...]]:
     """Random bytes for a ``rows x blocks`` tensor of type ``t``, every f16 scale finite."""
     per_block, size = BLOCK[t]
     rows, cols = draw(st.integers(1, 3)), draw(st.integers(1, 4)) * max(1, 32 // per_block)
