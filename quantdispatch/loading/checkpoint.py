@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -30,11 +31,14 @@ class Checkpoint:
         directory: The checkpoint's directory.
         files: The checked safetensors files, by path.
         where: Each tensor name and the file that holds it.
+        unpickled: For a pickled ``.bin`` checkpoint the caller allowed: its tensors, read with
+            ``torch.load(weights_only=True)``; ``None`` for safetensors (read memory-mapped later).
     """
 
     directory: Path
     files: Mapping[str, SafetensorsFile]
     where: Mapping[str, str]
+    unpickled: Mapping[str, Any] | None = None
 
     def entry(self, name: str) -> TensorEntry:
         """The header entry of one tensor."""
@@ -101,12 +105,55 @@ def find_weights(directory: Path, *, allow_pickle: bool = False) -> Result[Check
         f = checked.value
         return Ok(Checkpoint(directory, {f.path: f}, {n: f.path for n in f.tensors}))
     if any((directory / p).is_file() for p in _PICKLES):
-        hint = "re-save it with safetensors (model.save_pretrained(..., safe_serialization=True))"
+        hint = "re-save it with safetensors (save_pretrained), or pass allow_pickle=True"
         if allow_pickle:
-            return _issue("load.pickle.unsupported", "pickled .bin weights are not read by this version, even when allowed", hint)
+            return _unpickle(directory)
         return _issue("load.pickle.refused", "the weights are a pickled .bin file, which can run code when loaded", hint)
     return _issue("load.weights.missing", f"no {_SINGLE} or {_INDEX} in {quote(display(directory))}",
                   "a checkpoint saved by Transformers has one of them")
+
+
+_TORCH_TO_SAFETENSORS = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
+                         "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
+
+
+def _unpickle(directory: Path) -> Result[Checkpoint, Issues]:
+    """A pickled checkpoint the caller allowed: ``torch.load(weights_only=True)`` (no arbitrary
+    code; tensors and plain containers only), shard by shard as its index says."""
+    import torch
+
+    index = directory / "pytorch_model.bin.index.json"
+    if index.is_file():
+        raw = read_bounded(index, 64 * 1024 * 1024)
+        decoded = decode_json(raw.decode("utf-8", errors="replace")) if not isinstance(raw, Issue) else Err((raw,))
+        if isinstance(decoded, Err):
+            return decoded
+        weight_map = decoded.value.get("weight_map") if isinstance(decoded.value, dict) else None
+        if not isinstance(weight_map, dict):
+            return _issue("load.index.invalid", "pytorch_model.bin.index.json has no weight_map")
+        names = sorted({v for v in weight_map.values() if isinstance(v, str) and "/" not in v and v not in ("", ".", "..")})
+    else:
+        names = ["pytorch_model.bin"]
+    tensors: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for name in names:
+        try:
+            loaded = torch.load(directory / name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # unpickling refuses anything but tensors; any failure is this file's
+            return _issue("load.pickle.invalid", f"{name}: {quote(str(e), 200)}", "the file is corrupt, or holds more than tensors")
+        if not isinstance(loaded, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+            return _issue("load.pickle.invalid", f"{name} does not hold a state dict of named tensors")
+        for key, t in loaded.items():
+            dtype = _TORCH_TO_SAFETENSORS.get(str(t.dtype).removeprefix("torch."))
+            if dtype is None:
+                return _issue("load.pickle.invalid", f"{name}: tensor {quote(key)} has dtype {t.dtype}")
+            tensors[key] = t
+            where[key] = str(directory / name)
+    files = {path: SafetensorsFile(path, 0, 0, {k: TensorEntry(k, _TORCH_TO_SAFETENSORS[str(t.dtype).removeprefix("torch.")],
+                                                               tuple(t.shape), 0, t.numel() * t.element_size())
+                                                for k, t in tensors.items() if where[k] == path}, {})
+             for path in set(where.values())}
+    return Ok(Checkpoint(directory, files, where, unpickled=tensors))
 
 
 def _sharded(directory: Path) -> Result[Checkpoint, Issues]:

@@ -204,7 +204,7 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
     done, total, read = 0, len(checkpoint.files), 0
     for path, tensor_names in by_file.items():
         try:
-            with safe_open(path, framework="pt") as f:
+            with _opened(path, checkpoint, safe_open) as f:
                 for name in tensor_names:
                     stored = renames.get(name, name)
                     t = f.get_tensor(stored)
@@ -255,6 +255,27 @@ def dispatch(model: nn.Module, request: LoadRequest) -> Result[nn.Module, Issues
         return Err((_issue("load.device_map.invalid", f"accelerate cannot place the model: {quote(str(e), 200)}",
                            "device_map takes 'auto', 'cpu', a device, or a dict of module name to device / 'cpu' / 'disk'"),))
     return Ok(model)
+
+
+class _Unpickled:
+    """The safetensors reader's interface over tensors already unpickled (``allow_pickle``)."""
+
+    def __init__(self, tensors: Any) -> None:
+        self._tensors = tensors
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        t: torch.Tensor = self._tensors[name]
+        return t
+
+    def __enter__(self) -> _Unpickled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _opened(path: str, checkpoint: Checkpoint, safe_open: Any) -> Any:
+    return _Unpickled(checkpoint.unpickled) if checkpoint.unpickled is not None else safe_open(path, framework="pt")
 
 
 def load_streamed(request: LoadRequest, make: ModuleFactory | None) -> Result[tuple[nn.Module, int], Issues]:

@@ -255,3 +255,21 @@ def test_dtype_auto_follows_the_checkpoint(tmp_path: Path) -> None:
     assert loaded.model.get_submodule("model.norm").weight.dtype == torch.bfloat16
     forced = qd.load(tmp_path, device="cpu", dtype="float32").unwrap()
     assert forced.plan.dtype is qd.DType.FLOAT32
+
+
+def test_pickled_weights_load_only_when_allowed(tmp_path: Path) -> None:
+    """A .bin checkpoint: refused by default; with allow_pickle, read with weights_only=True and loaded."""
+    from safetensors.torch import load_file
+
+    config = qd.Gptq(bits=4, group_size=32)
+    model = base_model()
+    reference = write_quantized(tmp_path, model, config, gptq_quantizer(config))
+    torch.save(load_file(str(tmp_path / "model.safetensors")), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    assert _codes(qd.load(tmp_path, device="cpu")) == ["load.pickle.refused"]
+    loaded = qd.load(tmp_path, device="cpu", allow_pickle=True).unwrap()
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
+    import pickle
+
+    (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"x": object()}))
+    assert _codes(qd.load(tmp_path, device="cpu", allow_pickle=True)) == ["load.pickle.invalid"]
