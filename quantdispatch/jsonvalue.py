@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeAlias
 
 import attrs
@@ -101,24 +101,30 @@ def thaw(value: FrozenJson) -> Json:
     return value
 
 
+_CONTAINERS = (list, tuple, dict, JsonObject)
+
+
 def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
     """Return whether ``value`` nests arrays and objects (plain or frozen) deeper than ``limit``.
 
-    Iterative, so that it is safe on any value, and linear in the size of the value.
+    Iterative, so that it is safe on any value, and linear in the size of the value; scalars are
+    never pushed, so a flat array costs one pass over it.
     """
+    if not isinstance(value, _CONTAINERS):
+        return False
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (list, tuple, dict, JsonObject)):
-            if depth >= limit:
-                return True
-            if isinstance(item, dict):
-                children: object = item.values()
-            elif isinstance(item, JsonObject):
-                children = [v for _, v in item.items]
-            else:
-                children = item
-            stack.extend((c, depth + 1) for c in children)  # type: ignore[attr-defined]
+        if depth >= limit:
+            return True
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, JsonObject):
+            children = (v for _, v in item.items)
+        else:
+            children = item  # type: ignore[assignment]
+        stack.extend((c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
     return False
 
 

@@ -7,7 +7,9 @@ two generic directions that every built-in and third-party type shares.
 
 from __future__ import annotations
 
+import functools
 import json
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +21,7 @@ from ..result import Err, Issue, Issues, Ok, Result
 from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
 
-__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path"]
+__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "decoded"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
 
@@ -139,7 +141,26 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
     if issues:
         return Err(tuple(issues))
-    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source))))
+    config = spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source)))
+    _DECODED[id(config)] = weakref.ref(config, functools.partial(_forget, id(config)))
+    return Ok(config)
+
+
+_DECODED: dict[int, weakref.ref[AbstractQuantConfig]] = {}
+"""Configs built by ``decode_object``, by identity: every field came from a decoder and no extra
+repeats a modelled key, so ``validate`` need not check their fields again (configs are immutable;
+one changed with ``attrs.evolve`` is a new object, checked in full)."""
+
+
+def _forget(key: int, ref: weakref.ref[AbstractQuantConfig]) -> None:
+    if _DECODED.get(key) is ref:
+        del _DECODED[key]
+
+
+def decoded(config: AbstractQuantConfig) -> bool:
+    """Whether ``config`` is an object ``decode_object`` built (its fields are valid as parsed)."""
+    ref = _DECODED.get(id(config))
+    return ref is not None and ref() is config
 
 
 def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:
