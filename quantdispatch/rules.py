@@ -94,8 +94,8 @@ class _Table:
         self._function.dispatch(impl)
         self._cache.clear()  # a new, more specific implementation may now win for cached types
 
-    def resolve(self, args: tuple[object, ...]) -> Callable[..., Any]:
-        key = tuple(type(a) for a in args)
+    def resolve(self, key: Any, args: tuple[object, ...]) -> Callable[..., Any]:
+        """The implementation for ``args``, whose types make ``key`` (a type, or a tuple of types)."""
         impl = self._cache.get(key)
         if impl is None:
             impl = self._cache[key] = self._function.resolve_method(args)[0]
@@ -113,7 +113,8 @@ class ConfigRule(Generic[R]):
         self.__doc__ = fallback.__doc__
 
     def __call__(self, config: AbstractQuantConfig, /) -> R:
-        result: R = self._table.resolve((config,))(config)
+        impl = self._table._cache.get(type(config)) or self._table.resolve(type(config), (config,))
+        result: R = impl(config)
         return result
 
     def register(self, config_type: type[C]) -> Callable[[Callable[[C], R]], Callable[[C], R]]:
@@ -144,7 +145,9 @@ class DeviceRule(Generic[R]):
         self.__doc__ = fallback.__doc__
 
     def __call__(self, config: AbstractQuantConfig, device: AbstractDevice, /) -> R:
-        result: R = self._table.resolve((config, device))(config, device)
+        key = (type(config), type(device))
+        impl = self._table._cache.get(key) or self._table.resolve(key, (config, device))
+        result: R = impl(config, device)
         return result
 
     def register(self, config_type: type[C], device_type: type[D]) -> Callable[[Callable[[C, D], R]], Callable[[C, D], R]]:
