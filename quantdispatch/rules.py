@@ -71,7 +71,7 @@ class _Table:
         self.name = name
         self._function = plum.Function(fallback)
         self._function.register(fallback)
-        self._cache: dict[tuple[type, ...], Callable[..., Any]] = {}
+        self._cache: dict[Any, Callable[..., Any]] = {}  # keyed by a type or a tuple of types
 
     def signatures(self) -> tuple[tuple[type, ...], ...]:
         """The registered signatures, read from the dispatcher itself."""
