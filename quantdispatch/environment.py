@@ -130,6 +130,7 @@ class Environment:
     python: tuple[int, int, int] = (3, 11, 0)
 
     _index: dict[str, Version] = attrs.field(init=False, eq=False, repr=False)
+    _cuda: tuple[Cuda, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Built once: planning asks for versions many times. The first of duplicate names wins.
@@ -137,6 +138,9 @@ class Environment:
         for p in self.packages:
             index.setdefault(_normalize(p.name), p.version)
         object.__setattr__(self, "_index", index)
+        devices: object = self.devices  # untyped callers pass anything; plan reports it
+        found = tuple(d for d in devices if isinstance(d, Cuda)) if isinstance(devices, tuple) else ()
+        object.__setattr__(self, "_cuda", found)
 
     def version_of(self, name: str) -> Version | None:
         """Return the installed version of a distribution, or ``None`` when absent."""
@@ -145,7 +149,7 @@ class Environment:
 
     def cuda(self) -> tuple[Cuda, ...]:
         """The CUDA devices, in index order."""
-        return tuple(d for d in self.devices if isinstance(d, Cuda))
+        return self._cuda
 
     def summary(self) -> str:
         """One line per fact, for ``quantdispatch inspect``."""

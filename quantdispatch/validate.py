@@ -9,7 +9,6 @@ It never raises, whatever the config holds (deep nesting, huge integers, wrong t
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, TypeVar
 
 from . import methods as _methods  # noqa: F401  (registers the built-in rules)
@@ -77,16 +76,6 @@ def field_issues(config: AbstractQuantConfig) -> Issues:
     return tuple(issues)
 
 
-_VALIDATED: dict[int, weakref.ref[AbstractQuantConfig]] = {}
-"""Configs already found valid, by identity. Configs are immutable, so a valid one stays valid;
-``plan`` validates what it is given, and this keeps parse → validate → plan from doing it twice."""
-
-
-def _forget(ref: weakref.ref[AbstractQuantConfig], key: int) -> None:
-    if _VALIDATED.get(key) is ref:
-        del _VALIDATED[key]
-
-
 def validate(config: C) -> Result[C, Issues]:
     """Check a config: every field's type and range, its extras, then the rules across fields.
 
@@ -99,14 +88,12 @@ def validate(config: C) -> Result[C, Issues]:
     given: object = config  # untyped callers pass anything
     if not isinstance(given, AbstractQuantConfig):
         return Err((Issue("config.type", "$", f"expected a quantization config, got {type(given).__name__}"),))
-    known = _VALIDATED.get(id(config))
-    if known is not None and known() is config:
+    if config._checked >= 2:  # this very object was accepted before; configs are immutable
         return Ok(config)
     issues = () if decoded(config) else field_issues(config)
     if not issues:
         issues = cross_field_issues(config)
     if issues:
         return Err(issues)
-    key = id(config)
-    _VALIDATED[key] = weakref.ref(config, lambda ref: _forget(ref, key))
+    object.__setattr__(config, "_checked", 2)
     return Ok(config)

@@ -7,9 +7,7 @@ two generic directions that every built-in and third-party type shares.
 
 from __future__ import annotations
 
-import functools
 import json
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -142,25 +140,13 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     if issues:
         return Err(tuple(issues))
     config = spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source)))
-    _DECODED[id(config)] = weakref.ref(config, functools.partial(_forget, id(config)))
+    object.__setattr__(config, "_checked", 1)  # its fields are valid as decoded; validate need not decode them again
     return Ok(config)
 
 
-_DECODED: dict[int, weakref.ref[AbstractQuantConfig]] = {}
-"""Configs built by ``decode_object``, by identity: every field came from a decoder and no extra
-repeats a modelled key, so ``validate`` need not check their fields again (configs are immutable;
-one changed with ``attrs.evolve`` is a new object, checked in full)."""
-
-
-def _forget(key: int, ref: weakref.ref[AbstractQuantConfig]) -> None:
-    if _DECODED.get(key) is ref:
-        del _DECODED[key]
-
-
 def decoded(config: AbstractQuantConfig) -> bool:
-    """Whether ``config`` is an object ``decode_object`` built (its fields are valid as parsed)."""
-    ref = _DECODED.get(id(config))
-    return ref is not None and ref() is config
+    """Whether ``config``'s fields came from the codec's decoders (valid as parsed)."""
+    return config._checked >= 1
 
 
 def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:

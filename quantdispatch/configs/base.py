@@ -39,3 +39,7 @@ class AbstractQuantConfig:
 
     extras: Extras = NO_EXTRAS
     source: JsonObject | None = attrs.field(default=None, eq=False, repr=False)
+    # Bookkeeping, not part of the value: how far this very object has been checked (0 not yet,
+    # 1 its fields came from the codec's decoders, 2 ``validate`` accepted it). A config made
+    # with ``attrs.evolve`` is a new object and starts at 0.
+    _checked: int = attrs.field(default=0, init=False, eq=False, repr=False)
