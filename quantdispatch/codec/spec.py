@@ -48,6 +48,9 @@ class TypeSpec(Generic[C]):
             (Transformers' ``get_loading_attributes``).
         to_transformers: Writes what Transformers 5 puts in ``config.json`` for this config, or
             ``None`` when Transformers has no such config (third-party types).
+        envelope: A key under which the format may nest its fields (ModelOpt's
+            ``hf_quant_config.json``: ``{"producer": …, "quantization": {…}}``); both spellings
+            decode to the same value, and the canonical dump writes the flat one.
     """
 
     cls: type[C]
@@ -57,6 +60,7 @@ class TypeSpec(Generic[C]):
     prefix: str = ""
     loading_attributes: tuple[str, ...] = ()
     to_transformers: Callable[[C], dict[str, Json]] | None = None
+    envelope: str | None = None
 
     by_key: dict[str, FieldSpec[Any]] = attrs.field(init=False, eq=False, repr=False)
     defaults: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
@@ -99,6 +103,8 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
 
     Typed keys fill fields; inert keys are checked and, like unknown keys, kept in ``extras``;
     discriminator keys are consumed. The object itself, frozen, becomes the config's ``source``.
+    Where the spec has an ``envelope`` and the object nests its fields under it, they are read
+    from there (located under it); the keys beside it are read as usual.
 
     Raises:
         ValueError: A value is not JSON (``parse`` turns this into an issue).
@@ -108,6 +114,20 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     issues: list[Issue] = []
     source: list[tuple[str, FrozenJson]] = []
     extras: list[tuple[str, FrozenJson]] = []
+    wrapped = obj.get(spec.envelope) if spec.envelope is not None else None
+    nested = spec.envelope if isinstance(wrapped, dict) else None
+    _decode_items(spec, obj, at, values, seen, issues, source, extras, nested)
+    if nested is not None:
+        assert isinstance(wrapped, dict)
+        _decode_items(spec, wrapped, child_path(at, nested), values, seen, issues, [], extras, None)
+    issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
+    if issues:
+        return Err(tuple(issues))
+    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source))))
+
+
+def _decode_items(spec: TypeSpec[Any], obj: Mapping[str, object], at: str, values: dict[str, Any], seen: dict[str, tuple[str, object]],
+                  issues: list[Issue], source: list[tuple[str, FrozenJson]], extras: list[tuple[str, FrozenJson]], skip: str | None) -> None:
     for key, value in obj.items():
         if type(key) is not str:
             raise ValueError(f"object keys must be strings, got {quote(key)}")
@@ -119,6 +139,8 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
         else:
             frozen = freeze(value)  # type: ignore[arg-type]
         source.append((key, frozen))
+        if key == skip:
+            continue  # the envelope: its keys are read next
         f = spec.by_key.get(key)
         if f is None:
             if key not in spec.tag_keys:
@@ -133,13 +155,9 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
         else:
             first = seen.setdefault(f.key, (key, decoded))
             if first[0] != key and (type(first[1]) is not type(decoded) or first[1] != decoded):
-                msg = f"{first[0]!r} says {quote(obj[first[0]])} but {key!r} says {quote(value)}"
+                msg = f"{first[0]!r} says {quote(obj.get(first[0], '(outside)'))} but {key!r} says {quote(value)}"
                 issues.append(Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, key), msg, "keep one of them"))
             values[f.attr] = decoded
-    issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
-    if issues:
-        return Err(tuple(issues))
-    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source))))
 
 
 def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:

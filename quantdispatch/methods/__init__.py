@@ -8,7 +8,11 @@ from its own package (see ``docs/extending.md``).
 
 from . import awq as awq
 from . import bnb as bnb
+from . import codebook as codebook
+from . import compressed_tensors as compressed_tensors
+from . import fp8 as fp8
 from . import gguf as gguf
 from . import gptq as gptq
+from . import integer as integer
 
-__all__ = ["awq", "bnb", "gguf", "gptq"]
+__all__ = ["awq", "bnb", "codebook", "compressed_tensors", "fp8", "gguf", "gptq", "integer"]
