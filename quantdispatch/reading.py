@@ -29,9 +29,10 @@ __all__ = ["Source", "read", "read_config", "MAX_JSON_BYTES"]
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """A config file larger than this is refused rather than read into memory."""
 
-Kind = Literal["config.json", "quantize_config.json", "quant_config.json", "json", "gguf"]
-_DEFAULT_METHOD: dict[str, str] = {"quantize_config.json": "gptq", "quant_config.json": "awq"}
+Kind = Literal["config.json", "quantize_config.json", "quant_config.json", "hf_quant_config.json", "json", "gguf"]
+_DEFAULT_METHOD: dict[str, str] = {"quantize_config.json": "gptq", "quant_config.json": "awq", "hf_quant_config.json": "modelopt"}
 _SIDE_FILES = ("quantize_config.json", "quant_config.json")
+_MLX_BLOCK = "quantization"  # MLX-LM writes its settings under this key of config.json, with no method string
 _METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
 
 
@@ -84,17 +85,20 @@ def _read_json_file(path: Path) -> Result[Source, Issues]:
     if isinstance(loaded, Err):
         return loaded
     value = loaded.value
-    kind: Kind = path.name if path.name in ("config.json", *_SIDE_FILES) else "json"  # type: ignore[assignment]
+    kind: Kind = path.name if path.name in ("config.json", "hf_quant_config.json", *_SIDE_FILES) else "json"  # type: ignore[assignment]
     if not isinstance(value, dict):
         what = "null" if value is None else type(value).__name__
         return _issue("json.type", f"{path.name} holds {what}, not a JSON object",
                       "a config file is an object: {\"quant_method\": …} or a whole config.json")
     if kind == "config.json":
         found = locate(value)
+        mlx = value.get(_MLX_BLOCK)
+        if found is None and isinstance(mlx, dict):
+            found = (mlx, f"$.{_MLX_BLOCK}")
         if found is None and not any(k in value for k in _METHOD_KEYS):
             return Ok(Source(str(path), kind, None))
         raw, at = found if found is not None else (value, "$")
-        return Ok(Source(str(path), kind, raw, at))
+        return Ok(Source(str(path), kind, raw, at, "mlx" if isinstance(mlx, dict) else None))
     if kind == "quantize_config.json" and not {"bits", "quant_method"} & value.keys():
         return _issue("read.not_gptq", f"this quantize_config.json is not a GPTQ config: {_looks_like(value)}",
                       "ONNX Runtime and other tools write files of the same name; a GPTQ model has 'bits' in it")
@@ -122,7 +126,7 @@ def _read_directory(path: Path) -> Result[Source, Issues]:
     except OSError as e:
         return _issue("file.unreadable", f"cannot list {quote(display(path))}: {e.strerror or type(e).__name__}")
     ggufs = [path / n for n in names if n.endswith(".gguf")]
-    for name in ("config.json", *_SIDE_FILES):
+    for name in ("config.json", *_SIDE_FILES, "hf_quant_config.json"):
         if name not in names:
             continue
         found = _read_json_file(path / name)
