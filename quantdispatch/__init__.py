@@ -58,6 +58,7 @@ from .configs import Sinq as Sinq
 from .configs import Spqr as Spqr
 from .configs import Torchao as Torchao
 from .configs import TorchaoType as TorchaoType
+from .configs import UnknownMethod as UnknownMethod
 from .configs import Vptq as Vptq
 from .configs.awq import (
     AbstractAwq as AbstractAwq,
@@ -180,6 +181,7 @@ __all__ += [  # the method families beyond the first four (issue 6)
     "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",
     "CtScheme", "CtPreset", "CtSparsity", "AbstractModelopt", "ModeloptFp8", "ModeloptNvfp4", "ModeloptMixed", "ModeloptLayer", "Mlx", "Hqq",
     "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AutoRound", "Aqlm", "Vptq", "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
+    "UnknownMethod",
 ]
 
 _SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading"}

@@ -18,9 +18,11 @@ import attrs
 from .codec import locate, parse
 from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
+from .configs.unknown import UnknownMethod
 from .fileio import display, open_regular, read_bounded
 from .gguf.reader import read_gguf_header
 from .jsontext import decode_json
+from .jsonvalue import JsonObject, freeze
 from .result import Err, Issue, Issues, Ok, Result
 from .text import quote
 
@@ -187,12 +189,18 @@ def read(path: str | os.PathLike[str]) -> Result[Source, Issues]:
     return _read_json_file(p)
 
 
-def read_config(path: str | os.PathLike[str]) -> Result[AbstractQuantConfig | None, Issues]:
+def read_config(path: str | os.PathLike[str], *, keep_unknown_method: bool = False) -> Result[AbstractQuantConfig | None, Issues]:
     """``read`` then ``parse``: the typed config of a checkpoint, ``None`` if it is not quantized.
 
     In a model directory whose ``config.json`` is quantized, a ``quantize_config.json`` or
     ``quant_config.json`` beside it must say the same: where the two disagree on how the weights
     are stored, that is an issue (Transformers silently reads ``config.json``).
+
+    Args:
+        path: A model directory, a JSON file or a GGUF file.
+        keep_unknown_method: Return a checkpoint whose ``quant_method`` nobody registered as an
+            ``UnknownMethod`` (for ``plan`` to refuse, or load in full precision when asked)
+            instead of the ``method.unknown`` issue.
     """
     source = read(path)
     if isinstance(source, Err):
@@ -201,6 +209,11 @@ def read_config(path: str | os.PathLike[str]) -> Result[AbstractQuantConfig | No
     if s.raw is None:
         return Ok(None)
     parsed = parse(s.raw, default_method=s.default_method, at=s.at)
+    if keep_unknown_method and isinstance(parsed, Err) and [i.code for i in parsed.error] == ["method.unknown"]:
+        frozen = freeze(s.raw) if isinstance(s.raw, dict) else None
+        name = s.raw.get("quant_method") if isinstance(s.raw, dict) else None
+        if isinstance(frozen, JsonObject) and isinstance(name, str):
+            return Ok(UnknownMethod(name=name, document=frozen))
     if isinstance(parsed, Ok) and s.kind == "config.json":
         return _agree(Path(s.path).parent, parsed.value)
     return parsed

@@ -52,6 +52,7 @@ from .modelopt import ModeloptNvfp4 as ModeloptNvfp4
 from .quark import Quark as Quark
 from .torchao import Torchao as Torchao
 from .torchao import TorchaoType as TorchaoType
+from .unknown import UnknownMethod as UnknownMethod
 
 __all__ = [
     "AbstractQuantConfig", "Extras", "AbstractBnb", "Bnb4Bit", "Bnb8Bit", "AbstractGptq", "Gptq", "GptqV2",
@@ -61,4 +62,5 @@ __all__ += [
     "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",
     "CtScheme", "CtPreset", "CtSparsity", "AbstractModelopt", "ModeloptFp8", "ModeloptNvfp4", "ModeloptMixed", "ModeloptLayer", "Mlx", "Hqq",
     "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AutoRound", "Aqlm", "Vptq", "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
+    "UnknownMethod",
 ]

@@ -127,3 +127,27 @@ def test_every_transformers_method_is_typed() -> None:
 
     registered = {f.method for f in families()} | {"bitsandbytes_4bit", "bitsandbytes_8bit"}
     assert set(TRANSFORMERS_METHODS) <= registered
+
+
+def _env() -> qd.Environment:
+    return qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
+
+
+def test_unknown_method_from_a_checkpoint_is_refused_by_default(tmp_path: Any) -> None:
+    """A checkpoint's unregistered method: the plan refuses it, says why and how to load it anyway."""
+    (tmp_path / "config.json").write_text('{"quantization_config": {"quant_method": "gptqq", "bits": 4}}')
+    found = qd.read_config(tmp_path, keep_unknown_method=True)
+    assert found == qd.Ok(qd.UnknownMethod(name="gptqq", document=found.value.document))  # type: ignore[union-attr]
+    refused = qd.plan(found.value, _env())
+    assert isinstance(refused, qd.Err) and refused.error[0].code == "plan.method.unregistered"
+    assert refused.error[0].hint is not None and "'gptq'" in refused.error[0].hint and "full_precision" in refused.error[0].hint
+    assert qd.read_config(tmp_path).error[0].code == "method.unknown"  # type: ignore[union-attr]
+
+
+def test_unknown_method_loads_in_full_precision_when_asked(tmp_path: Any) -> None:
+    """With unknown_method='full_precision' the plan loads the weights as stored, and says so."""
+    made = qd.plan(qd.UnknownMethod(name="my-method"), _env(), qd.LoadOptions(unknown_method="full_precision"))
+    assert isinstance(made, qd.Ok)
+    p = made.value
+    assert p.backend.name == "full-precision" and not p.pre_quantized and p.skip_modules == ()
+    assert "'my-method'" in p.explain() and "unknown_method='full_precision'" in p.explain()
