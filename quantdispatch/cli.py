@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=_cmd_inspect)
     demo = sub.add_parser("demo", help="check and inspect the built-in examples")
     demo.set_defaults(run=_cmd_demo)
+    from .cli_methods import add_commands
+
+    add_commands(sub)
     return parser
 
 
