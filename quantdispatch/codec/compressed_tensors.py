@@ -80,7 +80,7 @@ def _observer_kwargs(value: object) -> JsonObject | Problem:
 
 
 _ARGS: Final[dict[str, Callable[[object], object]]] = {
-    "num_bits": F.integer(lo=0), "type": lower_one_of(("int", "float")), "symmetric": F.boolean,
+    "num_bits": F.integer(lo=1, hi=32), "type": lower_one_of(("int", "float")), "symmetric": F.boolean,
     "group_size": F.optional(F.integer(lo=1, also=(-1,))), "strategy": F.optional(lower_one_of(CT_STRATEGIES)),
     "block_structure": F.optional(_block), "dynamic": _dynamic, "actorder": _actorder,
     "observer": F.optional(F.text), "observer_kwargs": _observer_kwargs,

@@ -41,7 +41,7 @@ _opt_text = st.none() | st.text(max_size=8)
 def ct_args(draw: st.DrawFn, activation: bool = False) -> qd.CtArgs:
     """Valid compressed-tensors quantization arguments (activation ones when asked)."""
     kind = draw(st.sampled_from(["int", "float"]))
-    bits = draw(st.sampled_from([4, 6, 8]) if kind == "float" else st.integers(1, 16))
+    bits = draw(st.sampled_from([4, 6, 8]) if kind == "float" else st.integers(1, 32))
     strategies = ["tensor", "group", "token", "tensor_group", None] if activation else [
         "tensor", "channel", "group", "block", "token", "tensor_group", None]
     strategy = draw(st.sampled_from(strategies))
