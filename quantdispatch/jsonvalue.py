@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import attrs
 
@@ -69,6 +69,8 @@ EMPTY_OBJECT = JsonObject()
 
 
 _SCALARS = (str, int, bool, type(None))
+_FLAT: frozenset[type] = frozenset(_SCALARS)
+_STR: frozenset[type] = frozenset({str})
 
 
 def freeze(value: Json) -> FrozenJson:
@@ -84,10 +86,14 @@ def freeze(value: Json) -> FrozenJson:
             raise ValueError(f"{value!r} is not a JSON number")
         return value
     if isinstance(value, list):
+        if set(map(type, value)) <= _FLAT:  # the common case, long module lists: no call per element
+            return tuple(cast("list[FrozenJson]", value))
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
-        if not all(type(k) is str for k in value):
+        if not set(map(type, value)) <= _STR:
             raise ValueError("object keys must be strings")
+        if set(map(type, value.values())) <= _FLAT:  # a flat object: its items are already frozen
+            return JsonObject(tuple(cast("dict[str, FrozenJson]", value).items()))
         return JsonObject(tuple((k, freeze(v)) for k, v in value.items()))
     raise ValueError(f"{type(value).__name__} is not a JSON type")
 
@@ -99,6 +105,9 @@ def thaw(value: FrozenJson) -> Json:
     if isinstance(value, JsonObject):
         return {k: thaw(v) for k, v in value.items}
     return value
+
+
+_LEAVES: frozenset[type] = frozenset({*_SCALARS, float})
 
 
 def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -118,6 +127,8 @@ def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
                 children = [v for _, v in item.items]
             else:
                 children = item
+            if set(map(type, children)) <= _LEAVES:  # type: ignore[call-overload]
+                continue  # a flat array or object (most are): nothing deeper to visit
             stack.extend((c, depth + 1) for c in children)  # type: ignore[attr-defined]
     return False
 

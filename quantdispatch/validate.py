@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from . import methods as _methods  # noqa: F401  (registers the built-in rules)
 from .codec.fields import Problem
 from .codec.registry import spec_for
-from .codec.spec import TypeSpec, child_path, issue_at
+from .codec.spec import TypeSpec, child_path, issue_at, was_decoded
 from .configs.base import AbstractQuantConfig
 from .jsonvalue import MAX_JSON_DEPTH, JsonObject, thaw, too_deep
 from .result import Err, Issue, Issues, Ok, Result
@@ -114,7 +114,7 @@ def validate(config: C) -> Result[C, Issues]:
     known = _VALIDATED.get(id(config))
     if known is not None and known() is config:
         return Ok(config)
-    issues = field_issues(config)
+    issues = () if was_decoded(config) else field_issues(config)  # parsing checked the fields already
     if not issues:
         issues = cross_field_issues(config)
     if issues:

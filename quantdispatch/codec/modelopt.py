@@ -23,15 +23,21 @@ _TAGS: Final = ("quant_method", "quant_algo")
 _KV_ALGOS: Final = ("FP8", "NVFP4", "INT8")
 
 
+_LAYER_KEYS: Final = frozenset({"quant_algo", "group_size"})
+_GROUP: Final = F.optional(F.integer(lo=1))
+
+
 def _layer(value: object) -> ModeloptLayer | Problem:
     if not isinstance(value, dict) or not isinstance(value.get("quant_algo"), str):
         return Problem("type", f"expected {{\"quant_algo\": …}}, got {quote(value)}")
-    odd = sorted(set(value) - {"quant_algo", "group_size"})
-    if odd:
-        return Problem("unknown", f"a quantized layer has no key {quote(odd[0])}", at=child_path("", odd[0]))
-    group = F.optional(F.integer(lo=1))(value.get("group_size"))
-    if isinstance(group, Problem):
-        return Problem(group.kind, group.message, at=".group_size")
+    if not value.keys() <= _LAYER_KEYS:
+        odd = sorted(set(value) - _LAYER_KEYS)[0]
+        return Problem("unknown", f"a quantized layer has no key {quote(odd)}", at=child_path("", odd))
+    group = value.get("group_size")
+    if group is not None:
+        checked = _GROUP(group)
+        if isinstance(checked, Problem):
+            return Problem(checked.kind, checked.message, at=".group_size")
     return ModeloptLayer(value["quant_algo"], group)
 
 

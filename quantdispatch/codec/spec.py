@@ -8,6 +8,7 @@ two generic directions that every built-in and third-party type shares.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +20,7 @@ from ..result import Err, Issue, Issues, Ok, Result
 from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
 
-__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path"]
+__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "was_decoded"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
 
@@ -123,7 +124,27 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
     if issues:
         return Err(tuple(issues))
-    return Ok(spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source))))
+    config = spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source)))
+    key = id(config)
+    _DECODED[key] = weakref.ref(config, lambda ref: _forget(ref, key))
+    return Ok(config)
+
+
+_DECODED: dict[int, weakref.ref[AbstractQuantConfig]] = {}
+"""Configs ``decode_object`` built, by identity: every field went through its decoder, every
+extra is an unmodelled or checked key, and the depth was bounded, so ``validate`` need not check
+their fields again (only the rules across fields). Configs are immutable; the entry dies with it."""
+
+
+def _forget(ref: weakref.ref[AbstractQuantConfig], key: int) -> None:
+    if _DECODED.get(key) is ref:
+        del _DECODED[key]
+
+
+def was_decoded(config: AbstractQuantConfig) -> bool:
+    """Whether ``config`` is a value ``decode_object`` built (so its fields are known to be valid)."""
+    ref = _DECODED.get(id(config))
+    return ref is not None and ref() is config
 
 
 def _decode_items(spec: TypeSpec[Any], obj: Mapping[str, object], at: str, values: dict[str, Any], seen: dict[str, tuple[str, object]],
