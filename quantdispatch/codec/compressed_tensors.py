@@ -287,6 +287,50 @@ CT_FIELDS: tuple[FieldSpec[Any], ...] = (
     field(CompressedTensors, "run_compressed", _OPT_BOOL, omit_default=True),
 )
 
+def _torch_dtype(name: str) -> str:
+    return name if name.startswith("torch.") else f"torch.{name}"
+
+
+def _args_transformers(a: CtArgs | None) -> Json:
+    """``QuantizationArgs.model_dump()``: the inferred strategy; optional fields only when set."""
+    if a is None:
+        return None
+    out: dict[str, Json] = {"num_bits": a.num_bits, "type": a.type, "symmetric": a.symmetric, "group_size": a.group_size,
+                            "strategy": a.effective_strategy, "dynamic": a.dynamic}
+    if a.block_structure is not None:
+        out["block_structure"] = list(a.block_structure)
+    if a.actorder is not None:
+        out["actorder"] = a.actorder
+    if a.scale_dtype is not None:
+        out["scale_dtype"] = _torch_dtype(a.scale_dtype)
+    if a.zp_dtype is not None and not a.symmetric:
+        out["zp_dtype"] = _torch_dtype(a.zp_dtype)
+    if a.observer is not None:
+        out["observer"] = a.observer
+    if a.observer_kwargs.items:
+        out["observer_kwargs"] = thaw(a.observer_kwargs)
+    return out
+
+
+def _group_transformers(g: CtGroup) -> Json:
+    if isinstance(g, CtPreset):  # compressed-tensors expands presets from its own table, which is not ours to copy
+        return {"targets": list(g.targets), "preset": True}
+    return {"targets": list(g.targets), **{k: _args_transformers(getattr(g, k)) for k in ("weights", "input_activations", "output_activations")},
+            "format": g.format}
+
+
+def _ct_transformers(c: CompressedTensors) -> dict[str, Json]:
+    """``CompressedTensorsConfig.to_dict()``: the pydantic ``QuantizationConfig.model_dump()`` when
+    there are config groups or a KV-cache scheme; else only the method (loading attributes, the
+    sparsity config and unknown keys are not written)."""
+    if not c.config_groups and c.kv_cache_scheme is None:
+        return {"quant_method": "compressed-tensors"}
+    return {"config_groups": {name: _group_transformers(g) for name, g in c.config_groups or ()}, "quant_method": "compressed-tensors",
+            "kv_cache_scheme": _args_transformers(c.kv_cache_scheme), "format": c.format, "quantization_status": c.quantization_status,
+            "global_compression_ratio": c.global_compression_ratio, "ignore": F.encode_tuple(c.ignore), "moe_sparsity_config": None}
+
+
 CT_SPEC: TypeSpec[CompressedTensors] = TypeSpec(
     CompressedTensors, fields=CT_FIELDS, loading_attributes=("dequantize", "use_optimized_inference", "run_compressed"),
+    to_transformers=_ct_transformers,
 )

@@ -7,6 +7,9 @@ models (``QuantizationConfig``, ``QuantizationScheme``, ``QuantizationArgs``; 0.
     status and format).
 (b) Hand-picked documents, valid and invalid, get the same accept/reject decision.
 (c) Each deliberate divergence (we refuse what compressed-tensors accepts) is real.
+(d) ``dump(config, style="transformers")`` equals Transformers' ``CompressedTensorsConfig.to_dict()``
+    (buildable here because compressed-tensors is installed), on generated and real configs;
+    preset groups aside (compressed-tensors expands them from its own table).
 """
 
 from __future__ import annotations
@@ -170,3 +173,41 @@ def test_divergence_is_real(row: Divergence) -> None:
     other = theirs(row.witness)
     assert not isinstance(other, Exception), f"compressed-tensors refuses it too: {other}"
     assert isinstance(qd.parse(row.witness), qd.Err)
+
+
+def _transformers_dict(doc: dict[str, Any]) -> Any:
+    """What Transformers writes for a compressed-tensors document (its class built with compressed-tensors)."""
+    import copy
+    import logging
+
+    transformers = pytest.importorskip("transformers")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = transformers.CompressedTensorsConfig.from_dict(copy.deepcopy(doc))
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+@settings(max_examples=30)
+@given(config=CONFIG_STRATEGIES[qd.CompressedTensors])
+def test_transformers_dump_agrees(config: qd.CompressedTensors) -> None:
+    """dump(style="transformers") is CompressedTensorsConfig.to_dict(), key for key (presets aside:
+    compressed-tensors expands them from its own table, a deliberate difference)."""
+    if any(isinstance(g, qd.CtPreset) for _, g in config.config_groups or ()):
+        return
+    doc = qd.dump(config)
+    ours = qd.dump(config, style="transformers")
+    theirs_ = _transformers_dict(doc)
+    assert ours == theirs_, f"{json.dumps(ours)}\n!=\n{json.dumps(theirs_)}"
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).resolve().parents[3].glob(
+    "shared/realworld/configs/compressed-tensors/*.json"), key=str) or ["none"], ids=str)
+def test_real_configs_transformers_dump_agrees(path: Any) -> None:
+    """The real compressed-tensors configs: Transformers writes what we say it writes."""
+    if path == "none":
+        pytest.skip("no corpus")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    parsed = qd.parse(doc)
+    assert isinstance(parsed, qd.Ok)
+    assert qd.dump(parsed.value, style="transformers") == _transformers_dict(doc)
