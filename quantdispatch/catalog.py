@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from . import methods as _methods  # noqa: F401  (declares the built-in backends)
-from .codec.registry import TRANSFORMERS_METHODS, families
+from .codec.registry import TRANSFORMERS_METHODS, Family, families
+from .methods import BUILTIN_BACKENDS
 from .rules import backends
+from .unknown import FULL_PRECISION
 
 __all__ = ["methods_table", "refresh", "START", "END"]
 
@@ -19,10 +20,10 @@ END: Final = "<!-- methods-table:end -->"
 
 
 def methods_table() -> str:
-    """A Markdown table of every registered method string: its config types, legacy spellings,
+    """A Markdown table of every built-in method string: its config types, legacy spellings,
     whether Transformers 5 dispatches it, and the loading attributes a user config may override."""
     rows = ["| method | config types | also read | Transformers 5 | loading attributes |", "|---|---|---|---|---|"]
-    for family in families():
+    for family in _builtin(families()):
         names = family.method if family.method != "bitsandbytes" else "bitsandbytes (`load_in_4bit` / `load_in_8bit`)"
         types = ", ".join(f"`{s.cls.__name__}`" for s in family.specs)
         aliases = ", ".join(f"`{a}`" for a in family.aliases) or "—"
@@ -33,9 +34,16 @@ def methods_table() -> str:
     rows += ["", "Backends, as declared (requirements are checked against the environment by `plan`):", "",
              "| backend | runs on | min. CUDA capability | requires | what it is |", "|---|---|---|---|---|"]
     for b in backends():
+        if b.name not in BUILTIN_BACKENDS and b is not FULL_PRECISION:
+            continue  # a plugin's
         cap = f"sm_{b.min_capability[0]}{b.min_capability[1]}" if b.min_capability and "cuda" in b.devices else "—"
         rows.append(f"| `{b.name}` | {', '.join(b.devices)} | {cap} | {', '.join(f'`{r}`' for r in b.requires) or '—'} | {b.summary} |")
     return "\n".join(rows)
+
+
+def _builtin(found: tuple[Family, ...]) -> tuple[Family, ...]:
+    """The families quantdispatch itself registers (a plugin's are its own to document)."""
+    return tuple(f for f in found if all(s.cls.__module__.startswith("quantdispatch.") for s in f.specs))
 
 
 def splice(text: str, table: str) -> str:

@@ -15,4 +15,9 @@ from . import gguf as gguf
 from . import gptq as gptq
 from . import integer as integer
 
-__all__ = ["awq", "bnb", "codebook", "compressed_tensors", "fp8", "gguf", "gptq", "integer"]
+from ..rules import backends as _backends
+
+__all__ = ["awq", "bnb", "codebook", "compressed_tensors", "fp8", "gguf", "gptq", "integer", "BUILTIN_BACKENDS"]
+
+BUILTIN_BACKENDS: frozenset[str] = frozenset(b.name for b in _backends())
+"""The backends the built-in methods declare (taken before any plugin can add its own)."""

@@ -60,7 +60,7 @@ def test_invalid_documents_are_rejected_by_schema_and_parser(cls: type[qd.Abstra
 def test_every_registered_type_has_a_schema() -> None:
     """``all_schemas`` covers every registered config type, each a valid 2020-12 schema."""
     schemas = all_schemas()
-    assert set(schemas) == {c.__name__ for c in CONFIG_STRATEGIES}
+    assert {c.__name__ for c in CONFIG_STRATEGIES} <= set(schemas)
     for schema in schemas.values():
         jsonschema.Draft202012Validator.check_schema(schema)
 
@@ -88,5 +88,7 @@ def test_methods_table_lists_every_family() -> None:
     table = methods_table()
     from quantdispatch.codec.registry import families
 
-    assert all(f"`{f.method}`" in table for f in families())
-    assert all(f"`{b.name}`" in table for b in qd.backends())
+    from quantdispatch.methods import BUILTIN_BACKENDS
+
+    assert all(f"`{f.method}`" in table for f in families() if f.specs[0].cls.__module__.startswith("quantdispatch."))
+    assert all(f"`{name}`" in table for name in BUILTIN_BACKENDS)
