@@ -6,6 +6,7 @@ registration here, plus the module its ``loader`` names; a third-party method do
 from its own package (see ``docs/extending.md``).
 """
 
+from ..rules import backends as _backends
 from . import awq as awq
 from . import bnb as bnb
 from . import codebook as codebook
@@ -14,8 +15,6 @@ from . import fp8 as fp8
 from . import gguf as gguf
 from . import gptq as gptq
 from . import integer as integer
-
-from ..rules import backends as _backends
 
 __all__ = ["awq", "bnb", "codebook", "compressed_tensors", "fp8", "gguf", "gptq", "integer", "BUILTIN_BACKENDS"]
 

@@ -87,7 +87,6 @@ def test_methods_table_lists_every_family() -> None:
     """Every registered method string and every declared backend has a row."""
     table = methods_table()
     from quantdispatch.codec.registry import families
-
     from quantdispatch.methods import BUILTIN_BACKENDS
 
     assert all(f"`{f.method}`" in table for f in families() if f.specs[0].cls.__module__.startswith("quantdispatch."))
