@@ -151,3 +151,19 @@ def test_unknown_method_loads_in_full_precision_when_asked(tmp_path: Any) -> Non
     p = made.value
     assert p.backend.name == "full-precision" and not p.pre_quantized and p.skip_modules == ()
     assert "'my-method'" in p.explain() and "unknown_method='full_precision'" in p.explain()
+
+
+def test_directories_of_modelopt_and_mlx_checkpoints(tmp_path: Any) -> None:
+    """A directory whose config.json is unquantized but has hf_quant_config.json is ModelOpt; MLX's
+    quantization block in config.json is read as MLX."""
+    import json
+
+    modelopt, mlx = tmp_path / "modelopt", tmp_path / "mlx"
+    modelopt.mkdir()
+    mlx.mkdir()
+    (modelopt / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    (modelopt / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "FP8"}}))
+    assert qd.read_config(modelopt) == qd.Ok(qd.ModeloptFp8(extras=qd.parse({"quant_algo": "FP8", "producer": {"name": "modelopt"}},
+                                                                             default_method="modelopt").value.extras))  # type: ignore[union-attr]
+    (mlx / "config.json").write_text(json.dumps({"model_type": "qwen3", "quantization": {"group_size": 32, "bits": 8}}))
+    assert qd.read_config(mlx) == qd.Ok(qd.Mlx(bits=8, group_size=32))
