@@ -45,26 +45,28 @@ VLLM_DEPRECATED: Final[frozenset[str]] = frozenset({
 """``DEPRECATED_QUANTIZATION_METHODS`` at ``VLLM_SOURCE``: refused unless ``allow_deprecated_quantization``."""
 
 VLLM_MIN_CAPABILITY: Final[dict[str, tuple[int, int]]] = {
+    # read in vLLM's source (file, stored version):
     "fp8": (8, 0),            # Fp8Config (fp8.py @ 0071b24b); Marlin weight-only FP8 below sm_89
     "modelopt": (8, 9),       # ModelOptFp8Config (modelopt.py @ 00155cde)
-    "modelopt_fp4": (7, 5),   # ModelOptNvFp4Config (modelopt.py, stored version)
+    "modelopt_fp4": (7, 5),   # ModelOptNvFp4Config (modelopt.py)
     "awq_marlin": (8, 0),     # AWQMarlinConfig (awq_marlin.py)
-    "awq": (7, 5),            # AWQConfig (vllm-project/vllm#4202: "Minimum capability: 75")
     "torchao": (7, 5),        # TorchAOConfig (torchao.py)
-    "gguf": (6, 0),           # GGUFConfig (research/peers.md)
+    "mxfp8": (8, 0),          # Mxfp8Config (mxfp8.py)
+    "compressed-tensors": (7, 0),  # CompressedTensorsConfig (compressed_tensors.py); schemes check their own floors later
+    # from research/peers.md and vLLM's issues, not re-read here:
+    "awq": (7, 5),            # vllm-project/vllm#4202: "Minimum capability: 75"
+    "gguf": (6, 0),
     "gptq_marlin": (8, 0),    # check_marlin_supported: Ampere and newer
-    "gptq": (6, 0),           # GPTQConfig (ExLlama kernels)
-    "compressed-tensors": (7, 0),
+    "gptq": (6, 0),
     "bitsandbytes": (7, 0),
     "mxfp4": (8, 0),
-    "mxfp8": (10, 0),
     "fbgemm_fp8": (8, 0),
     "fp_quant": (10, 0),
     "quark": (7, 0),
     "inc": (6, 0),
 }
-"""``get_min_capability()`` of the class each method string selects (major, minor); the first
-entries were read at the commits noted, the rest are the classes' documented floors."""
+"""``get_min_capability()`` of the class each method string selects (major, minor); where the
+source was read, the file (and commit) is noted, the rest are documented floors not re-read."""
 
 
 @attrs.frozen(kw_only=True)
