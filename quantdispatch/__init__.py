@@ -25,10 +25,13 @@ from .codec.fields import FieldSpec as FieldSpec
 from .codec.fields import Problem as Problem
 from .codec.registry import register_codec as register_codec
 from .codec.spec import TypeSpec as TypeSpec
+from .configs import AbstractAutoRound as AbstractAutoRound
 from .configs import AbstractFineGrainedFp8 as AbstractFineGrainedFp8
 from .configs import AbstractModelopt as AbstractModelopt
 from .configs import Aqlm as Aqlm
 from .configs import AutoRound as AutoRound
+from .configs import AutoRoundAwq as AutoRoundAwq
+from .configs import AutoRoundGptq as AutoRoundGptq
 from .configs import BitNet as BitNet
 from .configs import CompressedTensors as CompressedTensors
 from .configs import CtArgs as CtArgs
@@ -180,7 +183,8 @@ __all__ = [
 __all__ += [  # the method families beyond the first four (issue 6)
     "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",
     "CtScheme", "CtPreset", "CtSparsity", "AbstractModelopt", "ModeloptFp8", "ModeloptNvfp4", "ModeloptMixed", "ModeloptLayer", "Mlx", "Hqq",
-    "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AutoRound", "Aqlm", "Vptq", "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
+    "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AbstractAutoRound", "AutoRound", "AutoRoundGptq", "AutoRoundAwq", "Aqlm", "Vptq",
+    "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
     "UnknownMethod",
 ]
 

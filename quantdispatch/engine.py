@@ -23,7 +23,7 @@ from .configs.fp4 import FpQuant, Mxfp4
 from .configs.fp8 import FbgemmFp8, Fp8, Mxfp8
 from .configs.gguf import Gguf
 from .configs.gptq import AbstractGptq
-from .configs.integer import AutoRound
+from .configs.integer import AbstractAutoRound
 from .configs.modelopt import AbstractModelopt, ModeloptFp8, ModeloptMixed
 from .configs.quark import Quark
 from .configs.torchao import Torchao
@@ -119,7 +119,7 @@ def _method(config: AbstractQuantConfig, cap: tuple[int, int] | None) -> tuple[s
         return _awq_name(config, cap)
     simple: tuple[tuple[type[AbstractQuantConfig], str], ...] = (
         (AbstractBnb, "bitsandbytes"), (Gguf, "gguf"), (Fp8, "fp8"), (Mxfp8, "mxfp8"), (FbgemmFp8, "fbgemm_fp8"), (Mxfp4, "mxfp4"),
-        (FpQuant, "fp_quant"), (CompressedTensors, "compressed-tensors"), (Torchao, "torchao"), (Quark, "quark"), (AutoRound, "inc"),
+        (FpQuant, "fp_quant"), (CompressedTensors, "compressed-tensors"), (Torchao, "torchao"), (Quark, "quark"), (AbstractAutoRound, "inc"),
     )
     for cls, name in simple:
         if isinstance(config, cls):

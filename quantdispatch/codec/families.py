@@ -10,15 +10,16 @@ from __future__ import annotations
 from .codebook import AQLM_SPEC, HIGGS_SPEC, QUARK_SPEC, SPQR_SPEC, TORCHAO_SPEC, VPTQ_SPEC
 from .compressed_tensors import CT_ALIASES, CT_SPEC
 from .fp8 import FBGEMM_FP8_SPEC, FOUROVERSIX_SPEC, FP8_SPEC, FP_QUANT_SPEC, MXFP4_SPEC, MXFP8_SPEC, NVFP4_SPEC
-from .integer import AUTO_ROUND_SPEC, BITNET_SPEC, EETQ_SPEC, GEMMA_SPEC, HQQ_SPEC, METAL_SPEC, QUANTO_SPEC, SINQ_SPEC
+from .integer import AUTO_ROUND_SPECS, BITNET_SPEC, EETQ_SPEC, GEMMA_SPEC, HQQ_SPEC, METAL_SPEC, QUANTO_SPEC, SINQ_SPEC, select_auto_round
 from .modelopt import MLX_SPEC, MODELOPT_SPECS, looks_like_modelopt, select_modelopt
 from .registry import register_codec
 
 __all__: list[str] = []
 
 for _spec in (FP8_SPEC, MXFP8_SPEC, FBGEMM_FP8_SPEC, MXFP4_SPEC, NVFP4_SPEC, FOUROVERSIX_SPEC, FP_QUANT_SPEC,
-              HQQ_SPEC, QUANTO_SPEC, EETQ_SPEC, SINQ_SPEC, METAL_SPEC, GEMMA_SPEC, BITNET_SPEC, AUTO_ROUND_SPEC,
+              HQQ_SPEC, QUANTO_SPEC, EETQ_SPEC, SINQ_SPEC, METAL_SPEC, GEMMA_SPEC, BITNET_SPEC,
               AQLM_SPEC, VPTQ_SPEC, SPQR_SPEC, HIGGS_SPEC, TORCHAO_SPEC, QUARK_SPEC, MLX_SPEC):
     register_codec((_spec,))
+register_codec(AUTO_ROUND_SPECS, select_auto_round)
 register_codec((CT_SPEC,), aliases=CT_ALIASES)
 register_codec(MODELOPT_SPECS, select_modelopt, recognise=looks_like_modelopt)

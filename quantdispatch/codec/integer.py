@@ -3,7 +3,7 @@ BitNet and AutoRound."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..configs.integer import (
@@ -11,7 +11,10 @@ from ..configs.integer import (
     METAL_BITS,
     QUANTO_ACTIVATIONS,
     QUANTO_WEIGHTS,
+    AbstractAutoRound,
     AutoRound,
+    AutoRoundAwq,
+    AutoRoundGptq,
     BitNet,
     Eetq,
     Gemma,
@@ -19,15 +22,18 @@ from ..configs.integer import (
     Metal,
     Quanto,
     Sinq,
+    auto_round_packing,
 )
 from ..jsonvalue import Json, JsonObject, thaw, type_name
+from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from . import fields as F
 from .decoders import MODULES, TransformersDict, lower_one_of, optional_object
 from .fields import FieldSpec, Problem, field
 from .spec import TypeSpec, child_path
 
-__all__ = ["HQQ_SPEC", "QUANTO_SPEC", "EETQ_SPEC", "SINQ_SPEC", "METAL_SPEC", "GEMMA_SPEC", "BITNET_SPEC", "AUTO_ROUND_SPEC"]
+__all__ = ["HQQ_SPEC", "QUANTO_SPEC", "EETQ_SPEC", "SINQ_SPEC", "METAL_SPEC", "GEMMA_SPEC", "BITNET_SPEC", "AUTO_ROUND_SPECS",
+           "select_auto_round"]
 
 _HQQ_PARAMS: Final[dict[str, Callable[[object], object]]] = {
     "nbits": F.one_of(HQQ_BITS), "group_size": F.optional(F.integer(lo=1)), "axis": F.one_of((0, 1)),
@@ -123,11 +129,30 @@ _BITNET_FIELDS: Final[tuple[FieldSpec[Any], ...]] = (
 BITNET_SPEC: TypeSpec[BitNet] = TypeSpec(BitNet, fields=_BITNET_FIELDS, to_transformers=TransformersDict(_BITNET_FIELDS))
 
 _AUTO_ROUND_FIELDS: Final[tuple[FieldSpec[Any], ...]] = (
-    field(AutoRound, "bits", F.integer(lo=2, hi=8)),
-    field(AutoRound, "group_size", F.integer(lo=1, also=(-1,))),
-    field(AutoRound, "sym", F.boolean),
-    field(AutoRound, "packing_format", F.text),
-    field(AutoRound, "backend", F.text),
+    field(AbstractAutoRound, "bits", F.integer(lo=2, hi=8)),
+    field(AbstractAutoRound, "group_size", F.integer(lo=1, also=(-1,))),
+    field(AbstractAutoRound, "sym", F.boolean),
+    field(AbstractAutoRound, "packing_format", F.text),
+    field(AbstractAutoRound, "backend", F.text),
 )
-AUTO_ROUND_SPEC: TypeSpec[AutoRound] = TypeSpec(AutoRound, fields=_AUTO_ROUND_FIELDS, loading_attributes=("backend",),
-                                                to_transformers=TransformersDict(_AUTO_ROUND_FIELDS, keep_extras=True))
+
+
+def _auto_round_fields(cls: type[AbstractAutoRound]) -> tuple[FieldSpec[Any], ...]:
+    # The packing_format default differs per type (Transformers' own default is the GPTQ one).
+    return tuple(field(cls, "packing_format", F.text) if f.key == "packing_format" else f for f in _AUTO_ROUND_FIELDS)
+
+
+AUTO_ROUND_SPECS: tuple[TypeSpec[Any], ...] = tuple(
+    TypeSpec(cls, fields=_auto_round_fields(cls), loading_attributes=("backend",),
+             to_transformers=TransformersDict(_auto_round_fields(cls), keep_extras=True))
+    for cls in (AutoRoundGptq, AutoRoundAwq, AutoRound)
+)
+_AUTO_ROUND_BY_PACKING: Final = {s.cls.packing: s for s in AUTO_ROUND_SPECS}
+
+
+def select_auto_round(obj: Mapping[str, object], at: str) -> Result[TypeSpec[Any], Issues]:
+    """The AutoRound type its ``packing_format`` names (absent: GPTQ, Transformers' default)."""
+    fmt = obj.get("packing_format", "auto_round:gptq")
+    if not isinstance(fmt, str):
+        return Err((Issue("auto-round.packing_format.type", child_path(at, "packing_format"), f"expected a string, got {quote(fmt)}"),))
+    return Ok(_AUTO_ROUND_BY_PACKING[auto_round_packing(fmt)])

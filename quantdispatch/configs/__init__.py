@@ -35,7 +35,10 @@ from .gguf import GgufTensor as GgufTensor
 from .gptq import AbstractGptq as AbstractGptq
 from .gptq import Gptq as Gptq
 from .gptq import GptqV2 as GptqV2
+from .integer import AbstractAutoRound as AbstractAutoRound
 from .integer import AutoRound as AutoRound
+from .integer import AutoRoundAwq as AutoRoundAwq
+from .integer import AutoRoundGptq as AutoRoundGptq
 from .integer import BitNet as BitNet
 from .integer import Eetq as Eetq
 from .integer import Gemma as Gemma
@@ -61,6 +64,7 @@ __all__ = [
 __all__ += [
     "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",
     "CtScheme", "CtPreset", "CtSparsity", "AbstractModelopt", "ModeloptFp8", "ModeloptNvfp4", "ModeloptMixed", "ModeloptLayer", "Mlx", "Hqq",
-    "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AutoRound", "Aqlm", "Vptq", "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
+    "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AbstractAutoRound", "AutoRound", "AutoRoundGptq", "AutoRoundAwq", "Aqlm", "Vptq",
+    "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
     "UnknownMethod",
 ]

@@ -11,7 +11,8 @@ from ..jsonvalue import JsonObject
 from .base import AbstractQuantConfig
 
 __all__ = [
-    "Hqq", "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AutoRound",
+    "Hqq", "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AbstractAutoRound", "AutoRound", "AutoRoundGptq",
+    "AutoRoundAwq", "auto_round_packing",
     "QUANTO_WEIGHTS", "QUANTO_ACTIVATIONS", "HQQ_BITS", "METAL_BITS",
 ]
 
@@ -153,22 +154,58 @@ class BitNet(AbstractQuantConfig):
 
 
 @attrs.frozen(kw_only=True)
-class AutoRound(AbstractQuantConfig):
-    """``quant_method: "auto-round"``: Intel AutoRound weights, stored in a GPTQ- or AWQ-like
-    packing named by ``packing_format``.
+class AbstractAutoRound(AbstractQuantConfig):
+    """``quant_method: "auto-round"``: Intel AutoRound weights; the final type names the packing
+    its ``packing_format`` says (the weights are laid out as GPTQ's, AWQ's or AutoRound's own).
 
     Attributes:
         bits: 2 to 8.
         group_size: ``-1`` or positive.
         sym: Symmetric quantization.
-        packing_format: ``auto_round:gptq`` (Transformers' default), ``auto_round:auto_awq`` …
+        packing_format: As written (``auto_round:auto_gptq``, ``auto_round:gptqmodel`` …); it
+            must name the type's packing.
         backend: Loading attribute: the kernel family asked for.
+
+    Other keys AutoRound writes (``data_type``, ``act_bits``, ``autoround_version`` …) are kept in
+    ``extras``, and written by Transformers too.
     """
 
     method: ClassVar[str] = "auto-round"
+    packing: ClassVar[str] = ""
 
     bits: int = 4
     group_size: int = 128
     sym: bool = True
-    packing_format: str = "auto_round:gptq"
+    packing_format: str = "auto_round"
     backend: str = "auto"
+
+
+@attrs.frozen(kw_only=True)
+class AutoRound(AbstractAutoRound):
+    """AutoRound's own packing (``packing_format: "auto_round"``)."""
+
+    packing: ClassVar[str] = "auto_round"
+
+
+@attrs.frozen(kw_only=True)
+class AutoRoundGptq(AbstractAutoRound):
+    """GPTQ-packed AutoRound weights (a ``packing_format`` naming gptq; Transformers' default)."""
+
+    packing: ClassVar[str] = "gptq"
+
+    packing_format: str = "auto_round:gptq"
+
+
+@attrs.frozen(kw_only=True)
+class AutoRoundAwq(AbstractAutoRound):
+    """AWQ-packed AutoRound weights (a ``packing_format`` naming awq)."""
+
+    packing: ClassVar[str] = "awq"
+
+    packing_format: str = "auto_round:auto_awq"
+
+
+def auto_round_packing(packing_format: str) -> str:
+    """The packing a ``packing_format`` names: ``awq``, ``gptq``, or AutoRound's own."""
+    low = packing_format.lower()
+    return "awq" if "awq" in low else "gptq" if "gptq" in low else "auto_round"

@@ -11,7 +11,7 @@ from typing import Final
 
 from ..backend import Backend, Candidate, DeviceKind, Refusal, Requirement
 from ..codec.spec import child_path
-from ..configs.integer import AutoRound, BitNet, Eetq, Gemma, Hqq, Metal, Quanto, Sinq
+from ..configs.integer import AbstractAutoRound, BitNet, Eetq, Gemma, Hqq, Metal, Quanto, Sinq, auto_round_packing
 from ..configs.mlx import MLX_BITS, MLX_GROUPS, MLX_MODES, Mlx
 from ..dtypes import DType
 from ..environment import AbstractDevice, Mps
@@ -87,8 +87,8 @@ def _bitnet(config: BitNet, device: AbstractDevice, /) -> Selection:
     return (Candidate(BITNET),)
 
 
-@select_backend.register(AutoRound, AbstractDevice)
-def _auto_round(config: AutoRound, device: AbstractDevice, /) -> Selection:
+@select_backend.register(AbstractAutoRound, AbstractDevice)
+def _auto_round(config: AbstractAutoRound, device: AbstractDevice, /) -> Selection:
     return (Candidate(AUTO_ROUND),)
 
 
@@ -171,6 +171,17 @@ def _sinq_on_load(config: Sinq, /) -> bool:
 @quantizes_on_load.register(Metal)
 def _metal_on_load(config: Metal, /) -> bool:
     return True
+
+
+@cross_field_issues.register(AbstractAutoRound)
+def _auto_round_rules(config: AbstractAutoRound, /) -> Issues:
+    """The packing_format must name the packing the type stands for (a parsed config always does)."""
+    named = auto_round_packing(config.packing_format)
+    if named != config.packing:
+        return (Issue("auto-round.packing_format.conflict", "$.packing_format",
+                      f"packing_format {quote(config.packing_format)} names the {named} packing, but this is {type(config).__name__}",
+                      "use the type of that packing, or a packing_format naming this one"),)
+    return ()
 
 
 @cross_field_issues.register(Mlx)

@@ -43,7 +43,7 @@ from ..properties.strategies import CONFIG_STRATEGIES
 
 BUILDABLE: Final[tuple[type[qd.AbstractQuantConfig], ...]] = (
     qd.Fp8, qd.Mxfp8, qd.FbgemmFp8, qd.Mxfp4, qd.Nvfp4, qd.FourOverSix, qd.FpQuant, qd.Quanto, qd.Eetq, qd.Sinq, qd.Metal,
-    qd.Gemma, qd.BitNet, qd.AutoRound, qd.Aqlm, qd.Vptq, qd.Spqr, qd.Higgs,
+    qd.Gemma, qd.BitNet, qd.AutoRound, qd.AutoRoundGptq, qd.AutoRoundAwq, qd.Aqlm, qd.Vptq, qd.Spqr, qd.Higgs,
 )
 
 
