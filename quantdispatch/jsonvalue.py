@@ -20,7 +20,8 @@ from typing import TypeAlias, cast
 import attrs
 
 __all__ = [
-    "Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "MAX_JSON_DEPTH", "freeze", "thaw", "type_name", "too_deep",
+    "Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "MAX_JSON_DEPTH", "freeze", "freeze_bounded", "thaw", "type_name", "too_deep",
+    "TooDeepError",
 ]
 
 MAX_JSON_DEPTH = 64
@@ -95,6 +96,35 @@ def freeze(value: Json) -> FrozenJson:
         if set(map(type, value.values())) <= _FLAT:  # a flat object: its items are already frozen
             return JsonObject(tuple(cast("dict[str, FrozenJson]", value).items()))
         return JsonObject(tuple((k, freeze(v)) for k, v in value.items()))
+    raise ValueError(f"{type(value).__name__} is not a JSON type")
+
+
+class TooDeepError(ValueError):
+    """A value nests deeper than ``MAX_JSON_DEPTH``; raised before the walk goes any deeper."""
+
+
+def freeze_bounded(value: Json, limit: int = MAX_JSON_DEPTH) -> FrozenJson:
+    """``freeze``, refusing values nested deeper than ``limit`` in the same single walk
+    (``too_deep`` then ``freeze`` walk twice). Recursion is bounded by ``limit``.
+
+    Raises:
+        TooDeepError: ``value`` nests arrays and objects deeper than ``limit``.
+        ValueError: ``value`` is not JSON.
+    """
+    if isinstance(value, _SCALARS) or isinstance(value, float):
+        return freeze(value)
+    if limit <= 0:
+        raise TooDeepError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, list):
+        if set(map(type, value)) <= _FLAT:
+            return tuple(cast("list[FrozenJson]", value))
+        return tuple(cast("FrozenJson", v) if type(v) in _FLAT else freeze_bounded(v, limit - 1) for v in value)
+    if isinstance(value, dict):
+        if not set(map(type, value)) <= _STR:
+            raise ValueError("object keys must be strings")
+        if set(map(type, value.values())) <= _FLAT:
+            return JsonObject(tuple(cast("dict[str, FrozenJson]", value).items()))
+        return JsonObject(tuple((k, cast("FrozenJson", v) if type(v) in _FLAT else freeze_bounded(v, limit - 1)) for k, v in value.items()))
     raise ValueError(f"{type(value).__name__} is not a JSON type")
 
 

@@ -87,6 +87,7 @@ _ARGS: Final[dict[str, Callable[[object], object]]] = {
     "scale_dtype": F.optional(F.text), "zp_dtype": F.optional(F.text),
 }
 _ARGS_DEFAULTS: Final = {a.name: a.default for a in attrs.fields(CtArgs)}
+_NULLABLE: Final = frozenset(k for k, d in _ARGS.items() if isinstance(d, F.optional) or k == "actorder")
 
 
 def _unknown(value: Mapping[str, object], known: Mapping[str, object] | tuple[str, ...], what: str) -> Problem | None:
@@ -101,11 +102,15 @@ def ct_args(value: object) -> CtArgs | Problem:
     """Decode ``QuantizationArgs`` with compressed-tensors' rules; problems located inside."""
     if not isinstance(value, dict):
         return Problem("type", f"expected quantization arguments (an object), got {type_name(value)} {quote(value)}")
-    unknown = _unknown(value, _ARGS, "quantization arguments")
-    if unknown is not None:
+    if not value.keys() <= _ARGS.keys():
+        unknown = _unknown(value, _ARGS, "quantization arguments")
+        assert unknown is not None
         return unknown
     values: dict[str, Any] = {}
     for key, raw in value.items():
+        if raw is None and key in _NULLABLE:  # most written args are null: no decoder call for them
+            values[key] = None
+            continue
         decoded = _ARGS[key](raw)
         if isinstance(decoded, Problem):
             return _nested(key, decoded)

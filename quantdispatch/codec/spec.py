@@ -15,12 +15,12 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..configs.base import AbstractQuantConfig
-from ..jsonvalue import MAX_JSON_DEPTH, FrozenJson, Json, JsonObject, freeze, thaw, too_deep
+from ..jsonvalue import MAX_JSON_DEPTH, FrozenJson, Json, JsonObject, TooDeepError, freeze_bounded, thaw
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
 
-__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "was_decoded"]
+__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "was_decoded", "TooDeepError"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
 
@@ -95,10 +95,6 @@ def issue_at(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
-class TooDeepError(ValueError):
-    """A value nests deeper than ``MAX_JSON_DEPTH``; raised before any recursive walk of it."""
-
-
 def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
     """Decode a JSON object into ``spec.cls``, collecting every issue.
 
@@ -155,10 +151,8 @@ def _decode_items(spec: TypeSpec[Any], obj: Mapping[str, object], at: str, value
         # Scalars (most values) are their own frozen form; skip the calls for them.
         if type(value) in _PLAIN_SCALARS:
             frozen: FrozenJson = value  # type: ignore[assignment]
-        elif too_deep(value, MAX_JSON_DEPTH - 1):
-            raise TooDeepError(key)
-        else:
-            frozen = freeze(value)  # type: ignore[arg-type]
+        else:  # frozen and depth-checked in one walk, before any decoder recurses into it
+            frozen = freeze_bounded(value, MAX_JSON_DEPTH - 1)  # type: ignore[arg-type]
         source.append((key, frozen))
         if key == skip:
             continue  # the envelope: its keys are read next
