@@ -116,7 +116,9 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     _decode_items(spec, obj, at, values, seen, issues, source, extras, nested)
     if nested is not None:
         assert isinstance(wrapped, dict)
-        _decode_items(spec, wrapped, child_path(at, nested), values, seen, issues, [], extras, None)
+        envelope = next(v for k, v in source if k == nested)  # frozen with the document: not frozen twice
+        assert isinstance(envelope, JsonObject)
+        _decode_items(spec, wrapped, child_path(at, nested), values, seen, issues, [], extras, None, envelope)
     issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
     if issues:
         return Err(tuple(issues))
@@ -144,13 +146,16 @@ def was_decoded(config: AbstractQuantConfig) -> bool:
 
 
 def _decode_items(spec: TypeSpec[Any], obj: Mapping[str, object], at: str, values: dict[str, Any], seen: dict[str, tuple[str, object]],
-                  issues: list[Issue], source: list[tuple[str, FrozenJson]], extras: list[tuple[str, FrozenJson]], skip: str | None) -> None:
+                  issues: list[Issue], source: list[tuple[str, FrozenJson]], extras: list[tuple[str, FrozenJson]], skip: str | None,
+                  known: JsonObject | None = None) -> None:
     for key, value in obj.items():
         if type(key) is not str:
             raise ValueError(f"object keys must be strings, got {quote(key)}")
         # Scalars (most values) are their own frozen form; skip the calls for them.
-        if type(value) in _PLAIN_SCALARS:
-            frozen: FrozenJson = value  # type: ignore[assignment]
+        if known is not None:
+            frozen: FrozenJson = known.get(key)  # inside an envelope frozen (and depth-checked) already
+        elif type(value) in _PLAIN_SCALARS:
+            frozen = value  # type: ignore[assignment]
         else:  # frozen and depth-checked in one walk, before any decoder recurses into it
             frozen = freeze_bounded(value, MAX_JSON_DEPTH - 1)  # type: ignore[arg-type]
         source.append((key, frozen))
