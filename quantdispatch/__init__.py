@@ -25,6 +25,44 @@ from .codec.fields import FieldSpec as FieldSpec
 from .codec.fields import Problem as Problem
 from .codec.registry import register_codec as register_codec
 from .codec.spec import TypeSpec as TypeSpec
+from .configs import AbstractAutoRound as AbstractAutoRound
+from .configs import AbstractFineGrainedFp8 as AbstractFineGrainedFp8
+from .configs import AbstractModelopt as AbstractModelopt
+from .configs import Aqlm as Aqlm
+from .configs import AutoRound as AutoRound
+from .configs import AutoRoundAwq as AutoRoundAwq
+from .configs import AutoRoundGptq as AutoRoundGptq
+from .configs import BitNet as BitNet
+from .configs import CompressedTensors as CompressedTensors
+from .configs import CtArgs as CtArgs
+from .configs import CtPreset as CtPreset
+from .configs import CtScheme as CtScheme
+from .configs import CtSparsity as CtSparsity
+from .configs import Eetq as Eetq
+from .configs import FbgemmFp8 as FbgemmFp8
+from .configs import FourOverSix as FourOverSix
+from .configs import Fp8 as Fp8
+from .configs import FpQuant as FpQuant
+from .configs import Gemma as Gemma
+from .configs import Higgs as Higgs
+from .configs import Hqq as Hqq
+from .configs import Metal as Metal
+from .configs import Mlx as Mlx
+from .configs import ModeloptFp8 as ModeloptFp8
+from .configs import ModeloptLayer as ModeloptLayer
+from .configs import ModeloptMixed as ModeloptMixed
+from .configs import ModeloptNvfp4 as ModeloptNvfp4
+from .configs import Mxfp4 as Mxfp4
+from .configs import Mxfp8 as Mxfp8
+from .configs import Nvfp4 as Nvfp4
+from .configs import Quanto as Quanto
+from .configs import Quark as Quark
+from .configs import Sinq as Sinq
+from .configs import Spqr as Spqr
+from .configs import Torchao as Torchao
+from .configs import TorchaoType as TorchaoType
+from .configs import UnknownMethod as UnknownMethod
+from .configs import Vptq as Vptq
 from .configs.awq import (
     AbstractAwq as AbstractAwq,
 )
@@ -145,6 +183,13 @@ __all__ = [
     "register_codec", "register_backend", "TypeSpec", "FieldSpec", "Problem", "Backend", "Requirement", "Candidate",
     "Refusal", "RegistrationError", "declare_backend", "backends", "ConfigRule", "DeviceRule", "compute_dtype",
     "skip_modules", "quantizes_on_load", "cross_field_issues",
+]
+__all__ += [  # the method families beyond the first four (issue 6)
+    "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",
+    "CtScheme", "CtPreset", "CtSparsity", "AbstractModelopt", "ModeloptFp8", "ModeloptNvfp4", "ModeloptMixed", "ModeloptLayer", "Mlx", "Hqq",
+    "Quanto", "Eetq", "Sinq", "Metal", "Gemma", "BitNet", "AbstractAutoRound", "AutoRound", "AutoRoundGptq", "AutoRoundAwq", "Aqlm", "Vptq",
+    "Spqr", "Higgs", "Torchao", "TorchaoType", "Quark",
+    "UnknownMethod",
 ]
 
 _SHELL = {"probe": ".probing", "read": ".reading", "read_config": ".reading", "Source": ".reading", "load": ".loading",

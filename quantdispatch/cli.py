@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .codec import dump
 from .configs.base import AbstractQuantConfig
+from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import Cpu, Cuda, Environment, Package, Version
 from .gguf_cli import add_dequant_parser, add_tensors_flag, run_tensors
@@ -36,10 +37,11 @@ from .validate import validate
 __all__ = ["main", "check_one"]
 
 
-def check_one(path: str) -> Result[AbstractQuantConfig | None, Issues]:
-    """Read, parse and validate one input: the typed config, ``None`` if unquantized, or issues."""
-    found = read_config(path)
-    if isinstance(found, Err) or found.value is None:
+def check_one(path: str, *, keep_unknown_method: bool = False) -> Result[AbstractQuantConfig | None, Issues]:
+    """Read, parse and validate one input: the typed config, ``None`` if unquantized, or issues
+    (an unregistered method is kept as ``UnknownMethod`` when asked, for the plan to decide)."""
+    found = read_config(path, keep_unknown_method=keep_unknown_method)
+    if isinstance(found, Err) or found.value is None or isinstance(found.value, UnknownMethod):
         return found
     return validate(found.value)
 
@@ -76,6 +78,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _describe(cfg: AbstractQuantConfig) -> str:
+    if isinstance(cfg, UnknownMethod):
+        return f"UnknownMethod: quant_method {cfg.name!r} is registered by no method"
     fields = dump(cfg)
     shown = {k: v for k, v in fields.items() if k != "tensors"}
     text = f"{type(cfg).__name__} ({cfg.method}): " + json.dumps(shown)
@@ -85,7 +89,7 @@ def _describe(cfg: AbstractQuantConfig) -> str:
 
 
 def _inspect(path: str, env: Environment, options: LoadOptions) -> tuple[int, str]:
-    found = check_one(path)
+    found = check_one(path, keep_unknown_method=True)
     if isinstance(found, Err):
         return 1, _check_line(path, found)
     cfg = found.value
@@ -102,7 +106,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.tensors:
         return run_tensors(args.path)
     env = probe(devices=not args.no_devices)
-    options = LoadOptions(device=args.device, dtype=DType(args.dtype) if args.dtype else None, backend=args.backend)
+    options = LoadOptions(device=args.device, dtype=DType(args.dtype) if args.dtype else None, backend=args.backend,
+                          unknown_method="full_precision" if args.unknown_method == "full-precision" else "refuse")
     code, text = _inspect(args.path, env, options)
     print("environment:\n" + "\n".join("  " + line for line in env.summary().splitlines()))
     print(text)
@@ -149,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--backend", help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
     add_tensors_flag(inspect)
+    inspect.add_argument("--unknown-method", choices=["refuse", "full-precision"], default="refuse",
+                         help="a checkpoint whose quant_method nobody registered: refuse it (default), or load it in full precision")
     inspect.set_defaults(run=_cmd_inspect)
     add_dequant_parser(sub)
     from .cli_load import add_commands
@@ -157,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="check and inspect the built-in examples")
     demo.add_argument("--load", action="store_true", help="also build a tiny model, quantize it four ways and load each (needs torch)")
     demo.set_defaults(run=_cmd_demo)
+    from .cli_methods import add_commands as add_method_commands
+
+    add_method_commands(sub)
     return parser
 
 

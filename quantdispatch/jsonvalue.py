@@ -14,13 +14,14 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from typing import TypeAlias
+from collections.abc import Iterator
+from typing import TypeAlias, cast
 
 import attrs
 
 __all__ = [
-    "Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "MAX_JSON_DEPTH", "freeze", "thaw", "type_name", "too_deep",
+    "Json", "FrozenJson", "JsonObject", "EMPTY_OBJECT", "MAX_JSON_DEPTH", "freeze", "freeze_bounded", "thaw", "type_name", "too_deep",
+    "TooDeepError",
 ]
 
 MAX_JSON_DEPTH = 64
@@ -69,6 +70,8 @@ EMPTY_OBJECT = JsonObject()
 
 
 _SCALARS = (str, int, bool, type(None))
+_FLAT: frozenset[type] = frozenset(_SCALARS)
+_STR: frozenset[type] = frozenset({str})
 
 
 def freeze(value: Json) -> FrozenJson:
@@ -84,11 +87,44 @@ def freeze(value: Json) -> FrozenJson:
             raise ValueError(f"{value!r} is not a JSON number")
         return value
     if isinstance(value, list):
+        if set(map(type, value)) <= _FLAT:  # the common case, long module lists: no call per element
+            return tuple(cast("list[FrozenJson]", value))
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
-        if not all(type(k) is str for k in value):
+        if not set(map(type, value)) <= _STR:
             raise ValueError("object keys must be strings")
+        if set(map(type, value.values())) <= _FLAT:  # a flat object: its items are already frozen
+            return JsonObject(tuple(cast("dict[str, FrozenJson]", value).items()))
         return JsonObject(tuple((k, freeze(v)) for k, v in value.items()))
+    raise ValueError(f"{type(value).__name__} is not a JSON type")
+
+
+class TooDeepError(ValueError):
+    """A value nests deeper than ``MAX_JSON_DEPTH``; raised before the walk goes any deeper."""
+
+
+def freeze_bounded(value: Json, limit: int = MAX_JSON_DEPTH) -> FrozenJson:
+    """``freeze``, refusing values nested deeper than ``limit`` in the same single walk
+    (``too_deep`` then ``freeze`` walk twice). Recursion is bounded by ``limit``.
+
+    Raises:
+        TooDeepError: ``value`` nests arrays and objects deeper than ``limit``.
+        ValueError: ``value`` is not JSON.
+    """
+    if isinstance(value, _SCALARS) or isinstance(value, float):
+        return freeze(value)
+    if limit <= 0:
+        raise TooDeepError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, list):
+        if set(map(type, value)) <= _FLAT:
+            return tuple(cast("list[FrozenJson]", value))
+        return tuple(cast("FrozenJson", v) if type(v) in _FLAT else freeze_bounded(v, limit - 1) for v in value)
+    if isinstance(value, dict):
+        if not set(map(type, value)) <= _STR:
+            raise ValueError("object keys must be strings")
+        if set(map(type, value.values())) <= _FLAT:
+            return JsonObject(tuple(cast("dict[str, FrozenJson]", value).items()))
+        return JsonObject(tuple((k, cast("FrozenJson", v) if type(v) in _FLAT else freeze_bounded(v, limit - 1)) for k, v in value.items()))
     raise ValueError(f"{type(value).__name__} is not a JSON type")
 
 
@@ -101,30 +137,29 @@ def thaw(value: FrozenJson) -> Json:
     return value
 
 
-_CONTAINERS = (list, tuple, dict, JsonObject)
+_LEAVES: frozenset[type] = frozenset({*_SCALARS, float})
 
 
 def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
     """Return whether ``value`` nests arrays and objects (plain or frozen) deeper than ``limit``.
 
-    Iterative, so that it is safe on any value, and linear in the size of the value; scalars are
-    never pushed, so a flat array costs one pass over it.
+    Iterative, so that it is safe on any value, and linear in the size of the value.
     """
-    if not isinstance(value, _CONTAINERS):
-        return False
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if depth >= limit:
-            return True
-        children: Iterable[object]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, JsonObject):
-            children = (v for _, v in item.items)
-        else:
-            children = item  # type: ignore[assignment]
-        stack.extend((c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
+        if isinstance(item, (list, tuple, dict, JsonObject)):
+            if depth >= limit:
+                return True
+            if isinstance(item, dict):
+                children: object = item.values()
+            elif isinstance(item, JsonObject):
+                children = [v for _, v in item.items]
+            else:
+                children = item
+            if set(map(type, children)) <= _LEAVES:  # type: ignore[call-overload]
+                continue  # a flat array or object (most are): nothing deeper to visit
+            stack.extend((c, depth + 1) for c in children)  # type: ignore[attr-defined]
     return False
 
 

@@ -19,11 +19,13 @@ from . import methods as _methods  # noqa: F401  (registers the built-in rules)
 from .backend import Backend, Candidate, DeviceKind, Refusal, unmet
 from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
+from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
 from .result import Err, Issue, Issues, Ok, Result
 from .rules import compute_dtype, quantizes_on_load, select_backend, skip_modules
 from .text import printable, quote
+from .unknown import plan_unknown
 from .validate import validate
 
 __all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
@@ -45,6 +47,9 @@ class LoadOptions:
         user_config: A config passed by the user, reconciled with the checkpoint's.
         executable: Only backends this version can execute (a ``loader``) may be chosen; ``load``
             plans so. Others are rejected with that reason.
+        unknown_method: What to do with a checkpoint whose method nobody registered
+            (``UnknownMethod``): ``"refuse"`` (the default), or ``"full_precision"``: load the
+            weights as stored, ignoring the quantization config, deliberately (the plan says so).
     """
 
     device: DeviceRequest = "auto"
@@ -52,6 +57,7 @@ class LoadOptions:
     backend: str | None = None
     user_config: AbstractQuantConfig | None = None
     executable: bool = False
+    unknown_method: Literal["refuse", "full_precision"] = "refuse"
 
 
 @attrs.frozen
@@ -241,6 +247,8 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     problems = _option_issues(options, environment)
     if problems:
         return Err(problems)
+    if isinstance(config, UnknownMethod):
+        return plan_unknown(config, environment, options)
     for given in (config, options.user_config):
         if given is not None:
             checked = validate(given)

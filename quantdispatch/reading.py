@@ -18,9 +18,11 @@ import attrs
 from .codec import locate, parse
 from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
+from .configs.unknown import UnknownMethod
 from .fileio import display, open_regular, read_bounded
 from .gguf.reader import read_gguf_header
 from .jsontext import decode_json
+from .jsonvalue import JsonObject, freeze
 from .result import Err, Issue, Issues, Ok, Result
 from .text import quote
 
@@ -29,9 +31,10 @@ __all__ = ["Source", "read", "read_config", "MAX_JSON_BYTES"]
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """A config file larger than this is refused rather than read into memory."""
 
-Kind = Literal["config.json", "quantize_config.json", "quant_config.json", "json", "gguf"]
-_DEFAULT_METHOD: dict[str, str] = {"quantize_config.json": "gptq", "quant_config.json": "awq"}
+Kind = Literal["config.json", "quantize_config.json", "quant_config.json", "hf_quant_config.json", "json", "gguf"]
+_DEFAULT_METHOD: dict[str, str] = {"quantize_config.json": "gptq", "quant_config.json": "awq", "hf_quant_config.json": "modelopt"}
 _SIDE_FILES = ("quantize_config.json", "quant_config.json")
+_MLX_BLOCK = "quantization"  # MLX-LM writes its settings under this key of config.json, with no method string
 _METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
 
 
@@ -84,17 +87,20 @@ def _read_json_file(path: Path) -> Result[Source, Issues]:
     if isinstance(loaded, Err):
         return loaded
     value = loaded.value
-    kind: Kind = path.name if path.name in ("config.json", *_SIDE_FILES) else "json"  # type: ignore[assignment]
+    kind: Kind = path.name if path.name in ("config.json", "hf_quant_config.json", *_SIDE_FILES) else "json"  # type: ignore[assignment]
     if not isinstance(value, dict):
         what = "null" if value is None else type(value).__name__
         return _issue("json.type", f"{path.name} holds {what}, not a JSON object",
                       "a config file is an object: {\"quant_method\": …} or a whole config.json")
     if kind == "config.json":
         found = locate(value)
+        mlx = value.get(_MLX_BLOCK)
+        if found is None and isinstance(mlx, dict):
+            found = (mlx, f"$.{_MLX_BLOCK}")
         if found is None and not any(k in value for k in _METHOD_KEYS):
             return Ok(Source(str(path), kind, None))
         raw, at = found if found is not None else (value, "$")
-        return Ok(Source(str(path), kind, raw, at))
+        return Ok(Source(str(path), kind, raw, at, "mlx" if isinstance(mlx, dict) else None))
     if kind == "quantize_config.json" and not {"bits", "quant_method"} & value.keys():
         return _issue("read.not_gptq", f"this quantize_config.json is not a GPTQ config: {_looks_like(value)}",
                       "ONNX Runtime and other tools write files of the same name; a GPTQ model has 'bits' in it")
@@ -122,7 +128,7 @@ def _read_directory(path: Path) -> Result[Source, Issues]:
     except OSError as e:
         return _issue("file.unreadable", f"cannot list {quote(display(path))}: {e.strerror or type(e).__name__}")
     ggufs = [path / n for n in names if n.endswith(".gguf")]
-    for name in ("config.json", *_SIDE_FILES):
+    for name in ("config.json", *_SIDE_FILES, "hf_quant_config.json"):
         if name not in names:
             continue
         found = _read_json_file(path / name)
@@ -183,12 +189,18 @@ def read(path: str | os.PathLike[str]) -> Result[Source, Issues]:
     return _read_json_file(p)
 
 
-def read_config(path: str | os.PathLike[str]) -> Result[AbstractQuantConfig | None, Issues]:
+def read_config(path: str | os.PathLike[str], *, keep_unknown_method: bool = False) -> Result[AbstractQuantConfig | None, Issues]:
     """``read`` then ``parse``: the typed config of a checkpoint, ``None`` if it is not quantized.
 
     In a model directory whose ``config.json`` is quantized, a ``quantize_config.json`` or
     ``quant_config.json`` beside it must say the same: where the two disagree on how the weights
     are stored, that is an issue (Transformers silently reads ``config.json``).
+
+    Args:
+        path: A model directory, a JSON file or a GGUF file.
+        keep_unknown_method: Return a checkpoint whose ``quant_method`` nobody registered as an
+            ``UnknownMethod`` (for ``plan`` to refuse, or load in full precision when asked)
+            instead of the ``method.unknown`` issue.
     """
     source = read(path)
     if isinstance(source, Err):
@@ -197,6 +209,11 @@ def read_config(path: str | os.PathLike[str]) -> Result[AbstractQuantConfig | No
     if s.raw is None:
         return Ok(None)
     parsed = parse(s.raw, default_method=s.default_method, at=s.at)
+    if keep_unknown_method and isinstance(parsed, Err) and [i.code for i in parsed.error] == ["method.unknown"]:
+        frozen = freeze(s.raw) if isinstance(s.raw, dict) else None
+        name = s.raw.get("quant_method") if isinstance(s.raw, dict) else None
+        if isinstance(frozen, JsonObject) and isinstance(name, str):
+            return Ok(UnknownMethod(name=name, document=frozen))
     if isinstance(parsed, Ok) and s.kind == "config.json":
         return _agree(Path(s.path).parent, parsed.value)
     return parsed

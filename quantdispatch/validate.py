@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from . import methods as _methods  # noqa: F401  (registers the built-in rules)
 from .codec.fields import Problem
 from .codec.registry import spec_for
-from .codec.spec import TypeSpec, child_path, decoded, issue_at
+from .codec.spec import TypeSpec, child_path, issue_at, was_decoded
 from .configs.base import AbstractQuantConfig
 from .jsonvalue import MAX_JSON_DEPTH, JsonObject, thaw, too_deep
 from .result import Err, Issue, Issues, Ok, Result
@@ -24,6 +24,23 @@ from .text import quote
 __all__ = ["validate", "field_issues", "cross_field_issues"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
+
+
+def _deep_values(config: AbstractQuantConfig, spec: TypeSpec[Any]) -> Issues:
+    """Refuse values nested deeper than any walk below may go (before any recursive walk)."""
+    issues = []
+    for f in spec.fields:
+        if f.attr is None:
+            continue
+        value = getattr(config, f.attr)
+        if isinstance(value, (tuple, list, dict, JsonObject)) and too_deep(value):  # scalars: nothing to walk
+            issues.append(Issue("json.too_deep", child_path("$", f.key), f"nested deeper than {MAX_JSON_DEPTH} levels"))
+    extras: object = config.extras  # a config built in code may hold anything here
+    if not isinstance(extras, JsonObject):
+        issues.append(Issue("config.extras.type", "$", f"extras must be a JsonObject, got {type(extras).__name__}"))
+    elif extras.items and too_deep(extras, MAX_JSON_DEPTH + 1):
+        issues.append(Issue("json.too_deep", "$", f"extras are nested deeper than {MAX_JSON_DEPTH} levels"))
+    return tuple(issues)
 
 
 def _check(spec: TypeSpec[Any], key: str, value: Any) -> Issue | None:
@@ -46,6 +63,9 @@ def field_issues(config: AbstractQuantConfig) -> Issues:
     if spec is None:
         return (Issue("config.unregistered", "$", f"{type(config).__name__} has no codec entry",
                       "register it with quantdispatch.register_codec"),)
+    deep = _deep_values(config, spec)
+    if deep:
+        return deep
     issues: list[Issue] = []
     for f in spec.fields:
         if f.attr is None:
@@ -53,18 +73,10 @@ def field_issues(config: AbstractQuantConfig) -> Issues:
         value: Any = getattr(config, f.attr)
         if value is f.default:
             continue  # defaults are valid by construction (a test decodes every default)
-        if isinstance(value, (tuple, list, dict, JsonObject)) and too_deep(value):  # before any recursive walk
-            issues.append(Issue("json.too_deep", child_path("$", f.key), f"nested deeper than {MAX_JSON_DEPTH} levels"))
-            continue
         issue = _check(spec, f.key, value)
         if issue is not None:
             issues.append(issue)
-    extras: object = config.extras  # a config built in code may hold anything here
-    if not isinstance(extras, JsonObject):
-        return (*issues, Issue("config.extras.type", "$", f"extras must be a JsonObject, got {type(extras).__name__}"))
-    if extras.items and too_deep(extras, MAX_JSON_DEPTH + 1):
-        return (*issues, Issue("json.too_deep", "$", f"extras are nested deeper than {MAX_JSON_DEPTH} levels"))
-    for key, value in extras.items:
+    for key, value in config.extras.items:
         if key in spec.reserved:
             issues.append(Issue("config.extras.shadowed", child_path("$", key),
                                 f"extras hold {key!r}, which {type(config).__name__} models itself",
@@ -90,7 +102,7 @@ def validate(config: C) -> Result[C, Issues]:
         return Err((Issue("config.type", "$", f"expected a quantization config, got {type(given).__name__}"),))
     if config._checked >= 2:  # this very object was accepted before; configs are immutable
         return Ok(config)
-    issues = () if decoded(config) else field_issues(config)
+    issues = () if was_decoded(config) else field_issues(config)  # parsing checked the fields already
     if not issues:
         issues = cross_field_issues(config)
     if issues:

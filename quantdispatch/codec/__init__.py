@@ -25,6 +25,7 @@ from .spec import TooDeepError, TypeSpec, child_path, decode_object, encode_obje
 __all__ = ["parse", "dump", "locate", "DumpStyle"]
 
 register_codec((GGUF_SPEC,))
+from . import families as _families  # noqa: E402, F401  (registers every other family)
 
 DumpStyle = Literal["source", "transformers"]
 _METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
@@ -33,15 +34,16 @@ _METHOD_KEYS = ("quant_method", "load_in_4bit", "load_in_8bit")
 def locate(document: Mapping[str, object], at: str = "$") -> tuple[object, str] | None:
     """Find the quantization config inside a whole ``config.json``.
 
-    Looks at ``quantization_config``, then (as Transformers 5 does for composite models)
-    ``text_config.quantization_config``. Returns the value and its JSON path, or ``None``.
+    Looks at ``quantization_config``, then compressed-tensors' legacy ``compression_config``, then
+    (as Transformers 5 does for composite models) ``text_config.quantization_config``. Returns the value and its JSON path, or ``None``.
 
     >>> locate({"model_type": "llava", "text_config": {"quantization_config": {"bits": 4}}})
     ({'bits': 4}, '$.text_config.quantization_config')
     """
-    value = document.get("quantization_config")
-    if value is not None:
-        return value, child_path(at, "quantization_config")
+    for key in ("quantization_config", "compression_config"):  # the second: compressed-tensors' legacy name
+        value = document.get(key)
+        if value is not None:
+            return value, child_path(at, key)
     text = document.get("text_config")
     if isinstance(text, Mapping) and text.get("quantization_config") is not None:
         return text["quantization_config"], child_path(child_path(at, "text_config"), "quantization_config")

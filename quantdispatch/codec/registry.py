@@ -25,7 +25,7 @@ from .spec import TypeSpec, child_path
 
 __all__ = [
     "Family", "TRANSFORMERS_METHODS", "RegistrationError", "register_codec", "spec_for", "select_spec",
-    "families",
+    "families", "method_aliases",
 ]
 
 TRANSFORMERS_METHODS: Final[tuple[str, ...]] = (
@@ -40,18 +40,32 @@ Selector = Callable[[Mapping[str, object], str], Result[TypeSpec[Any], Issues]]
 
 @attrs.frozen
 class Family:
-    """All config types one method string can name, and how to pick one from a JSON object."""
+    """All config types one method string can name, and how to pick one from a JSON object.
+
+    Attributes:
+        method: The method string.
+        specs: Its config types' codec entries.
+        select: Picks the type for a JSON object.
+        aliases: Legacy method strings read as this one (compressed-tensors' ``sparseml``).
+        recognise: Says whether a document that names no method is of this family (ModelOpt's
+            ``hf_quant_config.json``); ``None`` when it must be named.
+    """
 
     method: str
     specs: tuple[TypeSpec[Any], ...]
     select: Selector
+    aliases: tuple[str, ...] = ()
+    recognise: Callable[[Mapping[str, object]], bool] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
+_ALIASES: dict[str, str] = {}
+_RECOGNISERS: list[Family] = []
 _SPECS: dict[type[AbstractQuantConfig], TypeSpec[Any]] = {}
 
 
-def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = None) -> None:
+def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = None, *, aliases: tuple[str, ...] = (),
+                   recognise: Callable[[Mapping[str, object]], bool] | None = None) -> None:
     """Add a family of config types to the codec, under their method string.
 
     The method string is the types' own ``method`` (said once, on the type).
@@ -59,6 +73,8 @@ def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = N
     Args:
         specs: The codec entries of the config types one method string names.
         select: Picks the variant for a JSON object; may be left out when there is one spec.
+        aliases: Legacy method strings that mean this one.
+        recognise: Recognises a document of this family that names no method.
 
     Raises:
         RegistrationError: The method string or a config type is already registered, the types
@@ -69,6 +85,11 @@ def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = N
     method = specs[0].cls.method
     if not method:
         raise RegistrationError(f"{specs[0].cls.__qualname__}.method is empty; set the class variable to its method string")
+    for name in (method, *aliases):
+        if name in _ALIASES:
+            raise RegistrationError(f"method string {name!r} is already an alias of {_ALIASES[name]!r}; pick another string")
+    if any(a in _FAMILIES for a in aliases):
+        raise RegistrationError(f"an alias in {aliases!r} is already a registered method string")
     if method in _FAMILIES or method in ("bitsandbytes_4bit", "bitsandbytes_8bit"):
         owner = _FAMILIES[method].specs[0].cls.__qualname__ if method in _FAMILIES else "bitsandbytes"
         raise RegistrationError(f"method string {method!r} is already registered (by {owner}); pick another string")
@@ -78,7 +99,11 @@ def register_codec(specs: tuple[TypeSpec[Any], ...], select: Selector | None = N
         if spec.cls.method != method:
             msg = f"{spec.cls.__qualname__}.method is {spec.cls.method!r} but {specs[0].cls.__qualname__}.method is {method!r}"
             raise RegistrationError(msg)
-    _FAMILIES[method] = Family(method, specs, select or _always(specs[0]))
+    family = Family(method, specs, select or _always(specs[0]), aliases, recognise)
+    _FAMILIES[method] = family
+    _ALIASES.update((a, method) for a in aliases)
+    if recognise is not None:
+        _RECOGNISERS.append(family)
     _SPECS.update((spec.cls, spec) for spec in specs)
 
 
@@ -92,6 +117,11 @@ def _always(spec: TypeSpec[Any]) -> Selector:
 def spec_for(cls: type[AbstractQuantConfig]) -> TypeSpec[Any] | None:
     """Return the codec entry of a config type, or ``None`` if it was never registered."""
     return _SPECS.get(cls)
+
+
+def method_aliases() -> dict[str, str]:
+    """Legacy method strings and the method each one means."""
+    return dict(_ALIASES)
 
 
 def families() -> tuple[Family, ...]:
@@ -190,6 +220,9 @@ def select_spec(obj: Mapping[str, object], at: str, default_method: str | None =
         return _select_bnb(obj, at)
     qm = obj.get("quant_method", default_method)
     if qm is None:
+        recognised = next((f for f in _RECOGNISERS if f.recognise is not None and f.recognise(obj)), None)
+        if recognised is not None:
+            return recognised.select(obj, at)
         return Err((Issue("method.missing", at, "no quant_method and no bitsandbytes flag",
                           "add \"quant_method\" (e.g. \"gptq\", \"awq\") or load_in_4bit/load_in_8bit"),))
     where = child_path(at, "quant_method")
@@ -197,7 +230,7 @@ def select_spec(obj: Mapping[str, object], at: str, default_method: str | None =
         return Err((Issue("method.type", where, f"expected a string, got {type_name(qm)} {quote(qm)}"),))
     if qm == "bitsandbytes":
         return _select_bnb(obj, at)
-    family = _FAMILIES.get(qm)
+    family = _FAMILIES.get(qm) or _FAMILIES.get(_ALIASES.get(qm, ""))
     if family is not None:
         return family.select(obj, at)
     return Err((_unknown_method(qm, where),))
@@ -207,7 +240,7 @@ def _unknown_method(qm: str, where: str) -> Issue:
     if qm in TRANSFORMERS_METHODS:
         return Issue("method.unsupported", where, f"{quote(qm)} is a Transformers method that quantdispatch does not support yet",
                      "supported: " + ", ".join(sorted({"bitsandbytes", *_FAMILIES})))
-    known = sorted({"bitsandbytes", *_FAMILIES, *TRANSFORMERS_METHODS} - {"bitsandbytes_4bit", "bitsandbytes_8bit"})
+    known = sorted({"bitsandbytes", *_FAMILIES, *_ALIASES, *TRANSFORMERS_METHODS} - {"bitsandbytes_4bit", "bitsandbytes_8bit"})
     exact = [k for k in known if k.lower() == qm.lower()]
     close = exact or (difflib.get_close_matches(qm, known, n=1, cutoff=0.6) if len(qm) <= 64 else [])
     hint = f"did you mean {close[0]!r}? method strings are exact and case-sensitive" if close else "known: " + ", ".join(known)

@@ -14,12 +14,12 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..configs.base import AbstractQuantConfig
-from ..jsonvalue import MAX_JSON_DEPTH, FrozenJson, Json, JsonObject, freeze, thaw, too_deep
+from ..jsonvalue import MAX_JSON_DEPTH, FrozenJson, Json, JsonObject, TooDeepError, freeze_bounded, thaw
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import MAX_QUOTE, quote
 from .fields import FieldSpec, Problem
 
-__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "decoded"]
+__all__ = ["TypeSpec", "decode_object", "encode_object", "canonical", "child_path", "was_decoded", "TooDeepError"]
 
 C = TypeVar("C", bound=AbstractQuantConfig)
 
@@ -48,6 +48,9 @@ class TypeSpec(Generic[C]):
             (Transformers' ``get_loading_attributes``).
         to_transformers: Writes what Transformers 5 puts in ``config.json`` for this config, or
             ``None`` when Transformers has no such config (third-party types).
+        envelope: A key under which the format may nest its fields (ModelOpt's
+            ``hf_quant_config.json``: ``{"producer": …, "quantization": {…}}``); both spellings
+            decode to the same value, and the canonical dump writes the flat one.
     """
 
     cls: type[C]
@@ -57,6 +60,7 @@ class TypeSpec(Generic[C]):
     prefix: str = ""
     loading_attributes: tuple[str, ...] = ()
     to_transformers: Callable[[C], dict[str, Json]] | None = None
+    envelope: str | None = None
 
     by_key: dict[str, FieldSpec[Any]] = attrs.field(init=False, eq=False, repr=False)
     defaults: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
@@ -90,15 +94,13 @@ def issue_at(spec: TypeSpec[Any], key: str, at: str, p: Problem) -> Issue:
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
-class TooDeepError(ValueError):
-    """A value nests deeper than ``MAX_JSON_DEPTH``; raised before any recursive walk of it."""
-
-
 def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Result[C, Issues]:
     """Decode a JSON object into ``spec.cls``, collecting every issue.
 
     Typed keys fill fields; inert keys are checked and, like unknown keys, kept in ``extras``;
     discriminator keys are consumed. The object itself, frozen, becomes the config's ``source``.
+    Where the spec has an ``envelope`` and the object nests its fields under it, they are read
+    from there (located under it); the keys beside it are read as usual.
 
     Raises:
         ValueError: A value is not JSON (``parse`` turns this into an issue).
@@ -108,17 +110,46 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
     issues: list[Issue] = []
     source: list[tuple[str, FrozenJson]] = []
     extras: list[tuple[str, FrozenJson]] = []
+    wrapped = obj.get(spec.envelope) if spec.envelope is not None else None
+    nested = spec.envelope if isinstance(wrapped, dict) else None
+    _decode_items(spec, obj, at, values, seen, issues, source, extras, nested)
+    if nested is not None:
+        assert isinstance(wrapped, dict)
+        envelope = next(v for k, v in source if k == nested)  # frozen with the document: not frozen twice
+        assert isinstance(envelope, JsonObject)
+        _decode_items(spec, wrapped, child_path(at, nested), values, seen, issues, [], extras, None, envelope)
+    issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
+    if issues:
+        return Err(tuple(issues))
+    config = spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source)))
+    object.__setattr__(config, "_checked", 1)  # its fields are valid as decoded: validate need not decode them again
+    return Ok(config)
+
+
+def was_decoded(config: AbstractQuantConfig) -> bool:
+    """Whether ``config``'s fields came from the codec's decoders (every field went through its
+    decoder, every extra is an unmodelled or checked key, the depth was bounded), so ``validate``
+    need only apply the rules across fields. A config made with ``attrs.evolve`` is a new object
+    and is checked in full."""
+    return config._checked >= 1
+
+
+def _decode_items(spec: TypeSpec[Any], obj: Mapping[str, object], at: str, values: dict[str, Any], seen: dict[str, tuple[str, object]],
+                  issues: list[Issue], source: list[tuple[str, FrozenJson]], extras: list[tuple[str, FrozenJson]], skip: str | None,
+                  known: JsonObject | None = None) -> None:
     for key, value in obj.items():
         if type(key) is not str:
             raise ValueError(f"object keys must be strings, got {quote(key)}")
         # Scalars (most values) are their own frozen form; skip the calls for them.
-        if type(value) in _PLAIN_SCALARS:
-            frozen: FrozenJson = value  # type: ignore[assignment]
-        elif too_deep(value, MAX_JSON_DEPTH - 1):
-            raise TooDeepError(key)
-        else:
-            frozen = freeze(value)  # type: ignore[arg-type]
+        if known is not None:
+            frozen: FrozenJson = known.get(key)  # inside an envelope frozen (and depth-checked) already
+        elif type(value) in _PLAIN_SCALARS:
+            frozen = value  # type: ignore[assignment]
+        else:  # frozen and depth-checked in one walk, before any decoder recurses into it
+            frozen = freeze_bounded(value, MAX_JSON_DEPTH - 1)  # type: ignore[arg-type]
         source.append((key, frozen))
+        if key == skip:
+            continue  # the envelope: its keys are read next
         f = spec.by_key.get(key)
         if f is None:
             if key not in spec.tag_keys:
@@ -133,20 +164,9 @@ def decode_object(spec: TypeSpec[C], obj: Mapping[str, object], at: str) -> Resu
         else:
             first = seen.setdefault(f.key, (key, decoded))
             if first[0] != key and (type(first[1]) is not type(decoded) or first[1] != decoded):
-                msg = f"{first[0]!r} says {quote(obj[first[0]])} but {key!r} says {quote(value)}"
+                msg = f"{first[0]!r} says {quote(obj.get(first[0], '(outside)'))} but {key!r} says {quote(value)}"
                 issues.append(Issue(f"{spec.prefix}.{f.key}.conflict", child_path(at, key), msg, "keep one of them"))
             values[f.attr] = decoded
-    issues += [Issue(f"{spec.prefix}.{f.key}.missing", at, f"required key {f.key!r} is missing") for f in spec.required if f.key not in seen]
-    if issues:
-        return Err(tuple(issues))
-    config = spec.cls(**values, extras=JsonObject(tuple(extras)), source=JsonObject(tuple(source)))
-    object.__setattr__(config, "_checked", 1)  # its fields are valid as decoded; validate need not decode them again
-    return Ok(config)
-
-
-def decoded(config: AbstractQuantConfig) -> bool:
-    """Whether ``config``'s fields came from the codec's decoders (valid as parsed)."""
-    return config._checked >= 1
 
 
 def encode_object(spec: TypeSpec[C], config: C) -> dict[str, Json]:

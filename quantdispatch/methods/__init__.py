@@ -6,9 +6,17 @@ registration here, plus the module its ``loader`` names; a third-party method do
 from its own package (see ``docs/extending.md``).
 """
 
+from ..rules import backends as _backends
 from . import awq as awq
 from . import bnb as bnb
+from . import codebook as codebook
+from . import compressed_tensors as compressed_tensors
+from . import fp8 as fp8
 from . import gguf as gguf
 from . import gptq as gptq
+from . import integer as integer
 
-__all__ = ["awq", "bnb", "gguf", "gptq"]
+__all__ = ["awq", "bnb", "codebook", "compressed_tensors", "fp8", "gguf", "gptq", "integer", "BUILTIN_BACKENDS"]
+
+BUILTIN_BACKENDS: frozenset[str] = frozenset(b.name for b in _backends())
+"""The backends the built-in methods declare (taken before any plugin can add its own)."""

@@ -8,7 +8,7 @@ from ..backend import Requirement
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda, Mps
 
-__all__ = ["TORCH", "GPTQMODEL", "MARLIN_GROUPS", "marlin_unfit", "gpu_or_cpu_dtype"]
+__all__ = ["TORCH", "GPTQMODEL", "ACCELERATE", "MARLIN_GROUPS", "marlin_unfit", "gpu_or_cpu_dtype", "bf16_or_cpu_dtype"]
 
 TORCH: Final = Requirement("torch", "2.4")
 GPTQMODEL: Final = Requirement("gptqmodel", "1.4.3")
@@ -35,3 +35,14 @@ def gpu_or_cpu_dtype(device: AbstractDevice) -> tuple[DType, str]:
     if isinstance(device, (Cuda, Mps)):
         return DType.FLOAT16, "GPU kernels compute in float16"
     return DType.FLOAT32, "float32 on the CPU: the portable kernels dequantize to it"
+
+
+ACCELERATE: Final = Requirement("accelerate", "1.1")
+
+
+def bf16_or_cpu_dtype(device: AbstractDevice) -> tuple[DType, str]:
+    """Floating-point formats with scales (FP8, FP4, codebooks): bfloat16 on GPUs, as their
+    kernels and Transformers compute; float32 on the CPU."""
+    if isinstance(device, (Cuda, Mps)):
+        return DType.BFLOAT16, "the method's GPU kernels compute in bfloat16"
+    return DType.FLOAT32, "float32 on the CPU: weights are dequantized to it"

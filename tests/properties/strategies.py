@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 import quantdispatch as qd
@@ -12,6 +13,8 @@ from quantdispatch.configs.bnb import BNB_QUANT_STORAGE
 from quantdispatch.dtypes import DType
 from quantdispatch.gguf.types import block_size
 from quantdispatch.jsonvalue import Json, JsonObject, freeze
+
+from .strategies_methods import METHOD_STRATEGIES
 
 __all__ = ["json_values", "json_objects", "configs", "CONFIG_STRATEGIES", "environments", "devices"]
 
@@ -95,10 +98,17 @@ def _gguf() -> st.SearchStrategy[qd.Gguf]:
                      gguf_file=st.none() | _names, dequantize=st.booleans(), extras=_extras(qd.Gguf))
 
 
+def _and_extras(cls: type[qd.AbstractQuantConfig], strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Add extras to the configs of a strategy that draws none of its own."""
+    return st.tuples(strategy, _extras(cls)).map(lambda t: t[0] if t[0].extras.items else attrs.evolve(t[0], extras=t[1]))
+
+
 CONFIG_STRATEGIES: dict[type[qd.AbstractQuantConfig], st.SearchStrategy[Any]] = {
     qd.Bnb4Bit: _bnb4(), qd.Bnb8Bit: _bnb8(), qd.Gptq: _gptq(qd.Gptq), qd.GptqV2: _gptq(qd.GptqV2),
     qd.AwqGemm: _awq(qd.AwqGemm), qd.AwqGemv: _awq(qd.AwqGemv), qd.AwqGemvFast: _awq(qd.AwqGemvFast),
     qd.AwqMarlin: _awq(qd.AwqMarlin), qd.AwqLlm: _awq(qd.AwqLlm), qd.Gguf: _gguf(),
+    # MLX's extras are its per-module overrides: its strategy draws them.
+    **{cls: s if cls is qd.Mlx else _and_extras(cls, s) for cls, s in METHOD_STRATEGIES.items()},
 }
 """One strategy per built-in config type; the laws are applied to each."""
 

@@ -15,13 +15,13 @@ register()
 
 def test_plugin_config_parses_validates_and_round_trips() -> None:
     """The plugin's method string parses to its type, with every issue coded under its prefix."""
-    doc = {"quant_method": "hqq", "nbits": 2, "group_size": 32, "note": "kept"}
+    doc = {"quant_method": "hqq_flat", "nbits": 2, "group_size": 32, "note": "kept"}
     parsed = qd.parse(doc)
     assert parsed == qd.Ok(Hqq(nbits=2, group_size=32, extras=JsonObject((("note", "kept"),))))
     assert qd.dump(parsed.value) == doc
-    bad = qd.parse({"quant_method": "hqq", "nbits": 5, "axis": 2})
-    assert isinstance(bad, qd.Err) and [i.code for i in bad.error] == ["hqq.nbits.not_allowed", "hqq.axis.not_allowed"]
-    assert qd.validate(Hqq(group_size=0)).error[0].code == "hqq.group_size.range"  # type: ignore[union-attr]
+    bad = qd.parse({"quant_method": "hqq_flat", "nbits": 5, "axis": 2})
+    assert isinstance(bad, qd.Err) and [i.code for i in bad.error] == ["hqq_flat.nbits.not_allowed", "hqq_flat.axis.not_allowed"]
+    assert qd.validate(Hqq(group_size=0)).error[0].code == "hqq_flat.group_size.range"  # type: ignore[union-attr]
 
 
 def test_plugin_backend_is_dispatched_and_planned() -> None:

@@ -126,7 +126,7 @@ def test_every_problem_is_reported_at_once() -> None:
     ({"quant_method": "awq", "version": "exllama"}, ["awq.version.unsupported"]),
     ({"quant_method": "awq", "bits": 4, "w_bit": 8}, ["awq.w_bit.not_allowed"]),
     ({"quant_method": "awq", "group_size": 64, "q_group_size": 128}, ["awq.group_size.conflict"]),
-    ({"quant_method": "fp8"}, ["method.unsupported"]),
+    ({"quant_method": "fp8", "activation_scheme": "sometimes"}, ["fp8.activation_scheme.not_allowed"]),
     ({"quant_method": "GPTQ"}, ["method.unknown"]),
     ({"quant_method": 4}, ["method.type"]),
     ({"bits": 4}, ["method.missing"]),
@@ -143,7 +143,7 @@ def test_unknown_method_hint_names_the_nearest() -> None:
     """A miscased or misspelt method string gets the nearest known one as a hint."""
     r = qd.parse({"quant_method": "GPTQ"})
     assert isinstance(r, qd.Err) and r.error[0].hint is not None and "'gptq'" in r.error[0].hint
-    r2 = qd.parse({"quant_method": "compressed_tensors"})
+    r2 = qd.parse({"quant_method": "compressed-tensor"})
     assert isinstance(r2, qd.Err) and r2.error[0].hint is not None and "'compressed-tensors'" in r2.error[0].hint
 
 
@@ -170,16 +170,18 @@ def test_field_specs_agree_with_the_attrs_fields() -> None:
     names only where the format says so (listed here)."""
     from quantdispatch.codec.registry import families
 
-    renamed = {"skip_modules": "llm_int8_skip_modules", "enable_fp32_cpu_offload": "llm_int8_enable_fp32_cpu_offload",
-               "threshold": "llm_int8_threshold", "has_fp16_weight": "llm_int8_has_fp16_weight",
-               "quant_type": "bnb_4bit_quant_type", "compute_dtype": "bnb_4bit_compute_dtype",
-               "use_double_quant": "bnb_4bit_use_double_quant", "quant_storage": "bnb_4bit_quant_storage"}
+    bnb = {"skip_modules": "llm_int8_skip_modules", "enable_fp32_cpu_offload": "llm_int8_enable_fp32_cpu_offload",
+           "threshold": "llm_int8_threshold", "has_fp16_weight": "llm_int8_has_fp16_weight",
+           "quant_type": "bnb_4bit_quant_type", "compute_dtype": "bnb_4bit_compute_dtype",
+           "use_double_quant": "bnb_4bit_use_double_quant", "quant_storage": "bnb_4bit_quant_storage"}
+    others = {"sinq_method": "method"}  # SINQ's "method" key would shadow the method ClassVar
     for family in families():
         for spec in family.specs:
             fields = {a.name: a for a in attrs.fields(spec.cls)}
             for f in spec.fields:
                 if f.attr is None:
                     continue
+                renamed = bnb if spec.prefix == "bnb" else others
                 assert f.key == renamed.get(f.attr, f.attr), (spec.cls.__name__, f.attr)
                 default = fields[f.attr].default
                 assert f.required == (default is attrs.NOTHING)

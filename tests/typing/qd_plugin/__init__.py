@@ -1,6 +1,7 @@
 """A third-party plugin, written as an outside author would: a new method, its codec, a backend.
 
-It adds HQQ (half-quadratic quantization) checkpoints, ``quant_method: "hqq"``, without touching
+It adds HQQ checkpoints in a flat layout (``quant_method: "hqq_flat"``: ``nbits`` at the top level,
+where the built-in ``hqq`` reads Transformers' nested ``quant_config``), without touching
 quantdispatch's code, and must pass ``mypy --strict`` like any typed client.
 """
 
@@ -22,7 +23,7 @@ HQQ_BITS: Final[tuple[Literal[1, 2, 3, 4, 8], ...]] = (1, 2, 3, 4, 8)
 class Hqq(qd.AbstractQuantConfig):
     """HQQ weights: ``nbits`` with a per-group scale and zero, grouped along ``axis``."""
 
-    method: ClassVar[str] = "hqq"
+    method: ClassVar[str] = "hqq_flat"
 
     nbits: Literal[1, 2, 3, 4, 8] = 4
     group_size: int = 64

@@ -1,0 +1,103 @@
+"""The commands added with the method families: ``schema``, ``engine-args`` and ``where``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .backend import Refusal
+from .codec.registry import families, method_aliases
+from .configs.base import AbstractQuantConfig
+from .engine import VLLM_SOURCE, vllm_args
+from .environment import Cuda
+from .result import Err
+from .schema import DIALECT, all_schemas, json_schema
+from .text import printable
+from .where import verdicts
+
+__all__ = ["add_commands"]
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    if args.method is None:
+        print(json.dumps(all_schemas(), indent=2))
+        return 0
+    method = method_aliases().get(args.method, args.method)
+    family = next((f for f in families() if f.method == method), None)
+    if family is None:
+        known = ", ".join(sorted(f.method for f in families()))
+        print(f"quantdispatch schema: unknown method {printable(repr(args.method))}; known: {known}")
+        return 1
+    schemas = [json_schema(s.cls) for s in family.specs]
+    out = schemas[0] if len(schemas) == 1 else {"$schema": DIALECT, "title": method, "oneOf": schemas}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add this module's commands to the ``quantdispatch`` parser."""
+    schema = sub.add_parser("schema", help="print the JSON Schema of a method's config types (all types without METHOD)")
+    schema.add_argument("method", nargs="?", metavar="METHOD")
+    schema.set_defaults(run=_cmd_schema)
+    add_engine_commands(sub)
+
+
+def _config_of(path: str) -> AbstractQuantConfig | int:
+    from .cli import _check_line, check_one
+
+    found = check_one(path)
+    if isinstance(found, Err):
+        print(_check_line(path, found))
+        return 1
+    if found.value is None:
+        print(f"{printable(path)}: not quantized")
+        return 1
+    return found.value
+
+
+def _cmd_engine_args(args: argparse.Namespace) -> int:
+    config = _config_of(args.path)
+    if isinstance(config, int):
+        return config
+    device = Cuda(capability=args.capability) if args.capability else None
+    made = vllm_args(config, device, allow_deprecated=args.allow_deprecated)
+    if isinstance(made, Refusal):
+        print(json.dumps({"engine": "vllm", "refused": made.code, "reason": made.message, "hint": made.hint}, indent=2))
+        return 1
+    print(json.dumps({"engine": made.engine, "quantization": made.quantization, "dtype": made.dtype, "kv_cache_dtype": made.kv_cache_dtype,
+                      "min_capability": f"{made.min_capability[0]}.{made.min_capability[1]}", "cli": made.as_cli(),
+                      "notes": list(made.notes), "facts_from": VLLM_SOURCE}, indent=2))
+    return 0
+
+
+def _cmd_where(args: argparse.Namespace) -> int:
+    config = _config_of(args.path)
+    if isinstance(config, int):
+        return config
+    print(f"{type(config).__name__} ({config.method}) on hand-built machines with every backend's packages installed:")
+    for v in verdicts(config):
+        print(f"  {v.machine}: " + (f"loads with {v.backend}" if v.backend else "cannot load"))
+        for why in v.why_not:
+            print(f"      {printable(why)}")
+        print(f"      vLLM: {printable(v.vllm)}")
+    return 0
+
+
+def _capability(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    if not (major.isdigit() and minor.isdigit() and len(major) <= 3 and len(minor) <= 3):
+        raise argparse.ArgumentTypeError(f"{printable(text)!r} is not a compute capability such as 8.0")
+    return int(major), int(minor)
+
+
+def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``engine-args`` and ``where``."""
+    engine = sub.add_parser("engine-args", help="the arguments a serving engine needs for a checkpoint (vLLM)")
+    engine.add_argument("path", metavar="SOURCE")
+    engine.add_argument("--engine", choices=["vllm"], default="vllm")
+    engine.add_argument("--capability", type=_capability, help="check against this CUDA compute capability (e.g. 8.0)")
+    engine.add_argument("--allow-deprecated", action="store_true", help="accept methods vLLM deprecates")
+    engine.set_defaults(run=_cmd_engine_args)
+    where = sub.add_parser("where", help="could the checkpoint load on Turing, Ampere, Ada, Hopper, Blackwell? and why not")
+    where.add_argument("path", metavar="SOURCE")
+    where.set_defaults(run=_cmd_where)
