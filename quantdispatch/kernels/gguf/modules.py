@@ -1,0 +1,125 @@
+"""GGUF weights kept packed: the raw GGML blocks as a uint8 buffer, dequantized per call.
+
+``GgufLinear`` and ``GgufEmbedding`` hold a weight exactly as the file stores it (a view of the
+memory-mapped file where no row had to move), so a model's memory stays near the file's size.
+Each forward dequantizes through ``dequantize`` (the fused C kernels where built, else torch);
+an embedding dequantizes only the rows it looks up (rows are whole blocks).
+
+The seam for faster kernels is ``packed_linear``: it builds the module for one weight from
+``PACKED_LINEARS``, a table by GGML type that is empty here. A module that maps a type exactly
+onto the CPU int4 path (Q4_0, Q4_1, Q4_K's sub-blocks of 32 with their scales and mins) registers
+itself there with ``register_packed_linear``; every other type keeps ``GgufLinear``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quantdispatch.gguf.types import BLOCK, GgmlType
+
+from .dequant import OUTPUT_DTYPES, dequantize
+
+__all__ = ["GgufLinear", "GgufEmbedding", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear"]
+
+
+def _rows(raw: torch.Tensor, ggml_type: GgmlType, shape: tuple[int, ...]) -> torch.Tensor:
+    per_block, size = BLOCK[ggml_type]
+    return raw.reshape(shape[0], shape[-1] // per_block * size)
+
+
+class GgufLinear(nn.Module):
+    """A linear layer whose weight stays in GGML blocks; dequantized at every forward.
+
+    Args:
+        raw: The weight's bytes, uint8, ``[out_features, row bytes]`` (or flat).
+        ggml_type: Its block type.
+        out_features: Rows of the weight.
+        in_features: Its row length (whole blocks).
+        bias: A dense bias, or ``None``.
+    """
+
+    def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
+                 bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.ggml_type = ggml_type
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer("qweight", _rows(raw, ggml_type, (out_features, in_features)))
+        self.bias: torch.Tensor | None
+        if bias is None:
+            self.bias = None
+        else:
+            self.register_buffer("bias", bias)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense weight ``[out_features, in_features]``."""
+        out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
+        w = dequantize(self.qweight.reshape(-1), self.ggml_type, (self.out_features, self.in_features), out_dtype)
+        return w.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, type={self.ggml_type.name}"
+
+
+class GgufEmbedding(nn.Module):
+    """An embedding table kept in GGML blocks; a lookup dequantizes only the rows it reads.
+
+    Args:
+        raw: The table's bytes, uint8.
+        ggml_type: Its block type.
+        num_embeddings: Rows (the vocabulary).
+        embedding_dim: The row length (whole blocks).
+        dtype: The dtype rows are returned in.
+    """
+
+    def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, num_embeddings: int, embedding_dim: int,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.ggml_type = ggml_type
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.dtype = dtype
+        self.register_buffer("qweight", _rows(raw, ggml_type, (num_embeddings, embedding_dim)))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        picked = self.qweight.index_select(0, flat.to(self.qweight.device))
+        out_dtype = self.dtype if self.dtype in OUTPUT_DTYPES else torch.float32
+        rows = dequantize(picked.reshape(-1), self.ggml_type, (flat.numel(), self.embedding_dim), out_dtype)
+        return rows.to(self.dtype).reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, type={self.ggml_type.name}"
+
+
+PackedLinearFactory = Callable[[torch.Tensor, GgmlType, int, int, "torch.Tensor | None"], nn.Module]
+"""Builds the module of one packed weight: (raw bytes, type, out_features, in_features, bias)."""
+
+PACKED_LINEARS: dict[GgmlType, PackedLinearFactory] = {}
+"""Faster modules by GGML type (the int4 path's seam: Q4_0, Q4_1, Q4_K); empty by default."""
+
+
+def register_packed_linear(ggml_type: GgmlType, factory: PackedLinearFactory) -> None:
+    """Use ``factory`` for kept-packed weights of ``ggml_type`` (the int4 path registers here).
+
+    Raises:
+        ValueError: the type has a factory already.
+    """
+    if ggml_type in PACKED_LINEARS:
+        raise ValueError(f"a packed linear module for {ggml_type.name} is registered already")
+    PACKED_LINEARS[ggml_type] = factory
+
+
+def packed_linear(raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
+                  bias: torch.Tensor | None = None) -> nn.Module:
+    """The module that runs one kept-packed weight: the registered one for its type, else ``GgufLinear``."""
+    factory = PACKED_LINEARS.get(ggml_type, GgufLinear)
+    return factory(raw, ggml_type, out_features, in_features, bias)
