@@ -98,7 +98,7 @@ def _skeleton(cfg: dict[str, object], dtype: torch.dtype) -> Result[nn.Module, I
         config = AutoConfig.for_model(model_type, **kw)
         with init_empty_weights(include_buffers=False):
             model: nn.Module = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    except (ValueError, KeyError, TypeError, ImportError) as e:
+    except (ValueError, KeyError, TypeError, ImportError, AssertionError) as e:  # torch asserts on a bad padding_idx
         return Err((_issue("load.architecture.unsupported", f"Transformers cannot build {quote(model_type)}: {quote(str(e), 200)}"),))
     return Ok(model)
 
@@ -215,7 +215,8 @@ def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, tuple[str, 
                  dtype: torch.dtype) -> None:
     """Swap each linear and embedding whose weight is quantized for its packed module; their
     tensors leave ``values``."""
-    embed_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings())
+    embeddings = model.get_input_embeddings()  # type: ignore[operator]
+    embed_name = next(n for n, m in model.named_modules() if m is embeddings)
     for name, module in list(model.named_modules()):
         entry = values.get(f"{name}.weight")
         if entry is None and name == "lm_head" and cfg["tie_word_embeddings"]:

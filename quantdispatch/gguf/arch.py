@@ -23,7 +23,7 @@ import attrs
 
 from .header import GgufValue
 
-__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "unpermute_rows"]
+__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "model_type", "unpermute_rows"]
 
 # metadata key (after "<arch>.") → config.json key; shared by the llama-like architectures
 _COMMON: Final = (
@@ -52,7 +52,7 @@ _MOE: Final = (
 )
 
 # GGUF block tensor (after "blk.N.") → Transformers module (after "model.layers.N.")
-_LLAMA_BLOCK: Final = (
+_LLAMA_BLOCK: Final[tuple[tuple[str, str], ...]] = (
     ("attn_norm", "input_layernorm"),
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
@@ -113,8 +113,7 @@ def _spec(arch: str, model_type: str | None = None, extra: tuple[tuple[str, str]
 
 ARCHITECTURES: Final[Mapping[str, ArchSpec]] = MappingProxyType({
     s.arch: s for s in (
-        _spec("llama", permutes_qk=True),
-        _spec("mistral", permutes_qk=True),
+        _spec("llama", extra=(("rope.dimension_count", "head_dim"),), permutes_qk=True),
         _spec("qwen2"),
         _spec("qwen3", extra=_HEAD_DIM),
         _spec("gemma2", extra=_GEMMA, block=_GEMMA_BLOCK, norm_offset=1.0),
@@ -151,7 +150,7 @@ def hf_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | 
     ``n_vocab`` (the tokenizer's token count, or the embedding's rows) is the vocabulary size
     when the metadata has no ``<arch>.vocab_size``.
     """
-    out: dict[str, object] = {"model_type": spec.model_type, **dict(spec.fixed)}
+    out: dict[str, object] = {"model_type": model_type(spec, metadata), **dict(spec.fixed)}
     for key, target in spec.config_keys:
         value = metadata.get(f"{spec.arch}.{key}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -166,6 +165,18 @@ def hf_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | 
         if isinstance(value, int) and not isinstance(value, bool):
             out[target] = value
     return out
+
+
+def model_type(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> str:
+    """Transformers' ``model_type``: llama.cpp converts Mistral models as ``llama``; Transformers
+    builds a Mistral model when ``general.name`` is exactly ``"mistral"``, and so do we.
+
+    >>> model_type(ARCHITECTURES["llama"], {"general.name": "mistral"})
+    'mistral'
+    """
+    if spec.arch == "llama" and metadata.get("general.name") == "mistral":
+        return "mistral"
+    return spec.model_type
 
 
 def unpermute_rows(n_rows: int, n_head: int) -> list[int]:

@@ -42,6 +42,8 @@ class GgufLinear(nn.Module):
         bias: A dense bias, or ``None``.
     """
 
+    qweight: torch.Tensor
+
     def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
                  bias: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -79,6 +81,8 @@ class GgufEmbedding(nn.Module):
         embedding_dim: The row length (whole blocks).
         dtype: The dtype rows are returned in.
     """
+
+    qweight: torch.Tensor
 
     def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, num_embeddings: int, embedding_dim: int,
                  dtype: torch.dtype = torch.float32) -> None:

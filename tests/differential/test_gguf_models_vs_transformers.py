@@ -1,0 +1,113 @@
+"""GGUF models loaded by ``qd.load`` against Transformers' ``from_pretrained(..., gguf_file=...)``.
+
+Each test writes a tiny random model of one architecture with gguf-py's writer (names from
+gguf-py's own tensor map, llama's q/k permuted and Gemma's norms stored as ``1 + w`` as llama.cpp's
+converter does), then compares logits: with Transformers' load of the same file, in both of our
+modes, and, for F32 files, with the model the file was written from. Divergences from Transformers
+are a table below, each with its own test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gguf")
+pytest.importorskip("transformers")
+
+import gguf
+import torch
+
+import quantdispatch as qd
+from quantdispatch.result import Err
+from tests.gguf_models import tiny_model, write_gguf
+
+T = gguf.GGMLQuantizationType
+IDS = torch.tensor([[1, 5, 9, 30, 60, 2, 17]])
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+
+DIVERGENCES = {
+    "mistral": "Transformers turns a llama file named exactly 'mistral' into model_type mistral, then asks gguf-py for a "
+               "'mistral' tensor map, which does not exist: NotImplementedError; we build MistralForCausalLM",
+    "qwen3 head_dim": "Transformers' GGUF_CONFIG_MAPPING has no qwen3 attention.key_length: it builds head_dim=128 whatever the "
+                      "file says and crashes on the size mismatch; we read key_length",
+}
+
+
+def _theirs(path: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
+
+
+def _ours(path: Path, *, packed: bool) -> Any:
+    found = qd.load(path, device="cpu", dequantize_at_load=not packed)
+    assert not isinstance(found, Err), [i.render() for i in found.error]
+    assert found.value.plan.backend.name == ("torch-gguf-packed" if packed else "torch-gguf")
+    return found.value.model
+
+
+def _logits(model: Any) -> torch.Tensor:
+    with torch.no_grad():
+        out: torch.Tensor = model(IDS).logits
+    return out
+
+
+@pytest.mark.parametrize("qtype", [T.F32, T.Q8_0, T.Q4_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logits_equal_transformers_gguf_file(arch: str, qtype: Any, tmp_path: Path) -> None:
+    """Both modes give Transformers' logits on the same file (and, in F32, the source model's)."""
+    torch.set_num_threads(1)
+    source = tiny_model(arch, tie=arch == "gemma2", head_dim=128 if arch == "qwen3" else None)
+    path = write_gguf(source, arch, tmp_path / "m.gguf", qtype)
+    reference = _logits(_theirs(path))
+    for packed in (False, True):
+        torch.testing.assert_close(_logits(_ours(path, packed=packed)), reference, rtol=1e-5, atol=1e-5)
+    if qtype == T.F32:
+        torch.testing.assert_close(reference, _logits(source), rtol=1e-5, atol=1e-5)
+
+
+def test_k_quant_mix_equals_transformers(tmp_path: Path) -> None:
+    """A Q4_K_M-style mix (Q4_K, Q6_K for v and down projections, Q8_0 embedding) loads as Transformers loads it."""
+    torch.set_num_threads(1)
+    source = tiny_model("llama", hidden=256, intermediate=512, layers=1, vocab=64, heads=4, kv_heads=2)
+    types = {"blk.0.attn_v.weight": T.Q6_K, "blk.0.ffn_down.weight": T.Q6_K, "token_embd.weight": T.Q8_0, "output.weight": T.Q6_K}
+    path = write_gguf(source, "llama", tmp_path / "m.gguf", T.Q4_K, types=types)
+    reference = _logits(_theirs(path))
+    for packed in (False, True):
+        torch.testing.assert_close(_logits(_ours(path, packed=packed)), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_mistral_named_llama_file_transformers_crashes_on(tmp_path: Path) -> None:
+    """DIVERGENCES["mistral"]: a llama-architecture file named "mistral" (llama.cpp converts
+    Mistral as llama) crashes Transformers; we build its MistralForCausalLM, with the source's logits."""
+    torch.set_num_threads(1)
+    source = tiny_model("llama")
+    path = write_gguf(source, "llama", tmp_path / "m.gguf", T.F32, name="mistral")
+    with pytest.raises(NotImplementedError, match="mistral"):
+        _theirs(path)
+    for packed in (False, True):
+        ours = _ours(path, packed=packed)
+        assert type(ours).__name__ == "MistralForCausalLM"
+        torch.testing.assert_close(_logits(ours), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+def test_qwen3_head_dim_transformers_cannot_read(tmp_path: Path) -> None:
+    """DIVERGENCES["qwen3 head_dim"]: Transformers refuses the file; we load it, logits equal to the source model's."""
+    torch.set_num_threads(1)
+    source = tiny_model("qwen3", head_dim=16)
+    path = write_gguf(source, "qwen3", tmp_path / "m.gguf", T.F32)
+    with pytest.raises(RuntimeError, match="mismatch"):
+        _theirs(path)
+    torch.testing.assert_close(_logits(_ours(path, packed=True)), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+def test_tied_output_reads_the_embedding_blocks(tmp_path: Path) -> None:
+    """No output.weight: kept packed, the output layer and the embedding share one buffer of blocks."""
+    torch.set_num_threads(1)
+    path = write_gguf(tiny_model("llama", tie=True), "llama", tmp_path / "m.gguf", T.Q8_0)
+    model = _ours(path, packed=True)
+    assert model.lm_head.qweight.data_ptr() == model.model.embed_tokens.qweight.data_ptr()
+    torch.testing.assert_close(_logits(model), _logits(_theirs(path)), rtol=1e-5, atol=1e-5)
