@@ -176,3 +176,41 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def rewrite(source: Path, dest: Path, qtype: Any, *, split_max_tensors: int = 0) -> Path:
+    """Copy the GGUF file ``source`` (any version: read with quantdispatch's reader) to ``dest`` as
+    GGUF v3 with gguf-py's writer, 2-D F32 weights quantized to ``qtype`` by gguf-py (rows that are
+    not whole blocks stay F16, as llama-quantize falls back); split in shards of
+    ``split_max_tensors`` tensors when given (``dest``'s stem gets ``-00001-of-0000N``)."""
+    from quantdispatch.gguf.data import open_gguf_data
+    from quantdispatch.gguf.types import GgufValueType
+
+    with open_gguf_data(source).value as f:  # type: ignore[union-attr]
+        header = f.header
+        w = gguf.GGUFWriter(str(dest), arch=str(header.get("general.architecture")), split_max_tensors=split_max_tensors)
+        for (key, value), (_, vtype) in zip(header.metadata, header.value_types, strict=True):
+            if key == "general.architecture":
+                continue
+            if isinstance(value, tuple):
+                w.add_key_value(key, list(value), gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType(int(vtype)))
+            else:
+                w.add_key_value(key, value, gguf.GGUFValueType(int(vtype)))
+        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        for info in header.tensors:
+            t = f.tensor(info.name).value  # type: ignore[union-attr]
+            data = np.frombuffer(t.data, dtype=np.float32).reshape(t.torch_shape).copy()
+            if data.ndim == 1 or qtype == T.F32:
+                w.add_tensor(info.name, data)
+            elif data.shape[-1] % block:
+                w.add_tensor(info.name, data.astype(np.float16))
+            else:
+                q = encode(data, qtype)
+                w.add_tensor(info.name, q, raw_shape=q.shape, raw_dtype=qtype)
+            del t
+        assert GgufValueType.ARRAY  # the reader's value types are gguf-py's ids
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return dest
