@@ -28,11 +28,13 @@ ARCHS: dict[str, tuple[str, str]] = {
     "gemma2": ("Gemma2Config", "GEMMA2"),
     "gemma3": ("Gemma3TextConfig", "GEMMA3"),
     "phi3": ("Phi3Config", "PHI3"),
+    "qwen2moe": ("Qwen2MoeConfig", "QWEN2MOE"),
 }
 
 
 def tiny_model(arch: str, *, hidden: int = 64, intermediate: int = 128, layers: int = 2, vocab: int = 96, heads: int = 4,
-               kv_heads: int = 2, tie: bool = False, seed: int = 0, head_dim: int | None = None) -> Any:
+               kv_heads: int = 2, tie: bool = False, seed: int = 0, head_dim: int | None = None,
+               moe: dict[str, int] | None = None) -> Any:
     """A random Transformers model of ``arch``, small, with non-trivial norms and biases."""
     import transformers
 
@@ -44,6 +46,8 @@ def tiny_model(arch: str, *, hidden: int = 64, intermediate: int = 128, layers: 
         kw["head_dim"] = head_dim or hidden // heads
     if arch in ("gemma2", "gemma3"):
         kw["sliding_window"] = 32
+    if arch == "qwen2moe":
+        kw.update(num_experts=4, num_experts_per_tok=2, **(moe or {}))
     config = cls(**kw)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -143,6 +147,11 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
         w.add_value_length(head_dim)
     if arch in ("gemma2", "gemma3"):
         w.add_sliding_window(cfg.sliding_window)
+    if arch == "qwen2moe":
+        w.add_expert_count(cfg.num_experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+        w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
@@ -153,7 +162,19 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
     for key, value in (tokenizer or {}).items():
         getattr(w, key)(value)
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, ARCHS[arch][1]), cfg.num_hidden_layers)
+    tensors: list[tuple[str, Any]] = []
     for hf_name, t in model.state_dict().items():
+        if hf_name.endswith(".experts.gate_up_proj"):  # Transformers stacks gate and up; llama.cpp writes them apart
+            gate, up = t.chunk(2, dim=1)
+            stem = hf_name.removesuffix("gate_up_proj")
+            tensors += [(stem + "gate_proj.weight", gate), (stem + "up_proj.weight", up)]
+        elif hf_name.endswith(".experts.down_proj"):
+            tensors.append((hf_name + ".weight", t))
+        elif hf_name.endswith("shared_expert_gate.weight"):
+            tensors.append((hf_name, t.reshape(-1)))  # llama.cpp stores it as a vector
+        else:
+            tensors.append((hf_name, t))
+    for hf_name, t in tensors:
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
         gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -166,7 +187,7 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
         if arch.startswith("gemma") and hf_name.endswith("norm.weight"):
             data = data + 1
         kind = T.F32 if data.ndim == 1 else (types or {}).get(gname, qtype)
-        encoded = encode(data, kind)
+        encoded = encode(data.reshape(-1, data.shape[-1]), kind).reshape(*data.shape[:-1], -1) if data.ndim == 3 else encode(data, kind)
         if kind in (T.F32, T.F16):
             w.add_tensor(gname, encoded)
         else:

@@ -15,18 +15,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..gguf.arch import ARCHITECTURES, ArchSpec, hf_config, hf_tensor_name, unpermute_rows
+from ..gguf.arch import ARCHITECTURES, ArchSpec, fused_parts, hf_config, hf_tensor_name, unpermute_rows
 from ..gguf.data import GgufData, TensorData, open_gguf_data
 from ..gguf.header import GgufValue
-from ..gguf.types import GgmlType, is_quantized
+from ..gguf.types import is_quantized
 from ..kernels.gguf.dequant import OUTPUT_DTYPES, dequantize
 from ..kernels.gguf.export import as_uint8
-from ..kernels.gguf.modules import GgufEmbedding, packed_linear
+from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, packed_linear
 from ..loading.request import LoadRequest
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
 __all__ = ["load_dequantized", "load_packed", "gguf_metadata", "transformers_config"]
+
+Parts = tuple[tuple[str, TensorData], ...]
+"""The GGUF tensors (name, data) that make one Transformers tensor, in order along its rows."""
 
 _IGNORED = frozenset({"rope_freqs.weight"})  # llama.cpp's precomputed rotary factors; Transformers recomputes them
 
@@ -117,12 +120,17 @@ def _raw(spec: ArchSpec, name: str, t: TensorData, cfg: Mapping[str, object]) ->
     return raw.reshape(rows, -1).index_select(0, order).reshape(-1)
 
 
-def _dense(spec: ArchSpec, name: str, ggml_type: GgmlType, raw: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
-    w = dequantize(raw, ggml_type, shape, torch.float32 if spec.norm_offset else out_dtype)
-    if spec.norm_offset and name.endswith("norm.weight"):
-        w = w - spec.norm_offset
-    return w.to(dtype)
+def _dense(spec: ArchSpec, parts: Parts, shape: tuple[int, ...], dtype: torch.dtype, cfg: Mapping[str, object]) -> torch.Tensor:
+    """The parts dequantized (norms less Gemma's offset), stacked along their rows, in ``shape``."""
+    out_dtype = torch.float32 if spec.norm_offset or dtype not in OUTPUT_DTYPES else dtype
+    pieces = []
+    for gname, t in parts:
+        w = dequantize(_raw(spec, gname, t, cfg), t.ggml_type, t.torch_shape, out_dtype)
+        if spec.norm_offset and gname.endswith("norm.weight"):
+            w = w - spec.norm_offset
+        pieces.append(w)
+    whole = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+    return whole.reshape(shape).to(dtype)
 
 
 def _load(request: LoadRequest, *, packed: bool) -> Result[tuple[nn.Module, int], Issues]:
@@ -160,7 +168,7 @@ def _build(request: LoadRequest, files: list[GgufData], *, packed: bool) -> Resu
     named = _named(spec, tensors)
     if isinstance(named, Err):
         return named
-    values = {hf: (gname, tensors[gname]) for hf, gname in named.value.items()}
+    values: dict[str, Parts] = {hf: tuple((g, tensors[g]) for g in gnames) for hf, gnames in named.value.items()}
     expected = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
     issues = _shape_issues(values, expected, tied=bool(cfg["tie_word_embeddings"]))
     if issues:
@@ -181,28 +189,50 @@ def _build(request: LoadRequest, files: list[GgufData], *, packed: bool) -> Resu
     return Ok((model, read))
 
 
-def _named(spec: ArchSpec, tensors: Mapping[str, TensorData]) -> Result[dict[str, str], Issues]:
-    out: dict[str, str] = {}
+def _named(spec: ArchSpec, tensors: Mapping[str, TensorData]) -> Result[dict[str, tuple[str, ...]], Issues]:
+    out: dict[str, tuple[str, ...]] = {}
     issues: list[Issue] = []
     for gname in tensors:
         hf = hf_tensor_name(spec, gname)
         if hf is not None:
-            out[hf] = gname
+            out[hf] = (*out.get(hf, ()), gname)
         elif gname not in _IGNORED:
             issues.append(_issue("load.tensor.unexpected", f"the file holds {quote(gname)}, which a {spec.arch} model has no place for",
                                  "the file was written for another architecture, or by a newer converter", f"$.tensors[{quote(gname)}]"))
+    for hf, gnames in out.items():
+        order = fused_parts(hf)
+        if order:  # stacked experts: llama.cpp's parts, in Transformers' order
+            out[hf] = tuple(sorted(gnames, key=lambda g: order.index(g.split(".")[2]) if g.split(".")[2] in order else len(order)))
+            if len(gnames) != len(order):
+                issues.append(_issue("load.tensor.missing", f"{hf} stacks {', '.join(order)}; the file has {', '.join(gnames)}"))
+        elif len(gnames) > 1:
+            issues.append(_issue("load.tensor.unexpected", f"{', '.join(gnames)} all map to {hf}"))
     return Err(tuple(issues[:100])) if issues else Ok(out)
 
 
-def _shape_issues(values: Mapping[str, tuple[str, TensorData]], expected: Mapping[str, tuple[int, ...]], *, tied: bool) -> Issues:
+def _shape(parts: Parts) -> tuple[int, ...]:
+    """The shape of the parts stacked along their rows (dimension -2)."""
+    first = parts[0][1].torch_shape
+    if len(parts) == 1:
+        return tuple(first)
+    return (*first[:-2], sum(t.torch_shape[-2] for _, t in parts), first[-1])
+
+
+def _fits(found: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Equal, or equal but for dimensions of 1 (llama.cpp stores Qwen2-MoE's ``[1, hidden]`` shared gate as ``[hidden]``)."""
+    return found == want or [d for d in found if d != 1] == [d for d in want if d != 1]
+
+
+def _shape_issues(values: Mapping[str, Parts], expected: Mapping[str, tuple[int, ...]], *, tied: bool) -> Issues:
     issues: list[Issue] = []
-    for hf, (gname, t) in values.items():
+    for hf, parts in values.items():
         want = expected.get(hf)
+        gname = " + ".join(g for g, _ in parts)
         if want is None:
             issues.append(_issue("load.tensor.unexpected", f"the file holds {quote(gname)} ({hf}), which the model has no place for",
                                  None, f"$.tensors[{quote(gname)}]"))
-        elif tuple(t.torch_shape) != want:
-            issues.append(_issue("load.tensor.shape", f"{quote(gname)} has shape {list(t.torch_shape)}, the model expects {list(want)} "
+        elif not _fits(_shape(parts), want):
+            issues.append(_issue("load.tensor.shape", f"{quote(gname)} has shape {list(_shape(parts))}, the model expects {list(want)} "
                                  f"for {hf}", "the metadata does not describe these tensors", f"$.tensors[{quote(gname)}]"))
     for hf in expected:
         if hf not in values and not (tied and hf == "lm_head.weight"):
@@ -211,39 +241,55 @@ def _shape_issues(values: Mapping[str, tuple[str, TensorData]], expected: Mappin
     return tuple(issues[:100])
 
 
-def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, tuple[str, TensorData]], cfg: Mapping[str, object],
-                 dtype: torch.dtype) -> None:
-    """Swap each linear and embedding whose weight is quantized for its packed module; their
-    tensors leave ``values``."""
+def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype) -> None:
+    """Swap each linear, embedding and stack of experts whose weights are quantized for its packed
+    module; their tensors leave ``values``."""
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     embed_name = next(n for n, m in model.named_modules() if m is embeddings)
+    done: list[str] = []
     for name, module in list(model.named_modules()):
-        entry = values.get(f"{name}.weight")
-        if entry is None and name == "lm_head" and cfg["tie_word_embeddings"]:
-            entry = values.get(f"{embed_name}.weight")  # the output layer reads the embedding's blocks
-        if entry is None or not is_quantized(entry[1].ggml_type):
-            continue
-        gname, t = entry
-        raw = _raw(spec, gname, t, cfg)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        experts = _packed_experts(module, name, values)
+        if experts is not None:
+            setattr(parent, child, experts)
+            done += [f"{name}.gate_up_proj", f"{name}.down_proj"]
+            continue
+        parts = values.get(f"{name}.weight")
+        if parts is None and name == "lm_head" and cfg["tie_word_embeddings"]:
+            parts = values.get(f"{embed_name}.weight")  # the output layer reads the embedding's blocks
+        if parts is None or len(parts) != 1 or not is_quantized(parts[0][1].ggml_type):
+            continue
+        gname, t = parts[0]
+        raw = _raw(spec, gname, t, cfg)
         if isinstance(module, nn.Linear):
             b = values.pop(f"{name}.bias", None)
-            bias = None if b is None else _dense(spec, b[0], b[1].ggml_type, _raw(spec, b[0], b[1], cfg), b[1].torch_shape, dtype)
+            bias = None if b is None else _dense(spec, b, (module.out_features,), dtype, cfg)
             setattr(parent, child, packed_linear(raw, t.ggml_type, module.out_features, module.in_features, bias))
         elif type(module) is nn.Embedding:  # not Gemma's scaled subclass: its forward does more
             setattr(parent, child, GgufEmbedding(raw, t.ggml_type, module.num_embeddings, module.embedding_dim, dtype))
         else:
             continue
-    for name, module in model.named_modules():
-        if isinstance(module, GgufEmbedding) or getattr(module, "qweight", None) is not None:
-            values.pop(f"{name}.weight", None)
+        done.append(f"{name}.weight")
+    for key in done:
+        values.pop(key, None)
 
 
-def _set_dense(model: nn.Module, spec: ArchSpec, values: Mapping[str, tuple[str, TensorData]], cfg: Mapping[str, object],
-               dtype: torch.dtype) -> None:
+def _packed_experts(module: nn.Module, name: str, values: Mapping[str, Parts]) -> GgufExperts | None:
+    """Transformers' stacked experts (``gate_up_proj``, ``down_proj``) kept packed, when every part is quantized."""
+    gate_up, down = values.get(f"{name}.gate_up_proj"), values.get(f"{name}.down_proj")
+    if gate_up is None or down is None or not all(is_quantized(t.ggml_type) for _, t in (*gate_up, *down)):
+        return None
+    act = getattr(module, "act_fn", None)
+    if not callable(act):
+        return None
+    pieces = [(as_uint8(t.data), t.ggml_type, t.torch_shape) for _, t in (*gate_up, *down)]
+    return GgufExperts(pieces[:-1], pieces[-1], act)
+
+
+def _set_dense(model: nn.Module, spec: ArchSpec, values: Mapping[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype) -> None:
     from accelerate.utils import set_module_tensor_to_device
 
-    for hf, (gname, t) in values.items():
-        w = _dense(spec, gname, t.ggml_type, _raw(spec, gname, t, cfg), t.torch_shape, dtype)
-        set_module_tensor_to_device(model, hf, "cpu", value=w)
+    expected = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
+    for hf, parts in values.items():
+        set_module_tensor_to_device(model, hf, "cpu", value=_dense(spec, parts, expected[hf], dtype, cfg))

@@ -23,7 +23,7 @@ import attrs
 
 from .header import GgufValue
 
-__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "model_type", "unpermute_rows"]
+__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "fused_parts", "model_type", "unpermute_rows"]
 
 # metadata key (after "<arch>.") → config.json key; shared by the llama-like architectures
 _COMMON: Final = (
@@ -79,6 +79,18 @@ _PHI3_BLOCK: Final = (
     ("ffn_up", "mlp.gate_up_proj"),  # llama.cpp keeps Phi-3's fused gate+up under ffn_up
     ("ffn_down", "mlp.down_proj"),
 )
+_MOE_BLOCK: Final = (
+    *_LLAMA_BLOCK,
+    ("ffn_gate_inp", "mlp.gate"),
+    ("ffn_gate_exps", "mlp.experts.gate_up_proj"),  # stacked experts: a parameter, no ".weight"
+    ("ffn_up_exps", "mlp.experts.gate_up_proj"),
+    ("ffn_down_exps", "mlp.experts.down_proj"),
+    ("ffn_gate_shexp", "mlp.shared_expert.gate_proj"),
+    ("ffn_up_shexp", "mlp.shared_expert.up_proj"),
+    ("ffn_down_shexp", "mlp.shared_expert.down_proj"),
+    ("ffn_gate_inp_shexp", "mlp.shared_expert_gate"),
+)
+_EXPERTS: Final = {"mlp.experts.gate_up_proj": ("ffn_gate_exps", "ffn_up_exps"), "mlp.experts.down_proj": ("ffn_down_exps",)}
 _TOP: Final = (("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head"))
 
 
@@ -119,6 +131,7 @@ ARCHITECTURES: Final[Mapping[str, ArchSpec]] = MappingProxyType({
         _spec("gemma2", extra=_GEMMA, block=_GEMMA_BLOCK, norm_offset=1.0),
         _spec("gemma3", "gemma3_text", extra=_GEMMA, block=_GEMMA_BLOCK, norm_offset=1.0),
         _spec("phi3", block=_PHI3_BLOCK),
+        _spec("qwen2moe", "qwen2_moe", extra=_MOE, block=_MOE_BLOCK),
     )
 })
 """The architectures this version loads, by ``general.architecture``."""
@@ -138,10 +151,28 @@ def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
     if m is not None:
         layer, part, kind = m.groups()
         found = dict(spec.block).get(part)
-        return None if found is None else f"model.layers.{layer}.{found}.{kind}"
+        if found is None:
+            return None
+        return f"model.layers.{layer}.{found}" + ("" if found in _EXPERTS and kind == "weight" else f".{kind}")
     stem, _, kind = gguf_name.rpartition(".")
     top = dict(_TOP).get(stem)
     return None if top is None or kind not in ("weight", "bias") else f"{top}.{kind}"
+
+
+def fused_parts(hf_name: str) -> tuple[str, ...]:
+    """The GGUF block tensors (after ``blk.N.``) that one Transformers parameter stacks, in order
+    along its rows: Transformers keeps each expert's gate and up projections in one
+    ``gate_up_proj`` of ``[experts, 2 * intermediate, hidden]``; llama.cpp writes them apart.
+
+    >>> fused_parts("model.layers.0.mlp.experts.gate_up_proj")
+    ('ffn_gate_exps', 'ffn_up_exps')
+    >>> fused_parts("model.layers.0.mlp.down_proj.weight")
+    ()
+    """
+    for suffix, parts in _EXPERTS.items():
+        if hf_name.endswith("." + suffix):
+            return parts
+    return ()
 
 
 def hf_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | None) -> dict[str, object]:

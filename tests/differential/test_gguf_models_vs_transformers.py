@@ -29,6 +29,9 @@ IDS = torch.tensor([[1, 5, 9, 30, 60, 2, 17]])
 ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 
 DIVERGENCES = {
+    "qwen2moe sizes": "Transformers' GGUF_CONFIG_MAPPING has no qwen2moe expert_feed_forward_length or "
+                      "expert_shared_feed_forward_length: it keeps Qwen2MoeConfig's defaults (1408, 5632) and crashes on "
+                      "other sizes; we read both",
     "mistral": "Transformers turns a llama file named exactly 'mistral' into model_type mistral, then asks gguf-py for a "
                "'mistral' tensor map, which does not exist: NotImplementedError; we build MistralForCausalLM",
     "qwen3 head_dim": "Transformers' GGUF_CONFIG_MAPPING has no qwen3 attention.key_length: it builds head_dim=128 whatever the "
@@ -111,3 +114,31 @@ def test_tied_output_reads_the_embedding_blocks(tmp_path: Path) -> None:
     model = _ours(path, packed=True)
     assert model.lm_head.qweight.data_ptr() == model.model.embed_tokens.qweight.data_ptr()
     torch.testing.assert_close(_logits(model), _logits(_theirs(path)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("qtype", [T.F32, T.Q8_0, T.Q4_0], ids=lambda t: t.name)
+def test_qwen2moe_equals_transformers(qtype: Any, tmp_path: Path) -> None:
+    """A mixture-of-experts model (stacked experts written apart as llama.cpp does, a shared expert
+    and its gate) in both modes: kept packed, the experts stay packed too (GgufExperts)."""
+    torch.set_num_threads(1)
+    source = tiny_model("qwen2moe", layers=1)  # Transformers needs the default expert sizes (DIVERGENCES)
+    path = write_gguf(source, "qwen2moe", tmp_path / "m.gguf", qtype)
+    reference = _logits(_theirs(path))
+    for packed in (False, True):
+        model = _ours(path, packed=packed)
+        packed_experts = type(model.model.layers[0].mlp.experts).__name__ == "GgufExperts"
+        assert packed_experts == (packed and qtype != T.F32)
+        torch.testing.assert_close(_logits(model), reference, rtol=1e-5, atol=1e-5)
+    if qtype == T.F32:
+        torch.testing.assert_close(reference, _logits(source), rtol=1e-5, atol=1e-5)
+
+
+def test_qwen2moe_expert_sizes_transformers_cannot_read(tmp_path: Path) -> None:
+    """DIVERGENCES["qwen2moe sizes"]: Transformers refuses the file; we load it with the source's logits."""
+    torch.set_num_threads(1)
+    source = tiny_model("qwen2moe", layers=1, moe={"moe_intermediate_size": 32, "shared_expert_intermediate_size": 64})
+    path = write_gguf(source, "qwen2moe", tmp_path / "m.gguf", T.F32)
+    with pytest.raises(RuntimeError, match="mismatch"):
+        _theirs(path)
+    for packed in (False, True):
+        torch.testing.assert_close(_logits(_ours(path, packed=packed)), _logits(source), rtol=1e-5, atol=1e-5)

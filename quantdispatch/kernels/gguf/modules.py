@@ -23,7 +23,7 @@ from quantdispatch.gguf.types import BLOCK, GgmlType
 
 from .dequant import OUTPUT_DTYPES, dequantize
 
-__all__ = ["GgufLinear", "GgufEmbedding", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear"]
+__all__ = ["GgufLinear", "GgufEmbedding", "GgufExperts", "Piece", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear"]
 
 
 def _rows(raw: torch.Tensor, ggml_type: GgmlType, shape: tuple[int, ...]) -> torch.Tensor:
@@ -102,6 +102,61 @@ class GgufEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, type={self.ggml_type.name}"
+
+
+Piece = tuple[torch.Tensor, GgmlType, tuple[int, ...]]
+"""One stacked GGUF tensor: its bytes, type and PyTorch shape ``[experts, rows, row length]``."""
+
+
+class GgufExperts(nn.Module):
+    """Transformers' stacked experts (``gate_up_proj``, ``down_proj``) kept packed; each forward
+    dequantizes only the experts the router picked, one at a time.
+
+    The forward is Transformers' (Qwen2-MoE / Mixtral ``*Experts``): for each expert hit, its
+    tokens go through ``act(gate) * up`` then ``down``, weighted by the router.
+
+    Args:
+        gate_up: The parts stacked along the rows into ``gate_up_proj`` (llama.cpp's
+            ``ffn_gate_exps``, ``ffn_up_exps``).
+        down: ``ffn_down_exps``.
+        act_fn: The activation of the module replaced.
+    """
+
+    down: torch.Tensor
+
+    def __init__(self, gate_up: list[Piece], down: Piece, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.num_experts = down[2][0]
+        self.act_fn = act_fn
+        self._gate_up = [(t, s[1:]) for _, t, s in gate_up]
+        self._down = (down[1], down[2][1:])
+        for i, (raw, _, shape) in enumerate(gate_up):
+            self.register_buffer(f"gate_up_{i}", raw.reshape(shape[0], -1))
+        self.register_buffer("down", down[0].reshape(down[2][0], -1))
+
+    def _expert(self, e: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
+        stacks: list[torch.Tensor] = [getattr(self, f"gate_up_{i}") for i in range(len(self._gate_up))]
+        gate_up = [dequantize(stack[e], t, s, out_dtype) for stack, (t, s) in zip(stacks, self._gate_up, strict=True)]
+        down = dequantize(self.down[e], self._down[0], self._down[1], out_dtype)
+        return torch.cat(gate_up, dim=0).to(dtype), down.to(dtype)
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        final = torch.zeros_like(hidden_states)
+        with torch.no_grad():
+            mask = F.one_hot(top_k_index, num_classes=self.num_experts + 1).permute(2, 1, 0)
+            hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()
+        for row in hit:
+            e = int(row[0])
+            if e == self.num_experts:
+                continue
+            top_k_pos, token_idx = torch.where(mask[e])
+            state = hidden_states[token_idx]
+            gate_up, down = self._expert(e, hidden_states.dtype)
+            gate, up = F.linear(state, gate_up).chunk(2, dim=-1)
+            out = F.linear(self.act_fn(gate) * up, down) * top_k_weights[token_idx, top_k_pos, None]
+            final.index_add_(0, token_idx, out.to(final.dtype))
+        return final
 
 
 PackedLinearFactory = Callable[[torch.Tensor, GgmlType, int, int, "torch.Tensor | None"], nn.Module]
