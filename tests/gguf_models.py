@@ -122,7 +122,7 @@ def encode(data: np.ndarray, qtype: Any) -> np.ndarray:
 
 
 def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | None = None, tokenizer: dict[str, Any] | None = None,
-               types: dict[str, Any] | None = None) -> Path:
+               types: dict[str, Any] | None = None, skip: tuple[str, ...] = (), extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``model`` as a GGUF file of ``arch``: 2-D weights in ``qtype`` (or ``types[gguf name]``),
     1-D ones (norms, biases) in F32."""
     cfg = model.config
@@ -179,6 +179,8 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
             continue
         gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         assert gname is not None, hf_name
+        if gname in skip:
+            continue
         data = t.detach().float().numpy()
         if arch == "llama" and ".q_proj." in hf_name:
             data = _permute(data, cfg.num_attention_heads)
@@ -192,6 +194,8 @@ def write_gguf(model: Any, arch: str, path: Path, qtype: Any, *, name: str | Non
             w.add_tensor(gname, encoded)
         else:
             w.add_tensor(gname, encoded, raw_shape=encoded.shape, raw_dtype=kind)
+    for gname, data in (extra or {}).items():
+        w.add_tensor(gname, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
