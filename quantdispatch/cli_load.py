@@ -77,7 +77,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     gguf = gguf_source(args.source)
     tokenizer: Any = None
     if gguf is not None:  # a GGUF file carries its tokenizer in its metadata
-        from .gguf.tokenizer import tokenizer_from_file
+        from .backends.gguf_tokenizer import tokenizer_from_file
 
         found = tokenizer_from_file(gguf)
         if isinstance(found, Err):

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
-from quantdispatch.gguf.tokenizer import tokenizer_from_file
+from quantdispatch.backends.gguf_tokenizer import tokenizer_from_file
 from tests.gguf_models import T, tiny_model, write_gguf
 
 CORPUS = ["Once upon a time, there was a little girl named Lily. She loved to play 123 games!",

@@ -21,9 +21,9 @@ pytest.importorskip("transformers")
 import torch
 
 import quantdispatch as qd
+from quantdispatch.backends.gguf_tokenizer import tokenizer_from_file
 from quantdispatch.cli import main
 from quantdispatch.gguf.arch import unpermute_rows
-from quantdispatch.gguf.tokenizer import tokenizer_from_file
 from quantdispatch.result import Err
 from tests.conftest import REALWORLD
 from tests.gguf_models import T, rewrite

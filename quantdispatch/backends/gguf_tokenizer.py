@@ -25,9 +25,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
+from ..gguf.header import GgufValue
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
-from .header import GgufValue
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -88,7 +88,7 @@ def spm_merges(tokens: tuple[str, ...], scores: list[float], types: list[float])
 
 def tokenizer_from_file(path: str | os.PathLike[str]) -> Result[PreTrainedTokenizerFast, Issues]:
     """The tokenizer of the GGUF file at ``path`` (any version, v1 included), from its header."""
-    from .reader import read_gguf_header
+    from ..gguf.reader import read_gguf_header
 
     header = read_gguf_header(path)
     if isinstance(header, Err):
