@@ -104,13 +104,14 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = _make(args.workdir)
     disk = path.stat().st_size
-    base = [_run(BASELINE, args.threads) for _ in range(args.repeat)]
-    floor, baseline = statistics.median(t for t, _ in base), statistics.median(r for _, r in base)
     runs: dict[str, list[tuple[float, int]]] = {"ours packed": [], "ours dequantized": [], "transformers": []}
-    for _ in range(args.repeat):  # alternate, so that load on the machine hits every side alike
+    base: list[tuple[float, int]] = []
+    for _ in range(args.repeat):  # alternate, so that load on the machine (and the file cache) hits every side alike
+        base.append(_run(BASELINE, args.threads))
         runs["ours packed"].append(_run(OURS.format(p=str(path), deq=False), args.threads))
         runs["ours dequantized"].append(_run(OURS.format(p=str(path), deq=True), args.threads))
         runs["transformers"].append(_run(THEIRS.format(d=str(path.parent), f=path.name), args.threads))
+    floor, baseline = statistics.median(t for t, _ in base), statistics.median(r for _, r in base)
     med = {k: (statistics.median(t for t, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
     t_tf, r_tf = med["transformers"]
     print(f"file: {path.name}, {disk / 2**20:.1f} MiB; baseline process (import torch + llama modeling): "
