@@ -13,6 +13,7 @@ itself there with ``register_packed_linear``; every other type keeps ``GgufLinea
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -24,6 +25,21 @@ from quantdispatch.gguf.types import BLOCK, GgmlType
 from .dequant import OUTPUT_DTYPES, dequantize
 
 __all__ = ["GgufLinear", "GgufEmbedding", "GgufExperts", "Piece", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear"]
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """A reused buffer of ``shape`` (one per thread and dtype, grown to the largest weight): writing
+    a fresh tensor page-faults more than dequantizing into it costs. Valid until the next call."""
+    n = shape[0] * shape[1]
+    buffers: dict[torch.dtype, torch.Tensor] = getattr(_SCRATCH, "buffers", None) or {}
+    _SCRATCH.buffers = buffers
+    found = buffers.get(dtype)
+    if found is None or found.numel() < n:
+        found = buffers[dtype] = torch.empty(n, dtype=dtype)
+    return found[:n].view(shape)
 
 
 def _rows(raw: torch.Tensor, ggml_type: GgmlType, shape: tuple[int, ...]) -> torch.Tensor:
@@ -58,14 +74,18 @@ class GgufLinear(nn.Module):
             self.register_buffer("bias", bias)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The dense weight ``[out_features, in_features]``."""
+        """The dense weight ``[out_features, in_features]``, a new tensor."""
         out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
         w = dequantize(self.qweight.reshape(-1), self.ggml_type, (self.out_features, self.in_features), out_dtype)
         return w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantize(x.dtype), bias)
+        if x.dtype not in OUTPUT_DTYPES or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
+            return F.linear(x, self.dequantize(x.dtype), bias)
+        w = _scratch((self.out_features, self.in_features), x.dtype)
+        dequantize(self.qweight.reshape(-1), self.ggml_type, w.shape, x.dtype, out=w)
+        return F.linear(x, w, bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, type={self.ggml_type.name}"
