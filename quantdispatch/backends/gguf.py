@@ -94,12 +94,13 @@ def _tensors(files: list[GgufData]) -> Result[dict[str, TensorData], Issues]:
 def _skeleton(cfg: dict[str, object], dtype: torch.dtype) -> Result[nn.Module, Issues]:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
     kw = dict(cfg)
     model_type = str(kw.pop("model_type"))
     try:
         config = AutoConfig.for_model(model_type, **kw)
-        with init_empty_weights(include_buffers=False):
+        with init_empty_weights(include_buffers=False), no_init_weights():  # every weight comes from the file
             model: nn.Module = AutoModelForCausalLM.from_config(config, dtype=dtype)
     except (ValueError, KeyError, TypeError, ImportError, AssertionError) as e:  # torch asserts on a bad padding_idx
         return Err((_issue("load.architecture.unsupported", f"Transformers cannot build {quote(model_type)}: {quote(str(e), 200)}"),))
