@@ -18,7 +18,7 @@ from torch import nn
 from ..gguf.arch import ARCHITECTURES, ArchSpec, fused_parts, hf_config, hf_tensor_name, unpermute_rows
 from ..gguf.data import GgufData, TensorData, open_gguf_data
 from ..gguf.header import GgufValue
-from ..gguf.types import is_quantized
+from ..gguf.types import GgmlType
 from ..kernels.gguf.dequant import OUTPUT_DTYPES, dequantize
 from ..kernels.gguf.export import as_uint8
 from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, packed_linear
@@ -27,6 +27,12 @@ from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
 __all__ = ["load_dequantized", "load_packed", "gguf_metadata", "transformers_config"]
+
+def _keeps(t: GgmlType) -> bool:
+    """Whether a weight of type ``t`` stays packed: everything but F32, whose blocks are the dense weight
+    (F16 and BF16 stay half the size, cast per call)."""
+    return t is not GgmlType.F32
+
 
 Parts = tuple[tuple[str, TensorData], ...]
 """The GGUF tensors (name, data) that make one Transformers tensor, in order along its rows."""
@@ -259,7 +265,7 @@ def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg
         parts = values.get(f"{name}.weight")
         if parts is None and name == "lm_head" and cfg["tie_word_embeddings"]:
             parts = values.get(f"{embed_name}.weight")  # the output layer reads the embedding's blocks
-        if parts is None or len(parts) != 1 or not is_quantized(parts[0][1].ggml_type):
+        if parts is None or len(parts) != 1 or not _keeps(parts[0][1].ggml_type):
             continue
         gname, t = parts[0]
         raw = _raw(spec, gname, t, cfg)
@@ -279,7 +285,7 @@ def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg
 def _packed_experts(module: nn.Module, name: str, values: Mapping[str, Parts]) -> GgufExperts | None:
     """Transformers' stacked experts (``gate_up_proj``, ``down_proj``) kept packed, when every part is quantized."""
     gate_up, down = values.get(f"{name}.gate_up_proj"), values.get(f"{name}.down_proj")
-    if gate_up is None or down is None or not all(is_quantized(t.ggml_type) for _, t in (*gate_up, *down)):
+    if gate_up is None or down is None or not all(_keeps(t.ggml_type) for _, t in (*gate_up, *down)):
         return None
     act = getattr(module, "act_fn", None)
     if not callable(act):

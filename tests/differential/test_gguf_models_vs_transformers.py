@@ -127,7 +127,7 @@ def test_qwen2moe_equals_transformers(qtype: Any, tmp_path: Path) -> None:
     for packed in (False, True):
         model = _ours(path, packed=packed)
         packed_experts = type(model.model.layers[0].mlp.experts).__name__ == "GgufExperts"
-        assert packed_experts == (packed and qtype != T.F32)
+        assert packed_experts == (packed and qtype != T.F32)  # F32 blocks are the dense weight
         torch.testing.assert_close(_logits(model), reference, rtol=1e-5, atol=1e-5)
     if qtype == T.F32:
         torch.testing.assert_close(reference, _logits(source), rtol=1e-5, atol=1e-5)
@@ -168,3 +168,19 @@ def test_config_keys_equal_transformers(arch: str, tmp_path: Path) -> None:
     differing = {k: (v, theirs_dict.get(k)) for k, v in ours_built.items() if theirs_dict.get(k) != v and k != "_name_or_path"}
     known = {"head_dim"} if arch == "qwen3" else set()  # DIVERGENCES["qwen3 head_dim"]
     assert set(differing) <= known, differing
+
+
+def test_real_f16_file_equals_transformers() -> None:
+    """ollama's tiny random Llama-2 (a real F16/F32 GGUF v3 file with a 32000-token vocabulary)
+    loads, kept packed (F16 stays half-size) and dequantized, with Transformers' logits."""
+    from tests.conftest import REALWORLD
+
+    path = REALWORLD / "gguf" / "ollama__llama-2-tiny-random.gguf"
+    if not path.is_file():
+        pytest.skip("the shared real-world corpus is not beside the repository")
+    torch.set_num_threads(1)
+    reference = _logits(_theirs(path))
+    packed = _ours(path, packed=True)
+    assert type(packed.model.layers[0].mlp.down_proj).__name__ == "GgufLinear"
+    for model in (packed, _ours(path, packed=False)):
+        torch.testing.assert_close(_logits(model), reference, rtol=1e-5, atol=1e-5)
