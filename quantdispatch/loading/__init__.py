@@ -111,7 +111,8 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
 
     Args:
         source: A checkpoint directory, a Hub repository id (offline: the local cache), or a
-            ``.gguf`` file (any shard of a split one).
+            ``.gguf`` file (any shard of a split one), or a directory holding one GGUF model and
+            no ``config.json``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         dtype: The compute dtype, or ``"auto"``: the plan's choice for the method and device.
         quantization: A typed config, reconciled with the checkpoint's as ``plan`` does; on a

@@ -34,10 +34,15 @@ _SHARD = re.compile(r"(?P<stem>.+)-(?P<no>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf
 
 
 def gguf_source(source: object) -> Path | None:
-    """The path, when ``source`` names a ``.gguf`` file (else ``None``: a directory or Hub id)."""
+    """The GGUF file ``source`` names: a ``.gguf`` file, or a directory without ``config.json``
+    that holds one GGUF model (one file, or the shards of one). ``None`` otherwise."""
     if not isinstance(source, (str, os.PathLike)):
         return None
     path = Path(source)
+    if path.is_dir() and not (path / "config.json").exists():
+        found = sorted(p for p in path.glob("*.gguf") if p.is_file())
+        stems = {m["stem"] if (m := _SHARD.fullmatch(p.name)) else p.name for p in found}
+        return found[0] if len(stems) == 1 else None
     return path if path.suffix == ".gguf" and path.is_file() else None
 
 

@@ -166,6 +166,15 @@ def test_shards_load_as_one_model(files: dict[str, Path]) -> None:
             torch.testing.assert_close(_load(shard)(ids).logits, expected, rtol=0, atol=0)
 
 
+def test_a_directory_of_one_gguf_model_loads_it(files: dict[str, Path], tmp_path: Path) -> None:
+    """A directory with no config.json and one GGUF model (here, its shards) loads that model."""
+    for shard in sorted(files["split"].parent.glob("split-*-of-*.gguf")):
+        (tmp_path / shard.name).write_bytes(shard.read_bytes())
+    ids = _ids()
+    with torch.no_grad():
+        torch.testing.assert_close(_load(tmp_path)(ids).logits, _load(STORIES)(ids).logits, rtol=0, atol=0)
+
+
 def test_a_missing_shard_is_an_issue(files: dict[str, Path], tmp_path: Path) -> None:
     """Without its second shard the model is refused, naming that file."""
     first = sorted(files["split"].parent.glob("split-*-of-*.gguf"))[0]
