@@ -72,8 +72,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
+    from .loading.gguf import gguf_source
+
+    gguf = gguf_source(args.source)
+    tokenizer: Any = None
+    if gguf is not None:  # a GGUF file carries its tokenizer in its metadata
+        from .backends.gguf_tokenizer import tokenizer_from_file
+
+        found = tokenizer_from_file(gguf)
+        if isinstance(found, Err):
+            return _issues(args.source, found.error)
+        tokenizer = found.value
     try:
-        tokenizer = AutoTokenizer.from_pretrained(loaded.directory, local_files_only=True)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(loaded.directory, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"{printable(str(args.source))}: no tokenizer beside the checkpoint ({printable(str(e)[:160])})")
         print("  generate.tokenizer.missing: save the tokenizer into the checkpoint's directory (tokenizer.save_pretrained)")
@@ -95,7 +107,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], devic
     for name, run, helptext in (("load", _cmd_load, "load a checkpoint through its plan and report what it cost"),
                                 ("generate", _cmd_generate, "load a checkpoint and continue a prompt (greedy)")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("source", metavar="SOURCE", help="a checkpoint directory or a Hub repository id (cached)")
+        p.add_argument("source", metavar="SOURCE", help="a checkpoint directory, a Hub repository id (cached) or a .gguf file")
         p.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")  # type: ignore[arg-type]
         p.add_argument("--dtype", choices=[d.value for d in DType if d.is_floating_point], help="compute dtype (default: the plan's)")
         p.add_argument("--backend", help="force a backend by name")

@@ -26,6 +26,7 @@ from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from ..validate import validate
 from .checkpoint import find_weights, resolve_source
+from .gguf import gguf_nbytes, gguf_source
 from .request import Loader, LoadRequest
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     bad input: every problem is an issue, and no model comes back with them.
 
     Args:
-        source: A checkpoint directory, or a Hub repository id (offline: the local cache).
+        source: A checkpoint directory, a Hub repository id (offline: the local cache), or a
+            ``.gguf`` file (any shard of a split one), or a directory holding one GGUF model and
+            no ``config.json``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         dtype: The compute dtype, or ``"auto"``: as Transformers 5, the checkpoint's own
             (``config.json``'s ``dtype`` / ``torch_dtype``), else the plan's choice for the method
@@ -124,7 +127,8 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         offload_folder: Where ``"disk"`` modules are written.
         trust_remote_code: Allow architectures defined by code inside the checkpoint.
         allow_pickle: Accept pickled ``.bin`` weights (refused otherwise).
-        dequantize_at_load: Keep a dense copy of each packed weight (bigger, faster forward).
+        dequantize_at_load: Keep a dense copy of each packed weight (bigger, faster forward); for a
+            GGUF file, dequantize every weight at load instead of keeping it packed.
         progress: Called with (weight files done, weight files in all).
     """
     from ..probing import probe
@@ -138,6 +142,12 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         checked = validate(quantization)
         if isinstance(checked, Err):
             return checked
+    gguf = gguf_source(source)
+    if gguf is not None:  # a .gguf file (or one shard of one): its own reading and loaders
+        from .gguf import load_gguf
+
+        return load_gguf(gguf, device=device, dtype=wanted, quantization=quantization, backend=backend,
+                         dequantize_at_load=dequantize_at_load, started=started)
     directory = resolve_source(source)
     if isinstance(directory, Err):
         return directory
@@ -178,7 +188,7 @@ def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
         return done
     model, read = done.value
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
-    stats = LoadStats(seconds=time.perf_counter() - started, bytes_read=read, bytes_on_disk=checkpoint.nbytes,
+    stats = LoadStats(seconds=time.perf_counter() - started, bytes_read=read, bytes_on_disk=checkpoint.nbytes + gguf_nbytes(request),
                       bytes_in_memory=sum(t.numel() * t.element_size() for t in tensors),
                       parameters=sum(t.numel() for t in model.parameters()))
     return Ok(Loaded(model=model, plan=p, stats=stats, directory=directory))

@@ -33,6 +33,8 @@ class LoadRequest:
             ``{"model.layers.1": "disk", …}``), through accelerate; ``None``: all on the plan's device.
         max_memory: Per-device budgets for ``device_map="auto"`` (``{"cpu": "2GiB", "disk": …}``).
         offload_folder: Where modules mapped to ``"disk"`` are kept.
+        gguf_files: The ``.gguf`` file, or its shards in order, for the GGUF backends (the
+            safetensors ``checkpoint`` is then empty).
     """
 
     directory: Path
@@ -44,6 +46,7 @@ class LoadRequest:
     device_map: str | Mapping[str, str | int] | None = None
     max_memory: Mapping[str | int, int | str] | None = None
     offload_folder: Path | None = None
+    gguf_files: tuple[Path, ...] = ()
 
 
 Loader = Callable[[LoadRequest], "Result[tuple[nn.Module, int], Issues]"]

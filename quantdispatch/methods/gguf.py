@@ -16,11 +16,15 @@ from ..rules import Selection, compute_dtype, cross_field_issues, declare_backen
 from ..text import quote
 from ._common import TORCH
 
-__all__ = ["TORCH_GGUF", "GGUF_DEQUANT_TYPES"]
+__all__ = ["TORCH_GGUF", "TORCH_GGUF_PACKED", "GGUF_DEQUANT_TYPES"]
 
 TORCH_GGUF = declare_backend(Backend(
-    name="torch-gguf", summary="quantdispatch's GGML block dequantization (torch), then a dense matmul",
-    requires=(TORCH,), devices=("cpu", "cuda", "mps"),
+    name="torch-gguf", summary="every GGML block dequantized once at load to the dtype (torch), then dense layers",
+    requires=(TORCH,), devices=("cpu", "cuda", "mps"), loader="quantdispatch.backends.gguf:load_dequantized",
+))
+TORCH_GGUF_PACKED = declare_backend(Backend(
+    name="torch-gguf-packed", summary="GGML blocks kept packed (memory near the file's size), dequantized per call (fused path)",
+    requires=(TORCH,), devices=("cpu", "cuda", "mps"), loader="quantdispatch.backends.gguf:load_packed",
 ))
 
 GGUF_DEQUANT_TYPES: Final[frozenset[GgmlType]] = DEQUANTIZABLE_TYPES
@@ -34,7 +38,10 @@ def _gguf_backends(config: Gguf, device: AbstractDevice, /) -> Selection:
     odd = [t for t in config.tensors if t.ggml_type not in DEQUANTIZABLE_TYPES]
     reasons = tuple(f"cannot dequantize tensor {quote(t.name, 60)} of type {t.ggml_type.name}" for t in odd[:5])
     more = (f"… and {len(odd) - 5} more such tensors",) if len(odd) > 5 else ()
-    return (Candidate(TORCH_GGUF, reasons + more),)
+    # The mode is the config's loading attribute ``dequantize`` (Transformers' GgufConfig key):
+    # both backends are candidates, the one it asks for first.
+    modes = (TORCH_GGUF, TORCH_GGUF_PACKED) if config.dequantize else (TORCH_GGUF_PACKED, TORCH_GGUF)
+    return tuple(Candidate(b, reasons + more) for b in modes)
 
 
 @compute_dtype.register(Gguf, AbstractDevice)
