@@ -82,6 +82,7 @@ class CpuFeatures:
 
     Attributes:
         avx2: 256-bit integer SIMD (``avx2``): torch's int4 CPU kernel has a vectorized path.
+        fma: Fused multiply-add (``fma``): with AVX2, what quantdispatch's native int4 kernel needs.
         avx512: AVX-512 foundation (``avx512f``).
         avx512_bf16: Native bfloat16 dot products (``avx512_bf16``): bf16 matmuls are fast.
         amx: Advanced Matrix Extensions with bf16 tiles (``amx_bf16``).
@@ -91,6 +92,7 @@ class CpuFeatures:
     """
 
     avx2: bool = False
+    fma: bool = False
     avx512: bool = False
     avx512_bf16: bool = False
     amx: bool = False
@@ -107,7 +109,7 @@ class CpuFeatures:
 
     def names(self) -> tuple[str, ...]:
         """The extensions present, as ``/proc/cpuinfo`` spells them."""
-        flags = (("avx2", self.avx2), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx))
+        flags = (("avx2", self.avx2), ("fma", self.fma), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx))
         return tuple(name for name, present in flags if present)
 
 

@@ -45,11 +45,11 @@ def _packages(names: tuple[str, ...]) -> tuple[Package, ...]:
 def features_from_flags(flags: str) -> CpuFeatures:
     """The features named by a ``/proc/cpuinfo`` ``flags`` line (space-separated names).
 
-    >>> features_from_flags("fpu sse2 avx2 avx512f avx512_bf16").names()
-    ('avx2', 'avx512f', 'avx512_bf16')
+    >>> features_from_flags("fpu sse2 avx2 fma avx512f avx512_bf16").names()
+    ('avx2', 'fma', 'avx512f', 'avx512_bf16')
     """
     names = set(flags.split())
-    return CpuFeatures(avx2="avx2" in names, avx512="avx512f" in names, avx512_bf16="avx512_bf16" in names,
+    return CpuFeatures(avx2="avx2" in names, fma="fma" in names, avx512="avx512f" in names, avx512_bf16="avx512_bf16" in names,
                        amx="amx_bf16" in names)
 
 
@@ -70,7 +70,8 @@ def cpu_features() -> CpuFeatures:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    return CpuFeatures(avx2=capability in ("AVX2", "AVX512"), avx512=capability == "AVX512")
+    vector = capability in ("AVX2", "AVX512")  # torch's AVX2 build level includes FMA
+    return CpuFeatures(avx2=vector, fma=vector, avx512=capability == "AVX512")
 
 
 def _devices() -> tuple[AbstractDevice, ...]:

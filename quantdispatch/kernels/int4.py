@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .awq import unpack_awq_gemm, unpack_awq_gemv, unpack_awq_gemv_fast
-from .gptq import unpack_gptq_qweight, unpack_gptq_qzeros
+from .gptq import unpack_gptq_qzeros
 from .modules import AwqLinear, GptqLinear
 
 __all__ = ["KERNEL_GROUPS", "Int4Weights", "int4_unfit", "kernel_group", "int4_from_gptq", "int4_from_awq", "Int4Linear"]
@@ -73,12 +73,25 @@ class Int4Weights:
         self.codes, self.scale, self.zero, self.group_size, self.perm = codes, scale, zero, group_size, perm
 
 
+def _gptq_codes_nk(qweight: torch.Tensor) -> torch.Tensor:
+    """4-bit codes ``[N, K]`` (uint8) of a GPTQ ``qweight`` ``[K/8, N]``, through bytes only: byte j
+    of the little-endian word at ``[r, n]`` holds inputs ``8r + 2j`` (low nibble) and ``8r + 2j + 1``
+    (high), so the temporaries are a byte per weight where :func:`.gptq.unpack_gptq_qweight`'s
+    general path takes eight, which would set the peak memory of a repack."""
+    rows, n = qweight.shape
+    b = qweight.contiguous().view(torch.uint8).view(rows, n, 4)
+    codes = torch.empty(n, rows, 4, 2, dtype=torch.uint8)
+    torch.bitwise_and(b.permute(1, 0, 2), 15, out=codes[..., 0])
+    torch.bitwise_right_shift(b.permute(1, 0, 2), 4, out=codes[..., 1])
+    return codes.view(n, rows * 8)
+
+
 def int4_from_gptq(layer: GptqLinear) -> Int4Weights | str:
     """A 4-bit GPTQ layer's weights for the kernel, or why they cannot be taken (a ``g_idx``
     whose groups are not runs of ``group_size`` columns once sorted)."""
     k = layer.in_features
     size = k if layer.group_size == -1 else layer.group_size
-    codes = unpack_gptq_qweight(layer.qweight, 4).t()                                   # [N, K]
+    codes = _gptq_codes_nk(layer.qweight)                                               # [N, K]
     zeros = unpack_gptq_qzeros(layer.qzeros, 4, layer.v1)[:, :layer.out_features].to(torch.float32)
     scale = layer.scales.to(torch.float32)
     g_idx = layer.g_idx.to(torch.int64)
@@ -142,8 +155,11 @@ class Int4Linear(nn.Module):
         # The checkpoint's group of each kernel group: kernel group i starts at column i * group.
         owner = torch.arange(k // group, dtype=torch.int64) * group // weights.group_size
         sz = torch.stack((weights.scale[owner], weights.zero[owner]), dim=-1).to(self.kernel_dtype).contiguous()
-        codes = weights.codes.to(torch.int32).contiguous()
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        # Packed 1024 rows at a time (the packing works on independent blocks of 64 rows), so the
+        # int32 copy the op wants is never made of the whole layer.
+        packed = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(weights.codes[i:i + 1024].to(torch.int32).contiguous(), 1)
+                  for i in range(0, n, 1024)]
+        self.register_buffer("packed", torch.cat(packed) if len(packed) > 1 else packed[0])
         self.register_buffer("scales_and_zeros", sz)
         self.register_buffer("perm", weights.perm)
         self.register_buffer("bias", None if bias is None else bias.to(dtype))

@@ -12,9 +12,9 @@ from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
-from ._common import GPTQMODEL, TORCH, TORCH_INT4_CPU, cpu_int4_unfit, gpu_or_cpu_dtype, marlin_unfit
+from ._common import GPTQMODEL, TORCH, TORCH_INT4_CPU, cpu_4bit_ranked, cpu_int4_unfit, cpu_q4_unfit, gpu_or_cpu_dtype, marlin_unfit
 
-__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN", "CPU_INT4_AWQ"]
+__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN", "CPU_INT4_AWQ", "CPU_Q4_AWQ"]
 
 TORCH_AWQ = declare_backend(Backend(
     name="torch-awq", summary="quantdispatch's portable torch kernel for AWQ packings",
@@ -30,10 +30,16 @@ AWQ_MARLIN = declare_backend(Backend(
 ))
 
 CPU_INT4_AWQ = declare_backend(Backend(
-    name="cpu-int4-awq", summary="torch's CPU int4 kernel: GEMM/GEMV/GEMV_FAST weights repacked once at load "
-    "(layers it cannot take keep the portable kernel)",
+    name="cpu-int4-awq", summary="torch's CPU int4 kernel on bf16 activations: GEMM/GEMV/GEMV_FAST weights repacked once "
+    "at load (layers it cannot take keep the portable kernel)",
     requires=(TORCH_INT4_CPU,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
     loader="quantdispatch.backends.cpu_int4:load_awq",
+))
+CPU_Q4_AWQ = declare_backend(Backend(
+    name="cpu-q4-awq", summary="quantdispatch's native int4 kernel (C, AVX2+FMA, float32 accumulation) for "
+    "GEMM/GEMV/GEMV_FAST weights, repacked once at load",
+    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
+    loader="quantdispatch.backends.cpu_int4:load_awq_native",
 ))
 
 
@@ -65,7 +71,9 @@ def _marlin_cpu(config: AwqMarlin, device: Cpu, /) -> Selection:
 def _awq_cpu(config: AbstractAwq, device: Cpu, /) -> Selection:
     readable = isinstance(config, (AwqGemm, AwqGemv, AwqGemvFast))
     packing = () if readable else (f"reads GEMM, GEMV and GEMV_FAST packings, not {type(config).__name__}",)
-    return (Candidate(CPU_INT4_AWQ, packing + cpu_int4_unfit(config.bits, config.group_size, device)), Candidate(TORCH_AWQ))
+    fast = cpu_4bit_ranked(Candidate(CPU_INT4_AWQ, packing + cpu_int4_unfit(config.bits, config.group_size, device)),
+                           Candidate(CPU_Q4_AWQ, packing + cpu_q4_unfit(config.bits, config.group_size, device)), device)
+    return (*fast, Candidate(TORCH_AWQ))
 
 
 @select_backend.register(AbstractAwq, AbstractDevice)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from quantdispatch.backends.cpu_int4 import repack_int4
 from quantdispatch.configs import AbstractAwq, AbstractGptq, AwqGemm, AwqGemv, AwqGemvFast, Gptq, GptqV2
 from quantdispatch.kernels.int4 import Int4Linear, Int4Weights, int4_from_awq, int4_from_gptq, int4_unfit, kernel_group
+from quantdispatch.kernels.int4_native import Q4Linear, native_int4
 from quantdispatch.kernels.modules import AwqLinear, GptqLinear
 from quantdispatch.testing import quantize_awq, quantize_gptq
 
@@ -162,3 +163,57 @@ def test_repack_keeps_layers_the_kernel_cannot_take() -> None:
     assert repack_int4(model, torch.bfloat16) == 1
     assert isinstance(model[0], Int4Linear) and isinstance(model[1], GptqLinear)
     assert (model(x).float() - before.float()).abs().max().item() < 0.05 * before.float().abs().max().item()
+
+
+needs_native = pytest.mark.skipif(native_int4() is None, reason="no C compiler, or a CPU without AVX2 and FMA")
+
+
+def _float32_bound(x: torch.Tensor, layer: GptqLinear | AwqLinear) -> torch.Tensor:
+    """float32 summation error of a K-term dot product (each weight exact in float32)."""
+    w = layer.dequantize(torch.float32).double()
+    return 2 * layer.in_features * torch.finfo(torch.float32).eps * (x.double().abs() @ w.abs().t()) + 1e-6
+
+
+@needs_native
+@settings(max_examples=30)
+@given(gptq_cases(), st.sampled_from((1, 3, 4, 9, 33)))
+def test_native_kernel_is_float32_exact_for_gptq(case: tuple[AbstractGptq, torch.Tensor, torch.Tensor | None, bool], batch: int) -> None:
+    """The native kernel (decode rows 1…8 fused, more rows through dequantized blocks) computes the
+    portable module's float32 output up to float32 summation order, for every 4-bit GPTQ variant."""
+    config, weight, perm, bias = case
+    layer = _gptq_layer(config, weight, perm, bias)
+    weights = int4_from_gptq(layer)
+    assert isinstance(weights, Int4Weights)
+    fast = Q4Linear(weights, layer.bias, torch.float32)
+    x = torch.randn(batch, weight.shape[1], generator=torch.Generator().manual_seed(batch))
+    excess = (fast(x).double() - layer(x).double()).abs() - _float32_bound(x, layer)
+    assert excess.max().item() <= 0
+
+
+@needs_native
+@settings(max_examples=30)
+@given(awq_cases(), st.sampled_from((1, 2, 12)))
+def test_native_kernel_is_float32_exact_for_awq(case: tuple[AbstractAwq, torch.Tensor, bool], batch: int) -> None:
+    """The same for AWQ GEMM, GEMV and GEMV_FAST (whose scaled zeros become the kernel's offsets)."""
+    config, weight, bias = case
+    n, k = weight.shape
+    q = quantize_awq(weight, config, bias=torch.randn(n) if bias else None)
+    layer = AwqLinear(config, k, n, bias)
+    layer.load_state_dict(q.tensors)
+    fast = Q4Linear(int4_from_awq(layer), layer.bias, torch.float32)
+    x = torch.randn(batch, k, generator=torch.Generator().manual_seed(batch))
+    excess = (fast(x).double() - layer(x).double()).abs() - _float32_bound(x, layer)
+    assert excess.max().item() <= 0
+
+
+@needs_native
+def test_native_kernel_takes_any_out_features_and_bf16_models() -> None:
+    """out_features need not be a multiple of 16 (N = 40); a bf16 model's activations are read exactly."""
+    layer = _gptq_layer(GptqV2(bits=4, group_size=32, sym=False), torch.randn(40, 64) * 0.05, None, bias=False)
+    weights = int4_from_gptq(layer)
+    assert isinstance(weights, Int4Weights) and int4_unfit(64, 40, 32) is not None
+    fast = Q4Linear(weights, layer.bias, torch.bfloat16)
+    x = torch.randn(2, 64).to(torch.bfloat16)
+    got = fast(x)
+    assert got.dtype == torch.bfloat16
+    assert ((got.double() - layer(x.float()).double()).abs() - (2.0**-8 * layer(x.float()).double().abs() + 1e-6)).max() <= 0

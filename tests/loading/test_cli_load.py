@@ -41,7 +41,8 @@ def test_load_prints_plan_and_costs(checkpoint: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     from quantdispatch.probing import cpu_features
 
-    backend = "cpu-int4-gptq" if cpu_features().vector_int4 else "torch-gptq"  # the int4 kernel where the CPU has it
+    f = cpu_features()  # the native kernel on AVX2 without native bf16, torch's int4 kernel with it
+    backend = "cpu-q4-gptq" if f.avx2 and f.fma and not f.native_bf16 else "cpu-int4-gptq" if f.vector_int4 else "torch-gptq"
     assert f"backend:  {backend}" in out and "parameters" in out and "MiB on disk" in out
     assert main(["load", str(checkpoint), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)

@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 import quantdispatch as qd
+from quantdispatch.plan import RANKED_BELOW
 
 
 def _parsed(doc: object, default_method: str | None = None) -> qd.AbstractQuantConfig:
@@ -184,10 +185,25 @@ def test_cpu_int4_unfit_configs_fall_back_with_the_reason(config: qd.AbstractQua
     assert any(reason in r for r in p.rejected[0].reasons), p.rejected
 
 
+def test_the_cpus_bf16_support_ranks_the_two_int4_kernels() -> None:
+    """AVX2+FMA without native bf16: the native float32 kernel first, torch's int4 kernel as its
+    fallback; with AVX512-BF16 the other way round. The loser is named as a fallback."""
+    avx2_fma = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
+    zen4 = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True))
+    for config, suffix in ((qd.Gptq(bits=4), "gptq"), (qd.AwqGemm(), "awq")):
+        p = _ok(qd.plan(config, _cpu_env(avx2_fma), qd.LoadOptions(executable=True)))
+        assert p.backend.name == f"cpu-q4-{suffix}" and p.rejected[0] == qd.Rejection(f"cpu-int4-{suffix}", (RANKED_BELOW,))
+        q = _ok(qd.plan(config, _cpu_env(zen4), qd.LoadOptions(executable=True)))
+        assert q.backend.name == f"cpu-int4-{suffix}" and q.rejected[0] == qd.Rejection(f"cpu-q4-{suffix}", (RANKED_BELOW,))
+    no_fma = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2), qd.LoadOptions(executable=True)))
+    assert any("AVX2 and FMA" in r for x in no_fma.rejected for r in x.reasons)
+
+
 def test_cpu_without_simd_features_keeps_the_portable_kernel() -> None:
     """A CPU that reports neither AVX2 nor AVX-512 (or a hand-built Cpu()) is not given the int4 kernel."""
     p = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(qd.Cpu()), qd.LoadOptions(executable=True)))
-    assert p.backend.name == "torch-gptq" and "AVX2/AVX-512" in p.rejected[0].reasons[0]
+    reasons = {x.backend: x.reasons for x in p.rejected}
+    assert p.backend.name == "torch-gptq" and "AVX2/AVX-512" in reasons["cpu-int4-gptq"][0] and "AVX2 and FMA" in reasons["cpu-q4-gptq"][0]
 
 
 def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
