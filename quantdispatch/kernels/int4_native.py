@@ -20,8 +20,11 @@ column j in its low nibble and column 16 + j in its high nibble::
     high:   k=16     k=17     …  k=31
 
 Built like the GGUF native kernels (``kernels/gguf/native.py``): the system C compiler, ``-O3
--march=native -fopenmp``, a per-user cache keyed on the source, flags and CPU flags, loaded
-through ``ctypes``. ``native_int4()`` is ``None`` without a compiler, off x86-64 Linux, on a CPU
+-march=native``, a per-user cache keyed on the source, flags and CPU flags, loaded through
+``ctypes`` (which releases the GIL during the call). Single-threaded on purpose: an OpenMP build
+brings a second OpenMP runtime beside torch's, and on the shared 2-core box the two thread pools
+spinning against each other made 2-thread calls 4-20x *slower*; the prefill path's GEMM still
+uses torch's threads. ``native_int4()`` is ``None`` without a compiler, off x86-64 Linux, on a CPU
 without AVX2 and FMA, or when ``QUANTDISPATCH_NATIVE=0``; callers then use the aten kernel.
 """
 
@@ -121,11 +124,9 @@ static void row4(const uint8_t *qn, const float *sn, const float *cn, const floa
 }
 
 /* Rows n0..n1 of W = q * s + c as float32 [n1 - n0, K] into out: the prefill path's operand. */
-void q4_dequant(const uint8_t *q, const float *s, const float *c, float *out, int64_t n0, int64_t n1, int64_t K, int64_t gs,
-                int nthreads) {
+void q4_dequant(const uint8_t *q, const float *s, const float *c, float *out, int64_t n0, int64_t n1, int64_t K, int64_t gs) {
     const int64_t G = K / gs;
     const __m128i mask = _mm_set1_epi8(0x0F);
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t n = n0; n < n1; n++) {
         const uint8_t *qn = q + n * (K / 2);
         float *o = out + (n - n0) * K;
@@ -144,9 +145,8 @@ void q4_dequant(const uint8_t *q, const float *s, const float *c, float *out, in
 
 /* q [N, K/2] codes; s, c [N, G] scale and offset; x [M, K]; xs [M, G] group sums of x; y [M, N]. */
 void q4_matmul(const uint8_t *q, const float *s, const float *c, const float *x, const float *xs, float *y,
-               int64_t M, int64_t N, int64_t K, int64_t gs, int nthreads) {
+               int64_t M, int64_t N, int64_t K, int64_t gs) {
     const int64_t G = K / gs;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const uint8_t *qn = q + n * (K / 2);
         const float *sn = s + n * G, *cn = c + n * G;
@@ -159,7 +159,7 @@ void q4_matmul(const uint8_t *q, const float *s, const float *c, const float *x,
 }
 """
 
-_FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=c99")
+_FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-shared", "-fPIC", "-std=c99")
 
 
 def _cache_dir() -> Path:
@@ -207,9 +207,9 @@ def native_int4() -> ctypes.CDLL | None:
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.q4_matmul.restype = None
-    lib.q4_matmul.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.q4_matmul.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4
     lib.q4_dequant.restype = None
-    lib.q4_dequant.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.q4_dequant.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
     return lib
 
 
@@ -242,18 +242,17 @@ def q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset
     lib = _lib()
     m, k = x.shape
     n = packed.shape[0]
-    threads = torch.get_num_threads()
     y = torch.empty(m, n, dtype=torch.float32)
     if m <= FUSED_ROWS:
         xsum = x.view(m, k // group_size, group_size).sum(dim=2)
         lib.q4_matmul(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
-                      m, n, k, group_size, threads)
+                      m, n, k, group_size)
         return y
     rows = max(1, _BLOCK_WEIGHTS // k)
     block = torch.empty(rows, k, dtype=torch.float32)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
-        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, threads)
+        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size)
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
 

@@ -71,3 +71,15 @@ def test_load_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("logits vs fp32") == 4
     cosines = [float(line.rsplit("cosine ", 1)[1].split(";")[0]) for line in out.splitlines() if "cosine" in line]
     assert all(c > 0.9 for c in cosines)
+
+
+def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench loads through the plan and reports the kernels, prefill and decode tokens/s; --json one record."""
+    assert main(["bench", str(checkpoint), "--device", "cpu", "--prompt-tokens", "8", "--new-tokens", "4", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "prefill:" in out and "decode:" in out and "tokens/s" in out and "layers:" in out
+    assert main(["bench", str(checkpoint), "--json", "--backend", "torch-gptq", "--new-tokens", "3", "--threads", "1"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["backend"] == "torch-gptq" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
+    assert record["prefill_tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
+    assert main(["bench", str(checkpoint), "--new-tokens", "0"]) == 2
