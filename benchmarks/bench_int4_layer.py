@@ -22,6 +22,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,11 +75,16 @@ def _bnb(weight: torch.Tensor) -> Callable[[], Forward] | None:
         return None
 
     def make() -> Forward:
-        layer = bnb.nn.Linear4bit(SIZE, SIZE, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
-        layer.weight = bnb.nn.Params4bit(weight.to(torch.bfloat16), requires_grad=False, quant_type="nf4")._quantize("cpu")
+        modules: Any = bnb.nn.modules
+        layer = modules.Linear4bit(SIZE, SIZE, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+        layer.weight = modules.Params4bit(weight.to(torch.bfloat16), requires_grad=False, quant_type="nf4")._quantize("cpu")
         forward: Forward = layer.eval()
         return forward
     return make
+
+
+def _dense(weight: torch.Tensor) -> Forward:
+    return lambda x: F.linear(x, weight)
 
 
 def _bandwidth() -> float:
@@ -105,8 +111,8 @@ def main() -> None:
     assert not isinstance(weights, str)
     packed_bytes = SIZE * SIZE // 2 + (SIZE // 128) * SIZE * 2 * 2
     makers: list[tuple[str, Callable[[], Forward], int, torch.dtype]] = [
-        ("fp32 dense", lambda: (lambda x, w=q.weight.clone(): F.linear(x, w)), SIZE * SIZE * 4, torch.float32),
-        ("bf16 dense", lambda: (lambda x, w=q.weight.to(torch.bfloat16): F.linear(x, w)), SIZE * SIZE * 2, torch.bfloat16),
+        ("fp32 dense", lambda: _dense(q.weight.clone()), SIZE * SIZE * 4, torch.float32),
+        ("bf16 dense", lambda: _dense(q.weight.to(torch.bfloat16)), SIZE * SIZE * 2, torch.bfloat16),
         ("ours aten (cpu-int4), bf16 in", lambda: Int4Linear(weights, None, torch.bfloat16), packed_bytes, torch.bfloat16),
     ]
     if native_int4() is not None:

@@ -41,7 +41,10 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
     prefill: list[float] = []
     steps: list[float] = []
     with torch.inference_mode():
-        for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        out = forward(ids, use_cache=True)
+        prefill.append(time.perf_counter() - start)
+        for _ in range(repeat - 1):
             start = time.perf_counter()
             out = forward(ids, use_cache=True)
             prefill.append(time.perf_counter() - start)
