@@ -11,7 +11,7 @@ its own fresh interpreter, one after the other, so imports, loading and page fau
   with optimum 2.3.0 + gptqmodel 7.6.0 (skipped when gptqmodel is not installed).
 
 Reported per case: seconds from process start to loaded and to the first token, decode tokens/s
-(median step of 64), and the process's peak RSS. Medians over ``--rounds`` rounds, rounds
+(median step of 64), and the process's peak RSS (``VmHWM``, Linux). Medians over ``--rounds`` rounds, rounds
 interleaved across cases.
 
 Run: ``GPTQMODEL_CPU_WORKERS=2 .venv/bin/python benchmarks/bench_end_to_end.py [--dir D] [--rounds N] [--threads T]``
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,10 @@ with torch.inference_mode():
         past, token = out[key], out.logits[:, -1:].argmax(-1)
 steps.sort()
 kinds = sorted({type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__ and type(m).__name__ != "Linear"})
-print(json.dumps({"loaded": loaded - start, "first": first - start, "decode": 1 / steps[len(steps) // 2], "kinds": kinds}))
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"loaded": loaded - start, "first": first - start, "decode": 1 / steps[len(steps) // 2], "kinds": kinds,
+                  "rss_mib": peak}))
 """
 
 
@@ -89,14 +91,11 @@ def _write(directory: Path) -> int:
 
 
 def _run(case: str, directory: Path, threads: int) -> dict[str, object]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run([sys.executable, "-c", CHILD, case, str(directory), str(threads)], capture_output=True, text=True,
                           timeout=900, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     record: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    record["rss_mib"] = peak / 1024 if peak > before else float("nan")  # the largest child so far: a lower bound
     return record
 
 
