@@ -101,6 +101,9 @@ from .environment import (
     Cpu as Cpu,
 )
 from .environment import (
+    CpuFeatures as CpuFeatures,
+)
+from .environment import (
     Cuda as Cuda,
 )
 from .environment import (
@@ -176,7 +179,7 @@ __all__ = [
     # pure pipeline
     "parse", "dump", "locate", "validate", "plan", "reconcile", "select_backend", "LoadOptions", "LoadPlan", "Rejection",
     # environment
-    "Environment", "Package", "Version", "AbstractDevice", "Cpu", "Cuda", "Mps",
+    "Environment", "Package", "Version", "AbstractDevice", "Cpu", "CpuFeatures", "Cuda", "Mps",
     # shell (imported on first use)
     "probe", "read", "read_config", "Source", "load", "Loaded", "LoadStats",
     # extension

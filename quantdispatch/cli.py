@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_load import add_commands
 
     add_commands(sub, _device_arg)
+    from .cli_bench import add_command as add_bench
+
+    add_bench(sub, _device_arg)
     demo = sub.add_parser("demo", help="check and inspect the built-in examples")
     demo.add_argument("--load", action="store_true", help="also build a tiny model, quantize it four ways and load each (needs torch)")
     demo.set_defaults(run=_cmd_demo)

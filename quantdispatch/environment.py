@@ -17,7 +17,7 @@ import re
 
 import attrs
 
-__all__ = ["Version", "Package", "AbstractDevice", "Cpu", "Cuda", "Mps", "Environment"]
+__all__ = ["Version", "Package", "CpuFeatures", "AbstractDevice", "Cpu", "Cuda", "Mps", "Environment"]
 
 
 @attrs.frozen(order=False)
@@ -73,9 +73,55 @@ class AbstractDevice:
         raise NotImplementedError
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
+class CpuFeatures:
+    """The instruction-set extensions of the host CPU that kernels are chosen by.
+
+    ``probe()`` reads them once (``/proc/cpuinfo`` flags, else torch's CPU capability); a
+    hand-built ``CpuFeatures()`` knows of none, so plans made for it stay on portable kernels.
+
+    Attributes:
+        avx2: 256-bit integer SIMD (``avx2``): torch's int4 CPU kernel has a vectorized path.
+        fma: Fused multiply-add (``fma``): with AVX2, what quantdispatch's native int4 kernel needs.
+        avx512: AVX-512 foundation (``avx512f``).
+        avx512_bf16: Native bfloat16 dot products (``avx512_bf16``): bf16 matmuls are fast.
+        amx: Advanced Matrix Extensions with bf16 tiles (``amx_bf16``).
+
+    >>> CpuFeatures(avx2=True, avx512=True, avx512_bf16=True).native_bf16, CpuFeatures().native_bf16
+    (True, False)
+    """
+
+    avx2: bool = False
+    fma: bool = False
+    avx512: bool = False
+    avx512_bf16: bool = False
+    amx: bool = False
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX), so bf16 beats float32."""
+        return self.avx512_bf16 or self.amx
+
+    @property
+    def vector_int4(self) -> bool:
+        """Whether torch's int4 CPU kernel has a vectorized path here (AVX2 or AVX-512)."""
+        return self.avx2 or self.avx512
+
+    def names(self) -> tuple[str, ...]:
+        """The extensions present, as ``/proc/cpuinfo`` spells them."""
+        flags = (("avx2", self.avx2), ("fma", self.fma), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx))
+        return tuple(name for name, present in flags if present)
+
+
+@attrs.frozen(kw_only=True)
 class Cpu(AbstractDevice):
-    """The host CPU."""
+    """The host CPU, with the instruction-set features kernels are chosen by.
+
+    >>> Cpu().features == CpuFeatures(), Cpu(features=CpuFeatures(avx2=True)).features.vector_int4
+    (True, True)
+    """
+
+    features: CpuFeatures = CpuFeatures()
 
     @property
     def label(self) -> str:
@@ -166,4 +212,6 @@ def _normalize(name: str) -> str:
 def _describe(d: AbstractDevice) -> str:
     if isinstance(d, Cuda):
         return f"device {d.label}: {d.name or 'CUDA GPU'}, sm_{d.capability[0]}{d.capability[1]}"
+    if isinstance(d, Cpu):
+        return f"device {d.label}: " + (", ".join(d.features.names()) or "no SIMD features known")
     return f"device {d.label}"

@@ -177,13 +177,14 @@ _CUDA = re.compile(r"cuda(?::(0|[1-9][0-9]{0,3}))?")
 
 def _device(request: object, env: Environment) -> AbstractDevice | Issue:
     cudas = env.cuda()
+    cpu = next((d for d in env.devices if isinstance(d, Cpu)), Cpu())  # the environment's, with its features
     if not isinstance(request, str):
         return Issue("plan.device.type", "$.device", f"expected a device name, got {type(request).__name__} {quote(request)}",
                      "use auto, cpu, cuda, cuda:N or mps")
     if request == "auto":
-        return cudas[0] if cudas else next((d for d in env.devices if isinstance(d, Mps)), Cpu())
+        return cudas[0] if cudas else next((d for d in env.devices if isinstance(d, Mps)), cpu)
     if request == "cpu":
-        return Cpu()
+        return cpu
     if request == "mps":
         found = next((d for d in env.devices if isinstance(d, Mps)), None)
         return found or Issue("plan.device.unavailable", "$.device", "no MPS device in this environment")

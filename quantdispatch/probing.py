@@ -7,14 +7,16 @@ CUDA and MPS devices; ``probe(devices=False)`` skips that and reports the CPU on
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import sys
+from pathlib import Path
 
-from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps, Package, Version
+from .environment import AbstractDevice, Cpu, CpuFeatures, Cuda, Environment, Mps, Package, Version
 from .rules import backends
 
-__all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages"]
+__all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages", "cpu_features", "features_from_flags"]
 
 RELEVANT_PACKAGES: tuple[str, ...] = (
     "torch", "transformers", "accelerate", "safetensors", "numpy", "bitsandbytes", "gptqmodel", "optimum",
@@ -40,8 +42,40 @@ def _packages(names: tuple[str, ...]) -> tuple[Package, ...]:
     return tuple(found)
 
 
+def features_from_flags(flags: str) -> CpuFeatures:
+    """The features named by a ``/proc/cpuinfo`` ``flags`` line (space-separated names).
+
+    >>> features_from_flags("fpu sse2 avx2 fma avx512f avx512_bf16").names()
+    ('avx2', 'fma', 'avx512f', 'avx512_bf16')
+    """
+    names = set(flags.split())
+    return CpuFeatures(avx2="avx2" in names, fma="fma" in names, avx512="avx512f" in names, avx512_bf16="avx512_bf16" in names,
+                       amx="amx_bf16" in names)
+
+
+@functools.cache
+def cpu_features() -> CpuFeatures:
+    """The host CPU's features, read once per process: the first ``flags`` line of
+    ``/proc/cpuinfo`` (Linux), else torch's compiled-in view of the CPU (``AVX2``, ``AVX512``;
+    it cannot tell bf16 support), else none."""
+    try:
+        with Path("/proc/cpuinfo").open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return features_from_flags(line.partition(":")[2])
+    except OSError:
+        pass
+    if importlib.util.find_spec("torch") is None:
+        return CpuFeatures()
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    vector = capability in ("AVX2", "AVX512")  # torch's AVX2 build level includes FMA
+    return CpuFeatures(avx2=vector, fma=vector, avx512=capability == "AVX512")
+
+
 def _devices() -> tuple[AbstractDevice, ...]:
-    devices: list[AbstractDevice] = [Cpu()]
+    devices: list[AbstractDevice] = [Cpu(features=cpu_features())]
     if importlib.util.find_spec("torch") is None:
         return tuple(devices)
     import torch  # the shell may import torch; the core never does
@@ -66,6 +100,6 @@ def probe(*, devices: bool = True, extra: tuple[str, ...] = ()) -> Environment:
     v = sys.version_info
     return Environment(
         packages=_packages(relevant_packages(extra)),
-        devices=_devices() if devices else (Cpu(),),
+        devices=_devices() if devices else (Cpu(features=cpu_features()),),
         python=(v.major, v.minor, v.micro),
     )

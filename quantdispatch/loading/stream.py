@@ -23,7 +23,7 @@ from ..text import quote
 from .checkpoint import Checkpoint
 from .request import LoadRequest
 
-__all__ = ["ModuleFactory", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
+__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -278,8 +278,13 @@ def _opened(path: str, checkpoint: Checkpoint, safe_open: Any) -> Any:
     return _Unpickled(checkpoint.unpickled) if checkpoint.unpickled is not None else safe_open(path, framework="pt")
 
 
-def load_streamed(request: LoadRequest, make: ModuleFactory | None) -> Result[tuple[nn.Module, int], Issues]:
-    """Skeleton, module swap, checks, streaming, tying, the device: the whole execute step."""
+PostLoad = Callable[[nn.Module], object]
+"""Runs once the weights are in, before tying and placement: a backend repacks its modules there
+(``quantdispatch.backends.cpu_int4`` swaps each portable layer for a kernel's, one at a time)."""
+
+
+def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: PostLoad | None = None) -> Result[tuple[nn.Module, int], Issues]:
+    """Skeleton, module swap, checks, streaming, ``post_load``, tying, the device: the whole execute step."""
     directory, checkpoint, plan = request.directory, request.checkpoint, request.plan
     built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code)
     if isinstance(built, Err):
@@ -292,6 +297,8 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None) -> Result[tu
     read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
     if isinstance(read, Err):
         return read
+    if post_load is not None:
+        post_load(model)
     tie = getattr(model, "tie_weights", None)
     if _tied_targets(model) and callable(tie):
         tie()

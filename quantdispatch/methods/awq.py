@@ -7,14 +7,14 @@ needs Ampere (sm_80). Marlin-packed checkpoints are tiled for that kernel alone.
 from __future__ import annotations
 
 from ..backend import Backend, Candidate, Refusal
-from ..configs.awq import AbstractAwq, AwqLlm, AwqMarlin
+from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast, AwqLlm, AwqMarlin
 from ..dtypes import DType
-from ..environment import AbstractDevice, Cuda
+from ..environment import AbstractDevice, Cpu, Cuda
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
-from ._common import GPTQMODEL, TORCH, gpu_or_cpu_dtype, marlin_unfit
+from ._common import GPTQMODEL, TORCH, TORCH_INT4_CPU, cpu_4bit_ranked, cpu_int4_unfit, cpu_q4_unfit, gpu_or_cpu_dtype, marlin_unfit
 
-__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN"]
+__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN", "CPU_INT4_AWQ", "CPU_Q4_AWQ"]
 
 TORCH_AWQ = declare_backend(Backend(
     name="torch-awq", summary="quantdispatch's portable torch kernel for AWQ packings",
@@ -27,6 +27,19 @@ AWQ_CUDA = declare_backend(Backend(
 AWQ_MARLIN = declare_backend(Backend(
     name="gptqmodel-awq-marlin", summary="gptqmodel's Marlin kernel for AWQ weights",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16,),
+))
+
+CPU_INT4_AWQ = declare_backend(Backend(
+    name="cpu-int4-awq", summary="torch's CPU int4 kernel on bf16 activations: GEMM/GEMV/GEMV_FAST weights repacked once "
+    "at load (layers it cannot take keep the portable kernel)",
+    requires=(TORCH_INT4_CPU,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
+    loader="quantdispatch.backends.cpu_int4:load_awq",
+))
+CPU_Q4_AWQ = declare_backend(Backend(
+    name="cpu-q4-awq", summary="quantdispatch's native int4 kernel (C, AVX2+FMA, float32 accumulation) for "
+    "GEMM/GEMV/GEMV_FAST weights, repacked once at load",
+    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
+    loader="quantdispatch.backends.cpu_int4:load_awq_native",
 ))
 
 
@@ -49,6 +62,20 @@ def _awq_cuda(config: AbstractAwq, device: Cuda, /) -> Selection:
     return (Candidate(AWQ_MARLIN, marlin_unfit(config.bits, True, config.group_size)), Candidate(AWQ_CUDA), Candidate(TORCH_AWQ))
 
 
+@select_backend.register(AwqMarlin, Cpu)
+def _marlin_cpu(config: AwqMarlin, device: Cpu, /) -> Selection:
+    return _marlin_elsewhere(config, device)
+
+
+@select_backend.register(AbstractAwq, Cpu)
+def _awq_cpu(config: AbstractAwq, device: Cpu, /) -> Selection:
+    readable = isinstance(config, (AwqGemm, AwqGemv, AwqGemvFast))
+    packing = () if readable else (f"reads GEMM, GEMV and GEMV_FAST packings, not {type(config).__name__}",)
+    fast = cpu_4bit_ranked(Candidate(CPU_INT4_AWQ, packing + cpu_int4_unfit(config.bits, config.group_size, device)),
+                           Candidate(CPU_Q4_AWQ, packing + cpu_q4_unfit(config.bits, config.group_size, device)), device)
+    return (*fast, Candidate(TORCH_AWQ))
+
+
 @select_backend.register(AbstractAwq, AbstractDevice)
 def _awq_any(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
     return (Candidate(TORCH_AWQ),)
@@ -56,7 +83,7 @@ def _awq_any(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
 
 @compute_dtype.register(AbstractAwq, AbstractDevice)
 def _awq_dtype(config: AbstractAwq, device: AbstractDevice, /) -> tuple[DType, str]:
-    return gpu_or_cpu_dtype(device)
+    return gpu_or_cpu_dtype(device, config.bits)
 
 
 @cross_field_issues.register(AbstractAwq)

@@ -39,10 +39,14 @@ def test_load_prints_plan_and_costs(checkpoint: Path, capsys: pytest.CaptureFixt
     """load prints the plan, the parameter count and bytes on disk and in memory; --json one record."""
     assert main(["load", str(checkpoint), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "backend:  torch-gptq" in out and "parameters" in out and "MiB on disk" in out
+    from quantdispatch.probing import cpu_features
+
+    f = cpu_features()  # the native kernel on AVX2 without native bf16, torch's int4 kernel with it
+    backend = "cpu-q4-gptq" if f.avx2 and f.fma and not f.native_bf16 else "cpu-int4-gptq" if f.vector_int4 else "torch-gptq"
+    assert f"backend:  {backend}" in out and "parameters" in out and "MiB on disk" in out
     assert main(["load", str(checkpoint), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["ok"] and record["backend"] == "torch-gptq" and record["bytes_on_disk"] > 0
+    assert record["ok"] and record["backend"] == backend and record["bytes_on_disk"] > 0
 
 
 def test_load_reports_issues_with_status_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,3 +71,15 @@ def test_load_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("logits vs fp32") == 4
     cosines = [float(line.rsplit("cosine ", 1)[1].split(";")[0]) for line in out.splitlines() if "cosine" in line]
     assert all(c > 0.9 for c in cosines)
+
+
+def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench loads through the plan and reports the kernels, prefill and decode tokens/s; --json one record."""
+    assert main(["bench", str(checkpoint), "--device", "cpu", "--prompt-tokens", "8", "--new-tokens", "4", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "prefill:" in out and "decode:" in out and "tokens/s" in out and "layers:" in out
+    assert main(["bench", str(checkpoint), "--json", "--backend", "torch-gptq", "--new-tokens", "3", "--threads", "1"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["backend"] == "torch-gptq" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
+    assert record["prefill_tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
+    assert main(["bench", str(checkpoint), "--new-tokens", "0"]) == 2

@@ -47,7 +47,7 @@ def test_gptq_variants_load_exactly(tmp_path: Path, config: qd.AbstractGptq, act
     a dense model holding the dequantized weights (exact), far inside the quantization error."""
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config, act_order))
-    loaded = qd.load(tmp_path, device="cpu").unwrap()
+    loaded = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap()  # the portable kernel: exact in float32
     got = loaded.plan.config
     assert loaded.plan.backend.name == "torch-gptq" and isinstance(got, type(config))
     assert (got.bits, got.group_size, got.sym, got.desc_act) == (config.bits, config.group_size, config.sym, config.desc_act)
@@ -67,7 +67,7 @@ def test_awq_packings_load_exactly(tmp_path: Path, config: qd.AbstractAwq) -> No
         pytest.skip("AutoAWQ writes zero points for GEMM; symmetric GEMM is not a format real tools produce")
     model = base_model()
     reference = write_quantized(tmp_path, model, config, awq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu").unwrap()
+    loaded = qd.load(tmp_path, device="cpu", backend="torch-awq").unwrap()
     assert loaded.plan.backend.name == "torch-awq"
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
@@ -78,7 +78,7 @@ def test_sharded_checkpoint_and_stray_files(tmp_path: Path) -> None:
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config), shards=3)
     (tmp_path / "consolidated.safetensors").write_bytes(b"garbage, never read")
-    loaded = qd.load(str(tmp_path), device="cpu").unwrap()
+    loaded = qd.load(str(tmp_path), device="cpu", backend="torch-gptq").unwrap()
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
 
@@ -87,7 +87,7 @@ def test_tied_embeddings(tmp_path: Path) -> None:
     config = qd.Gptq(bits=4, group_size=32)
     model = base_model(tie=True)
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu").unwrap().model
+    loaded = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap().model
     head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
     assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
     assert head.weight.data_ptr() == embed.weight.data_ptr()
@@ -210,11 +210,12 @@ def test_device_map_with_cpu_and_disk_offload(tmp_path: Path) -> None:
     offload = tmp_path / "offload"
     mapped = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
               "model.rotary_emb": "cpu", "lm_head": "disk"}
-    loaded = qd.load(tmp_path / "m", device_map=mapped, offload_folder=offload).unwrap()
+    loaded = qd.load(tmp_path / "m", device_map=mapped, offload_folder=offload, backend="torch-gptq").unwrap()
     assert any(p.device.type == "meta" for p in loaded.model.parameters())  # on disk until a forward needs them
     assert any(offload.iterdir())
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
-    auto = qd.load(tmp_path / "m", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2").unwrap()
+    auto = qd.load(tmp_path / "m", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2",
+                   backend="torch-gptq").unwrap()
     assert torch.allclose(_logits(auto.model), _logits(reference), atol=1e-5, rtol=0)
     assert _codes(qd.load(tmp_path / "m", device_map={"nope": "cpu"})) == ["load.device_map.module"]
     assert _codes(qd.load(tmp_path / "m", device_map={"": "disk"})) == ["load.device_map.offload_folder"]

@@ -1,6 +1,9 @@
 """qd.load on checkpoints GPTQModel 7.6.0 writes during the run (llama, qwen2, phi3; GPTQ v1/v2,
 act-order, asym, 2/3/4-bit; AWQ GEMM), against GPTQModel's own reload of the same directory.
 
+The CPU int4 backends (torch's kernel on bf16 activations, the native float32 one) are held to
+the same bound on the 4-bit cases.
+
 Tolerance: our float32 logits may differ from the producing stack's (which computes in float16
 with its own kernel) by at most 5 % of the quantization error (our logits vs the unquantized
 model's); in practice the difference is float16 rounding.
@@ -61,7 +64,7 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
 
     name, base, out = made
     ids = torch.randint(3, 200, (2, 16), generator=torch.Generator().manual_seed(0))
-    ours = qd.load(out, device="cpu").unwrap()
+    ours = qd.load(out, device="cpu", dtype="float32").unwrap()  # the plan's backend, in float32
     theirs = GPTQModel.load(str(out), device="cpu", dtype=torch.float16,
                             backend=BACKEND.AWQ_TORCH if "awq" in name else BACKEND.TORCH)
     full = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
@@ -69,6 +72,14 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
     quantization_error = (a - f).abs().max().item()
     assert quantization_error > 1e-3
     assert (a - b).abs().max().item() <= 0.05 * quantization_error, (name, (a - b).abs().max().item(), quantization_error)
+    # The CPU fast paths on the same checkpoint (4-bit cases), in a float32 model: the same bound.
+    if "3b" not in name:
+        from quantdispatch.kernels.int4_native import native_int4
+
+        family = "awq" if "awq" in name else "gptq"
+        for backend in (f"cpu-int4-{family}", *((f"cpu-q4-{family}",) if native_int4() is not None else ())):
+            fast = _logits(qd.load(out, device="cpu", dtype="float32", backend=backend).unwrap().model, ids)
+            assert (fast - b).abs().max().item() <= 0.05 * quantization_error, (name, backend, (fast - b).abs().max().item())
     if name.startswith("phi3"):
         fused = ours.model.get_submodule("model.layers.0.mlp.gate_up_proj")
         assert type(fused).__name__ == "SplitLinear"

@@ -48,7 +48,12 @@ def test_inspect_prints_config_environment_and_plan(tmp_path: Path, capsys: pyte
     code = main(["inspect", "--no-devices", good])
     out = capsys.readouterr().out
     assert "environment:" in out and "AwqGemm (awq)" in out
-    assert code == 0 and "backend:  torch-awq" in out  # the test environment has torch
+    from quantdispatch.probing import cpu_features
+
+    # The test environment has torch; an AVX2/AVX-512 CPU gets an int4 kernel, the portable one otherwise.
+    f = cpu_features()
+    backend = "cpu-q4-awq" if f.avx2 and f.fma and not f.native_bf16 else "cpu-int4-awq" if f.vector_int4 else "torch-awq"
+    assert code == 0 and f"backend:  {backend}" in out
     marlin = _write(tmp_path / "m.json", {"quant_method": "awq", "version": "marlin"})
     assert main(["inspect", "--no-devices", marlin]) == 1
     assert "awq.marlin.needs_cuda" in capsys.readouterr().out

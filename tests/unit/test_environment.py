@@ -41,8 +41,10 @@ def test_requirement_checks() -> None:
 
 def test_probe_reads_installed_versions() -> None:
     """probe() reports the installed versions from package metadata and always a CPU."""
+    from quantdispatch.probing import cpu_features
+
     env = qd.probe(devices=False)
-    assert env.devices == (qd.Cpu(),)
+    assert env.devices == (qd.Cpu(features=cpu_features()),)
     assert env.version_of("attrs") is None  # not among the relevant packages unless asked for
     assert qd.probe(devices=False, extra=("attrs",)).version_of("attrs") == qd.Version.parse(importlib.metadata.version("attrs"))
 
@@ -51,6 +53,31 @@ def test_probe_finds_torch_devices() -> None:
     """With torch installed, probe() asks it for devices; on a CPU-only machine that is the CPU alone."""
     torch = pytest.importorskip("torch")
     env = qd.probe()
-    assert env.devices[0] == qd.Cpu()
+    assert isinstance(env.devices[0], qd.Cpu)
     assert len(env.cuda()) == torch.cuda.device_count()
     assert env.version_of("torch") is not None
+
+
+def test_cpu_features_are_read_from_cpuinfo_flags() -> None:
+    """The flags line of /proc/cpuinfo names the features; unknown flags are ignored."""
+    from quantdispatch.probing import features_from_flags
+
+    zen4 = features_from_flags(" fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 ")
+    assert zen4 == qd.CpuFeatures(avx2=True, avx512=True, avx512_bf16=True) and zen4.native_bf16
+    spr = features_from_flags("avx2 avx512f amx_tile amx_bf16")
+    assert spr.amx and spr.native_bf16 and not spr.avx512_bf16
+    avx2 = features_from_flags("sse4_2 avx avx2 fma")
+    assert avx2.vector_int4 and not avx2.native_bf16 and avx2.names() == ("avx2", "fma")
+    assert features_from_flags("") == qd.CpuFeatures()
+
+
+def test_probe_reads_the_cpu_once_and_reports_it() -> None:
+    """probe() puts the host's features in its Cpu; the summary names them."""
+    from quantdispatch.probing import cpu_features
+
+    assert cpu_features() is cpu_features()  # cached: read once per process
+    env = qd.probe(devices=False)
+    cpu = env.devices[0]
+    assert isinstance(cpu, qd.Cpu) and cpu.features == cpu_features()
+    line = env.summary().splitlines()[-1]
+    assert line.startswith("device cpu: ") and all(name in line for name in cpu.features.names())

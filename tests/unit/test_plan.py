@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 import quantdispatch as qd
+from quantdispatch.plan import RANKED_BELOW
 
 
 def _parsed(doc: object, default_method: str | None = None) -> qd.AbstractQuantConfig:
@@ -152,3 +153,80 @@ def test_explain_mentions_every_decision() -> None:
     text = _ok(qd.plan(qd.AwqGemm(modules_to_not_convert=("visual",)), _env(TORCH, capability=(7, 0)))).explain()
     for part in ("AwqGemm", "cuda:0", "float16", "torch-awq", "rejected: gptqmodel-awq-marlin", "skipped:  visual"):
         assert part in text
+
+
+AVX2 = qd.Cpu(features=qd.CpuFeatures(avx2=True))
+ZEN4 = qd.Cpu(features=qd.CpuFeatures(avx2=True, avx512=True, avx512_bf16=True))
+
+
+def _cpu_env(cpu: qd.Cpu) -> qd.Environment:
+    return qd.Environment(packages=(TORCH,), devices=(cpu,))
+
+
+@pytest.mark.parametrize("config", [qd.Gptq(bits=4), qd.GptqV2(bits=4, group_size=-1, desc_act=True, sym=False),
+                                    qd.Gptq(bits=4, group_size=512), qd.AwqGemm(), qd.AwqGemv(group_size=64), qd.AwqGemvFast()])
+def test_cpu_int4_is_chosen_from_the_environments_cpu(config: qd.AbstractQuantConfig) -> None:
+    """4-bit GPTQ/AWQ on a CPU with AVX2 or AVX-512 goes to the int4 kernel, the portable one as fallback."""
+    p = _ok(qd.plan(config, _cpu_env(AVX2), qd.LoadOptions(device="cpu", executable=True)))
+    assert p.backend.name.startswith("cpu-int4-") and p.device == AVX2
+    assert p.rejected[-1].backend in ("torch-gptq", "torch-awq") and "fallback:" in p.explain()
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    (qd.Gptq(bits=3), "takes 4-bit weights, not 3-bit"),
+    (qd.Gptq(bits=4, group_size=16), "not 16"),
+    (qd.Gptq(bits=4, group_size=48), "not 48"),
+    (qd.AwqGemv(group_size=16), "not 16"),
+])
+def test_cpu_int4_unfit_configs_fall_back_with_the_reason(config: qd.AbstractQuantConfig, reason: str) -> None:
+    """Widths and group sizes the kernel cannot take are named in the plan; the portable kernel loads them."""
+    p = _ok(qd.plan(config, _cpu_env(ZEN4), qd.LoadOptions(executable=True)))
+    assert p.backend.name in ("torch-gptq", "torch-awq")
+    assert any(reason in r for r in p.rejected[0].reasons), p.rejected
+
+
+def test_the_cpus_bf16_support_ranks_the_two_int4_kernels() -> None:
+    """AVX2+FMA without native bf16: the native float32 kernel first, torch's int4 kernel as its
+    fallback; with AVX512-BF16 the other way round. The loser is named as a fallback."""
+    avx2_fma = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
+    zen4 = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True))
+    for config, suffix in ((qd.Gptq(bits=4), "gptq"), (qd.AwqGemm(), "awq")):
+        p = _ok(qd.plan(config, _cpu_env(avx2_fma), qd.LoadOptions(executable=True)))
+        assert p.backend.name == f"cpu-q4-{suffix}" and p.rejected[0] == qd.Rejection(f"cpu-int4-{suffix}", (RANKED_BELOW,))
+        q = _ok(qd.plan(config, _cpu_env(zen4), qd.LoadOptions(executable=True)))
+        assert q.backend.name == f"cpu-int4-{suffix}" and q.rejected[0] == qd.Rejection(f"cpu-q4-{suffix}", (RANKED_BELOW,))
+    no_fma = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2), qd.LoadOptions(executable=True)))
+    assert any("AVX2 and FMA" in r for x in no_fma.rejected for r in x.reasons)
+
+
+def test_cpu_without_simd_features_keeps_the_portable_kernel() -> None:
+    """A CPU that reports neither AVX2 nor AVX-512 (or a hand-built Cpu()) is not given the int4 kernel."""
+    p = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(qd.Cpu()), qd.LoadOptions(executable=True)))
+    reasons = {x.backend: x.reasons for x in p.rejected}
+    assert p.backend.name == "torch-gptq" and "AVX2/AVX-512" in reasons["cpu-int4-gptq"][0] and "AVX2 and FMA" in reasons["cpu-q4-gptq"][0]
+
+
+def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
+    """bfloat16 where the CPU has it natively (the reason says so), float32 elsewhere; float32 can be forced."""
+    native = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(ZEN4)))
+    assert native.dtype is qd.DType.BFLOAT16 and any("natively" in n for n in native.notes)
+    assert "slower there" not in native.explain()
+    emulated = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2)))
+    assert emulated.dtype is qd.DType.FLOAT32 and any("no native bfloat16" in n for n in emulated.notes)
+    forced = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(ZEN4), qd.LoadOptions(dtype=qd.DType.FLOAT32, executable=True)))
+    assert forced.dtype is qd.DType.FLOAT32 and forced.backend.name == "cpu-int4-gptq"
+    three = _ok(qd.plan(qd.Gptq(bits=3), _cpu_env(ZEN4)))
+    assert three.dtype is qd.DType.FLOAT32  # no fast kernel for 3-bit: bf16 would only cost precision
+
+
+def test_eight_bit_gptq_on_the_cpu_is_kept_dense() -> None:
+    """8-bit GPTQ goes to the dense backend (exact group scales, one rounding), not to int4."""
+    p = _ok(qd.plan(qd.Gptq(bits=8), _cpu_env(ZEN4), qd.LoadOptions(executable=True)))
+    assert p.backend.name == "cpu-dense-gptq" and p.dtype is qd.DType.BFLOAT16
+    assert "not 8-bit" in p.rejected[0].reasons[0]
+
+
+def test_awq_marlin_is_still_refused_on_the_cpu() -> None:
+    """The CPU rule for AWQ does not shadow the Marlin refusal."""
+    r = qd.plan(qd.AwqMarlin(), _cpu_env(ZEN4))
+    assert isinstance(r, qd.Err) and r.error[0].code == "awq.marlin.needs_cuda"

@@ -1,0 +1,114 @@
+"""``quantdispatch bench SOURCE``: load through the plan, then measure prefill and decode tokens/s.
+
+So a user sees what the plan's choices buy: the backend and dtype the plan chose, which kernel
+module each quantized layer ended up on, the load time, and the speed of a prompt (prefill, one
+forward over ``--prompt-tokens`` random tokens) and of greedy decoding (one token per forward,
+with the KV cache), medians over repeats. Random token ids need no tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .jsonvalue import Json
+from .result import Err
+from .text import printable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["add_command", "measure"]
+
+
+def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: int) -> dict[str, float]:
+    """Prefill and decode speed of a causal LM: ``prefill_tokens_per_s`` (median of ``repeat``
+    prompt forwards), ``decode_tokens_per_s`` (median step over ``new_tokens`` greedy steps) and
+    ``first_token_s`` (the first prefill, warm-up included)."""
+    import torch
+
+    config: Any = getattr(model, "config", None)
+    vocab = int(getattr(config, "vocab_size", 32000) or 32000)
+    ids = torch.randint(min(3, vocab - 1), vocab, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    forward: Any = model
+    prefill: list[float] = []
+    steps: list[float] = []
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = forward(ids, use_cache=True)
+        prefill.append(time.perf_counter() - start)
+        for _ in range(repeat - 1):
+            start = time.perf_counter()
+            out = forward(ids, use_cache=True)
+            prefill.append(time.perf_counter() - start)
+        # Transformers 5.24 names the KV cache ``cache`` (``past_key_values`` before, deprecated since).
+        key = "cache" if "cache" in out else "past_key_values"
+        past, token = out[key], out.logits[:, -1:].argmax(-1)
+        for _ in range(new_tokens):
+            start = time.perf_counter()
+            out = forward(token, use_cache=True, **{key: past})
+            steps.append(time.perf_counter() - start)
+            past, token = out[key], out.logits[:, -1:].argmax(-1)
+    return {"first_token_s": prefill[0], "prefill_tokens_per_s": prompt_tokens / statistics.median(prefill),
+            "decode_tokens_per_s": 1 / statistics.median(steps) if steps else 0.0}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if not (1 <= args.prompt_tokens <= 8192 and 1 <= args.new_tokens <= 4096 and 1 <= args.repeat <= 100):
+        print("quantdispatch bench: --prompt-tokens 1..8192, --new-tokens 1..4096, --repeat 1..100", file=sys.stderr)
+        return 2
+    import torch
+
+    from .loading import load
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    found = load(args.source, device=args.device, dtype=args.dtype or "auto", backend=args.backend,
+                 trust_remote_code=args.trust_remote_code)
+    if isinstance(found, Err):
+        print(f"{printable(args.source)}: not loaded")
+        for i in found.error:
+            print(f"  {printable(i.render())}")
+        return 1
+    loaded = found.value
+    speed = measure(loaded.model, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat)
+    kernels = Counter(type(m).__name__ for m in loaded.model.modules()
+                      if type(m).__name__ in ("Int4Linear", "Q4Linear", "GptqLinear", "AwqLinear", "Linear4bit", "Linear8bitLt"))
+    record: dict[str, Json] = {"source": args.source, "backend": loaded.plan.backend.name, "dtype": loaded.plan.dtype.value,
+                               "threads": torch.get_num_threads(), "load_s": round(loaded.stats.seconds, 3),
+                               "layers": dict(sorted(kernels.items())), **{k: round(v, 3) for k, v in speed.items()}}
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    print(printable(str(args.source)))
+    print("\n".join("  " + line for line in loaded.plan.explain().splitlines()))
+    print(f"  layers:   {', '.join(f'{n} {k}' for k, n in sorted(kernels.items())) or 'none quantized'}")
+    print(f"  threads:  {record['threads']}; loaded in {loaded.stats.seconds:.2f} s")
+    print(f"  prefill:  {speed['prefill_tokens_per_s']:.1f} tokens/s ({args.prompt_tokens}-token prompt, median of {args.repeat})")
+    print(f"  decode:   {speed['decode_tokens_per_s']:.1f} tokens/s (median of {args.new_tokens} greedy steps)")
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device_arg: object) -> None:
+    """Register ``bench`` on the CLI's subparsers."""
+    from .dtypes import DType
+
+    p = sub.add_parser("bench", help="load a checkpoint and measure prefill and decode tokens/s")
+    p.add_argument("source", metavar="SOURCE", help="a checkpoint directory or a Hub repository id (cached)")
+    p.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")  # type: ignore[arg-type]
+    p.add_argument("--dtype", choices=[d.value for d in DType if d.is_floating_point], help="compute dtype (default: the plan's)")
+    p.add_argument("--backend", help="force a backend by name")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default: 32)")
+    p.add_argument("--new-tokens", type=int, default=32, help="greedy decode steps (default: 32)")
+    p.add_argument("--repeat", type=int, default=3, help="prefill repeats (default: 3)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON record")
+    p.set_defaults(run=_cmd_bench)
