@@ -32,19 +32,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Final
 
 import torch
 from torch import nn
 
+from ._native import build_library, cpu_flags
 from .int4 import Int4Weights, int4_unfit, kernel_group
 
 __all__ = ["native_int4", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS"]
@@ -162,45 +158,16 @@ void q4_matmul(const uint8_t *q, const float *s, const float *c, const float *x,
 _FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-shared", "-fPIC", "-std=c99")
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "quantdispatch"
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
 @functools.cache
 def native_int4() -> ctypes.CDLL | None:
     """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot run."""
-    flags = _cpu_flags().split()
+    flags = cpu_flags().split()
     if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
         return None
     if platform.machine() not in ("x86_64", "AMD64") or "avx2" not in flags or "fma" not in flags:
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        return None
-    key = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + compiler + " ".join(flags)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"int4_native_{key}.so"
-    if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                src, built = Path(tmp, "q4.c"), Path(tmp, "q4.so")
-                src.write_text(_SOURCE)
-                subprocess.run([compiler, *_FLAGS, "-o", str(built), str(src)], check=True, capture_output=True, timeout=120)
-                os.replace(built, target)  # atomic: a concurrent build leaves one complete file
-        except (OSError, subprocess.SubprocessError):
-            return None
-    try:
-        found = ctypes.CDLL(str(target))
-    except OSError:
+    found = build_library("int4_native", _SOURCE, tuple(_FLAGS))
+    if found is None:
         return None
     return _declare(found)
 

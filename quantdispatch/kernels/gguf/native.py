@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Final
 
 import torch
 
 from quantdispatch.gguf.types import GgmlType
 
+from .._native import build_library
 from .tables import IQ4NL_VALUES, grid_table, sign_mask_table
 
 __all__ = ["NATIVE_TYPES", "NativeKernel", "native_kernels"]
@@ -183,40 +178,8 @@ NATIVE_TYPES: Final = frozenset(_NAMES)
 _FLAGS: Final = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-shared", "-fPIC")
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "quantdispatch"
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return ""
-
-
 def _build() -> ctypes.CDLL | None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or not sys.platform.startswith("linux"):
-        return None
-    # -march=native: the build is only good for this CPU, so its flags are part of the key.
-    key = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + compiler + _cpu_flags()).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"gguf_native_{key}.so"
-    if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                src, lib = Path(tmp, "k.c"), Path(tmp, "k.so")
-                src.write_text(_SOURCE)
-                subprocess.run([compiler, *_FLAGS, "-o", str(lib), str(src)], check=True, capture_output=True, timeout=120)
-                os.replace(lib, target)  # atomic: a concurrent build leaves one complete file
-        except (OSError, subprocess.SubprocessError):
-            return None
-    try:
-        return ctypes.CDLL(str(target))
-    except OSError:
-        return None
+    return build_library("gguf_native", _SOURCE, tuple(_FLAGS))
 
 
 def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
