@@ -21,12 +21,16 @@ from ..gguf.header import GgufValue
 from ..gguf.types import GgmlType
 from ..kernels.gguf.dequant import OUTPUT_DTYPES, dequantize
 from ..kernels.gguf.export import as_uint8
-from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, packed_linear
+from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, PackedLinearFactory, packed_linear
 from ..loading.request import LoadRequest
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
-__all__ = ["load_dequantized", "load_packed", "gguf_metadata", "transformers_config"]
+__all__ = ["load_dequantized", "load_packed", "load_packed_matvec", "load_packed_q8dot", "gguf_metadata", "transformers_config"]
+
+Preferred = Mapping[GgmlType, PackedLinearFactory]
+"""The packed linear modules a backend prefers by block type (empty: ``GgufLinear`` for all)."""
+
 
 def _keeps(t: GgmlType) -> bool:
     """Whether a weight of type ``t`` stays packed: everything but F32, whose blocks are the dense weight
@@ -46,12 +50,26 @@ def _issue(code: str, message: str, hint: str | None = None, path: str = "$") ->
 
 def load_dequantized(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     """Every tensor dequantized once, to the plan's dtype, into the ordinary Transformers model."""
-    return _load(request, packed=False)
+    return _load(request, packed=None)
 
 
 def load_packed(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     """Quantized linear and embedding weights kept as GGML blocks (``GgufLinear``, ``GgufEmbedding``)."""
-    return _load(request, packed=True)
+    return _load(request, packed={})
+
+
+def load_packed_matvec(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
+    """Kept packed, with the fused matrix-vector kernels (``GgufMatvecLinear``) for the types they take."""
+    from ..kernels.gguf.matvec import matvec_linears
+
+    return _load(request, packed=matvec_linears("float32"))
+
+
+def load_packed_q8dot(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
+    """Kept packed, with the fused kernels in llama.cpp's arithmetic (8-bit activations)."""
+    from ..kernels.gguf.matvec import matvec_linears
+
+    return _load(request, packed=matvec_linears("int8"))
 
 
 def gguf_metadata(files: list[GgufData]) -> dict[str, GgufValue]:
@@ -140,7 +158,7 @@ def _dense(spec: ArchSpec, parts: Parts, shape: tuple[int, ...], dtype: torch.dt
     return whole.reshape(shape).to(dtype)
 
 
-def _load(request: LoadRequest, *, packed: bool) -> Result[tuple[nn.Module, int], Issues]:
+def _load(request: LoadRequest, *, packed: Preferred | None) -> Result[tuple[nn.Module, int], Issues]:
     paths = request.gguf_files
     if not paths:
         return Err((_issue("load.backend.mismatch", "the GGUF backends load .gguf files; this checkpoint has none"),))
@@ -155,7 +173,7 @@ def _load(request: LoadRequest, *, packed: bool) -> Result[tuple[nn.Module, int]
             f.close()  # the map stays alive while kept-packed views of it do
 
 
-def _build(request: LoadRequest, files: list[GgufData], *, packed: bool) -> Result[tuple[nn.Module, int], Issues]:
+def _build(request: LoadRequest, files: list[GgufData], *, packed: Preferred | None) -> Result[tuple[nn.Module, int], Issues]:
     metadata = gguf_metadata(files)
     arch = metadata.get("general.architecture")
     spec = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
@@ -181,8 +199,8 @@ def _build(request: LoadRequest, files: list[GgufData], *, packed: bool) -> Resu
     if issues:
         return Err(issues)
     read = sum(len(t.data) for t in tensors.values())
-    if packed:
-        _keep_packed(model, spec, values, cfg, dtype)
+    if packed is not None:
+        _keep_packed(model, spec, values, cfg, dtype, packed)
     _set_dense(model, spec, values, cfg, dtype)
     if cfg["tie_word_embeddings"] and isinstance(model.get_submodule("lm_head"), nn.Linear):
         model.get_submodule("lm_head").weight = model.get_input_embeddings().weight  # type: ignore[operator]
@@ -248,9 +266,10 @@ def _shape_issues(values: Mapping[str, Parts], expected: Mapping[str, tuple[int,
     return tuple(issues[:100])
 
 
-def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype) -> None:
+def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype,
+                 preferred: Preferred) -> None:
     """Swap each linear, embedding and stack of experts whose weights are quantized for its packed
-    module; their tensors leave ``values``."""
+    module (a linear's from ``preferred`` where it has the type); their tensors leave ``values``."""
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     embed_name = next(n for n, m in model.named_modules() if m is embeddings)
     done: list[str] = []
@@ -272,7 +291,7 @@ def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg
         if isinstance(module, nn.Linear):
             b = values.pop(f"{name}.bias", None)
             bias = None if b is None else _dense(spec, b, (module.out_features,), dtype, cfg)
-            setattr(parent, child, packed_linear(raw, t.ggml_type, module.out_features, module.in_features, bias))
+            setattr(parent, child, packed_linear(raw, t.ggml_type, module.out_features, module.in_features, bias, preferred))
         elif type(module) is nn.Embedding:  # not Gemma's scaled subclass: its forward does more
             setattr(parent, child, GgufEmbedding(raw, t.ggml_type, module.num_embeddings, module.embedding_dim, dtype))
         else:

@@ -8,7 +8,7 @@ from ..backend import Backend, Candidate
 from ..codec.gguf import tensor_issues
 from ..configs.gguf import Gguf
 from ..dtypes import DType
-from ..environment import AbstractDevice
+from ..environment import AbstractDevice, Cpu
 from ..gguf.blocks import DEQUANTIZABLE_TYPES
 from ..gguf.types import GgmlType
 from ..result import Issues
@@ -16,7 +16,7 @@ from ..rules import Selection, compute_dtype, cross_field_issues, declare_backen
 from ..text import quote
 from ._common import TORCH
 
-__all__ = ["TORCH_GGUF", "TORCH_GGUF_PACKED", "GGUF_DEQUANT_TYPES"]
+__all__ = ["TORCH_GGUF", "TORCH_GGUF_PACKED", "CPU_GGUF_MATVEC", "CPU_GGUF_Q8DOT", "GGUF_DEQUANT_TYPES"]
 
 TORCH_GGUF = declare_backend(Backend(
     name="torch-gguf", summary="every GGML block dequantized once at load to the dtype (torch), then dense layers",
@@ -27,21 +27,53 @@ TORCH_GGUF_PACKED = declare_backend(Backend(
     requires=(TORCH,), devices=("cpu", "cuda", "mps"), loader="quantdispatch.backends.gguf:load_packed",
 ))
 
+CPU_GGUF_MATVEC = declare_backend(Backend(
+    name="cpu-gguf-matvec", summary="GGML blocks kept packed; decode steps of Q4_0, Q4_1, Q4_K, Q8_0 and Q6_K weights run "
+    "quantdispatch's fused C matrix-vector kernel on the blocks in place (AVX2+FMA, float32); prefill and other types "
+    "dequantize per call",
+    requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_matvec",
+))
+CPU_GGUF_Q8DOT = declare_backend(Backend(
+    name="cpu-gguf-q8dot", summary="as cpu-gguf-matvec, with llama.cpp's arithmetic: activations quantized to 8 bits per "
+    "run of 32 and integer dot products; faster at decode, logits within activation-rounding error, not float32's",
+    requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_q8dot",
+))
+
 GGUF_DEQUANT_TYPES: Final[frozenset[GgmlType]] = DEQUANTIZABLE_TYPES
 """GGML types the torch GGUF backend dequantizes (``quantdispatch.gguf.blocks``; the kernels
 implement exactly these, a test keeps them equal)."""
 
 
-@select_backend.register(Gguf, AbstractDevice)
-def _gguf_backends(config: Gguf, device: AbstractDevice, /) -> Selection:
-    # Refused at plan time, naming the tensors, before a byte of tensor data is read.
+def _odd_tensors(config: Gguf) -> tuple[str, ...]:
+    """Refused at plan time, naming the tensors, before a byte of tensor data is read."""
     odd = [t for t in config.tensors if t.ggml_type not in DEQUANTIZABLE_TYPES]
     reasons = tuple(f"cannot dequantize tensor {quote(t.name, 60)} of type {t.ggml_type.name}" for t in odd[:5])
-    more = (f"… and {len(odd) - 5} more such tensors",) if len(odd) > 5 else ()
+    return reasons + ((f"… and {len(odd) - 5} more such tensors",) if len(odd) > 5 else ())
+
+
+@select_backend.register(Gguf, AbstractDevice)
+def _gguf_backends(config: Gguf, device: AbstractDevice, /) -> Selection:
     # The mode is the config's loading attribute ``dequantize`` (Transformers' GgufConfig key):
     # both backends are candidates, the one it asks for first.
+    reasons = _odd_tensors(config)
     modes = (TORCH_GGUF, TORCH_GGUF_PACKED) if config.dequantize else (TORCH_GGUF_PACKED, TORCH_GGUF)
-    return tuple(Candidate(b, reasons + more) for b in modes)
+    return tuple(Candidate(b, reasons) for b in modes)
+
+
+@select_backend.register(Gguf, Cpu)
+def _gguf_cpu(config: Gguf, device: Cpu, /) -> Selection:
+    # Kept packed on a CPU with AVX2 and FMA, the fused float32 kernels take decode; the plain
+    # packed module stays the fallback (it computes the same function; the kernels also need
+    # F16C, which every AVX2 CPU has, and fall back per type where it is missing or they cannot be
+    # built). The 8-bit-activation kernels are faster but change the numbers: ranked last, so
+    # they run when asked for by name.
+    reasons = _odd_tensors(config)
+    cpu = () if device.features.avx2 and device.features.fma else (
+        "the fused GGUF kernels need AVX2 and FMA, and this CPU does not report both",)
+    packed = (Candidate(CPU_GGUF_MATVEC, reasons + cpu), Candidate(TORCH_GGUF_PACKED, reasons),
+              Candidate(CPU_GGUF_Q8DOT, reasons + cpu))
+    dense = Candidate(TORCH_GGUF, reasons)
+    return (dense, *packed) if config.dequantize else (*packed[:2], dense, packed[2])
 
 
 @compute_dtype.register(Gguf, AbstractDevice)

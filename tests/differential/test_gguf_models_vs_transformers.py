@@ -21,6 +21,8 @@ import gguf
 import torch
 
 import quantdispatch as qd
+from quantdispatch.environment import Cpu
+from quantdispatch.kernels.gguf.matvec import matvec_kernels
 from quantdispatch.result import Err
 from tests.gguf_models import tiny_model, write_gguf
 
@@ -45,11 +47,44 @@ def _theirs(path: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
 
 
-def _ours(path: Path, *, packed: bool) -> Any:
-    found = qd.load(path, device="cpu", dequantize_at_load=not packed)
+BACKENDS = ("torch-gguf", "torch-gguf-packed", *(("cpu-gguf-matvec",) if matvec_kernels() is not None else ()))
+"""Every GGUF backend that can run here: dequantized at load, kept packed, kept packed with the fused kernels."""
+
+
+def _ours(path: Path, backend: str | None = None) -> Any:
+    """Our load of ``path`` through ``backend``, or through the plan's choice (kept packed)."""
+    found = qd.load(path, device="cpu", backend=backend)
     assert not isinstance(found, Err), [i.render() for i in found.error]
-    assert found.value.plan.backend.name == ("torch-gguf-packed" if packed else "torch-gguf")
+    assert found.value.plan.backend.name == (backend or _packed_here())
     return found.value.model
+
+
+def _packed_here() -> str:
+    """The kept-packed backend the plan picks on this CPU: the fused kernels' where it has AVX2 and FMA."""
+    cpu = qd.probe().devices[0]
+    fused = isinstance(cpu, Cpu) and cpu.features.avx2 and cpu.features.fma
+    return "cpu-gguf-matvec" if fused else "torch-gguf-packed"
+
+
+def test_the_plan_keeps_weights_packed_by_default(tmp_path: Path) -> None:
+    """Unasked, the plan keeps weights packed, on the fused kernels where they run; asked, it dequantizes."""
+    path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "m.gguf", T.Q4_0)
+    found = qd.load(path, device="cpu")
+    assert not isinstance(found, Err) and found.value.plan.backend.name == _packed_here()
+    fused = _packed_here() == "cpu-gguf-matvec" and matvec_kernels() is not None
+    model: Any = found.value.model
+    assert type(model.model.layers[0].mlp.down_proj).__name__ == ("GgufMatvecLinear" if fused else "GgufLinear")
+    dense = qd.load(path, device="cpu", dequantize_at_load=True)
+    assert not isinstance(dense, Err) and dense.value.plan.backend.name == "torch-gguf"
+
+
+def _close(ours: torch.Tensor, reference: torch.Tensor, backend: str) -> None:
+    """Equal within float32 rounding. The fused kernels sum each dot product in another order than
+    ``F.linear`` does, so their bound scales with the logits' size (1e-5 of the largest), not each element's."""
+    if backend == "cpu-gguf-matvec":
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5 * max(1.0, float(reference.abs().max())))
+    else:
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
 def _logits(model: Any) -> torch.Tensor:
@@ -66,8 +101,8 @@ def test_logits_equal_transformers_gguf_file(arch: str, qtype: Any, tmp_path: Pa
     source = tiny_model(arch, tie=arch == "gemma2", head_dim=128 if arch == "qwen3" else None)
     path = write_gguf(source, arch, tmp_path / "m.gguf", qtype)
     reference = _logits(_theirs(path))
-    for packed in (False, True):
-        torch.testing.assert_close(_logits(_ours(path, packed=packed)), reference, rtol=1e-5, atol=1e-5)
+    for backend in BACKENDS:
+        _close(_logits(_ours(path, backend)), reference, backend)
     if qtype == T.F32:
         torch.testing.assert_close(reference, _logits(source), rtol=1e-5, atol=1e-5)
 
@@ -79,8 +114,15 @@ def test_k_quant_mix_equals_transformers(tmp_path: Path) -> None:
     types = {"blk.0.attn_v.weight": T.Q6_K, "blk.0.ffn_down.weight": T.Q6_K, "token_embd.weight": T.Q8_0, "output.weight": T.Q6_K}
     path = write_gguf(source, "llama", tmp_path / "m.gguf", T.Q4_K, types=types)
     reference = _logits(_theirs(path))
-    for packed in (False, True):
-        torch.testing.assert_close(_logits(_ours(path, packed=packed)), reference, rtol=1e-5, atol=1e-5)
+    for backend in BACKENDS:
+        _close(_logits(_ours(path, backend)), reference, backend)
+    if matvec_kernels() is not None:
+        # llama.cpp's arithmetic (8-bit activations): not the float32 logits, but its added error
+        # is far below what quantizing the weights did (measured: 0.06 against 0.58 of max |logit|)
+        q8 = _logits(_ours(path, "cpu-gguf-q8dot"))
+        scale = float(reference.abs().max())
+        added, weights = float((q8 - reference).abs().max()) / scale, float((reference - _logits(source)).abs().max()) / scale
+        assert 0 < added < weights / 4, (added, weights)
 
 
 def test_mistral_named_llama_file_transformers_crashes_on(tmp_path: Path) -> None:
@@ -91,10 +133,10 @@ def test_mistral_named_llama_file_transformers_crashes_on(tmp_path: Path) -> Non
     path = write_gguf(source, "llama", tmp_path / "m.gguf", T.F32, name="mistral")
     with pytest.raises(NotImplementedError, match="mistral"):
         _theirs(path)
-    for packed in (False, True):
-        ours = _ours(path, packed=packed)
+    for backend in BACKENDS:
+        ours = _ours(path, backend)
         assert type(ours).__name__ == "MistralForCausalLM"
-        torch.testing.assert_close(_logits(ours), _logits(source), rtol=1e-5, atol=1e-5)
+        _close(_logits(ours), _logits(source), backend)
 
 
 def test_qwen3_head_dim_transformers_cannot_read(tmp_path: Path) -> None:
@@ -104,16 +146,16 @@ def test_qwen3_head_dim_transformers_cannot_read(tmp_path: Path) -> None:
     path = write_gguf(source, "qwen3", tmp_path / "m.gguf", T.F32)
     with pytest.raises(RuntimeError, match="mismatch"):
         _theirs(path)
-    torch.testing.assert_close(_logits(_ours(path, packed=True)), _logits(source), rtol=1e-5, atol=1e-5)
+    _close(_logits(_ours(path)), _logits(source), _packed_here())
 
 
 def test_tied_output_reads_the_embedding_blocks(tmp_path: Path) -> None:
     """No output.weight: kept packed, the output layer and the embedding share one buffer of blocks."""
     torch.set_num_threads(1)
     path = write_gguf(tiny_model("llama", tie=True), "llama", tmp_path / "m.gguf", T.Q8_0)
-    model = _ours(path, packed=True)
+    model = _ours(path)
     assert model.lm_head.qweight.data_ptr() == model.model.embed_tokens.qweight.data_ptr()
-    torch.testing.assert_close(_logits(model), _logits(_theirs(path)), rtol=1e-5, atol=1e-5)
+    _close(_logits(model), _logits(_theirs(path)), _packed_here())
 
 
 @pytest.mark.parametrize("qtype", [T.F32, T.Q8_0, T.Q4_0], ids=lambda t: t.name)
@@ -124,11 +166,11 @@ def test_qwen2moe_equals_transformers(qtype: Any, tmp_path: Path) -> None:
     source = tiny_model("qwen2moe", layers=1)  # Transformers needs the default expert sizes (DIVERGENCES)
     path = write_gguf(source, "qwen2moe", tmp_path / "m.gguf", qtype)
     reference = _logits(_theirs(path))
-    for packed in (False, True):
-        model = _ours(path, packed=packed)
+    for backend in BACKENDS:
+        model = _ours(path, backend)
         packed_experts = type(model.model.layers[0].mlp.experts).__name__ == "GgufExperts"
-        assert packed_experts == (packed and qtype != T.F32)  # F32 blocks are the dense weight
-        torch.testing.assert_close(_logits(model), reference, rtol=1e-5, atol=1e-5)
+        assert packed_experts == (backend != "torch-gguf" and qtype != T.F32)  # F32 blocks are the dense weight
+        _close(_logits(model), reference, backend)
     if qtype == T.F32:
         torch.testing.assert_close(reference, _logits(source), rtol=1e-5, atol=1e-5)
 
@@ -140,8 +182,8 @@ def test_qwen2moe_expert_sizes_transformers_cannot_read(tmp_path: Path) -> None:
     path = write_gguf(source, "qwen2moe", tmp_path / "m.gguf", T.F32)
     with pytest.raises(RuntimeError, match="mismatch"):
         _theirs(path)
-    for packed in (False, True):
-        torch.testing.assert_close(_logits(_ours(path, packed=packed)), _logits(source), rtol=1e-5, atol=1e-5)
+    for backend in BACKENDS:
+        _close(_logits(_ours(path, backend)), _logits(source), backend)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -180,7 +222,7 @@ def test_real_f16_file_equals_transformers() -> None:
         pytest.skip("the shared real-world corpus is not beside the repository")
     torch.set_num_threads(1)
     reference = _logits(_theirs(path))
-    packed = _ours(path, packed=True)
+    packed = _ours(path, "torch-gguf-packed")
     assert type(packed.model.layers[0].mlp.down_proj).__name__ == "GgufLinear"
-    for model in (packed, _ours(path, packed=False)):
+    for model in (packed, _ours(path), _ours(path, "torch-gguf")):
         torch.testing.assert_close(_logits(model), reference, rtol=1e-5, atol=1e-5)

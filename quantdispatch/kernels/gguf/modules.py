@@ -6,15 +6,16 @@ Each forward dequantizes through ``dequantize`` (the fused C kernels where built
 an embedding dequantizes only the rows it looks up (rows are whole blocks).
 
 The seam for faster kernels is ``packed_linear``: it builds the module for one weight from
-``PACKED_LINEARS``, a table by GGML type that is empty here. A module that maps a type exactly
-onto the CPU int4 path (Q4_0, Q4_1, Q4_K's sub-blocks of 32 with their scales and mins) registers
-itself there with ``register_packed_linear``; every other type keeps ``GgufLinear``.
+``PACKED_LINEARS`` (a table by GGML type, empty here, that a third party fills with
+``register_packed_linear``), then from the table the backend prefers (``cpu-gguf-matvec`` passes
+``matvec.matvec_linears()``: Q4_0, Q4_1, Q4_K, Q8_0 and Q6_K on fused C kernels); every other
+type keeps ``GgufLinear``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -183,7 +184,7 @@ PackedLinearFactory = Callable[[torch.Tensor, GgmlType, int, int, "torch.Tensor 
 """Builds the module of one packed weight: (raw bytes, type, out_features, in_features, bias)."""
 
 PACKED_LINEARS: dict[GgmlType, PackedLinearFactory] = {}
-"""Faster modules by GGML type (the int4 path's seam: Q4_0, Q4_1, Q4_K); empty by default."""
+"""Modules a third party registered by GGML type; they win over the backend's own. Empty by default."""
 
 
 def register_packed_linear(ggml_type: GgmlType, factory: PackedLinearFactory) -> None:
@@ -198,7 +199,8 @@ def register_packed_linear(ggml_type: GgmlType, factory: PackedLinearFactory) ->
 
 
 def packed_linear(raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
-                  bias: torch.Tensor | None = None) -> nn.Module:
-    """The module that runs one kept-packed weight: the registered one for its type, else ``GgufLinear``."""
-    factory = PACKED_LINEARS.get(ggml_type, GgufLinear)
+                  bias: torch.Tensor | None = None, preferred: Mapping[GgmlType, PackedLinearFactory] | None = None) -> nn.Module:
+    """The module that runs one kept-packed weight: the one registered for its type, else the
+    backend's ``preferred`` one (the fused matrix-vector kernels), else ``GgufLinear``."""
+    factory = PACKED_LINEARS.get(ggml_type) or (preferred or {}).get(ggml_type, GgufLinear)
     return factory(raw, ggml_type, out_features, in_features, bias)
