@@ -32,7 +32,7 @@ from .request import Loader, LoadRequest
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Loaded", "LoadStats", "load"]
+__all__ = ["Loaded", "LoadStats", "load", "parameter_count"]
 
 
 @attrs.frozen(kw_only=True)
@@ -44,7 +44,8 @@ class LoadStats:
         bytes_read: Bytes of weights read from disk.
         bytes_on_disk: Bytes of weights in the checkpoint's files.
         bytes_in_memory: Bytes of the loaded model's parameters and buffers.
-        parameters: Number of parameters (packed integers counted as stored).
+        parameters: Number of parameters as the unquantized model has them (``parameter_count``):
+            a packed layer counts its dense weight, not its packed words.
     """
 
     seconds: float
@@ -177,6 +178,52 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     return _execute(request, started)
 
 
+def parameter_count(model: nn.Module) -> int:
+    """The model's parameters as its unquantized architecture has them, each shared tensor once.
+
+    ``model.parameters()`` undercounts a quantized model: packed weights are buffers (GPTQ, AWQ,
+    GGUF) or hold two codes per byte (bitsandbytes' ``Params4bit``). So a module that says how
+    many it stands for (``logical_parameters()``) counts that; one with integer ``in_features``
+    and ``out_features`` (or ``num_embeddings`` and ``embedding_dim``) whose ``weight`` is not a
+    dense parameter of that size counts the dense weight and its bias; any other its own parameters.
+    """
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for module in model.modules():
+        own = dict(module.named_parameters(recurse=False))
+        first = next(iter((*own.values(), *module.buffers(recurse=False))), None)
+        key = id(module) if first is None else first.data_ptr() or id(first)
+        stated = getattr(module, "logical_parameters", None)
+        shape = _dense_shape(module)
+        weight = own.get("weight")
+        if callable(stated) or shape is not None and (weight is None or weight.numel() != shape[0] * shape[1]):
+            if key in seen:  # a packed layer tied to another (GGUF's output layer reading the embedding's blocks)
+                continue
+            seen.add(key)
+            if callable(stated):
+                total += int(stated())
+                continue
+            assert shape is not None
+            bias = getattr(module, "bias", None)
+            total += shape[0] * shape[1] + (bias.numel() if isinstance(bias, torch.Tensor) else 0)
+            continue
+        for p in own.values():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+def _dense_shape(module: nn.Module) -> tuple[int, int] | None:
+    for rows, cols in (("out_features", "in_features"), ("num_embeddings", "embedding_dim")):
+        r, c = getattr(module, rows, None), getattr(module, cols, None)
+        if isinstance(r, int) and isinstance(c, int):
+            return r, c
+    return None
+
+
 def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
     p, checkpoint, directory = request.plan, request.checkpoint, request.directory
     assert p.backend.loader is not None  # plan(executable=True) chose a backend with a loader
@@ -190,7 +237,7 @@ def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
     stats = LoadStats(seconds=time.perf_counter() - started, bytes_read=read, bytes_on_disk=checkpoint.nbytes + gguf_nbytes(request),
                       bytes_in_memory=sum(t.numel() * t.element_size() for t in tensors),
-                      parameters=sum(t.numel() for t in model.parameters()))
+                      parameters=parameter_count(model))
     return Ok(Loaded(model=model, plan=p, stats=stats, directory=directory))
 
 

@@ -152,9 +152,14 @@ def test_qwen3_head_dim_transformers_cannot_read(tmp_path: Path) -> None:
 def test_tied_output_reads_the_embedding_blocks(tmp_path: Path) -> None:
     """No output.weight: kept packed, the output layer and the embedding share one buffer of blocks."""
     torch.set_num_threads(1)
-    path = write_gguf(tiny_model("llama", tie=True), "llama", tmp_path / "m.gguf", T.Q8_0)
-    model = _ours(path)
+    source = tiny_model("llama", tie=True)
+    path = write_gguf(source, "llama", tmp_path / "m.gguf", T.Q8_0)
+    found = qd.load(path, device="cpu")
+    assert not isinstance(found, Err)
+    model: Any = found.value.model
     assert model.lm_head.qweight.data_ptr() == model.model.embed_tokens.qweight.data_ptr()
+    # the shared blocks count once, as the tied weight does in the source model
+    assert found.value.stats.parameters == sum(p.numel() for p in source.parameters())
     _close(_logits(model), _logits(_theirs(path)), _packed_here())
 
 
@@ -167,6 +172,10 @@ def test_qwen2moe_equals_transformers(qtype: Any, tmp_path: Path) -> None:
     path = write_gguf(source, "qwen2moe", tmp_path / "m.gguf", qtype)
     reference = _logits(_theirs(path))
     for backend in BACKENDS:
+        found = qd.load(path, device="cpu", backend=backend)
+        assert not isinstance(found, Err)
+        # the architecture's parameter count in every mode, packed experts included
+        assert found.value.stats.parameters == sum(p.numel() for p in source.parameters())
         model = _ours(path, backend)
         packed_experts = type(model.model.layers[0].mlp.experts).__name__ == "GgufExperts"
         assert packed_experts == (backend != "torch-gguf" and qtype != T.F32)  # F32 blocks are the dense weight

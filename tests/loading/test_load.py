@@ -57,6 +57,8 @@ def test_gptq_variants_load_exactly(tmp_path: Path, config: qd.AbstractGptq, act
     assert torch.allclose(ours, _logits(reference), atol=1e-5, rtol=0)
     assert (ours - _logits(model)).abs().max() > 1e-4  # the quantization error is real, and much larger
     assert loaded.stats.bytes_read == loaded.stats.bytes_on_disk > 0
+    # counted as the dense model has them: packed words are buffers, not parameters
+    assert loaded.stats.parameters == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("config", [qd.AwqGemm(group_size=32), qd.AwqGemv(group_size=64), qd.AwqGemvFast(group_size=32),

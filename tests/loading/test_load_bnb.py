@@ -57,6 +57,8 @@ def test_quantize_on_load_then_reload_the_saved_checkpoint(tmp_path: Path, confi
     assert isinstance(layers["model.layers.0.self_attn.q_proj"], quantized)
     if config.skip_modules:
         assert not isinstance(layers["model.layers.0.mlp.down_proj"], quantized)
+    # the parameter count is the architecture's, not the packed storage's (Params4bit holds two codes a byte)
+    assert made.stats.parameters == again.stats.parameters == sum(p.numel() for p in full.parameters())
 
 
 def test_gptq_config_on_a_full_precision_checkpoint_is_refused(tmp_path: Path) -> None:

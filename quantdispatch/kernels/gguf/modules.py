@@ -155,6 +155,11 @@ class GgufExperts(nn.Module):
             self.register_buffer(f"gate_up_{i}", raw.reshape(shape[0], -1))
         self.register_buffer("down", down[0].reshape(down[2][0], -1))
 
+    def logical_parameters(self) -> int:
+        """The dense weights these experts stand for (``gate_up_proj`` and ``down_proj``)."""
+        shapes = [s for _, s in self._gate_up] + [self._down[1]]
+        return self.num_experts * sum(s[0] * s[1] for s in shapes)
+
     def _expert(self, e: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
         stacks: list[torch.Tensor] = [getattr(self, f"gate_up_{i}") for i in range(len(self._gate_up))]
