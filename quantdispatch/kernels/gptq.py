@@ -34,7 +34,8 @@ from ._common import FLOATS, TensorSpec, ceil_div
 
 __all__ = [
     "gptq_expected_tensors", "gptq_groups", "unpack_gptq_qweight", "unpack_gptq_qzeros", "pack_gptq_qweight",
-    "pack_gptq_qzeros", "dequantize_gptq", "dequantize_gptq_kn", "gptq_linear", "gptq_trivial_g_idx", "gptq_v1_zeros",
+    "pack_gptq_qzeros", "gptq_v2_qzeros", "dequantize_gptq", "dequantize_gptq_kn", "gptq_linear", "gptq_trivial_g_idx",
+    "gptq_v1_zeros",
 ]
 
 _V1_WORD_OFFSET: Final = {2: 0x55555555, 4: 0x11111111, 8: 0x01010101}
@@ -109,6 +110,18 @@ def pack_gptq_qzeros(zeros: torch.Tensor, bits: int, v1: bool) -> torch.Tensor:
         words = torch.bitwise_and(pack_last(zeros, bits).to(torch.int64) - _V1_WORD_OFFSET[bits], _U32)
         return to_int32(words)
     return pack_last(torch.bitwise_and(zeros.to(torch.int16) - 1, (1 << bits) - 1), bits)
+
+
+def gptq_v2_qzeros(qzeros: torch.Tensor, bits: int) -> torch.Tensor:
+    """v2 ``qzeros`` (zero points as they are) from v1 ones, as GPTQModel's loader converts them
+    for its kernels that require v2 (``convert_gptq_v1_to_v2_format_module``): whole-word offsets,
+    carries included, for 2/4/8 bits; one added modulo 8 to each field for 3 bits.
+
+    >>> v1 = pack_gptq_qzeros(torch.tensor([[0, 7, 15, 1, 2, 3, 4, 5]]), 4, v1=True)
+    >>> unpack_gptq_qzeros(gptq_v2_qzeros(v1, 4), 4, v1=False).tolist()
+    [[0, 7, 15, 1, 2, 3, 4, 5]]
+    """
+    return pack_last(unpack_gptq_qzeros(qzeros, bits, v1=True), bits)
 
 
 def gptq_trivial_g_idx(g_idx: torch.Tensor, group_size: int) -> bool:

@@ -94,6 +94,8 @@ class GptqLinear(_PackedLinear):
     qzeros: torch.Tensor
     scales: torch.Tensor
     g_idx: torch.Tensor
+    derivable: frozenset[str]
+    """Buffers a checkpoint may leave out because this module computes them (``derive_missing``)."""
 
     def __init__(
         self, config: AbstractGptq, in_features: int, out_features: int, bias: bool, *,
@@ -104,9 +106,20 @@ class GptqLinear(_PackedLinear):
         self.bits = config.bits
         self.group_size = config.group_size
         self.v1 = gptq_v1_zeros(config)
+        # Without act-order, g_idx is k // group_size; old GPTQ-for-LLaMa checkpoints do not store it.
+        self.derivable = frozenset() if config.desc_act else frozenset({"g_idx"})
         if self.g_idx.device.type != "meta":
-            size = in_features if config.group_size == -1 else config.group_size
-            self.g_idx.copy_(torch.arange(in_features, dtype=torch.int32) // size)
+            self.g_idx.copy_(self._trivial_g_idx(self.g_idx.device))
+
+    def _trivial_g_idx(self, device: torch.device) -> torch.Tensor:
+        size = self.in_features if self.group_size == -1 else self.group_size
+        return torch.arange(self.in_features, dtype=torch.int32, device=device) // size
+
+    def derive_missing(self) -> None:
+        """Compute the ``derivable`` buffers that loading left on the meta device (a checkpoint
+        without ``g_idx``, where ``desc_act`` is false: the trivial ``k // group_size``)."""
+        if "g_idx" in self.derivable and self.g_idx.device.type == "meta":
+            self.g_idx = self._trivial_g_idx(self.qweight.device if self.qweight.device.type != "meta" else torch.device("cpu"))
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float weight ``[out_features, in_features]``, exact in float32."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..fileio import read_bounded
+from ..kernels.modules import GptqLinear
 from ..plan import LoadPlan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
@@ -157,14 +158,16 @@ def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
 def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
+    file. A tensor the module can compute (``GptqLinear.derivable``: ``g_idx`` without act-order)
+    may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
     renames = renames or {}
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
     tied = _tied_targets(model)
+    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() if isinstance(m, GptqLinear) for b in m.derivable}
     issues: list[Issue] = []
     for name, tensor in expected.items():
         if name not in checkpoint.where:
-            if name not in tied:
+            if name not in tied and name not in derivable:
                 issues.append(_issue("load.tensor.missing", f"the model needs {quote(name)}, which no weight file holds",
                                      "the checkpoint is incomplete, or was saved for another architecture or config", f"$.tensors[{quote(name)}]"))
             continue
@@ -297,6 +300,9 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
     read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
     if isinstance(read, Err):
         return read
+    for module in model.modules():
+        if isinstance(module, GptqLinear):
+            module.derive_missing()
     if post_load is not None:
         post_load(model)
     tie = getattr(model, "tie_weights", None)

@@ -8,11 +8,14 @@ from ..backend import Candidate, Requirement
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda, Mps
 
-__all__ = ["TORCH", "TORCH_INT4_CPU", "GPTQMODEL", "ACCELERATE", "MARLIN_GROUPS", "ATEN_INT4_GROUPS", "marlin_unfit",
+__all__ = ["TORCH", "TORCH_INT4_CPU", "GPTQMODEL", "GPTQMODEL_TORCH_LINEAR", "ACCELERATE", "MARLIN_GROUPS", "ATEN_INT4_GROUPS", "marlin_unfit",
            "cpu_int4_unfit", "cpu_q4_unfit", "cpu_4bit_ranked", "gpu_or_cpu_dtype", "bf16_or_cpu_dtype"]
 
 TORCH: Final = Requirement("torch", "2.4")
 GPTQMODEL: Final = Requirement("gptqmodel", "1.4.3")
+GPTQMODEL_TORCH_LINEAR: Final = Requirement("gptqmodel", "7.6")
+"""GPTQModel whose ``TorchLinear`` (``gptqmodel/nn_modules/qlinear/torch.py``) our loader drives:
+its constructor, ``validate``, ``qzero_format`` and ``post_init`` as read in 7.6.0."""
 TORCH_INT4_CPU: Final = Requirement("torch", "2.6")
 """``aten._weight_int4pack_mm_for_cpu`` and its packing op (added in torch 2.6)."""
 

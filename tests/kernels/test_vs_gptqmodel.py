@@ -41,7 +41,7 @@ from quantdispatch.codec import parse  # noqa: E402
 from quantdispatch.configs import AbstractAwq, AbstractGptq, AwqGemm, AwqGemv, AwqGemvFast, Gptq, GptqV2  # noqa: E402
 from quantdispatch.configs.gptq import GPTQ_BITS  # noqa: E402
 from quantdispatch.kernels.awq import awq_expected_tensors, dequantize_awq_gemm  # noqa: E402
-from quantdispatch.kernels.gptq import dequantize_gptq, gptq_expected_tensors, gptq_v1_zeros  # noqa: E402
+from quantdispatch.kernels.gptq import dequantize_gptq, gptq_expected_tensors, gptq_v1_zeros, gptq_v2_qzeros  # noqa: E402
 from quantdispatch.kernels.modules import AwqLinear, GptqLinear  # noqa: E402
 from quantdispatch.result import Ok  # noqa: E402
 from quantdispatch.testing import Quantized, quantize_awq, quantize_gptq  # noqa: E402
@@ -106,6 +106,18 @@ def test_gptq_dequantize_equals_gptqmodel(config: AbstractGptq, kind: str) -> No
     ours = dequantize_gptq(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], bits=config.bits, v1=gptq_v1_zeros(config),
                            group_size=config.group_size, dtype=torch.float16)
     assert torch.equal(ours, theirs.t())
+
+
+@pytest.mark.parametrize("kind", ["normal", "positive"])
+@pytest.mark.parametrize("config", [c for c in GPTQ_LAYERS if gptq_v1_zeros(c)], ids=_gptq_id)
+def test_v2_qzeros_equal_gptqmodels_conversion(config: AbstractGptq, kind: str) -> None:
+    """gptq_v2_qzeros writes, word for word, what GPTQModel's loader converts v1 qzeros to (carries included)."""
+    from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
+    q = _quantized(config, kind)
+    layer = _torch_linear(config)
+    layer.qzeros.copy_(q.tensors["qzeros"])
+    convert_gptq_v1_to_v2_format_module(layer, bits=config.bits, pack_dtype=torch.int32)
+    assert torch.equal(gptq_v2_qzeros(q.tensors["qzeros"], config.bits), layer.qzeros)
 
 
 @pytest.mark.parametrize("kind", ["normal", "positive"])

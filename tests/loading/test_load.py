@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import quantdispatch as qd
+from quantdispatch.kernels.modules import GptqLinear
 
 from .ckpt import awq_quantizer, base_model, gptq_quantizer, write_quantized
 
@@ -276,3 +277,40 @@ def test_pickled_weights_load_only_when_allowed(tmp_path: Path) -> None:
 
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"x": object()}))
     assert _codes(qd.load(tmp_path, device="cpu", allow_pickle=True)) == ["load.pickle.invalid"]
+
+
+def _drop_g_idx(directory: Path) -> int:
+    """Rewrite the checkpoint without its ``g_idx`` tensors, as GPTQ-for-LLaMa wrote them before act-order."""
+    from safetensors.torch import load_file, save_file
+
+    path = directory / "model.safetensors"
+    tensors = load_file(str(path))
+    kept = {k: v for k, v in tensors.items() if not k.endswith(".g_idx")}
+    save_file(kept, str(path))
+    return len(tensors) - len(kept)
+
+
+@pytest.mark.parametrize("backend", ["torch-gptq", "cpu-dense-gptq"])
+def test_gptq_without_g_idx_loads_with_the_trivial_one(tmp_path: Path, backend: str) -> None:
+    """A checkpoint without g_idx tensors (desc_act false) loads: each layer computes k // group_size,
+    and the logits equal those of the same checkpoint with its g_idx."""
+    config = qd.Gptq(bits=8, group_size=32, sym=False)
+    write_quantized(tmp_path / "full", base_model(), config, gptq_quantizer(config))
+    write_quantized(tmp_path / "bare", base_model(), config, gptq_quantizer(config))
+    assert _drop_g_idx(tmp_path / "bare") == 14
+    full = qd.load(tmp_path / "full", device="cpu", backend=backend).unwrap()
+    bare = qd.load(tmp_path / "bare", device="cpu", backend=backend).unwrap()
+    assert torch.equal(_logits(full.model), _logits(bare.model))
+    if backend == "torch-gptq":
+        layer = bare.model.get_submodule("model.layers.1.mlp.down_proj")
+        assert isinstance(layer, GptqLinear) and torch.equal(layer.g_idx, torch.arange(256, dtype=torch.int32) // 32)
+
+
+def test_gptq_act_order_without_g_idx_is_refused(tmp_path: Path) -> None:
+    """With desc_act true the permutation cannot be guessed: each missing g_idx is an issue."""
+    config = qd.Gptq(bits=4, group_size=32, desc_act=True)
+    write_quantized(tmp_path, base_model(), config, gptq_quantizer(config, act_order=True))
+    _drop_g_idx(tmp_path)
+    found = qd.load(tmp_path, device="cpu", backend="torch-gptq")
+    assert _codes(found) == ["load.tensor.missing"] * 14
+    assert isinstance(found, qd.Err) and all(i.path.endswith(".g_idx']") for i in found.error)

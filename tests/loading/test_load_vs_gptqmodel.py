@@ -2,7 +2,8 @@
 act-order, asym, 2/3/4-bit; AWQ GEMM), against GPTQModel's own reload of the same directory.
 
 The CPU int4 backends (torch's kernel on bf16 activations, the native float32 one) are held to
-the same bound on the 4-bit cases.
+the same bound on the 4-bit cases, and GPTQModel's own module (``gptqmodel-torch``, float16) on
+the GPTQ ones.
 
 Tolerance: our float32 logits may differ from the producing stack's (which computes in float16
 with its own kernel) by at most 5 % of the quantization error (our logits vs the unquantized
@@ -80,6 +81,10 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
         for backend in (f"cpu-int4-{family}", *((f"cpu-q4-{family}",) if native_int4() is not None else ())):
             fast = _logits(qd.load(out, device="cpu", dtype="float32", backend=backend).unwrap().model, ids)
             assert (fast - b).abs().max().item() <= 0.05 * quantization_error, (name, backend, (fast - b).abs().max().item())
+    # GPTQModel's own TorchLinear through the gptqmodel-torch backend (float16, as theirs): the same bound.
+    if "awq" not in name:
+        gm = _logits(qd.load(out, device="cpu", dtype="float16", backend="gptqmodel-torch").unwrap().model, ids)
+        assert (gm - b).abs().max().item() <= 0.05 * quantization_error, (name, (gm - b).abs().max().item())
     if name.startswith("phi3"):
         fused = ours.model.get_submodule("model.layers.0.mlp.gate_up_proj")
         assert type(fused).__name__ == "SplitLinear"
