@@ -14,7 +14,9 @@ from ..backend import Backend, Candidate
 from ..configs.gptq import AbstractGptq
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda
-from ..rules import Selection, compute_dtype, declare_backend, select_backend
+from ..result import Issue, Issues
+from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend
+from ..text import quote
 from ._common import (
     GPTQMODEL,
     GPTQMODEL_TORCH_LINEAR,
@@ -121,3 +123,16 @@ def _gptq_any(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
 @compute_dtype.register(AbstractGptq, AbstractDevice)
 def _gptq_dtype(config: AbstractGptq, device: AbstractDevice, /) -> tuple[DType, str]:
     return gpu_or_cpu_dtype(device, config.bits)
+
+
+@cross_field_issues.register(AbstractGptq)
+def _gptq_rules(config: AbstractGptq, /) -> Issues:
+    # GPTQModel's ``pack_dtype`` (kept in extras): the word its codes are packed into. It writes
+    # "int32" for GPTQ (gptqmodel/quantization/config.py), the layout AutoGPTQ and Transformers
+    # use; int8/int16/int64 words store the same bit stream at another tensor width, which no
+    # loader here reads. Refused once, at the config, rather than as a dtype issue per tensor.
+    value = config.extras.get("pack_dtype")
+    if value is None or value in ("int32", "torch.int32"):
+        return ()
+    return (Issue("gptq.pack_dtype.not_allowed", "$.pack_dtype", f"pack_dtype {quote(value)}: only int32 words are read",
+                  "re-export the checkpoint with GPTQModel's default pack_dtype int32"),)

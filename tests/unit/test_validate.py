@@ -49,3 +49,15 @@ def test_valid_values_pass_unchanged() -> None:
     cfg = qd.Bnb4Bit(quant_type="nf4", compute_dtype=qd.DType.BFLOAT16, skip_modules=("lm_head",))
     result = qd.validate(cfg)
     assert isinstance(result, qd.Ok) and result.value is cfg
+
+
+def test_gptqmodel_pack_dtype_other_than_int32_is_refused_at_the_config() -> None:
+    """GPTQModel's ``pack_dtype``: int32 (what it writes for GPTQ) validates; int16 is one issue at
+    ``$.pack_dtype``, not a dtype error per tensor at load."""
+    ok = qd.parse({"quant_method": "gptq", "bits": 4, "group_size": 128, "pack_dtype": "int32"}).unwrap()
+    assert isinstance(qd.validate(ok), qd.Ok)
+    bad = qd.parse({"quant_method": "gptq", "bits": 4, "group_size": 128, "pack_dtype": "int16"}).unwrap()
+    found = qd.validate(bad)
+    assert isinstance(found, qd.Err)
+    assert [(i.code, i.path) for i in found.error] == [("gptq.pack_dtype.not_allowed", "$.pack_dtype")]
+    assert "int16" in found.error[0].message
