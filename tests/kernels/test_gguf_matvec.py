@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from quantdispatch.gguf.types import BLOCK, GgmlType
-from quantdispatch.kernels.gguf.matvec import FUSED_ROWS, MATVEC_TYPES, GgufMatvecLinear, gguf_matvec, matvec_kernels, matvec_linears
+from quantdispatch.kernels.gguf.matvec import (
+    FUSED_ROWS,
+    MATVEC_TYPES,
+    Activations,
+    GgufMatvecLinear,
+    gguf_matvec,
+    matvec_kernels,
+    matvec_linears,
+)
 from quantdispatch.kernels.gguf.modules import GgufLinear, packed_linear
 
 gguf = pytest.importorskip("gguf")
@@ -184,3 +192,22 @@ def test_int8_module_is_the_int8_kernel_plus_bias() -> None:
     with torch.no_grad():
         assert torch.equal(module(x), gguf_matvec(x, raw, GgmlType.Q4_K, 8, "int8") + bias)
         assert not torch.equal(module(x), gguf_matvec(x, raw, GgmlType.Q4_K, 8, "float32") + bias)
+
+
+@pytest.mark.parametrize("activations", ["float32", "int8"])
+def test_non_finite_activations_give_nan_not_silent_numbers(activations: Activations) -> None:
+    """An infinite or NaN activation makes the outputs it feeds non-finite in both arithmetics, as
+    F.linear would (the 8-bit path cannot code it: NaN, never a rounded finite number)."""
+    raw = torch.from_numpy(_blocks(GgmlType.Q4_0, 4, 64, 6).reshape(-1))
+    for bad in (float("inf"), float("nan")):
+        x = torch.randn(2, 64)
+        x[0, 40] = bad
+        y = gguf_matvec(x, raw, GgmlType.Q4_0, 4, activations)
+        assert not bool(y[0].isfinite().any()) and bool(y[1].isfinite().all())
+
+
+def test_a_row_length_that_is_not_whole_blocks_is_refused() -> None:
+    """The kernel reads whole blocks: a module whose in_features is not whole blocks is an error, not a short read."""
+    raw = torch.from_numpy(_blocks(GgmlType.Q4_K, 2, 256, 8).reshape(-1))
+    with pytest.raises(ValueError, match="whole number of Q4_K blocks"):
+        GgufMatvecLinear(raw, GgmlType.Q4_K, 2, 200)

@@ -206,8 +206,17 @@ void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int64_t M, int64_
     const int64_t runs = M * K / 32;
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
-        float amax = 0.0f;
-        for (int i = 0; i < 32; i++) { const float a = v[i] < 0.0f ? -v[i] : v[i]; amax = a > amax ? a : amax; }
+        float amax = 0.0f, probe = 0.0f;
+        for (int i = 0; i < 32; i++) {
+            const float a = v[i] < 0.0f ? -v[i] : v[i];
+            amax = a > amax ? a : amax;
+            probe += v[i] * 0.0f;                          /* NaN iff some v is NaN or infinite */
+        }
+        if (probe != 0.0f) {                               /* no codes for it: the outputs it feeds become NaN */
+            for (int i = 0; i < 32; i++) xq[32 * r + i] = 0;
+            xd[r] = probe; xs[r] = probe;
+            continue;
+        }
         const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int i = 0; i < 32; i++) {
@@ -409,6 +418,9 @@ class GgufMatvecLinear(GgufLinear):
     def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
                  bias: torch.Tensor | None = None, activations: Activations = "float32") -> None:
         self._kernels = _kernels(ggml_type)
+        if in_features % BLOCK[ggml_type][0]:
+            raise ValueError(f"in_features {in_features} is not a whole number of {ggml_type.name} blocks "
+                             f"({BLOCK[ggml_type][0]} weights each)")
         super().__init__(raw, ggml_type, out_features, in_features, bias)
         if not self.qweight.is_contiguous():
             self.qweight = self.qweight.contiguous()
