@@ -246,24 +246,8 @@ static inline __m256i qrun_q4_0(const uint8_t *b, const ctx_t *t, int j, const i
 static inline __m256i qrun_q4_1(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
     (void)j; *s = _mm256_set1_ps(t->s[0] * d); return dot_us(nib32(b + 4), XQ(x));
 }
-static inline __m256i qrun_q4_k(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
-    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j >> 1)));
-    const __m256i q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (j & 1))), _mm256_set1_epi8(0x0F));
-    *s = _mm256_set1_ps(t->s[j] * d); return dot_us(q, XQ(x));
-}
 static inline __m256i qrun_q8_0(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
     (void)j; *s = _mm256_set1_ps(t->s[0] * d); return dot_ss(XQ(b + 2), XQ(x));
-}
-static inline __m256i qrun_q6_k(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
-    const int h = j >> 2, r = j & 3;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-    __m256i low = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (r & 1)));
-    __m256i high = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-    low = _mm256_and_si256(_mm256_srl_epi16(low, _mm_cvtsi32_si128(4 * (r >> 1))), m4);
-    high = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * r)), m2);
-    const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
-    *s = _mm256_set_m128(_mm_set1_ps(t->s[8 * h + 2 * r + 1] * d), _mm_set1_ps(t->s[8 * h + 2 * r] * d));
-    return dot_ss(q, XQ(x));
 }
 
 /* y[m, n] = sum over runs u of scale_u * xd[m, u] * <codes, xq[m, run u]> + offset_u * xs[m, u]. */
@@ -294,9 +278,69 @@ void NAME(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, 
 
 QKERNEL(qv_q4_0, prep_q4_0, qrun_q4_0, 1, 18)
 QKERNEL(qv_q4_1, prep_q4_1, qrun_q4_1, 1, 20)
-QKERNEL(qv_q4_k, prep_q4_k, qrun_q4_k, 8, 144)
 QKERNEL(qv_q8_0, prep_q8_0, qrun_q8_0, 1, 34)
-QKERNEL(qv_q6_k, prep_q6_k, qrun_q6_k, 8, 210)
+
+/* The super-block types take their runs in groups that share loads: Q4_K's runs 2p and 2p+1 are
+   the low and high nibbles of the same 32 bytes; Q6_K's four runs of a half share ql and qh. */
+void qv_q4_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y, int64_t M, int64_t N, int64_t K) {
+    const int64_t blocks = K / 256, R = K / 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *wr = w + n * blocks * 144;
+        for (int64_t mi = 0; mi < M; mi++) {
+            const int8_t *xm = xq + mi * K;
+            const float *dm = xd + mi * R, *sm = xs + mi * R;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            float off = 0.0f;
+            for (int64_t bi = 0; bi < blocks; bi++) {
+                const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
+                for (int p = 0; p < 4; p++) {
+                    const int64_t u = bi * 8 + 2 * p;
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+                    const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(lo, XQ(xm + 32 * u))), _mm256_set1_ps(t.s[2 * p] * dm[u]), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(hi, XQ(xm + 32 * u + 32))), _mm256_set1_ps(t.s[2 * p + 1] * dm[u + 1]), a1);
+                    off += t.c[2 * p] * sm[u] + t.c[2 * p + 1] * sm[u + 1];
+                }
+            }
+            y[mi * N + n] = hsum(_mm256_add_ps(a0, a1)) + off;
+        }
+    }
+}
+
+void qv_q6_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y, int64_t M, int64_t N, int64_t K) {
+    (void)xs;
+    const int64_t blocks = K / 256, R = K / 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), o32 = _mm256_set1_epi8(32);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *wr = w + n * blocks * 210;
+        for (int64_t mi = 0; mi < M; mi++) {
+            const int8_t *xm = xq + mi * K;
+            const float *dm = xd + mi * R;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            for (int64_t bi = 0; bi < blocks; bi++) {
+                const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
+                for (int h = 0; h < 2; h++) {
+                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+                    __m256i q[4];
+                    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+                    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+                    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+                    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                    for (int r = 0; r < 4; r++) {
+                        const int64_t u = bi * 8 + 4 * h + r;
+                        const __m256 p = _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
+                        const __m256 sc = _mm256_set_m128(_mm_set1_ps(t.s[8 * h + 2 * r + 1] * dm[u]), _mm_set1_ps(t.s[8 * h + 2 * r] * dm[u]));
+                        if (r & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0);
+                    }
+                }
+            }
+            y[mi * N + n] = hsum(_mm256_add_ps(a0, a1));
+        }
+    }
+}
 """
 
 _FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-std=c99")
