@@ -4,8 +4,9 @@ A kept-packed weight (``GgufLinear``) dequantizes its whole matrix at every forw
 ``F.linear``: for one token that writes and reads four bytes per weight to use each once. This
 kernel is the int4 path of ``kernels/int4_native.py`` applied to GGML blocks without repacking
 them: it reads a row's blocks once, expands each run of 32 weights in registers as
-``q * scale + offset`` and multiplies it into up to four activation rows at a time, accumulating
-in float32. Nothing is copied at load, so memory stays at the file's size.
+``q * scale + offset`` and multiplies it into the activations (Q4_0, Q4_1, Q8_0: four rows per
+expansion; Q4_K, Q6_K: runs that share bytes expanded from one load), accumulating in float32.
+Nothing is copied at load, so memory stays at the file's size.
 
 How each type maps onto ``W = q * scale + offset`` per run of 32 (a run is what one AVX2 pass of
 the int4 kernel covers; the nibble order of Q4_0/Q4_1 is the int4 kernel's own):
@@ -99,14 +100,6 @@ static inline void prep_q4_k(const uint8_t *b, ctx_t *t) {
         t->c[4 + j] = -(dmin * (float)((q[8 + j] >> 4) | ((q[4 + j] >> 6) << 4)));
     }
 }
-static inline void run_q4_k(const uint8_t *b, const ctx_t *t, int j, __m256 w[4]) {
-    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j >> 1))), m = _mm256_set1_epi8(0x0F);
-    const __m256i q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (j & 1))), m);
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    const __m256 s = _mm256_set1_ps(t->s[j]), c = _mm256_set1_ps(t->c[j]);
-    w[0] = _mm256_fmadd_ps(F8(lo), s, c); w[1] = _mm256_fmadd_ps(F8(_mm_srli_si128(lo, 8)), s, c);
-    w[2] = _mm256_fmadd_ps(F8(hi), s, c); w[3] = _mm256_fmadd_ps(F8(_mm_srli_si128(hi, 8)), s, c);
-}
 
 static inline void prep_q8_0(const uint8_t *b, ctx_t *t) { t->s[0] = h2f(b); t->c[0] = 0.0f; }
 static inline void run_q8_0(const uint8_t *b, const ctx_t *t, int j, __m256 w[4]) {
@@ -126,19 +119,6 @@ static inline void prep_q6_k(const uint8_t *b, ctx_t *t) {
     for (int i = 0; i < 16; i++) t->s[i] = d * (float)sc[i];
     for (int i = 0; i < 8; i++) t->c[i] = 0.0f;
 }
-static inline void run_q6_k(const uint8_t *b, const ctx_t *t, int j, __m256 w[4]) {
-    const int h = j >> 2, r = j & 3;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-    __m256i low = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (r & 1)));
-    __m256i high = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-    low = _mm256_and_si256(_mm256_srl_epi16(low, _mm_cvtsi32_si128(4 * (r >> 1))), m4);
-    high = _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * r));
-    const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(high, m2), 4)), _mm256_set1_epi8(32));
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    const __m256 s0 = _mm256_set1_ps(t->s[8 * h + 2 * r]), s1 = _mm256_set1_ps(t->s[8 * h + 2 * r + 1]);
-    w[0] = _mm256_mul_ps(S8(lo), s0); w[1] = _mm256_mul_ps(S8(_mm_srli_si128(lo, 8)), s0);
-    w[2] = _mm256_mul_ps(S8(hi), s1); w[3] = _mm256_mul_ps(S8(_mm_srli_si128(hi, 8)), s1);
-}
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -148,7 +128,8 @@ static inline float hsum(__m256 v) {
 }
 
 /* y[m, n] = sum_k W[n, k] x[m, k]: w holds N rows of row_bytes; x is [M, K], y is [M, N].
-   Four input rows share each expanded run; one input row keeps four accumulators. */
+   Four input rows share each expanded run; one input row keeps four accumulators. (Q4_0, Q4_1,
+   Q8_0; the super-block types have their own loops below.) */
 #define KERNEL(NAME, PREP, RUN, RUNS, BYTES)                                                   \
 void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {      \
     const int64_t blocks = K / (32 * RUNS), row_bytes = blocks * BYTES;                        \
@@ -195,9 +176,83 @@ void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int6
 
 KERNEL(mv_q4_0, prep_q4_0, run_q4_0, 1, 18)
 KERNEL(mv_q4_1, prep_q4_1, run_q4_1, 1, 20)
-KERNEL(mv_q4_k, prep_q4_k, run_q4_k, 8, 144)
+
+/* Q4_K in float32, one input row at a time: runs 2p and 2p+1 are the low and high nibbles of one load. */
+void mv_q4_k(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {
+    const int64_t blocks = K / 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *wr = w + n * blocks * 144;
+        for (int64_t mi = 0; mi < M; mi++) {
+            const float *xm = x + mi * K;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t bi = 0; bi < blocks; bi++) {
+                const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
+                for (int p = 0; p < 4; p++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+                    const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+                    for (int e = 0; e < 2; e++) {
+                        const int j = 2 * p + e;
+                        const __m128i lo = _mm256_castsi256_si128(nib[e]), hi = _mm256_extracti128_si256(nib[e], 1);
+                        const __m256 sv = _mm256_set1_ps(t.s[j]), cv = _mm256_set1_ps(t.c[j]);
+                        const float *xk = xm + (bi * 8 + j) * 32;
+                        a0 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(lo), sv, cv), _mm256_loadu_ps(xk), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(lo, 8)), sv, cv), _mm256_loadu_ps(xk + 8), a1);
+                        a2 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(hi), sv, cv), _mm256_loadu_ps(xk + 16), a2);
+                        a3 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(hi, 8)), sv, cv), _mm256_loadu_ps(xk + 24), a3);
+                    }
+                }
+            }
+            y[mi * N + n] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        }
+    }
+}
 KERNEL(mv_q8_0, prep_q8_0, run_q8_0, 1, 34)
-KERNEL(mv_q6_k, prep_q6_k, run_q6_k, 8, 210)
+
+/* Q6_K: the four runs of a half as codes 0..63 (ql low/high nibbles, qh bit pairs). */
+static inline void q6_codes(__m256i l0, __m256i l1, __m256i qh, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+#define HIGH(k) _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, k), m2), 4)
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), HIGH(0));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), HIGH(2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), HIGH(4));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), HIGH(6));
+#undef HIGH
+}
+
+/* Q6_K in float32, one input row at a time: a half's four runs share their ql and qh loads. */
+void mv_q6_k(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {
+    const int64_t blocks = K / 256;
+    const __m256i o32 = _mm256_set1_epi8(32);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *wr = w + n * blocks * 210;
+        for (int64_t mi = 0; mi < M; mi++) {
+            const float *xm = x + mi * K;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t bi = 0; bi < blocks; bi++) {
+                const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
+                for (int h = 0; h < 2; h++) {
+                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+                    __m256i q[4];
+                    q6_codes(l0, l1, qh, q);
+                    for (int r = 0; r < 4; r++) {
+                        const __m256i c = _mm256_sub_epi8(q[r], o32);
+                        const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
+                        const __m256 s0 = _mm256_set1_ps(t.s[8 * h + 2 * r]), s1 = _mm256_set1_ps(t.s[8 * h + 2 * r + 1]);
+                        const float *xk = xm + (bi * 8 + 4 * h + r) * 32;
+                        a0 = _mm256_fmadd_ps(_mm256_mul_ps(S8(lo), s0), _mm256_loadu_ps(xk), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(lo, 8)), s0), _mm256_loadu_ps(xk + 8), a1);
+                        a2 = _mm256_fmadd_ps(_mm256_mul_ps(S8(hi), s1), _mm256_loadu_ps(xk + 16), a2);
+                        a3 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(hi, 8)), s1), _mm256_loadu_ps(xk + 24), a3);
+                    }
+                }
+            }
+            y[mi * N + n] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        }
+    }
+}
 
 /* ---- 8-bit activations: llama.cpp's arithmetic (its Q8_0/Q8_K dot products) ----
    quant_x: each run of 32 activations as int8 codes xq with scale xd = max|x| / 127 (round to
@@ -311,7 +366,7 @@ void qv_q4_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *x
 void qv_q6_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y, int64_t M, int64_t N, int64_t K) {
     (void)xs;
     const int64_t blocks = K / 256, R = K / 32;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), o32 = _mm256_set1_epi8(32);
+    const __m256i o32 = _mm256_set1_epi8(32);
     for (int64_t n = 0; n < N; n++) {
         const uint8_t *wr = w + n * blocks * 210;
         for (int64_t mi = 0; mi < M; mi++) {
@@ -325,10 +380,7 @@ void qv_q6_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *x
                     const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
                     const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
                     __m256i q[4];
-                    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-                    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-                    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-                    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                    q6_codes(l0, l1, qh, q);
                     for (int r = 0; r < 4; r++) {
                         const int64_t u = bi * 8 + 4 * h + r;
                         const __m256 p = _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
