@@ -177,41 +177,54 @@ void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int6
 KERNEL(mv_q4_0, prep_q4_0, run_q4_0, 1, 18)
 KERNEL(mv_q4_1, prep_q4_1, run_q4_1, 1, 20)
 
-/* Q4_K in float32, one input row at a time: runs 2p and 2p+1 are the low and high nibbles of one load. */
-void mv_q4_k(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {
-    const int64_t blocks = K / 256;
+/* The super-block types (Q4_K, Q6_K) have a loop per row over a row's super-blocks, and one
+   driver per arithmetic for the output and input rows; within a super-block, runs that share
+   bytes are expanded from one load (Q4_K's runs 2p and 2p+1 are the low and high nibbles of the
+   same 32 bytes; a Q6_K half's four runs share its ql and qh). */
+#define FDRIVER(NAME, ROW, BYTES)                                                              \
+void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {      \
+    for (int64_t n = 0; n < N; n++)                                                            \
+        for (int64_t mi = 0; mi < M; mi++) y[mi * N + n] = ROW(w + n * (K / 256) * BYTES, x + mi * K, K / 256); \
+}
+#define QDRIVER(NAME, ROW, BYTES)                                                              \
+void NAME(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y,      \
+          int64_t M, int64_t N, int64_t K) {                                                   \
+    for (int64_t n = 0; n < N; n++)                                                            \
+        for (int64_t mi = 0; mi < M; mi++)                                                     \
+            y[mi * N + n] = ROW(w + n * (K / 256) * BYTES, xq + mi * K, xd + mi * (K / 32), xs + mi * (K / 32), K / 256); \
+}
+
+static inline float frow_q4_k(const uint8_t *wr, const float *xm, int64_t blocks) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * blocks * 144;
-        for (int64_t mi = 0; mi < M; mi++) {
-            const float *xm = x + mi * K;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t bi = 0; bi < blocks; bi++) {
-                const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
-                for (int p = 0; p < 4; p++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
-                    const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
-                    for (int e = 0; e < 2; e++) {
-                        const int j = 2 * p + e;
-                        const __m128i lo = _mm256_castsi256_si128(nib[e]), hi = _mm256_extracti128_si256(nib[e], 1);
-                        const __m256 sv = _mm256_set1_ps(t.s[j]), cv = _mm256_set1_ps(t.c[j]);
-                        const float *xk = xm + (bi * 8 + j) * 32;
-                        a0 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(lo), sv, cv), _mm256_loadu_ps(xk), a0);
-                        a1 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(lo, 8)), sv, cv), _mm256_loadu_ps(xk + 8), a1);
-                        a2 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(hi), sv, cv), _mm256_loadu_ps(xk + 16), a2);
-                        a3 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(hi, 8)), sv, cv), _mm256_loadu_ps(xk + 24), a3);
-                    }
-                }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
+        for (int p = 0; p < 4; p++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+            const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+            for (int e = 0; e < 2; e++) {
+                const int j = 2 * p + e;
+                const __m128i lo = _mm256_castsi256_si128(nib[e]), hi = _mm256_extracti128_si256(nib[e], 1);
+                const __m256 sv = _mm256_set1_ps(t.s[j]), cv = _mm256_set1_ps(t.c[j]);
+                const float *xk = xm + (bi * 8 + j) * 32;
+                a0 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(lo), sv, cv), _mm256_loadu_ps(xk), a0);
+                a1 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(lo, 8)), sv, cv), _mm256_loadu_ps(xk + 8), a1);
+                a2 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(hi), sv, cv), _mm256_loadu_ps(xk + 16), a2);
+                a3 = _mm256_fmadd_ps(_mm256_fmadd_ps(F8(_mm_srli_si128(hi, 8)), sv, cv), _mm256_loadu_ps(xk + 24), a3);
             }
-            y[mi * N + n] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         }
     }
+    return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
+FDRIVER(mv_q4_k, frow_q4_k, 144)
 KERNEL(mv_q8_0, prep_q8_0, run_q8_0, 1, 34)
 
-/* Q6_K: the four runs of a half as codes 0..63 (ql low/high nibbles, qh bit pairs). */
-static inline void q6_codes(__m256i l0, __m256i l1, __m256i qh, __m256i q[4]) {
+/* Q6_K: the four runs of half h of block b as codes 0..63 (ql low/high nibbles, qh bit pairs). */
+static inline void q6_codes(const uint8_t *b, int h, __m256i q[4]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
 #define HIGH(k) _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, k), m2), 4)
     q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), HIGH(0));
     q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), HIGH(2));
@@ -220,39 +233,29 @@ static inline void q6_codes(__m256i l0, __m256i l1, __m256i qh, __m256i q[4]) {
 #undef HIGH
 }
 
-/* Q6_K in float32, one input row at a time: a half's four runs share their ql and qh loads. */
-void mv_q6_k(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {
-    const int64_t blocks = K / 256;
+static inline float frow_q6_k(const uint8_t *wr, const float *xm, int64_t blocks) {
     const __m256i o32 = _mm256_set1_epi8(32);
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * blocks * 210;
-        for (int64_t mi = 0; mi < M; mi++) {
-            const float *xm = x + mi * K;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t bi = 0; bi < blocks; bi++) {
-                const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
-                for (int h = 0; h < 2; h++) {
-                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
-                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-                    __m256i q[4];
-                    q6_codes(l0, l1, qh, q);
-                    for (int r = 0; r < 4; r++) {
-                        const __m256i c = _mm256_sub_epi8(q[r], o32);
-                        const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
-                        const __m256 s0 = _mm256_set1_ps(t.s[8 * h + 2 * r]), s1 = _mm256_set1_ps(t.s[8 * h + 2 * r + 1]);
-                        const float *xk = xm + (bi * 8 + 4 * h + r) * 32;
-                        a0 = _mm256_fmadd_ps(_mm256_mul_ps(S8(lo), s0), _mm256_loadu_ps(xk), a0);
-                        a1 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(lo, 8)), s0), _mm256_loadu_ps(xk + 8), a1);
-                        a2 = _mm256_fmadd_ps(_mm256_mul_ps(S8(hi), s1), _mm256_loadu_ps(xk + 16), a2);
-                        a3 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(hi, 8)), s1), _mm256_loadu_ps(xk + 24), a3);
-                    }
-                }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_codes(b, h, q);
+            for (int r = 0; r < 4; r++) {
+                const __m256i c = _mm256_sub_epi8(q[r], o32);
+                const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
+                const __m256 s0 = _mm256_set1_ps(t.s[8 * h + 2 * r]), s1 = _mm256_set1_ps(t.s[8 * h + 2 * r + 1]);
+                const float *xk = xm + (bi * 8 + 4 * h + r) * 32;
+                a0 = _mm256_fmadd_ps(_mm256_mul_ps(S8(lo), s0), _mm256_loadu_ps(xk), a0);
+                a1 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(lo, 8)), s0), _mm256_loadu_ps(xk + 8), a1);
+                a2 = _mm256_fmadd_ps(_mm256_mul_ps(S8(hi), s1), _mm256_loadu_ps(xk + 16), a2);
+                a3 = _mm256_fmadd_ps(_mm256_mul_ps(S8(_mm_srli_si128(hi, 8)), s1), _mm256_loadu_ps(xk + 24), a3);
             }
-            y[mi * N + n] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         }
     }
+    return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
+FDRIVER(mv_q6_k, frow_q6_k, 210)
 
 /* ---- 8-bit activations: llama.cpp's arithmetic (its Q8_0/Q8_K dot products) ----
    quant_x: each run of 32 activations as int8 codes xq with scale xd = max|x| / 127 (round to
@@ -335,64 +338,45 @@ QKERNEL(qv_q4_0, prep_q4_0, qrun_q4_0, 1, 18)
 QKERNEL(qv_q4_1, prep_q4_1, qrun_q4_1, 1, 20)
 QKERNEL(qv_q8_0, prep_q8_0, qrun_q8_0, 1, 34)
 
-/* The super-block types take their runs in groups that share loads: Q4_K's runs 2p and 2p+1 are
-   the low and high nibbles of the same 32 bytes; Q6_K's four runs of a half share ql and qh. */
-void qv_q4_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y, int64_t M, int64_t N, int64_t K) {
-    const int64_t blocks = K / 256, R = K / 32;
+static inline float qrow_q4_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, int64_t blocks) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * blocks * 144;
-        for (int64_t mi = 0; mi < M; mi++) {
-            const int8_t *xm = xq + mi * K;
-            const float *dm = xd + mi * R, *sm = xs + mi * R;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            float off = 0.0f;
-            for (int64_t bi = 0; bi < blocks; bi++) {
-                const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
-                for (int p = 0; p < 4; p++) {
-                    const int64_t u = bi * 8 + 2 * p;
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
-                    const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(lo, XQ(xm + 32 * u))), _mm256_set1_ps(t.s[2 * p] * dm[u]), a0);
-                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(hi, XQ(xm + 32 * u + 32))), _mm256_set1_ps(t.s[2 * p + 1] * dm[u + 1]), a1);
-                    off += t.c[2 * p] * sm[u] + t.c[2 * p + 1] * sm[u + 1];
-                }
-            }
-            y[mi * N + n] = hsum(_mm256_add_ps(a0, a1)) + off;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    float off = 0.0f;
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const uint8_t *b = wr + bi * 144; ctx_t t; prep_q4_k(b, &t);
+        for (int p = 0; p < 4; p++) {
+            const int64_t u = bi * 8 + 2 * p;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(lo, XQ(xm + 32 * u))), _mm256_set1_ps(t.s[2 * p] * dm[u]), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(hi, XQ(xm + 32 * u + 32))), _mm256_set1_ps(t.s[2 * p + 1] * dm[u + 1]), a1);
+            off += t.c[2 * p] * sm[u] + t.c[2 * p + 1] * sm[u + 1];
         }
     }
+    return hsum(_mm256_add_ps(a0, a1)) + off;
 }
+QDRIVER(qv_q4_k, qrow_q4_k, 144)
 
-void qv_q6_k(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y, int64_t M, int64_t N, int64_t K) {
-    (void)xs;
-    const int64_t blocks = K / 256, R = K / 32;
+static inline float qrow_q6_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, int64_t blocks) {
+    (void)sm;
     const __m256i o32 = _mm256_set1_epi8(32);
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * blocks * 210;
-        for (int64_t mi = 0; mi < M; mi++) {
-            const int8_t *xm = xq + mi * K;
-            const float *dm = xd + mi * R;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            for (int64_t bi = 0; bi < blocks; bi++) {
-                const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
-                for (int h = 0; h < 2; h++) {
-                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
-                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-                    __m256i q[4];
-                    q6_codes(l0, l1, qh, q);
-                    for (int r = 0; r < 4; r++) {
-                        const int64_t u = bi * 8 + 4 * h + r;
-                        const __m256 p = _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
-                        const __m256 sc = _mm256_set_m128(_mm_set1_ps(t.s[8 * h + 2 * r + 1] * dm[u]), _mm_set1_ps(t.s[8 * h + 2 * r] * dm[u]));
-                        if (r & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0);
-                    }
-                }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const uint8_t *b = wr + bi * 210; ctx_t t; prep_q6_k(b, &t);
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_codes(b, h, q);
+            for (int r = 0; r < 4; r++) {
+                const int64_t u = bi * 8 + 4 * h + r;
+                const __m256 p = _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
+                const __m256 sc = _mm256_set_m128(_mm_set1_ps(t.s[8 * h + 2 * r + 1] * dm[u]), _mm_set1_ps(t.s[8 * h + 2 * r] * dm[u]));
+                if (r & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0);
             }
-            y[mi * N + n] = hsum(_mm256_add_ps(a0, a1));
         }
     }
+    return hsum(_mm256_add_ps(a0, a1));
 }
+QDRIVER(qv_q6_k, qrow_q6_k, 210)
 """
 
 _FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-std=c99")
