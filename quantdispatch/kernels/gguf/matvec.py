@@ -45,7 +45,6 @@ import functools
 import os
 import platform
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from typing import Final, Literal
 
@@ -66,6 +65,7 @@ FUSED_ROWS: Final = 8
 _SOURCE: Final = r"""
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline float h2f(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
@@ -260,7 +260,7 @@ FDRIVER(mv_q6_k, frow_q6_k, 210)
 /* ---- 8-bit activations: llama.cpp's arithmetic (its Q8_0/Q8_K dot products) ----
    quant_x: each run of 32 activations as int8 codes xq with scale xd = max|x| / 127 (round to
    nearest), and xs = xd * sum(xq), which carries the offset term of types with a min. */
-void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int64_t M, int64_t K) {
+static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int64_t M, int64_t K) {
     const int64_t runs = M * K / 32;
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
@@ -377,6 +377,25 @@ static inline float qrow_q6_k(const uint8_t *wr, const int8_t *xm, const float *
     return hsum(_mm256_add_ps(a0, a1));
 }
 QDRIVER(qv_q6_k, qrow_q6_k, 210)
+
+/* The 8-bit entry points take float32 activations like the float32 ones: they quantize them
+   (quant_x) into a buffer of their own, then run the integer kernel. One call from Python. */
+#define QENTRY(NAME, KERNEL)                                                                   \
+int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {       \
+    const int64_t R = M * K / 32;                                                              \
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K));                                           \
+    float *xf = (float *)malloc((size_t)(2 * R) * sizeof(float));                              \
+    if (xq == NULL || xf == NULL) { free(xq); free(xf); return -1; }                           \
+    quant_x(x, xq, xf, xf + R, M, K);                                                          \
+    KERNEL(w, xq, xf, xf + R, y, M, N, K);                                                     \
+    free(xq); free(xf);                                                                        \
+    return 0;                                                                                  \
+}
+QENTRY(qx_q4_0, qv_q4_0)
+QENTRY(qx_q4_1, qv_q4_1)
+QENTRY(qx_q4_k, qv_q4_k)
+QENTRY(qx_q8_0, qv_q8_0)
+QENTRY(qx_q6_k, qv_q6_k)
 """
 
 _FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-std=c99")
@@ -402,12 +421,12 @@ _Fn = Callable[..., object]
 
 @attrs.frozen
 class MatvecKernels:
-    """The compiled kernels: ``float32[type]`` (``mv_*``), ``int8[type]`` (``qv_*``) and the
-    activation quantizer ``quant_x`` the latter read."""
+    """The compiled kernels by type: ``float32[type]`` (``mv_*``) and ``int8[type]`` (``qx_*``:
+    quantize the float32 activations, then ``qv_*``). Both are called as
+    ``kernel(blocks, x, y, M, N, K)``; the 8-bit ones return nonzero when out of memory."""
 
     float32: Mapping[GgmlType, _Fn]
     int8: Mapping[GgmlType, _Fn]
-    quant_x: _Fn
 
 
 @functools.cache
@@ -423,17 +442,14 @@ def matvec_kernels() -> MatvecKernels | None:
     if lib is None:
         return None
 
-    def bind(symbol: str, pointers: int) -> _Fn:
+    def bind(symbol: str, restype: type[ctypes.c_int] | None) -> _Fn:
         fn = getattr(lib, symbol)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * 3
+        fn.restype = restype
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
         return fn  # type: ignore[no-any-return]
 
-    quant_x = lib.quant_x
-    quant_x.restype = None
-    quant_x.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2
-    return MatvecKernels(float32={t: bind(f"mv_{name}", 3) for t, name in _SYMBOLS.items()},
-                         int8={t: bind(f"qv_{name}", 5) for t, name in _SYMBOLS.items()}, quant_x=quant_x)
+    return MatvecKernels(float32={t: bind(f"mv_{name}", None) for t, name in _SYMBOLS.items()},
+                         int8={t: bind(f"qx_{name}", ctypes.c_int) for t, name in _SYMBOLS.items()})
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -443,30 +459,13 @@ def _kernels(ggml_type: GgmlType) -> MatvecKernels:
     return kernels
 
 
-_SCRATCH = threading.local()
-
-
-def _int8_scratch(m: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reused buffers for the quantized activations of ``[m, k]`` (per thread; valid until the next call)."""
-    found: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = getattr(_SCRATCH, "int8", None) or {}
-    _SCRATCH.int8 = found
-    buffers = found.get((m, k))
-    if buffers is None:
-        buffers = found[(m, k)] = (torch.empty(m, k, dtype=torch.int8), torch.empty(m, k // 32), torch.empty(m, k // 32))
-    return buffers
-
-
 def _run(kernels: MatvecKernels, ggml_type: GgmlType, activations: Activations, blocks: torch.Tensor, x: torch.Tensor,
          y: torch.Tensor) -> None:
     """``y = x @ W.T`` on contiguous float32 ``x`` ``[M, K]`` and ``y`` ``[M, N]``."""
     m, k = x.shape
-    n = y.shape[1]
-    if activations == "float32":
-        kernels.float32[ggml_type](blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k)
-        return
-    xq, xd, xs = _int8_scratch(m, k)
-    kernels.quant_x(x.data_ptr(), xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), m, k)
-    kernels.int8[ggml_type](blocks.data_ptr(), xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), y.data_ptr(), m, n, k)
+    table = kernels.float32 if activations == "float32" else kernels.int8
+    if table[ggml_type](blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, y.shape[1], k):
+        raise MemoryError(f"no memory for the 8-bit activations of a [{m}, {k}] input")
 
 
 def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_features: int,
