@@ -141,6 +141,9 @@ from .rules import (
     RegistrationError as RegistrationError,
 )
 from .rules import (
+    backend_notes as backend_notes,
+)
+from .rules import (
     backends as backends,
 )
 from .rules import (
@@ -185,7 +188,7 @@ __all__ = [
     # extension
     "register_codec", "register_backend", "TypeSpec", "FieldSpec", "Problem", "Backend", "Requirement", "Candidate",
     "Refusal", "RegistrationError", "declare_backend", "backends", "ConfigRule", "DeviceRule", "compute_dtype",
-    "skip_modules", "quantizes_on_load", "cross_field_issues",
+    "skip_modules", "quantizes_on_load", "cross_field_issues", "backend_notes",
 ]
 __all__ += [  # the method families beyond the first four (issue 6)
     "AbstractFineGrainedFp8", "Fp8", "Mxfp8", "FbgemmFp8", "Mxfp4", "Nvfp4", "FourOverSix", "FpQuant", "CompressedTensors", "CtArgs",

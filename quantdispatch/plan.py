@@ -23,7 +23,7 @@ from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
 from .result import Err, Issue, Issues, Ok, Result
-from .rules import compute_dtype, quantizes_on_load, select_backend, skip_modules
+from .rules import backend_notes, compute_dtype, quantizes_on_load, select_backend, skip_modules
 from .text import printable, quote
 from .unknown import plan_unknown
 from .validate import validate
@@ -275,7 +275,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
         detail = "; ".join(f"{x.backend}: {', '.join(x.reasons)}" for x in rejected)
         return Err((Issue("plan.no_usable_backend", "$", f"no backend can load {type(r.config).__name__} on {device.label}: {detail}",
                           "install what the first backend needs, or choose another device or dtype"),))
-    notes = (*r.notes, f"dtype {dtype.value}: {why}")
+    notes = (*r.notes, f"dtype {dtype.value}: {why}", *backend_notes(r.config).get(chosen.name, ()))
     return Ok(LoadPlan(config=r.config, pre_quantized=r.pre_quantized, device=device, dtype=dtype, backend=chosen,
                        rejected=rejected, skip_modules=skip_modules(r.config), overrides=r.overrides, notes=notes))
 

@@ -22,7 +22,7 @@ The built-in methods register their rules in ``quantdispatch.methods``; a plugin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import plum
@@ -35,7 +35,7 @@ from .result import Issues
 
 __all__ = [
     "RegistrationError", "ConfigRule", "DeviceRule", "Selection", "select_backend", "cross_field_issues",
-    "compute_dtype", "skip_modules", "quantizes_on_load", "declare_backend", "backends", "backend_named",
+    "compute_dtype", "skip_modules", "quantizes_on_load", "backend_notes", "declare_backend", "backends", "backend_named",
 ]
 
 R = TypeVar("R")
@@ -203,11 +203,18 @@ def _needs_calibration(config: AbstractQuantConfig, /) -> bool:
     return False
 
 
+def _no_backend_notes(config: AbstractQuantConfig, /) -> Mapping[str, tuple[str, ...]]:
+    """Return what loading a config through each backend (by name) will do beyond the backend's
+    summary, in plain words, for the plan's notes (empty: nothing more to say)."""
+    return {}
+
+
 select_backend: DeviceRule[Selection] = DeviceRule("select_backend", _no_backend)
 cross_field_issues: ConfigRule[Issues] = ConfigRule("cross_field_issues", _no_cross_field_rules)
 compute_dtype: DeviceRule[tuple[DType, str]] = DeviceRule("compute_dtype", _float32)
 skip_modules: ConfigRule[tuple[str, ...] | None] = ConfigRule("skip_modules", _default_skips)
 quantizes_on_load: ConfigRule[bool] = ConfigRule("quantizes_on_load", _needs_calibration)
+backend_notes: ConfigRule[Mapping[str, tuple[str, ...]]] = ConfigRule("backend_notes", _no_backend_notes)
 
 
 # --------------------------------------------------------------------------------- backends

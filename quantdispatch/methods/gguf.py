@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Final
 
 from ..backend import Backend, Candidate
@@ -12,11 +14,11 @@ from ..environment import AbstractDevice, Cpu
 from ..gguf.blocks import DEQUANTIZABLE_TYPES
 from ..gguf.types import GgmlType
 from ..result import Issues
-from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend
+from ..rules import Selection, backend_notes, compute_dtype, cross_field_issues, declare_backend, select_backend
 from ..text import quote
 from ._common import TORCH
 
-__all__ = ["TORCH_GGUF", "TORCH_GGUF_PACKED", "CPU_GGUF_MATVEC", "CPU_GGUF_Q8DOT", "GGUF_DEQUANT_TYPES"]
+__all__ = ["TORCH_GGUF", "TORCH_GGUF_PACKED", "CPU_GGUF_MATVEC", "CPU_GGUF_Q8DOT", "FUSED_GGUF_TYPES", "GGUF_DEQUANT_TYPES"]
 
 TORCH_GGUF = declare_backend(Backend(
     name="torch-gguf", summary="every GGML block dequantized once at load to the dtype (torch), then dense layers",
@@ -38,6 +40,10 @@ CPU_GGUF_Q8DOT = declare_backend(Backend(
     "run of 32 and integer dot products; faster at decode, logits within activation-rounding error, not float32's",
     requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_q8dot",
 ))
+
+FUSED_GGUF_TYPES: Final[frozenset[GgmlType]] = frozenset({GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q4_K, GgmlType.Q8_0, GgmlType.Q6_K})
+"""The block types ``cpu-gguf-matvec`` and ``cpu-gguf-q8dot`` run on fused kernels
+(``kernels.gguf.matvec.MATVEC_TYPES``; a test keeps them equal)."""
 
 GGUF_DEQUANT_TYPES: Final[frozenset[GgmlType]] = DEQUANTIZABLE_TYPES
 """GGML types the torch GGUF backend dequantizes (``quantdispatch.gguf.blocks``; the kernels
@@ -84,3 +90,25 @@ def _gguf_dtype(config: Gguf, device: AbstractDevice, /) -> tuple[DType, str]:
 @cross_field_issues.register(Gguf)
 def _gguf_rules(config: Gguf, /) -> Issues:
     return tensor_issues(config)
+
+
+@backend_notes.register(Gguf)
+def _gguf_notes(config: Gguf, /) -> Mapping[str, tuple[str, ...]]:
+    # What each kept-packed backend does with this file's tensors, by type: known from the header
+    # alone, before a byte of tensor data is read. F32 tensors are dense in every mode.
+    counts: Counter[GgmlType] = Counter(t.ggml_type for t in config.tensors if t.ggml_type != GgmlType.F32)
+    if not counts:
+        return {}
+
+    def listed(types: list[GgmlType]) -> str:
+        return ", ".join(f"{t.name} ({counts[t]})" for t in sorted(types, key=lambda t: t.value))
+
+    fused = [t for t in counts if t in FUSED_GGUF_TYPES]
+    per_call = [t for t in counts if t not in FUSED_GGUF_TYPES]
+    packed = f"kept packed (tensors by type): {listed(list(counts))}; each linear dequantizes per call"
+    lines = []
+    if fused:
+        lines.append(f"fused kernels at decode (up to 8 rows) for {listed(fused)}; prefill dequantizes per call")
+    if per_call:
+        lines.append(f"dequantized per call: {listed(per_call)}")
+    return {TORCH_GGUF_PACKED.name: (packed,), CPU_GGUF_MATVEC.name: tuple(lines), CPU_GGUF_Q8DOT.name: tuple(lines)}

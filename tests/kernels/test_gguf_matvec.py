@@ -211,3 +211,10 @@ def test_a_row_length_that_is_not_whole_blocks_is_refused() -> None:
     raw = torch.from_numpy(_blocks(GgmlType.Q4_K, 2, 256, 8).reshape(-1))
     with pytest.raises(ValueError, match="whole number of Q4_K blocks"):
         GgufMatvecLinear(raw, GgmlType.Q4_K, 2, 200)
+
+
+def test_the_plan_names_the_types_the_kernels_take() -> None:
+    """The pure layer's list of fused types (what the plan's notes say) is the kernels' own."""
+    from quantdispatch.methods.gguf import FUSED_GGUF_TYPES
+
+    assert FUSED_GGUF_TYPES == MATVEC_TYPES

@@ -231,3 +231,24 @@ def test_awq_marlin_is_still_refused_on_the_cpu() -> None:
     """The CPU rule for AWQ does not shadow the Marlin refusal."""
     r = qd.plan(qd.AwqMarlin(), _cpu_env(ZEN4))
     assert isinstance(r, qd.Err) and r.error[0].code == "awq.marlin.needs_cuda"
+
+
+def test_gguf_plan_says_which_tensors_run_the_fused_kernels() -> None:
+    """Before a byte of tensor data is read, the plan says, by block type, which tensors the chosen
+    kept-packed backend runs on its fused kernels and which it dequantizes per call; on a CPU
+    without AVX2 and FMA the plain packed backend is chosen and says every linear dequantizes."""
+    tensors = (qd.GgufTensor("blk.0.attn_q.weight", qd.GgmlType.Q4_K, (256, 256)),
+               qd.GgufTensor("blk.0.ffn_down.weight", qd.GgmlType.Q6_K, (256, 256)),
+               qd.GgufTensor("blk.1.attn_q.weight", qd.GgmlType.Q4_K, (256, 256)),
+               qd.GgufTensor("token_embd.weight", qd.GgmlType.F16, (256, 64)),
+               qd.GgufTensor("blk.0.attn_norm.weight", qd.GgmlType.F32, (256,)))
+    fast = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
+    p = _ok(qd.plan(qd.Gguf(tensors=tensors), qd.Environment(packages=(TORCH,), devices=(fast,))))
+    assert p.backend.name == "cpu-gguf-matvec"
+    assert "fused kernels at decode (up to 8 rows) for Q4_K (2), Q6_K (1); prefill dequantizes per call" in p.notes
+    assert "dequantized per call: F16 (1)" in p.notes
+    plain = _ok(qd.plan(qd.Gguf(tensors=tensors), _env(TORCH)))
+    assert plain.backend.name == "torch-gguf-packed"
+    assert "kept packed (tensors by type): F16 (1), Q4_K (2), Q6_K (1); each linear dequantizes per call" in plain.notes
+    dense = _ok(qd.plan(qd.Gguf(tensors=tensors, dequantize=True), _env(TORCH)))
+    assert dense.backend.name == "torch-gguf" and not any("per call" in n for n in dense.notes)
