@@ -117,7 +117,6 @@ static inline void prep_q6_k(const uint8_t *b, ctx_t *t) {
     const float d = h2f(b + 208);
     const int8_t *sc = (const int8_t *)(b + 192);
     for (int i = 0; i < 16; i++) t->s[i] = d * (float)sc[i];
-    for (int i = 0; i < 8; i++) t->c[i] = 0.0f;
 }
 
 static inline float hsum(__m256 v) {
