@@ -14,10 +14,11 @@ Version(parts=(0, 50, 2), text='0.50.2')
 from __future__ import annotations
 
 import re
+from typing import Final
 
 import attrs
 
-__all__ = ["Version", "Package", "CpuFeatures", "AbstractDevice", "Cpu", "Cuda", "Mps", "Environment"]
+__all__ = ["Version", "Package", "CpuFeatures", "MASK_VARIABLE", "FEATURE_NAMES", "AbstractDevice", "Cpu", "Cuda", "Mps", "Environment"]
 
 
 @attrs.frozen(order=False)
@@ -86,6 +87,8 @@ class CpuFeatures:
         avx512: AVX-512 foundation (``avx512f``).
         avx512_bf16: Native bfloat16 dot products (``avx512_bf16``): bf16 matmuls are fast.
         amx: Advanced Matrix Extensions with bf16 tiles (``amx_bf16``).
+        hidden: Features the CPU has that a mask (``masked``) removed, as ``/proc/cpuinfo`` spells them.
+        mask: The mask's text when one was applied (``QUANTDISPATCH_CPU_FEATURES``), else ``None``.
 
     >>> CpuFeatures(avx2=True, avx512=True, avx512_bf16=True).native_bf16, CpuFeatures().native_bf16
     (True, False)
@@ -96,6 +99,8 @@ class CpuFeatures:
     avx512: bool = False
     avx512_bf16: bool = False
     amx: bool = False
+    hidden: tuple[str, ...] = ()
+    mask: str | None = None
 
     @property
     def native_bf16(self) -> bool:
@@ -111,6 +116,55 @@ class CpuFeatures:
         """The extensions present, as ``/proc/cpuinfo`` spells them."""
         flags = (("avx2", self.avx2), ("fma", self.fma), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx))
         return tuple(name for name, present in flags if present)
+
+    def masked(self, spec: str) -> CpuFeatures:
+        """These features less those ``spec`` does not name: a mask only removes, never adds.
+
+        ``spec`` is ``"none"``, or names separated by commas as ``/proc/cpuinfo`` spells them
+        (``FEATURE_NAMES``); a feature whose prerequisite is masked goes too (AVX512-BF16 needs
+        AVX-512). Names it does not know are ignored (they are kept in ``mask``, which
+        ``Environment.summary`` prints). An empty ``spec`` or ``"native"`` masks nothing.
+
+        >>> host = CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True)
+        >>> host.masked("avx2,fma").names(), host.masked("avx2,fma").hidden
+        (('avx2', 'fma'), ('avx512f', 'avx512_bf16'))
+        >>> host.masked("none").names(), host.masked("avx512_bf16").names()
+        ((), ())
+        >>> CpuFeatures().masked("avx2,fma").names()   # never adds
+        ()
+        """
+        text = spec.strip().lower()
+        if text in ("", "native"):
+            return self
+        keep = set() if text == "none" else {n.strip() for n in text.split(",")}
+        present = set(self.names())
+        kept = {n for n in present if n in keep}
+        if "avx512f" not in kept:
+            kept.discard("avx512_bf16")
+        order = self.names()
+        return CpuFeatures(avx2="avx2" in kept, fma="fma" in kept, avx512="avx512f" in kept, avx512_bf16="avx512_bf16" in kept,
+                           amx="amx_bf16" in kept, hidden=(*self.hidden, *(n for n in order if n not in kept)), mask=spec[:200])
+
+    def describe(self) -> str:
+        """One line: the features, and the mask with what it hid when one is active.
+
+        >>> CpuFeatures(avx2=True, fma=True, avx512=True).masked("avx2").describe()
+        "avx2 (masked by QUANTDISPATCH_CPU_FEATURES='avx2', hiding fma, avx512f)"
+        """
+        shown = ", ".join(self.names()) or "no SIMD features known"
+        if self.mask is None:
+            return shown
+        unknown = sorted({n.strip() for n in self.mask.lower().split(",")} - set(FEATURE_NAMES) - {"none", "native", ""})
+        hiding = ", ".join(self.hidden) or "nothing"
+        note = f"; unknown names ignored: {', '.join(repr(n[:40]) for n in unknown[:8])}" if unknown else ""
+        return f"{shown} (masked by {MASK_VARIABLE}={self.mask!r}, hiding {hiding}{note})"
+
+
+MASK_VARIABLE: Final = "QUANTDISPATCH_CPU_FEATURES"
+"""The environment variable that masks the probed CPU features for a process (``CpuFeatures.masked``)."""
+
+FEATURE_NAMES: Final = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+"""The CPU features kernels are chosen by, as ``/proc/cpuinfo`` and the mask spell them."""
 
 
 @attrs.frozen(kw_only=True)
@@ -213,5 +267,5 @@ def _describe(d: AbstractDevice) -> str:
     if isinstance(d, Cuda):
         return f"device {d.label}: {d.name or 'CUDA GPU'}, sm_{d.capability[0]}{d.capability[1]}"
     if isinstance(d, Cpu):
-        return f"device {d.label}: " + (", ".join(d.features.names()) or "no SIMD features known")
+        return f"device {d.label}: " + d.features.describe()
     return f"device {d.label}"

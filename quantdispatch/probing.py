@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
-from .environment import AbstractDevice, Cpu, CpuFeatures, Cuda, Environment, Mps, Package, Version
+from .environment import MASK_VARIABLE, AbstractDevice, Cpu, CpuFeatures, Cuda, Environment, Mps, Package, Version
 from .rules import backends
 
-__all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages", "cpu_features", "features_from_flags"]
+__all__ = ["probe", "RELEVANT_PACKAGES", "relevant_packages", "cpu_features", "host_cpu_features", "features_from_flags"]
 
 RELEVANT_PACKAGES: tuple[str, ...] = (
     "torch", "transformers", "accelerate", "safetensors", "numpy", "bitsandbytes", "gptqmodel", "optimum",
@@ -53,8 +54,21 @@ def features_from_flags(flags: str) -> CpuFeatures:
                        amx="amx_bf16" in names)
 
 
-@functools.cache
 def cpu_features() -> CpuFeatures:
+    """The host CPU's features (``host_cpu_features``), less those the process's mask hides.
+
+    ``QUANTDISPATCH_CPU_FEATURES`` masks them: ``none`` (the portable kernels everywhere), or the
+    features to keep, comma-separated as ``/proc/cpuinfo`` spells them (``avx2,fma``). It can
+    only remove features, never add one; ``inspect`` shows an active mask. Read at each call, so
+    a test may set it for one load.
+    """
+    host = host_cpu_features()
+    spec = os.environ.get(MASK_VARIABLE)
+    return host if spec is None else host.masked(spec)
+
+
+@functools.cache
+def host_cpu_features() -> CpuFeatures:
     """The host CPU's features, read once per process: the first ``flags`` line of
     ``/proc/cpuinfo`` (Linux), else torch's compiled-in view of the CPU (``AVX2``, ``AVX512``;
     it cannot tell bf16 support), else none."""

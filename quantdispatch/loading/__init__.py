@@ -27,12 +27,13 @@ from ..text import quote
 from ..validate import validate
 from .checkpoint import find_weights, resolve_source
 from .gguf import gguf_nbytes, gguf_source
+from .guard import one_load_at_a_time
 from .request import Loader, LoadRequest
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Loaded", "LoadStats", "load", "parameter_count"]
+__all__ = ["Loaded", "LoadStats", "load", "parameter_count", "privatize"]
 
 
 @attrs.frozen(kw_only=True)
@@ -106,7 +107,7 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
          quantization: AbstractQuantConfig | None = None, backend: str | None = None,
          device_map: str | Mapping[str, str | int] | None = None, max_memory: Mapping[str | int, int | str] | None = None,
          offload_folder: str | os.PathLike[str] | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
-         dequantize_at_load: bool = False, progress: Callable[[int, int], None] | None = None) -> Result[Loaded, Issues]:
+         dequantize_at_load: bool = False, mmap: bool = True, progress: Callable[[int, int], None] | None = None) -> Result[Loaded, Issues]:
     """Load a quantized checkpoint into a Transformers model, as its plan says. Never raises on
     bad input: every problem is an issue, and no model comes back with them.
 
@@ -130,12 +131,26 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         allow_pickle: Accept pickled ``.bin`` weights (refused otherwise).
         dequantize_at_load: Keep a dense copy of each packed weight (bigger, faster forward); for a
             GGUF file, dequantize every weight at load instead of keeping it packed.
+        mmap: Let weights that stay as the file stores them (GGUF blocks kept packed, tensors
+            read in their stored dtype) read the file's memory-mapped pages, as Transformers and
+            ``safetensors`` do: less memory, but the file must not change while the model lives
+            (truncating it kills the process with SIGBUS; rewriting it changes the weights).
+            ``False`` copies them into private memory at load: the model never reads the file again.
         progress: Called with (weight files done, weight files in all).
+
+    Every argument is checked before any file is read: a wrong type is an issue
+    (``load.argument.type``), not an exception.
     """
     from ..probing import probe
     from ..reading import read_config
 
     started = time.perf_counter()
+    wrong = _argument_issues(source=source, device=device, dtype=dtype, quantization=quantization, backend=backend,
+                             device_map=device_map, max_memory=max_memory, offload_folder=offload_folder,
+                             trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                             dequantize_at_load=dequantize_at_load, mmap=mmap, progress=progress)
+    if wrong:
+        return Err(wrong)
     wanted = _dtype(dtype)
     if isinstance(wanted, Issue):
         return Err((wanted,))
@@ -148,7 +163,7 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         from .gguf import load_gguf
 
         return load_gguf(gguf, device=device, dtype=wanted, quantization=quantization, backend=backend,
-                         dequantize_at_load=dequantize_at_load, started=started)
+                         dequantize_at_load=dequantize_at_load, mmap=mmap, started=started)
     directory = resolve_source(source)
     if isinstance(directory, Err):
         return directory
@@ -173,7 +188,7 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
     if device_map is not None:
         p = attrs.evolve(p, notes=(*p.notes, f"device map {quote(device_map, 120)} (accelerate), offload folder {quote(offload_folder)}"))
     request = LoadRequest(directory=directory.value, checkpoint=weights.value, plan=p, trust_remote_code=trust_remote_code,
-                          dequantize_at_load=dequantize_at_load, progress=progress, device_map=device_map, max_memory=max_memory,
+                          dequantize_at_load=dequantize_at_load, mmap=mmap, progress=progress, device_map=device_map, max_memory=max_memory,
                           offload_folder=Path(offload_folder) if offload_folder is not None else None)
     return _execute(request, started)
 
@@ -230,10 +245,13 @@ def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
     loader = _resolve_loader(p.backend.loader)
     if isinstance(loader, Issue):
         return Err((loader,))
-    done = loader(request)
+    with one_load_at_a_time():  # process-wide state is touched while a model is built: see guard.py
+        done = loader(request)
     if isinstance(done, Err):
         return done
     model, read = done.value
+    if not request.mmap:
+        privatize(model)
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
     stats = LoadStats(seconds=time.perf_counter() - started, bytes_read=read, bytes_on_disk=checkpoint.nbytes + gguf_nbytes(request),
                       bytes_in_memory=sum(t.numel() * t.element_size() for t in tensors),
@@ -241,3 +259,75 @@ def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
     return Ok(Loaded(model=model, plan=p, stats=stats, directory=directory))
 
 
+
+
+def privatize(model: nn.Module) -> int:
+    """Copy every CPU parameter and buffer whose memory torch did not allocate (a memory-mapped
+    file's pages, a NumPy array's) into memory of its own; tensors that shared such memory
+    share the copy. Returns the bytes copied. The model then never reads its files again."""
+    import torch
+    from torch import nn
+
+    copies: dict[tuple[object, ...], torch.Tensor] = {}
+    copied = 0
+    def own(t: torch.Tensor) -> torch.Tensor:
+        nonlocal copied
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        copy = copies.get(key)
+        if copy is None:
+            copy = copies[key] = t.detach().clone()
+            copied += copy.numel() * copy.element_size()
+        return copy
+
+    def foreign(t: torch.Tensor | None) -> bool:  # memory torch did not allocate (not resizable), on the CPU
+        return t is not None and t.device.type == "cpu" and not t.untyped_storage().resizable()
+
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None and foreign(p):
+                module._parameters[name] = nn.Parameter(own(p), requires_grad=p.requires_grad)
+        for name, b in module._buffers.items():
+            if b is not None and foreign(b):
+                module._buffers[name] = own(b)
+    return copied
+
+
+_FLAGS = ("trust_remote_code", "allow_pickle", "dequantize_at_load", "mmap")
+
+
+def _argument_issues(**given: object) -> Issues:
+    """Each argument of ``load`` whose type is wrong, as an issue naming it (every one at once)."""
+    from ..configs.base import AbstractQuantConfig
+
+    def wrong(name: str, expected: str) -> Issue:
+        value = given[name]
+        return Issue("load.argument.type", f"$.{name}", f"{name} must be {expected}, got {type(value).__name__} {quote(value, 60)}")
+
+    issues: list[Issue] = []
+    source = given["source"]
+    if not isinstance(source, (str, os.PathLike)):
+        issues.append(wrong("source", "a path or a Hub repository id"))
+    if not isinstance(given["device"], str):
+        issues.append(wrong("device", "a device string ('auto', 'cpu', 'cuda:0', 'mps')"))
+    if not isinstance(given["dtype"], (str, DType)):
+        issues.append(wrong("dtype", "'auto', a dtype name or a quantdispatch.DType"))
+    if given["quantization"] is not None and not isinstance(given["quantization"], AbstractQuantConfig):
+        issues.append(wrong("quantization", "a quantization config (qd.Bnb4Bit(...)) or None"))
+    if given["backend"] is not None and not isinstance(given["backend"], str):
+        issues.append(wrong("backend", "a backend name or None"))
+    device_map = given["device_map"]
+    if device_map is not None and not isinstance(device_map, str) and not (
+            isinstance(device_map, Mapping) and all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                    for k, v in device_map.items())):
+        issues.append(wrong("device_map", "'auto', a device, or a mapping of module names to devices"))
+    max_memory = given["max_memory"]
+    if max_memory is not None and not (isinstance(max_memory, Mapping) and all(
+            isinstance(k, (str, int)) and not isinstance(k, bool) and isinstance(v, (str, int)) and not isinstance(v, bool)
+            and (not isinstance(v, int) or v >= 0) for k, v in max_memory.items())):
+        issues.append(wrong("max_memory", "a mapping of devices to byte budgets (non-negative ints or '2GiB')"))
+    if given["offload_folder"] is not None and not isinstance(given["offload_folder"], (str, os.PathLike)):
+        issues.append(wrong("offload_folder", "a directory path or None"))
+    issues.extend(wrong(flag, "True or False") for flag in _FLAGS if not isinstance(given[flag], bool))
+    if given["progress"] is not None and not callable(given["progress"]):
+        issues.append(wrong("progress", "a callable (done, total) or None"))
+    return tuple(issues)

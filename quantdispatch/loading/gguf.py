@@ -80,7 +80,7 @@ def _config(shards: tuple[Path, ...]) -> Result[Gguf, Issues]:
 
 
 def load_gguf(path: Path, *, device: str, dtype: DType | None, quantization: AbstractQuantConfig | None, backend: str | None,
-              dequantize_at_load: bool, started: float) -> Result[Loaded, Issues]:
+              dequantize_at_load: bool, started: float, mmap: bool = True) -> Result[Loaded, Issues]:
     """Plan and load the GGUF model at ``path`` (any of its shards). ``dequantize_at_load`` (or a
     ``Gguf(dequantize=True)``) picks the dequantize-at-load mode; otherwise weights stay packed."""
     from ..probing import probe
@@ -101,7 +101,7 @@ def load_gguf(path: Path, *, device: str, dtype: DType | None, quantization: Abs
         return made
     empty = Checkpoint(path.parent, {}, {})
     request = LoadRequest(directory=path.parent, checkpoint=empty, plan=made.value, gguf_files=shards.value,
-                          dequantize_at_load=dequantize_at_load)
+                          dequantize_at_load=dequantize_at_load, mmap=mmap)
     return _execute(request, started if started else time.perf_counter())
 
 

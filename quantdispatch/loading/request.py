@@ -28,6 +28,8 @@ class LoadRequest:
         plan: The plan to follow.
         trust_remote_code: Whether code shipped with the checkpoint may run.
         dequantize_at_load: Keep dense weights beside the packed ones (bigger, faster).
+        mmap: Whether the loaded model may keep reading the checkpoint's memory-mapped pages
+            (``False``: ``load`` copies them into private memory).
         progress: Called with (files done, files in all) while weights stream in.
         device_map: Where each module goes, as Transformers users write it (``"auto"``, ``"cpu"``,
             ``{"model.layers.1": "disk", …}``), through accelerate; ``None``: all on the plan's device.
@@ -42,6 +44,7 @@ class LoadRequest:
     plan: LoadPlan
     trust_remote_code: bool = False
     dequantize_at_load: bool = False
+    mmap: bool = True
     progress: Callable[[int, int], None] | None = None
     device_map: str | Mapping[str, str | int] | None = None
     max_memory: Mapping[str | int, int | str] | None = None

@@ -48,7 +48,7 @@ def test_gptq_variants_load_exactly(tmp_path: Path, config: qd.AbstractGptq, act
     a dense model holding the dequantized weights (exact), far inside the quantization error."""
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config, act_order))
-    loaded = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap()  # the portable kernel: exact in float32
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap()  # the portable kernel: exact in float32
     got = loaded.plan.config
     assert loaded.plan.backend.name == "torch-gptq" and isinstance(got, type(config))
     assert (got.bits, got.group_size, got.sym, got.desc_act) == (config.bits, config.group_size, config.sym, config.desc_act)
@@ -70,7 +70,7 @@ def test_awq_packings_load_exactly(tmp_path: Path, config: qd.AbstractAwq) -> No
         pytest.skip("AutoAWQ writes zero points for GEMM; symmetric GEMM is not a format real tools produce")
     model = base_model()
     reference = write_quantized(tmp_path, model, config, awq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", backend="torch-awq").unwrap()
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-awq").unwrap()
     assert loaded.plan.backend.name == "torch-awq"
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
@@ -81,7 +81,7 @@ def test_sharded_checkpoint_and_stray_files(tmp_path: Path) -> None:
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config), shards=3)
     (tmp_path / "consolidated.safetensors").write_bytes(b"garbage, never read")
-    loaded = qd.load(str(tmp_path), device="cpu", backend="torch-gptq").unwrap()
+    loaded = qd.load(str(tmp_path), device="cpu", dtype="float32", backend="torch-gptq").unwrap()
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
 
@@ -90,7 +90,7 @@ def test_tied_embeddings(tmp_path: Path) -> None:
     config = qd.Gptq(bits=4, group_size=32)
     model = base_model(tie=True)
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap().model
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
     head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
     assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
     assert head.weight.data_ptr() == embed.weight.data_ptr()
@@ -213,11 +213,11 @@ def test_device_map_with_cpu_and_disk_offload(tmp_path: Path) -> None:
     offload = tmp_path / "offload"
     mapped = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
               "model.rotary_emb": "cpu", "lm_head": "disk"}
-    loaded = qd.load(tmp_path / "m", device_map=mapped, offload_folder=offload, backend="torch-gptq").unwrap()
+    loaded = qd.load(tmp_path / "m", dtype="float32", device_map=mapped, offload_folder=offload, backend="torch-gptq").unwrap()
     assert any(p.device.type == "meta" for p in loaded.model.parameters())  # on disk until a forward needs them
     assert any(offload.iterdir())
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
-    auto = qd.load(tmp_path / "m", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2",
+    auto = qd.load(tmp_path / "m", dtype="float32", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2",
                    backend="torch-gptq").unwrap()
     assert torch.allclose(_logits(auto.model), _logits(reference), atol=1e-5, rtol=0)
     assert _codes(qd.load(tmp_path / "m", device_map={"nope": "cpu"})) == ["load.device_map.module"]
@@ -242,7 +242,7 @@ def test_hub_repository_id_from_a_cache_the_test_populates(tmp_path: Path, monke
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    loaded = qd.load("someone/tiny-gptq", device="cpu").unwrap()
+    loaded = qd.load("someone/tiny-gptq", device="cpu", dtype="float32", backend="torch-gptq").unwrap()
     assert loaded.directory == snapshot
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
@@ -271,7 +271,7 @@ def test_pickled_weights_load_only_when_allowed(tmp_path: Path) -> None:
     torch.save(load_file(str(tmp_path / "model.safetensors")), tmp_path / "pytorch_model.bin")
     (tmp_path / "model.safetensors").unlink()
     assert _codes(qd.load(tmp_path, device="cpu")) == ["load.pickle.refused"]
-    loaded = qd.load(tmp_path, device="cpu", allow_pickle=True).unwrap()
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq", allow_pickle=True).unwrap()
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
     import pickle
 

@@ -20,6 +20,7 @@ import quantdispatch as qd
 from quantdispatch.kernels.int4 import Int4Linear
 from quantdispatch.kernels.int4_native import Q4Linear, native_int4
 from quantdispatch.kernels.modules import GptqLinear
+from tests.cpu import needs_avx2_fma, needs_vector_int4
 
 from .ckpt import CONFIG, awq_quantizer, base_model, gptq_quantizer, write_quantized
 
@@ -52,8 +53,8 @@ CASES = [
 ]
 
 
-KERNELS = [pytest.param("int4", id="aten"),
-           pytest.param("q4", id="native", marks=pytest.mark.skipif(native_int4() is None, reason="no native int4 kernel here"))]
+KERNELS = [pytest.param("int4", id="aten", marks=needs_vector_int4),
+           pytest.param("q4", id="native", marks=[needs_avx2_fma, pytest.mark.skipif(native_int4() is None, reason="no native int4 kernel here")])]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -92,7 +93,7 @@ def test_eight_bit_gptq_is_dense_and_exact_to_its_group_scales(tmp_path: Path) -
     config = qd.GptqV2(bits=8, group_size=32, sym=False)
     write_quantized(tmp_path, base_model(), config, gptq_quantizer(config))
     dense = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-dense-gptq").unwrap()
-    portable = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap()
+    portable = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap()
     name = "model.layers.0.mlp.down_proj"
     layer, packed = dense.model.get_submodule(name), portable.model.get_submodule(name)
     assert type(layer) is torch.nn.Linear and isinstance(packed, GptqLinear)
@@ -100,6 +101,7 @@ def test_eight_bit_gptq_is_dense_and_exact_to_its_group_scales(tmp_path: Path) -
     assert torch.allclose(_logits(dense.model), _logits(portable.model), atol=1e-5, rtol=0)
 
 
+@needs_vector_int4
 def test_layers_the_kernel_cannot_take_stay_portable(tmp_path: Path) -> None:
     """A model whose MLP width is not a multiple of 16 loads: those layers keep the portable module,
     the rest run on the kernel, and the logits still agree with the portable load."""
@@ -110,8 +112,8 @@ def test_layers_the_kernel_cannot_take_stay_portable(tmp_path: Path) -> None:
     model = transformers.LlamaForCausalLM(odd).eval()
     config = qd.Gptq(bits=4, group_size=-1)
     write_quantized(tmp_path, model, config, gptq_quantizer(config))
-    fast = qd.load(tmp_path, device="cpu", backend="cpu-int4-gptq").unwrap().model
-    exact = qd.load(tmp_path, device="cpu", backend="torch-gptq").unwrap().model
+    fast = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-int4-gptq").unwrap().model
+    exact = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
     kinds = {name.rpartition(".")[2]: type(m).__name__ for name, m in fast.named_modules() if name.startswith("model.layers.0.")}
     # gate/up: out_features 264 is not a multiple of 16; down: in_features 264 is not a multiple of 32.
     assert kinds["gate_proj"] == kinds["up_proj"] == kinds["down_proj"] == "GptqLinear" and kinds["q_proj"] == "Int4Linear"

@@ -78,7 +78,11 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
         from quantdispatch.kernels.int4_native import native_int4
 
         family = "awq" if "awq" in name else "gptq"
-        for backend in (f"cpu-int4-{family}", *((f"cpu-q4-{family}",) if native_int4() is not None else ())):
+        from tests.cpu import FEATURES
+
+        fast_backends = (*((f"cpu-int4-{family}",) if FEATURES.vector_int4 else ()),
+                         *((f"cpu-q4-{family}",) if native_int4() is not None and FEATURES.avx2 and FEATURES.fma else ()))
+        for backend in fast_backends:
             fast = _logits(qd.load(out, device="cpu", dtype="float32", backend=backend).unwrap().model, ids)
             assert (fast - b).abs().max().item() <= 0.05 * quantization_error, (name, backend, (fast - b).abs().max().item())
     # GPTQModel's own TorchLinear through the gptqmodel-torch backend (float16, as theirs): the same bound.
