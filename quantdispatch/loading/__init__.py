@@ -22,6 +22,7 @@ import attrs
 from ..configs.base import AbstractQuantConfig
 from ..dtypes import DType
 from ..plan import LoadOptions, LoadPlan, plan
+from ..quiet import quiet_transformers
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from ..validate import validate
@@ -246,6 +247,7 @@ def _execute(request: LoadRequest, started: float) -> Result[Loaded, Issues]:
     if isinstance(loader, Issue):
         return Err((loader,))
     with one_load_at_a_time():  # process-wide state is touched while a model is built: see guard.py
+        quiet_transformers()  # what third-party imports print goes to a logger (quiet.py)
         done = loader(request)
     if isinstance(done, Err):
         return done
