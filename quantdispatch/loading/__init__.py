@@ -137,7 +137,8 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
             ``safetensors`` do: less memory, but the file must not change while the model lives
             (truncating it kills the process with SIGBUS; rewriting it changes the weights).
             ``False`` copies them into private memory at load: the model never reads the file again.
-        progress: Called with (weight files done, weight files in all).
+        progress: Called with (weight files done, weight files in all). An exception it raises
+            is the caller's: it propagates, the load stops and the process state is put back.
 
     Every argument is checked before any file is read: a wrong type is an issue
     (``load.argument.type``), not an exception.
@@ -159,13 +160,18 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         checked = validate(quantization)
         if isinstance(checked, Err):
             return checked
-    gguf = gguf_source(source)
+    try:  # the path itself may be unusable: too long, a loop of links, a component that is a file
+        gguf = gguf_source(source)
+        directory = resolve_source(source) if gguf is None else None
+    except (OSError, ValueError) as e:
+        return Err((Issue("file.unreadable", "$.source", f"{quote(os.fspath(source), 120)}: {quote(str(getattr(e, 'strerror', None) or e), 120)}",
+                          "name an existing checkpoint directory, .gguf file or Hub repository id"),))
     if gguf is not None:  # a .gguf file (or one shard of one): its own reading and loaders
         from .gguf import load_gguf
 
         return load_gguf(gguf, device=device, dtype=wanted, quantization=quantization, backend=backend,
                          dequantize_at_load=dequantize_at_load, mmap=mmap, started=started)
-    directory = resolve_source(source)
+    assert directory is not None
     if isinstance(directory, Err):
         return directory
     config = read_config(directory.value)

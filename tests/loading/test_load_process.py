@@ -252,3 +252,21 @@ def test_every_argument_is_type_checked_before_any_file_is_read(kwargs: dict[str
 def test_all_wrong_arguments_are_reported_at_once(gptq_dir: Path) -> None:
     found = qd.load(gptq_dir, device=1, mmap="x", backend=2)  # type: ignore[arg-type]
     assert isinstance(found, Err) and {i.path for i in found.error} == {"$.device", "$.mmap", "$.backend"}
+
+
+@pytest.mark.parametrize("source", ["/tmp/" + "a" * 5000, "/etc/passwd/child", "a" * 300 + "/" + "b" * 300])
+def test_unusable_source_paths_are_issues(source: str) -> None:
+    """A path too long for the OS, under a file, or a Hub id too long: an issue, not an OSError."""
+    found = qd.load(source, device="cpu")
+    assert isinstance(found, Err) and found.error[0].code in ("file.unreadable", "file.missing", "load.source.invalid")
+
+
+def test_a_progress_callback_that_raises_propagates_and_leaves_nothing_behind(gptq_dir: Path) -> None:
+    """The caller's own exception is the caller's: it propagates, and the process state is restored."""
+    def boom(done: int, total: int) -> None:
+        raise KeyError("from the caller")
+
+    before = process_state()
+    with pytest.raises(KeyError, match="from the caller"):
+        qd.load(gptq_dir, device="cpu", dtype="float32", progress=boom)
+    assert process_state() == before
