@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import os
@@ -232,6 +233,12 @@ def _os_issue(e: OSError) -> Issue:
                  "a file changed or failed while it was used; check it and run the command again")
 
 
+def _output_failed(e: OSError) -> bool:
+    """Whether ``e`` is stdout failing (a full disk or device), which main reports on stderr:
+    an error only writing raises, with no file name (a file we open is named)."""
+    return e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed command; with ``--json``, stdout holds its one JSON record and nothing else,
     whatever goes wrong (an OS error becomes ``cli.os_error``, a bug ``cli.internal_error`` with
@@ -242,6 +249,8 @@ def _run(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             raise
         except OSError as e:  # a file that vanished or failed while it was used
+            if _output_failed(e):
+                raise
             print(f"quantdispatch {args.command}: {printable(_os_issue(e).render())}", file=sys.stderr)
             return 1
         return status
@@ -251,6 +260,8 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except OSError as e:
+        if _output_failed(e):
+            raise
         failure = _os_issue(e)
     except Exception as e:  # a bug: its traceback on stderr, and still one JSON record on stdout
         traceback.print_exc()

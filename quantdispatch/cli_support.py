@@ -116,31 +116,28 @@ def json_output() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
+    # Python's writes follow sys.stdout; C's follow descriptor 1, whatever sys.stdout is.
     err: TextIO = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # closed below
-    out_fd = _fileno(sys.stdout)
-    err_fd = _fileno(err)
     saved: int | None = None
-    if out_fd is not None and err_fd is not None and out_fd != err_fd:
+    try:
+        os.fstat(1)
+        os.fstat(2)
+    except OSError:
+        pass
+    else:
         sys.stdout.flush()
-        saved = os.dup(out_fd)
-        os.dup2(err_fd, out_fd)
+        saved = os.dup(1)
+        os.dup2(2, 1)
     try:
         with contextlib.redirect_stdout(err):
             yield
     finally:
-        if saved is not None and out_fd is not None:
+        if saved is not None:
             _flush_c_stdio()
-            os.dup2(saved, out_fd)
+            os.dup2(saved, 1)
             os.close(saved)
         if err is not sys.stderr:
             err.close()
-
-
-def _fileno(stream: TextIO | None) -> int | None:
-    try:
-        return stream.fileno() if stream is not None else None
-    except (AttributeError, OSError, ValueError):  # pytest's capture, a closed stream
-        return None
 
 
 def _flush_c_stdio() -> None:
