@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from .cli_support import emit_json, issue_json, json_output
 from .codec import dump
@@ -142,8 +142,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages escaped: they quote what was typed (``unrecognized
+    arguments: …``), which may hold a terminal escape or a line break."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the escaped message on stderr; exit with status 2."""
+        super().error(printable(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
+    parser = _Parser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate model directories, config files or GGUF files")
     check.add_argument("paths", nargs="+", metavar="PATH")

@@ -64,6 +64,13 @@ def test_capability_is_range_checked(value: str, capsys: pytest.CaptureFixture[s
     assert "--capability" in err and "compute capability" in err and len(err) < 2000
 
 
+def test_usage_errors_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse quotes what was typed (``unrecognized arguments: …``): a terminal escape or a
+    line break in it is escaped, so it cannot forge a line on stderr."""
+    err = _usage_error(["schema", "gptq", "extra\x1b[31m\nquantdispatch: all good"], capsys)
+    assert "\x1b" not in err and "extra\\x1b[31m\\nquantdispatch: all good" in err
+
+
 def _gguf(path: Path) -> Path:
     path.write_bytes(gguf_bytes([Tensor("norm", (3,), int(GgmlType.F32), struct.pack("<3f", 1, -2, 3))]))
     return path
@@ -204,8 +211,9 @@ def test_broken_pipe_is_quiet(args: list[str], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_closed_stdout(tmp_path: Path) -> None:
     """`>&-`: check ends quietly; dequant's output file never receives what was meant for stdout."""
-    done = _cli(["check", str(tmp_path / "missing.json")], ">&-")
-    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    for closed in (">&-", "2>&-", "<&- >&- 2>&-"):
+        done = _cli(["check", str(tmp_path / "missing.json")], closed)
+        assert done.returncode == 1 and b"Traceback" not in done.stderr, closed
     out = tmp_path / "x.safetensors"
     done = _cli(["dequant", str(_gguf(tmp_path / "m.gguf")), "--out", str(out)], ">&-")
     assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
