@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import NoReturn, TextIO, cast
 
 from .cli_support import emit_json, issue_json, json_output
 from .codec import dump
@@ -153,7 +153,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Each subparser is a _Parser too (argparse makes them of the parent's class); the helpers
+    # that add commands need only ArgumentParser's methods.
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", required=True))
     check = sub.add_parser("check", help="validate model directories, config files or GGUF files")
     check.add_argument("paths", nargs="+", metavar="PATH")
     check.add_argument("--json", action="store_true", help="print JSON records instead of lines")

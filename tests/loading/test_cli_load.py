@@ -58,13 +58,18 @@ def test_load_reports_issues_with_status_1(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_generate_needs_a_tokenizer_then_continues_the_prompt(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without a tokenizer: a clear issue; with one: the prompt is continued by the quantized model."""
+    """Without a tokenizer: a clear issue; with one: the prompt is continued by the quantized model
+    (--json: one record holding the same text)."""
     assert main(["generate", str(checkpoint), "--prompt", "once upon"]) == 1
     assert "generate.tokenizer.missing" in capsys.readouterr().out
     _tokenizer(checkpoint)
     torch.manual_seed(0)
     assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.startswith("once upon")
+    text = capsys.readouterr().out
+    assert text.startswith("once upon")
+    assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["ok"] is True and record["text"].startswith("once upon")
 
 
 def test_load_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
