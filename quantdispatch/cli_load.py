@@ -139,12 +139,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tokenizer = _tokenizer(args)
     if isinstance(tokenizer, int):
         return tokenizer
+    encoded = tokenizer(args.prompt, return_tensors="pt")
+    if encoded["input_ids"].shape[-1] == 0:
+        return _issues(args, (Issue("generate.prompt.empty", "$", f"the prompt {quote(args.prompt)} is no tokens at all",
+                                    "give a prompt with some text"),))
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
     import torch
 
-    inputs = tokenizer(args.prompt, return_tensors="pt").to(loaded.plan.device.label)
+    inputs = encoded.to(loaded.plan.device.label)
     generate: Any = loaded.model.generate
     with torch.no_grad():
         out = generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)

@@ -58,11 +58,13 @@ def test_load_reports_issues_with_status_1(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_generate_needs_a_tokenizer_then_continues_the_prompt(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without a tokenizer: a clear issue; with one: the prompt is continued by the quantized model
-    (--json: one record holding the same text)."""
+    """Without a tokenizer: a clear issue; an empty prompt: another; with both: the prompt is
+    continued by the quantized model (--json: one record holding the text)."""
     assert main(["generate", str(checkpoint), "--prompt", "once upon"]) == 1
     assert "generate.tokenizer.missing" in capsys.readouterr().out
     _tokenizer(checkpoint)
+    assert main(["generate", str(checkpoint), "--prompt", ""]) == 1  # refused before any weight is read
+    assert "generate.prompt.empty" in capsys.readouterr().out
     torch.manual_seed(0)
     assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5"]) == 0
     text = capsys.readouterr().out
