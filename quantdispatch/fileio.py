@@ -49,28 +49,45 @@ def _why(e: OSError) -> tuple[str, str]:
     return "file.unreadable", e.strerror or type(e).__name__
 
 
+def _unreadable(path: str | os.PathLike[str], e: OSError | ValueError, code_prefix: str) -> Issue:
+    code, why = _why(e) if isinstance(e, OSError) else ("file.unreadable", "the name contains a NUL byte")
+    return Issue(code.replace("file", code_prefix, 1), "$", f"cannot read {quote(display(path))}: {why}")
+
+
+def _not_regular(path: str | os.PathLike[str], mode: int, code_prefix: str) -> Issue:
+    return Issue(f"{code_prefix}.not_regular", "$", f"cannot read {quote(display(path))}: it is {_kind(mode)}",
+                 "name a regular file, or a model directory")
+
+
 def open_regular(path: str | os.PathLike[str], code_prefix: str = "file") -> tuple[BinaryIO, int] | Issue:
     """Open a regular file for reading; return it with its size, or the issue.
 
-    Never blocks (a FIFO is refused, not waited on) and never follows a name to a device.
+    Never blocks (a FIFO is refused, not waited on) and never opens a device (opening one can act:
+    a tape rewinds, a watchdog starts): the name is looked up first, and only a regular file is
+    opened. What was opened is checked again, so a name swapped for something else in between is
+    refused too.
     """
     try:
-        fd = os.open(path, _FLAGS)
+        seen = os.stat(path)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
-        code, why = _why(e) if isinstance(e, OSError) else ("file.unreadable", "the name contains a NUL byte")
-        return Issue(code.replace("file", code_prefix, 1), "$", f"cannot read {quote(display(path))}: {why}")
+        return _unreadable(path, e, code_prefix)
+    if not stat.S_ISREG(seen.st_mode):
+        return _not_regular(path, seen.st_mode, code_prefix)
+    try:
+        fd = os.open(path, _FLAGS)
+    except (OSError, ValueError) as e:
+        return _unreadable(path, e, code_prefix)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = _kind(info.st_mode)
+        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
             os.close(fd)
-            return Issue(f"{code_prefix}.not_regular", "$", f"cannot read {quote(display(path))}: it is {kind}",
-                         "name a regular file, or a model directory")
+            return Issue(f"{code_prefix}.not_regular", "$", f"cannot read {quote(display(path))}: it was replaced while it was "
+                         f"opened, and is now {'a regular file' if stat.S_ISREG(info.st_mode) else _kind(info.st_mode)}",
+                         "run the command again when nothing is changing the file")
         return os.fdopen(fd, "rb"), info.st_size
     except OSError as e:
         os.close(fd)
-        code, why = _why(e)
-        return Issue(code.replace("file", code_prefix, 1), "$", f"cannot read {quote(display(path))}: {why}")
+        return _unreadable(path, e, code_prefix)
 
 
 def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes | Issue:
@@ -86,8 +103,7 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes | Issue:
         try:
             data = file.read(limit + 1)
         except OSError as e:
-            code, why = _why(e)
-            return Issue(code, "$", f"cannot read {quote(display(path))}: {why}")
+            return _unreadable(path, e, "file")
     if len(data) > limit:
         return Issue("json.too_large", "$", f"the file grew past {limit} bytes while it was read")
     return data

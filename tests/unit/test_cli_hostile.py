@@ -236,3 +236,29 @@ def test_stdout_on_a_full_device(tmp_path: Path) -> None:
     for args in (["check", str(tmp_path)], ["check", "--json", str(tmp_path)], ["schema"]):
         done = _cli(args, f"> '{full}'")
         assert done.returncode == 1 and b"Traceback" not in done.stderr and b"cannot write the output" in done.stderr, args
+
+
+def test_a_device_named_as_config_is_never_opened(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model directory whose config.json is a link to a device node, or the node itself: refused
+    ("it is a device") without opening it (opening a device can act on it)."""
+    node = tmp_path / "node"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero's numbers, inside tmp_path
+    except OSError as e:
+        pytest.skip(f"cannot make a device node here: {e}")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").symlink_to(node)
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", spy)
+    for argv in (["check", str(model)], ["check", str(node)], ["inspect", "--tensors", str(node)]):
+        assert main(argv) == 1
+        assert "it is a device" in capsys.readouterr().out, argv
+    assert not any(Path(p).resolve() == node for p in opened), opened
