@@ -1,7 +1,8 @@
 """The command line: ``quantdispatch check``, ``inspect``, ``load``, ``generate`` and ``demo``.
 
 Exit status: 0 when every input is valid (``check``) or a plan exists (``inspect``), 1 when an input
-is invalid or cannot be planned (or the output could not be written), 2 for a usage error.
+is invalid or cannot be planned (or the output could not be written), 2 for a usage error, 130
+when interrupted (Ctrl-C).
 
 Everything printed that comes from an input (paths, keys, module names, values) is escaped, so a
 name holding a newline or a terminal escape cannot forge or garble a line, and text that the
@@ -302,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _silence_stdout()
             print(f"quantdispatch: cannot write the output: {printable(e.strerror or type(e).__name__)}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C: files being written were removed on the way out
+            print("quantdispatch: interrupted", file=sys.stderr)
+            return 130
 
 
 def _silence_stdout() -> None:

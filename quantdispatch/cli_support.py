@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -88,13 +89,24 @@ _held: list[str] | None = None
 def emit_json(value: Json, *, indent: int | None = None) -> None:
     """Print ``value`` as JSON on stdout, or, inside ``json_output``, once stdout is restored.
 
-    The text is ASCII (``json.dumps`` escapes the rest), so no terminal encoding can garble it.
+    The text is ASCII (``json.dumps`` escapes the rest), so no terminal encoding can garble it,
+    and strict JSON: a float that is NaN or infinite (a speed over a zero time) becomes ``null``.
     """
-    text = json.dumps(value, indent=indent)
+    text = json.dumps(_finite(value), indent=indent, allow_nan=False)
     if _held is None:
         print(text)
     else:
         _held.append(text)
+
+
+def _finite(value: Json) -> Json:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 @contextlib.contextmanager

@@ -262,3 +262,30 @@ def test_a_device_named_as_config_is_never_opened(tmp_path: Path, capsys: pytest
         assert main(argv) == 1
         assert "it is a device" in capsys.readouterr().out, argv
     assert not any(Path(p).resolve() == node for p in opened), opened
+
+
+def test_json_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN or infinite number in a record (a speed over a zero time) is printed as null, never
+    as the NaN / Infinity that strict JSON parsers refuse."""
+    from quantdispatch.cli_support import emit_json
+
+    emit_json({"a": [float("nan"), float("inf"), 1.5], "b": {"c": -float("inf")}})
+    text = capsys.readouterr().out
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": [None, None, 1.5], "b": {"c": None}}
+
+
+def test_ctrl_c_is_status_130_and_removes_the_partial_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while dequant writes: status 130, one line on stderr, no temporary file left."""
+    import quantdispatch.kernels.gguf.export as export
+
+    def interrupted(tensors: object, name: str, dtype: str = "float32") -> None:
+        Path(name).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "write_safetensors", interrupted)
+    out = tmp_path / "out" / "x.safetensors"
+    out.parent.mkdir()
+    assert main(["dequant", str(_gguf(tmp_path / "m.gguf")), "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "quantdispatch: interrupted\n" and list(out.parent.iterdir()) == []
