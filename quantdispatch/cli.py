@@ -284,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0, 1 or 2; see the module's docstring).
+    """Run the command line; return the exit status (0, 1, 2 or 130; see the module's docstring).
 
     A usage error raises ``SystemExit(2)`` (argparse), with its message on stderr.
     """

@@ -41,9 +41,9 @@ def _issues(args: argparse.Namespace, issues: Issues) -> int:
 
 
 def source_issue(source: str) -> Issue | None:
-    """Why ``source`` cannot even be looked up (a name too long, a loop of symbolic links, a
-    file used as a directory, a NUL byte), or ``None``. A name that does not exist passes: it may
-    be a Hub repository id."""
+    """Why ``source`` cannot even be looked up (a name too long, a loop of symbolic links, a NUL
+    byte), or ``None``. A name that does not exist passes, to be read as a Hub repository id or
+    reported missing by ``load``."""
     try:
         os.stat(source)
     except (FileNotFoundError, NotADirectoryError):
