@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn, TextIO, cast
 
-from .cli_support import emit_json, issue_json, json_output
+from .cli_support import backend_name, emit_json, issue_json, json_output
 from .codec import dump
 from .configs.base import AbstractQuantConfig
 from .configs.unknown import UnknownMethod
@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", metavar="PATH")
     inspect.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     inspect.add_argument("--dtype", choices=[d.value for d in DType], help="compute dtype (default: chosen by the plan)")
-    inspect.add_argument("--backend", help="force a backend by name")
+    inspect.add_argument("--backend", type=backend_name, help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
     add_tensors_flag(inspect)
     inspect.add_argument("--unknown-method", choices=["refuse", "full-precision"], default="refuse",

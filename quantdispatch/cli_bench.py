@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import IntRange, emit_json, issue_json
+from .cli_support import IntRange, backend_name, emit_json, issue_json
 from .jsonvalue import Json
 from .result import Err
 from .text import printable
@@ -105,7 +105,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device
     p.add_argument("source", metavar="SOURCE", help="a checkpoint directory or a Hub repository id (cached)")
     p.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")  # type: ignore[arg-type]
     p.add_argument("--dtype", choices=[d.value for d in DType if d.is_floating_point], help="compute dtype (default: the plan's)")
-    p.add_argument("--backend", help="force a backend by name")
+    p.add_argument("--backend", type=backend_name, help="force a backend by name")
     p.add_argument("--threads", type=IntRange(1, 1024), help="torch threads, 1 to 1024 (default: torch's)")
     p.add_argument("--prompt-tokens", type=IntRange(1, 8192), default=32, help="prompt length for prefill, 1 to 8192 (default: 32)")
     p.add_argument("--new-tokens", type=IntRange(1, 4096), default=32, help="greedy decode steps, 1 to 4096 (default: 32)")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import IntRange, emit_json, issue_json
+from .cli_support import IntRange, backend_name, emit_json, issue_json
 from .dtypes import DType
 from .fileio import read_bounded
 from .result import Err, Issue, Issues
@@ -169,7 +169,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], devic
         p.add_argument("source", metavar="SOURCE", help="a checkpoint directory, a Hub repository id (cached) or a .gguf file")
         p.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")  # type: ignore[arg-type]
         p.add_argument("--dtype", choices=[d.value for d in DType if d.is_floating_point], help="compute dtype (default: the plan's)")
-        p.add_argument("--backend", help="force a backend by name")
+        p.add_argument("--backend", type=backend_name, help="force a backend by name")
         p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
         p.add_argument("--dequantize-at-load", action="store_true", help="keep dense weights too: bigger, faster")
         p.add_argument("--json", action="store_true", help="print one JSON record")

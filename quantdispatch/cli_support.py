@@ -29,7 +29,7 @@ from .jsonvalue import Json
 from .result import Issue
 from .text import quote
 
-__all__ = ["IntRange", "capability", "issue_json", "emit_json", "json_output"]
+__all__ = ["IntRange", "capability", "backend_name", "MAX_BACKEND_NAME", "issue_json", "emit_json", "json_output"]
 
 _DECIMAL: Final = re.compile(r"[+-]?[0-9]{1,18}", re.ASCII)
 
@@ -76,6 +76,24 @@ def capability(text: str) -> tuple[int, int]:
     if m is None or int(m[1]) < 1:
         raise argparse.ArgumentTypeError(f"{quote(text)} is not a compute capability such as 8.0 (major 1 to 99, minor 0 to 99)")
     return int(m[1]), int(m[2])
+
+
+MAX_BACKEND_NAME: Final = 100
+
+
+def backend_name(text: str) -> str:
+    """An argparse ``type=`` for ``--backend``: 1 to 100 printable characters without spaces.
+
+    The name is quoted back in every rejected backend's reason; a megabyte of it, or a terminal
+    escape, is a usage error instead.
+
+    >>> backend_name("cpu-int4-gptq")
+    'cpu-int4-gptq'
+    """
+    if not (0 < len(text) <= MAX_BACKEND_NAME and text.isprintable() and not any(c.isspace() for c in text)):
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a backend name: 1 to {MAX_BACKEND_NAME} printable characters, "
+                                         "no spaces (inspect lists the backends)")
+    return text
 
 
 def issue_json(issue: Issue) -> dict[str, Json]:

@@ -64,6 +64,17 @@ def test_capability_is_range_checked(value: str, capsys: pytest.CaptureFixture[s
     assert "--capability" in err and "compute capability" in err and len(err) < 2000
 
 
+@pytest.mark.parametrize("command", [["inspect"], ["load"], ["generate", "--prompt", "x"], ["bench"]], ids=lambda c: c[0])
+def test_backend_names_are_bounded(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--backend, quoted back in every rejected backend's reason: a megabyte, a terminal escape,
+    a space or nothing is a usage error (the longest name allowed passes argparse)."""
+    for name in ["b" * 101, "b" * 100_000, "evil\x1b[2J", "two words", "", "a\nb"]:
+        err = _usage_error([*command, "ckpt", f"--backend={name}"], capsys)
+        assert "--backend" in err and "is not a backend name" in err and "\x1b" not in err and len(err) < 2000
+    assert main([*command, "/nonexistent/ckpt", "--backend", "b" * 100]) == 1
+    capsys.readouterr()
+
+
 def test_usage_errors_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     """argparse quotes what was typed (``unrecognized arguments: …``): a terminal escape or a
     line break in it is escaped, so it cannot forge a line on stderr."""
