@@ -92,6 +92,9 @@ def test_the_input_is_never_the_output(tmp_path: Path, capsys: pytest.CaptureFix
         code, out = _dequant(gguf, spelled, capsys)
         assert code == 1 and "file.out.is_input" in out, spelled
     assert gguf.read_bytes() == before and not _leftovers(tmp_path)
+    (tmp_path / "link.gguf").symlink_to(gguf)  # the input named through a link, the output directly
+    code, out = _dequant(tmp_path / "link.gguf", gguf, capsys)
+    assert code == 1 and "file.out.is_input" in out and gguf.read_bytes() == before
 
 
 def test_the_file_follows_the_umask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
