@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
@@ -165,9 +166,9 @@ def write_replacing(path: str | os.PathLike[str], write: Callable[[str], None], 
                     inputs: Sequence[str | os.PathLike[str]] = (), unwritable: str = "file.out.unwritable") -> Issue | None:
     """Create or replace the regular file ``path`` with what ``write`` writes; ``None`` or the issue.
 
-    ``check_output`` decides first. ``write`` gets a fresh temporary file's name in the same
-    directory (created as ``open(path, "w")`` would be, so its mode follows the umask) and may
-    raise ``OSError``; the file then moves into place with one rename. On any failure the temporary
+    ``check_output`` decides first. ``write`` gets the name of a fresh file in a private directory
+    beside ``path`` (created as ``open(path, "w")`` would be, so its mode follows the umask) and may
+    raise ``OSError``; the file then moves into place with one link or rename. On any failure the temporary
     file is removed and ``path`` is left as it was; an ``OSError`` (a full disk, a vanished
     directory) comes back as an issue coded ``unwritable``. A name that appears at ``path`` while
     ``write`` runs is not replaced.
@@ -177,10 +178,15 @@ def write_replacing(path: str | os.PathLike[str], write: Callable[[str], None], 
         return refused
     existed = os.path.lexists(path)
     target = os.fspath(path)
-    temporary: str | None = None
+    private: str | None = None
     try:
-        temporary = _create_beside(target)
-        mode = stat.S_IMODE(os.lstat(temporary).st_mode)  # 0o666 & ~umask, given by the kernel
+        # A private directory beside the target (0o700, same file system): between its creation
+        # and the rename nobody else can swap the file that ``write`` opens by name for a link.
+        private = tempfile.mkdtemp(prefix=".quantdispatch-", dir=os.path.dirname(target) or ".")
+        temporary = os.path.join(private, "out")
+        # 0o666: the kernel applies the umask, as for open(path, "w"); mkstemp would give 0o600.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+        mode = stat.S_IMODE(os.lstat(temporary).st_mode)
         write(temporary)
         os.chmod(temporary, mode)  # a writer that recreates the file (safetensors does) gets 0o600
         _fsync(temporary)
@@ -189,21 +195,8 @@ def write_replacing(path: str | os.PathLike[str], write: Callable[[str], None], 
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         return _out_issue(unwritable, path, "no space left on the device" if full else _why(e)[1])
     finally:
-        if temporary is not None and os.path.lexists(temporary):
-            os.unlink(temporary)
-
-
-def _create_beside(target: str) -> str:
-    directory = os.path.dirname(target) or "."
-    for _ in range(100):
-        name = os.path.join(directory, f".quantdispatch-{secrets.token_hex(8)}.tmp")
-        try:
-            # 0o666: the kernel applies the umask, as for open(name, "w"); mkstemp would give 0o600.
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
-        except FileExistsError:
-            continue
-        return name
-    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def _fsync(name: str) -> None:
