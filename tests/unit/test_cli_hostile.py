@@ -196,11 +196,11 @@ def test_an_output_directory_that_vanishes_while_writing(tmp_path: Path, capsys:
     assert "gguf.output.unwritable" in capsys.readouterr().out
 
 
-def _cli(args: list[str], redirect: str = "", **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+def _cli(args: list[str], redirect: str = "") -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m quantdispatch ARGS REDIRECT`` through bash, as a user's shell would."""
     env = {**os.environ, "PYTHONPATH": str(Path(quantdispatch.__file__).parents[1]), "PYTHONWARNINGS": "error"}
     command = " ".join(["exec", sys.executable, "-m", "quantdispatch", *(f"'{a}'" for a in args), redirect])
-    return subprocess.run(["bash", "-c", command], capture_output=True, env=env, timeout=300, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(["bash", "-c", command], capture_output=True, env=env, timeout=300, check=False)
 
 
 @pytest.mark.slow
