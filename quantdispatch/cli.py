@@ -1,7 +1,8 @@
 """The command line: ``quantdispatch check``, ``inspect``, ``load``, ``generate`` and ``demo``.
 
 Exit status: 0 when every input is valid (``check``) or a plan exists (``inspect``), 1 when an input
-is invalid or cannot be planned (or the output could not be written), 2 for a usage error.
+is invalid or cannot be planned (or the output could not be written), 2 for a usage error, 130
+when interrupted (Ctrl-C).
 
 Everything printed that comes from an input (paths, keys, module names, values) is escaped, so a
 name holding a newline or a terminal escape cannot forge or garble a line, and text that the
@@ -11,27 +12,33 @@ terminal's encoding cannot show is written with backslash escapes instead of cra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn, TextIO, cast
 
+from .cli_support import backend_name, emit_json, issue_json, json_output
 from .codec import dump
 from .configs.base import AbstractQuantConfig
 from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import Cpu, Cuda, Environment, Package, Version
+from .fileio import display
 from .gguf_cli import add_dequant_parser, add_tensors_flag, run_tensors
 from .jsonvalue import Json
 from .plan import LoadOptions, plan
 from .probing import probe
 from .reading import read_config
 from .result import Err, Issue, Issues, Ok, Result
-from .text import printable
+from .text import printable, quote
 from .validate import validate
 
 __all__ = ["main", "check_one"]
@@ -46,13 +53,9 @@ def check_one(path: str, *, keep_unknown_method: bool = False) -> Result[Abstrac
     return validate(found.value)
 
 
-def _issue_json(i: Issue) -> dict[str, Json]:
-    return {"code": i.code, "path": i.path, "message": i.message, "hint": i.hint}
-
-
 def _check_record(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> dict[str, Json]:
     if isinstance(r, Err):
-        return {"path": path, "ok": False, "issues": [_issue_json(i) for i in r.error]}
+        return {"path": path, "ok": False, "issues": [issue_json(i) for i in r.error]}
     cfg = r.value
     return {"path": path, "ok": True, "config": None if cfg is None else type(cfg).__name__,
             "method": None if cfg is None else cfg.method, "issues": []}
@@ -71,7 +74,7 @@ def _check_line(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> str
 def _cmd_check(args: argparse.Namespace) -> int:
     results = [(p, check_one(p)) for p in args.paths]
     if args.json:
-        print(json.dumps([_check_record(p, r) for p, r in results], indent=2))
+        emit_json([_check_record(p, r) for p, r in results], indent=2)
     else:
         print("\n".join(_check_line(p, r) for p, r in results))
     return 0 if all(isinstance(r, Ok) for _, r in results) else 1
@@ -140,9 +143,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages escaped: they quote what was typed (``unrecognized
+    arguments: …``), which may hold a terminal escape or a line break."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the escaped message on stderr; exit with status 2."""
+        super().error(printable(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="quantdispatch", description="Check quantized checkpoints and plan their loading.")
+    # Each subparser is a _Parser too (argparse makes them of the parent's class); the helpers
+    # that add commands need only ArgumentParser's methods.
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", required=True))
     check = sub.add_parser("check", help="validate model directories, config files or GGUF files")
     check.add_argument("paths", nargs="+", metavar="PATH")
     check.add_argument("--json", action="store_true", help="print JSON records instead of lines")
@@ -151,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", metavar="PATH")
     inspect.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     inspect.add_argument("--dtype", choices=[d.value for d in DType], help="compute dtype (default: chosen by the plan)")
-    inspect.add_argument("--backend", help="force a backend by name")
+    inspect.add_argument("--backend", type=backend_name, help="force a backend by name")
     inspect.add_argument("--no-devices", action="store_true", help="do not import torch to look for GPUs")
     add_tensors_flag(inspect)
     inspect.add_argument("--unknown-method", choices=["refuse", "full-precision"], default="refuse",
@@ -182,31 +196,127 @@ def _device_arg(text: str) -> str:
     return text
 
 
-def _tolerant_streams() -> None:
-    # A terminal or pipe whose encoding cannot show a character gets an escape, not a crash.
-    for stream in (sys.stdout, sys.stderr):
+@contextlib.contextmanager
+def _guarded_streams() -> Iterator[None]:
+    """Make the process's standard streams safe for one run of the CLI, and restore them after.
+
+    A closed descriptor 0, 1 or 2 (``quantdispatch … >&-``) gets /dev/null, so that no file this
+    run opens can become "stdout" and receive its output; a missing ``sys.stdout`` or
+    ``sys.stderr`` writes to /dev/null. stdin is empty while the command runs: no command reads it,
+    and a library that asks a question there (Transformers' "run the custom code? [y/N]") reads
+    end-of-file, never an answer piped in. A terminal or pipe whose encoding cannot show a
+    character gets an escape, not a crash.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # a lower descriptor was free too; it is fixed in its own turn
+                os.dup2(opened, fd)
+                os.close(opened)
+    saved = sys.stdin, sys.stdout, sys.stderr
+    spare: list[TextIO] = []
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            spare.append(open(os.devnull, "w"))  # closed below
+            setattr(sys, name, spare[-1])
+        stream = getattr(sys, name)
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    sys.stdin = io.StringIO("")
+    try:
+        yield
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+        for stream in spare:
+            stream.close()
+
+
+def _failure_record(args: argparse.Namespace, issue: Issue) -> Json:
+    source: Json = getattr(args, "source", None) or getattr(args, "path", None)
+    return {"source": source, "ok": False, "issues": [issue_json(issue)]}
+
+
+def _os_issue(e: OSError) -> Issue:
+    name = e.filename
+    where = f": {quote(display(name))}" if isinstance(name, (str, os.PathLike)) else ""
+    return Issue("cli.os_error", "$", f"{e.strerror or type(e).__name__}{where}",
+                 "a file changed or failed while it was used; check it and run the command again")
+
+
+def _output_failed(e: OSError) -> bool:
+    """Whether ``e`` is stdout failing (a full disk or device), which main reports on stderr:
+    an error only writing raises, with no file name (a file we open is named)."""
+    return e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; with ``--json``, stdout holds its one JSON record and nothing else,
+    whatever goes wrong (an OS error becomes ``cli.os_error``, a bug ``cli.internal_error`` with
+    its traceback on stderr)."""
+    if not getattr(args, "json", False):
+        try:
+            status: int = args.run(args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # a file that vanished or failed while it was used
+            if _output_failed(e):
+                raise
+            print(f"quantdispatch {args.command}: {printable(_os_issue(e).render())}", file=sys.stderr)
+            return 1
+        return status
+    try:
+        with json_output():
+            return int(args.run(args))
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if _output_failed(e):
+            raise
+        failure = _os_issue(e)
+    except Exception as e:  # a bug: its traceback on stderr, and still one JSON record on stdout
+        traceback.print_exc()
+        failure = Issue("cli.internal_error", "$", f"{type(e).__name__}: {quote(str(e), 200)}",
+                        "a bug in quantdispatch: please report it with the traceback printed on stderr")
+    emit_json(_failure_record(args, failure))
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0, 1 or 2; see the module's docstring)."""
-    _tolerant_streams()
-    try:
+    """Run the command line; return the exit status (0, 1, 2 or 130; see the module's docstring).
+
+    A usage error raises ``SystemExit(2)`` (argparse), with its message on stderr.
+    """
+    with _guarded_streams():
         args = _parser().parse_args(argv)
-        status: int = args.run(args)
-        sys.stdout.flush()
-        return status
-    except BrokenPipeError:
-        # The reader went away (``| head``): stop quietly, and keep Python from complaining
-        # about the unflushable stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:  # a full disk or another failing output
-        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
-            raise
-        print(f"quantdispatch: cannot write the output: {e.strerror}", file=sys.stderr)
-        return 1
+        try:
+            status = _run(args)
+            sys.stdout.flush()
+            return status
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, and keep Python from complaining
+            # about the unflushable stdout at exit.
+            _silence_stdout()
+            return 1
+        except OSError as e:  # stdout itself failed: a full disk, /dev/full, an I/O error
+            _silence_stdout()
+            print(f"quantdispatch: cannot write the output: {printable(e.strerror or type(e).__name__)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # Ctrl-C: files being written were removed on the way out
+            print("quantdispatch: interrupted", file=sys.stderr)
+            return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null and drop what its buffer still holds."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

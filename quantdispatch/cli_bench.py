@@ -9,13 +9,12 @@ with the KV cache), medians over repeats. Random token ids need no tokenizer.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .cli_support import IntRange, backend_name, emit_json, issue_json
 from .jsonvalue import Json
 from .result import Err
 from .text import printable
@@ -61,18 +60,20 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if not (1 <= args.prompt_tokens <= 8192 and 1 <= args.new_tokens <= 4096 and 1 <= args.repeat <= 100):
-        print("quantdispatch bench: --prompt-tokens 1..8192, --new-tokens 1..4096, --repeat 1..100", file=sys.stderr)
-        return 2
     import torch
 
+    from .cli_load import source_issue
     from .loading import load
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    found = load(args.source, device=args.device, dtype=args.dtype or "auto", backend=args.backend,
-                 trust_remote_code=args.trust_remote_code)
+    bad = source_issue(args.source)
+    found = Err((bad,)) if bad is not None else load(args.source, device=args.device, dtype=args.dtype or "auto",
+                                                     backend=args.backend, trust_remote_code=args.trust_remote_code)
     if isinstance(found, Err):
+        if args.json:
+            emit_json({"source": args.source, "ok": False, "issues": [issue_json(i) for i in found.error]})
+            return 1
         print(f"{printable(args.source)}: not loaded")
         for i in found.error:
             print(f"  {printable(i.render())}")
@@ -81,11 +82,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     speed = measure(loaded.model, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat)
     kernels = Counter(type(m).__name__ for m in loaded.model.modules()
                       if type(m).__name__ in ("Int4Linear", "Q4Linear", "GptqLinear", "AwqLinear", "Linear4bit", "Linear8bitLt"))
-    record: dict[str, Json] = {"source": args.source, "backend": loaded.plan.backend.name, "dtype": loaded.plan.dtype.value,
+    record: dict[str, Json] = {"source": args.source, "ok": True, "backend": loaded.plan.backend.name, "dtype": loaded.plan.dtype.value,
                                "threads": torch.get_num_threads(), "load_s": round(loaded.stats.seconds, 3),
                                "layers": dict(sorted(kernels.items())), **{k: round(v, 3) for k, v in speed.items()}}
     if args.json:
-        print(json.dumps(record))
+        emit_json(record)
         return 0
     print(printable(str(args.source)))
     print("\n".join("  " + line for line in loaded.plan.explain().splitlines()))
@@ -104,11 +105,11 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device
     p.add_argument("source", metavar="SOURCE", help="a checkpoint directory or a Hub repository id (cached)")
     p.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda, cuda:N or mps (default: auto)")  # type: ignore[arg-type]
     p.add_argument("--dtype", choices=[d.value for d in DType if d.is_floating_point], help="compute dtype (default: the plan's)")
-    p.add_argument("--backend", help="force a backend by name")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default: 32)")
-    p.add_argument("--new-tokens", type=int, default=32, help="greedy decode steps (default: 32)")
-    p.add_argument("--repeat", type=int, default=3, help="prefill repeats (default: 3)")
+    p.add_argument("--backend", type=backend_name, help="force a backend by name")
+    p.add_argument("--threads", type=IntRange(1, 1024), help="torch threads, 1 to 1024 (default: torch's)")
+    p.add_argument("--prompt-tokens", type=IntRange(1, 8192), default=32, help="prompt length for prefill, 1 to 8192 (default: 32)")
+    p.add_argument("--new-tokens", type=IntRange(1, 4096), default=32, help="greedy decode steps, 1 to 4096 (default: 32)")
+    p.add_argument("--repeat", type=IntRange(1, 100), default=3, help="prefill repeats, 1 to 100 (default: 3)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.set_defaults(run=_cmd_bench)

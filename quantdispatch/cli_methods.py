@@ -1,18 +1,23 @@
-"""The commands added with the method families: ``schema``, ``engine-args`` and ``where``."""
+"""The commands added with the method families: ``schema``, ``engine-args`` and ``where``.
+
+``schema`` and ``engine-args`` print JSON, so their failures are JSON records on stdout too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .backend import Refusal
+from .cli_support import capability, emit_json, issue_json
 from .codec.registry import families, method_aliases
 from .configs.base import AbstractQuantConfig
 from .engine import VLLM_SOURCE, vllm_args
 from .environment import Cuda
-from .result import Err
+from .result import Err, Issue, Ok
 from .schema import DIALECT, all_schemas, json_schema
-from .text import printable
+from .text import printable, quote
 from .where import verdicts
 
 __all__ = ["add_commands"]
@@ -26,7 +31,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     family = next((f for f in families() if f.method == method), None)
     if family is None:
         known = ", ".join(sorted(f.method for f in families()))
-        print(f"quantdispatch schema: unknown method {printable(repr(args.method))}; known: {known}")
+        issue = Issue("schema.method.unknown", "$", f"unknown method {quote(args.method)}", f"known: {known}")
+        # stdout, which otherwise holds a schema, gets JSON here too; the person reads stderr.
+        print(f"quantdispatch schema: {printable(issue.render())}", file=sys.stderr)
+        emit_json({"ok": False, "issues": [issue_json(issue)]})
         return 1
     schemas = [json_schema(s.cls) for s in family.specs]
     out = schemas[0] if len(schemas) == 1 else {"$schema": DIALECT, "title": method, "oneOf": schemas}
@@ -42,21 +50,29 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_engine_commands(sub)
 
 
-def _config_of(path: str) -> AbstractQuantConfig | int:
+def _config_of(path: str, as_json: bool = False) -> AbstractQuantConfig | int:
+    """The checkpoint's validated config, or the exit status after printing why not (as lines,
+    or as the JSON record ``engine-args`` prints: ``refused`` with the first issue's code)."""
     from .cli import _check_line, check_one
 
     found = check_one(path)
-    if isinstance(found, Err):
+    if isinstance(found, Ok) and found.value is not None:
+        return found.value
+    issues = found.error if isinstance(found, Err) else (
+        Issue("engine.source.not_quantized", "$", f"{quote(path)} is not quantized", "a serving engine loads it as it is"),)
+    if as_json:
+        first = issues[0]
+        emit_json({"engine": "vllm", "refused": first.code, "reason": first.message, "hint": first.hint,
+                   "issues": [issue_json(i) for i in issues]}, indent=2)
+    elif isinstance(found, Err):
         print(_check_line(path, found))
-        return 1
-    if found.value is None:
+    else:
         print(f"{printable(path)}: not quantized")
-        return 1
-    return found.value
+    return 1
 
 
 def _cmd_engine_args(args: argparse.Namespace) -> int:
-    config = _config_of(args.path)
+    config = _config_of(args.path, as_json=True)
     if isinstance(config, int):
         return config
     device = Cuda(capability=args.capability) if args.capability else None
@@ -83,19 +99,12 @@ def _cmd_where(args: argparse.Namespace) -> int:
     return 0
 
 
-def _capability(text: str) -> tuple[int, int]:
-    major, _, minor = text.partition(".")
-    if not (major.isdigit() and minor.isdigit() and len(major) <= 3 and len(minor) <= 3):
-        raise argparse.ArgumentTypeError(f"{printable(text)!r} is not a compute capability such as 8.0")
-    return int(major), int(minor)
-
-
 def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``engine-args`` and ``where``."""
     engine = sub.add_parser("engine-args", help="the arguments a serving engine needs for a checkpoint (vLLM)")
     engine.add_argument("path", metavar="SOURCE")
     engine.add_argument("--engine", choices=["vllm"], default="vllm")
-    engine.add_argument("--capability", type=_capability, help="check against this CUDA compute capability (e.g. 8.0)")
+    engine.add_argument("--capability", type=capability, help="check against this CUDA compute capability (e.g. 8.0; major 1 to 99)")
     engine.add_argument("--allow-deprecated", action="store_true", help="accept methods vLLM deprecates")
     engine.set_defaults(run=_cmd_engine_args)
     where = sub.add_parser("where", help="could the checkpoint load on Turing, Ampere, Ada, Hopper, Blackwell? and why not")

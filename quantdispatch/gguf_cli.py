@@ -1,7 +1,8 @@
 """The GGUF commands of the CLI: ``inspect FILE.gguf --tensors`` and ``dequant``.
 
-Exit status: 0 done, 1 a file that cannot be read, a tensor not found or a type we cannot
-dequantize, 2 a usage error (argparse). Tensor names are printed with non-printable characters
+Exit status: 0 done, 1 a file that cannot be read, a tensor not found, a type we cannot
+dequantize or an output that may not be replaced (not a regular file, or the input itself) or
+cannot be written, 2 a usage error (argparse). Tensor names are printed with non-printable characters
 escaped as ``repr`` does; a closed pipe (``| head``) ends the output quietly.
 """
 
@@ -12,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
+from .fileio import check_output, write_replacing
 from .gguf.blocks import summarize, undequantizable
 from .gguf.data import GgufData, TensorData, open_gguf_data
 from .result import Err, Issue
@@ -79,11 +81,17 @@ def add_dequant_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_dequant(path: str, names: Sequence[str], out: str, dtype: str = "float32") -> int:
     """Write tensors ``names`` (all when empty) of ``path`` dequantized to ``out``; return the status.
 
-    Every name and every type is checked before any tensor data is read.
+    Every name and every type, and whether ``out`` may be replaced, is checked before any tensor
+    data is read. ``out`` is written beside itself under a temporary name and renamed into place:
+    a failure leaves no partial file, and only a regular file that is not the input is replaced.
     """
     found = open_gguf_data(path)
     if isinstance(found, Err):
         return _issues(path, found.error)
+    refused = check_output(out, [path])
+    if refused is not None:
+        found.value.close()
+        return _issues(path, [refused])
     with found.value as data:
         return _dequant(data, path, names, out, dtype)
 
@@ -103,9 +111,9 @@ def _dequant(data: GgufData, path: str, names: Sequence[str], out: str, dtype: s
         return _issues(path, issues)
     from .kernels.gguf.export import write_safetensors  # imports torch: only now
 
-    try:
-        write_safetensors(picked, out, dtype)
-    except OSError as e:
-        return _issues(path, [Issue("gguf.output.unwritable", "$", f"cannot write {out!r}: {e.strerror or e}")])
+    failed = write_replacing(out, lambda name: write_safetensors(picked, name, dtype), inputs=[path],
+                             unwritable="gguf.output.unwritable")
+    if failed is not None:
+        return _issues(path, [failed])
     _emit([f"{printable(out)}: wrote {len(wanted)} tensors from {printable(path)} as {dtype}"])
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,13 +58,20 @@ def test_load_reports_issues_with_status_1(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_generate_needs_a_tokenizer_then_continues_the_prompt(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without a tokenizer: a clear issue; with one: the prompt is continued by the quantized model."""
+    """Without a tokenizer: a clear issue; an empty prompt: another; with both: the prompt is
+    continued by the quantized model (--json: one record holding the text)."""
     assert main(["generate", str(checkpoint), "--prompt", "once upon"]) == 1
     assert "generate.tokenizer.missing" in capsys.readouterr().out
     _tokenizer(checkpoint)
+    assert main(["generate", str(checkpoint), "--prompt", ""]) == 1  # refused before any weight is read
+    assert "generate.prompt.empty" in capsys.readouterr().out
     torch.manual_seed(0)
     assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.startswith("once upon")
+    text = capsys.readouterr().out
+    assert text.startswith("once upon")
+    assert main(["generate", str(checkpoint), "--prompt", "once upon", "--max-new-tokens", "5", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["ok"] is True and record["text"].startswith("once upon")
 
 
 def test_load_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,4 +92,85 @@ def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest
     record = json.loads(capsys.readouterr().out)
     assert record["backend"] == "torch-gptq" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
     assert record["prefill_tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
-    assert main(["bench", str(checkpoint), "--new-tokens", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # a usage error, from argparse
+        main(["bench", str(checkpoint), "--new-tokens", "0"])
+    assert e.value.code == 2
+    capsys.readouterr()
+
+
+def _cli(args: list[str], stdin: bytes | None = b"y\n", closed_stdin: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m quantdispatch`` as a user would, ``y`` piped in (or stdin closed)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(qd.__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "quantdispatch", *args]
+    if closed_stdin:
+        return subprocess.run(["bash", "-c", 'exec "$@" <&-', "-", *command], capture_output=True, env=env, timeout=300)
+    return subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=300)
+
+
+def _plant(directory: Path, config_file: str, entry: str) -> Path:
+    """Put a module in the checkpoint that leaves a marker when imported, and name it in
+    ``config_file``'s ``auto_map``; return where the marker would appear."""
+    marker = directory.parent / "RAN"
+    (directory / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                       "from transformers import PreTrainedTokenizerFast, LlamaForCausalLM, LlamaConfig\n"
+                                       "class EvilTokenizer(PreTrainedTokenizerFast): pass\n"
+                                       "class EvilConfig(LlamaConfig): model_type = 'evil'\n"
+                                       "class EvilModel(LlamaForCausalLM): config_class = EvilConfig\n")
+    path = directory / config_file
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document["auto_map"] = {entry: ["evil.EvilTokenizer", "evil.EvilTokenizer"] if entry == "AutoTokenizer" else f"evil.{entry}"}
+    if entry == "AutoTokenizer":
+        document["tokenizer_class"] = "EvilTokenizer"
+    else:
+        document["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+        document["model_type"] = "evil"
+    path.write_text(json.dumps(document))
+    return marker
+
+
+@pytest.mark.slow
+def test_generate_never_runs_a_tokenizer_from_the_checkpoint(checkpoint: Path) -> None:
+    """A tokenizer_config.json whose auto_map names the checkpoint's own code, and ``y`` piped
+    in: no question on stdout, the code never runs, a coded issue and status 1 (as text and as JSON)."""
+    marker = _plant(checkpoint, "tokenizer_config.json", "AutoTokenizer")
+    done = _cli(["generate", str(checkpoint), "--prompt", "hi"])
+    out = done.stdout.decode()
+    assert done.returncode == 1 and "generate.tokenizer.remote_code" in out
+    assert "[y/N]" not in out + done.stderr.decode() and "custom code" not in out and not marker.exists()
+    done = _cli(["generate", str(checkpoint), "--prompt", "hi", "--json"])
+    record = json.loads(done.stdout)
+    assert done.returncode == 1 and record["issues"][0]["code"] == "generate.tokenizer.remote_code" and not marker.exists()
+
+
+@pytest.mark.slow
+def test_load_and_inspect_never_read_stdin(checkpoint: Path) -> None:
+    """An architecture defined by the checkpoint's code: load refuses it with ``y`` piped in and
+    with stdin closed; inspect plans without touching it; the code never runs."""
+    marker = _plant(checkpoint, "config.json", "AutoModelForCausalLM")
+    for closed in (False, True):
+        done = _cli(["load", str(checkpoint), "--device", "cpu"], closed_stdin=closed)
+        assert done.returncode == 1 and "load.remote_code.refused" in done.stdout.decode(), done.stderr.decode()[-2000:]
+        assert "[y/N]" not in done.stdout.decode() + done.stderr.decode()
+        done = _cli(["inspect", "--no-devices", str(checkpoint)], closed_stdin=closed)
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr.decode() and "[y/N]" not in done.stdout.decode()
+    assert not marker.exists()
+
+
+def test_stdin_is_empty_while_a_command_runs(checkpoint: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a library asks on stdin while a command runs reads end-of-file, never an answer."""
+    import io
+
+    import quantdispatch.cli_load as cli_load
+
+    seen: list[str] = []
+
+    def asks(args: object) -> object:
+        seen.append(sys.stdin.read())
+        return 1
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    monkeypatch.setattr(cli_load, "_tokenizer", asks)
+    assert main(["generate", str(checkpoint), "--prompt", "x"]) == 1
+    assert seen == [""] and sys.stdin.read() == "y\n"
+    capsys.readouterr()

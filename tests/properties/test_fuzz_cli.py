@@ -1,13 +1,15 @@
 """Fuzzing the shell: config files on disk and command lines never produce a traceback.
 
 Bounded for CI (the ``ci`` hypothesis profile is derandomized): whatever bytes a config file holds
-and whatever arguments are given, the CLI exits 0, 1 or 2, and ``--json`` prints valid JSON.
+and whatever arguments are given, the CLI exits 0, 1 or 2, and every command that prints JSON
+(``check``, ``load``, ``generate``, ``bench`` with ``--json``; ``engine-args``) prints only JSON.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -61,3 +63,44 @@ def test_cli_never_raises_on_files(name: str, content: bytes, command: str, extr
     if command == "check" and "--json" in argv and code != 2:
         records = json.loads(out)
         assert isinstance(records, list) and all("ok" in r for r in records)
+
+
+_JSON_COMMANDS = st.sampled_from([["check", "--json"], ["load", "--json"], ["generate", "--json", "--prompt", "x"],
+                                  ["bench", "--json"], ["engine-args"]])
+_HOSTILE = st.sampled_from(["missing", "directory", "fifo", "truncated", "garbage", "config", "control"])
+_JSON_EXTRA = st.lists(st.sampled_from(["--device", "cpu", "cuda:99999", "--dtype", "float32", "int3", "--backend", "nope",
+                                        "--max-new-tokens", "--threads", "--repeat", "0", "-1", "nan", "1e9", "--capability",
+                                        "8.0", "0.0", "--trust-remote-code"]), max_size=3)
+
+
+def _hostile_path(tmp: Path, kind: str, content: bytes) -> str:
+    """A path of one hostile kind; ``content`` fills the files that have some."""
+    if kind == "missing":
+        return str(tmp / "missing")
+    if kind == "fifo":
+        os.mkfifo(tmp / "fifo")
+        return str(tmp / "fifo")
+    if kind == "control":
+        return str(tmp / "a\x1b[2J\nb")
+    if kind == "directory":
+        (tmp / "config.json").write_bytes(content)
+        return str(tmp)
+    name = {"truncated": "config.json", "garbage": "m.gguf", "config": "config.json"}[kind]
+    data = content[: len(content) // 2] if kind == "truncated" else content
+    (tmp / name).write_bytes(data)
+    return str(tmp / name) if kind != "config" else str(tmp)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=_JSON_COMMANDS, kind=_HOSTILE, content=_CONTENT, extra=_JSON_EXTRA)
+def test_json_commands_print_only_json(command: list[str], kind: str, content: bytes, extra: list[str]) -> None:
+    """Every command that prints JSON, on every hostile input and flag: stdout is one JSON
+    document (status 0 or 1), or empty (status 2, a usage error on stderr)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _hostile_path(Path(tmp), kind, content)
+        code, out = _run([*command, *extra, path])
+    assert code in (0, 1, 2)
+    if code == 2:
+        assert out == ""
+    else:
+        json.loads(out)
