@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import IntRange, backend_name, emit_json, issue_json
+from .cli_support import MMAP_HELP, IntRange, backend_name, emit_json, issue_json
 from .jsonvalue import Json
 from .result import Err
 from .text import printable
@@ -69,7 +69,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     bad = source_issue(args.source)
     found = Err((bad,)) if bad is not None else load(args.source, device=args.device, dtype=args.dtype or "auto",
-                                                     backend=args.backend, trust_remote_code=args.trust_remote_code)
+                                                     backend=args.backend, trust_remote_code=args.trust_remote_code,
+                                                     mmap=args.mmap)
     if isinstance(found, Err):
         if args.json:
             emit_json({"source": args.source, "ok": False, "issues": [issue_json(i) for i in found.error]})
@@ -111,5 +112,6 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device
     p.add_argument("--new-tokens", type=IntRange(1, 4096), default=32, help="greedy decode steps, 1 to 4096 (default: 32)")
     p.add_argument("--repeat", type=IntRange(1, 100), default=3, help="prefill repeats, 1 to 100 (default: 3)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
+    p.add_argument("--mmap", action="store_true", help=MMAP_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.set_defaults(run=_cmd_bench)

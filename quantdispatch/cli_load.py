@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import IntRange, backend_name, emit_json, issue_json
+from .cli_support import MMAP_HELP, IntRange, backend_name, emit_json, issue_json
 from .dtypes import DType
 from .fileio import read_bounded
 from .result import Err, Issue, Issues
@@ -62,7 +62,7 @@ def _load(args: argparse.Namespace) -> Loaded | int:
     if bad is not None:
         return _issues(args, (bad,))
     found = load(args.source, device=args.device, dtype=args.dtype or "auto", backend=args.backend,
-                 trust_remote_code=args.trust_remote_code, dequantize_at_load=args.dequantize_at_load,
+                 trust_remote_code=args.trust_remote_code, dequantize_at_load=args.dequantize_at_load, mmap=args.mmap,
                  progress=None if args.json else _progress)
     if isinstance(found, Err):
         return _issues(args, found.error)
@@ -172,6 +172,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], devic
         p.add_argument("--backend", type=backend_name, help="force a backend by name")
         p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
         p.add_argument("--dequantize-at-load", action="store_true", help="keep dense weights too: bigger, faster")
+        p.add_argument("--mmap", action="store_true", help=MMAP_HELP)
         p.add_argument("--json", action="store_true", help="print one JSON record")
         if name == "generate":
             p.add_argument("--prompt", required=True, help="the text to continue")

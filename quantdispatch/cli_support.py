@@ -29,7 +29,7 @@ from .jsonvalue import Json
 from .result import Issue
 from .text import quote
 
-__all__ = ["IntRange", "capability", "backend_name", "MAX_BACKEND_NAME", "issue_json", "emit_json", "json_output"]
+__all__ = ["IntRange", "capability", "backend_name", "MAX_BACKEND_NAME", "MMAP_HELP", "issue_json", "emit_json", "json_output"]
 
 _DECIMAL: Final = re.compile(r"[+-]?[0-9]{1,18}", re.ASCII)
 
@@ -178,3 +178,8 @@ def _flush_c_stdio() -> None:
         ctypes.CDLL(None).fflush(None)
     except (OSError, AttributeError):
         pass
+
+
+MMAP_HELP = ("keep weights stored as-is in the memory-mapped file (less memory; the file must not change while the model "
+             "runs). Default: copy them into private memory at load")
+"""The help of ``--mmap`` (``load``, ``generate``, ``bench``): the CLI copies weights by default."""

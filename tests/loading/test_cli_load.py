@@ -174,3 +174,23 @@ def test_stdin_is_empty_while_a_command_runs(checkpoint: Path, capsys: pytest.Ca
     assert main(["generate", str(checkpoint), "--prompt", "x"]) == 1
     assert seen == [""] and sys.stdin.read() == "y\n"
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["load", "bench"])
+def test_the_cli_copies_weights_into_private_memory_unless_asked_to_map(checkpoint: Path, command: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's safe default: mmap=False (the loaded model never reads the file again); --mmap maps."""
+    import quantdispatch.loading as loading
+
+    seen: list[object] = []
+    real = loading.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("mmap"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loading, "load", spy)
+    extra = ["--new-tokens", "1", "--prompt-tokens", "2", "--repeat", "1"] if command == "bench" else []
+    assert main([command, str(checkpoint), "--device", "cpu", "--dtype", "float32", *extra]) == 0
+    assert main([command, str(checkpoint), "--device", "cpu", "--dtype", "float32", "--mmap", *extra]) == 0
+    assert seen == [False, True]
