@@ -291,7 +291,7 @@ def _choose(candidates: tuple[Candidate, ...], env: Environment, device: Abstrac
         if executable and c.backend.loader is None:
             reasons += ("this version can plan it but has no loader for it yet",)
         if forced is not None and c.backend.name != forced:
-            reasons = (f"not requested (backend={forced!r})",)
+            reasons = (f"not requested (backend={quote(forced, 60)})",)
         if chosen is None and not reasons:
             chosen = c.backend
         else:

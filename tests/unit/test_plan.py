@@ -252,3 +252,11 @@ def test_gguf_plan_says_which_tensors_run_the_fused_kernels() -> None:
     assert "kept packed (tensors by type): F16 (1), Q4_K (2), Q6_K (1); each linear dequantizes per call" in plain.notes
     dense = _ok(qd.plan(qd.Gguf(tensors=tensors, dequantize=True), _env(TORCH)))
     assert dense.backend.name == "torch-gguf" and not any("per call" in n for n in dense.notes)
+
+
+def test_a_forced_backend_name_is_quoted_and_bounded_in_every_reason() -> None:
+    """A megabyte-long or escape-laden backend name appears in the rejected reasons bounded and escaped."""
+    env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
+    found = qd.plan(qd.Gptq(bits=4, group_size=128), env, qd.LoadOptions(device="cpu", backend="\x1b[2J" + "x" * 10**6))
+    text = found.error[0].message if isinstance(found, qd.Err) else found.value.explain()
+    assert "\x1b" not in text and len(text) < 20_000
