@@ -297,5 +297,5 @@ def _choose(candidates: tuple[Candidate, ...], env: Environment, device: Abstrac
         else:
             rejected.append(Rejection(c.backend.name, reasons or (RANKED_BELOW,)))
     if forced is not None and all(c.backend.name != forced for c in candidates):
-        rejected.append(Rejection(forced, ("not a candidate for this config and device",)))
+        rejected.append(Rejection(printable(forced[:100]), ("not a candidate for this config and device",)))
     return chosen, tuple(rejected)
