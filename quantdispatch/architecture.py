@@ -73,7 +73,7 @@ _INTS: Final[Mapping[str, tuple[int, int]]] = {
     "moe_intermediate_size": (1, MAX_DIMENSION),
     "shared_expert_intermediate_size": (1, MAX_DIMENSION),
     "max_position_embeddings": (1, MAX_DIMENSION),
-    "sliding_window": (1, MAX_DIMENSION),
+    "sliding_window": (0, MAX_DIMENSION),  # 0 only with use_sliding_window false (Qwen2-MoE's default)
     "num_experts": (1, MAX_EXPERTS),
     "num_local_experts": (1, MAX_EXPERTS),
     "n_routed_experts": (1, MAX_EXPERTS),
@@ -213,6 +213,9 @@ def _relation_issues(cfg: Mapping[str, object], where: Where) -> list[Issue]:
     if experts is not None and layers is not None and experts * layers > MAX_LAYER_EXPERTS:
         issues.append(Issue("load.architecture.limit", where("num_hidden_layers"),
                             f"{layers} layers of {experts} experts are {layers * experts} experts in all", f"at most {MAX_LAYER_EXPERTS}"))
+    if cfg.get("sliding_window") == 0 and cfg.get("use_sliding_window") is not False:
+        issues.append(Issue("load.architecture.value", where("sliding_window"), "sliding_window is 0, and sliding attention is used",
+                            "a window of at least 1 token, or use_sliding_window false"))
     vocab, pad = _int(cfg, "vocab_size"), cfg.get("pad_token_id")
     if pad is not None and not _is_int(pad):
         issues.append(Issue("load.architecture.value", where("pad_token_id"), f"pad_token_id is {quote(pad)}, not an integer"))

@@ -74,6 +74,8 @@ def test_relations_transformers_relies_on() -> None:
     assert _found({**LLAMA, "pad_token_id": 96}) == [("load.architecture.relation", "$.pad_token_id")]
     assert _found({**LLAMA, "pad_token_id": -1}) == []  # old llama configs; torch counts from the end
     assert _found({**LLAMA, "pad_token_id": True}) == [("load.architecture.value", "$.pad_token_id")]
+    assert _found({**LLAMA, "sliding_window": 0}) == [("load.architecture.value", "$.sliding_window")]
+    assert _found({**LLAMA, "sliding_window": 0, "use_sliding_window": False}) == []  # Qwen2-MoE's default
 
 
 @pytest.mark.parametrize(("key", "value"), [("rope_theta", 0), ("rope_theta", -1e4), ("rope_theta", math.inf), ("rope_theta", math.nan),
