@@ -25,7 +25,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     from transformers import AutoModelForCausalLM
 
     calls: list[object] = []
-    original = AutoModelForCausalLM.from_config
+    original: Any = AutoModelForCausalLM.from_config
 
     def recording(*args: Any, **kw: Any) -> Any:
         calls.append(args)

@@ -109,7 +109,7 @@ def test_long_normal_sentencepiece_tokens_are_refused_in_bounded_work() -> None:
     issue, counted from the lengths alone before any split is tried."""
     long = tuple(f"{i:05d}" + "x" * 30_000 for i in range(200))
     assert sum(len(t) ** 2 for t in long) > SPM_SPLIT_BUDGET
-    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": long}
+    meta: dict[str, GgufValue] = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": long}
     assert _found(meta) == [("gguf.tokenizer.tokens.too_long", _key("tokens"))]
     assert _found({**meta, "tokenizer.ggml.token_type": (3,) * 200}) == []  # control tokens are never split
 
