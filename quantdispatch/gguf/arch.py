@@ -29,7 +29,8 @@ from ._cursor import short
 from .header import GgufValue
 
 __all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "fused_parts", "model_type", "unpermute_rows",
-           "metadata_issues", "block_count_issues", "metadata_path"]
+           "metadata_issues", "block_count_issues", "metadata_path",
+           "GGUF_ROPE_SCALING"]
 
 # metadata key (after "<arch>.") → config.json key; shared by the llama-like architectures
 _COMMON: Final = (
@@ -275,10 +276,35 @@ def metadata_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: 
     pad = metadata.get("tokenizer.ggml.padding_token_id")
     if pad is not None:
         raw["pad_token_id"], paths["pad_token_id"] = pad, metadata_path("tokenizer.ggml.padding_token_id")
+    issues += _rope_scaling_issues(spec, metadata)
     if len(issues) > 20:
         issues = issues[:20]
     return (*issues, *check_architecture(raw, None if issues else stored_bytes, where=lambda k: paths.get(k, f"$.{k}"),
                                          size_path="$.tensors"))
+
+
+GGUF_ROPE_SCALING: Final = frozenset({"none", "linear", "yarn", "longrope"})
+"""The ``<arch>.rope.scaling.type`` values llama.cpp writes."""
+
+
+def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> list[Issue]:
+    """llama.cpp's rope scaling keys: a type it knows and a finite positive factor. Neither this
+    loader nor Transformers' applies GGUF rope scaling to these architectures, so a file that asks
+    for it (a factor other than 1) is refused rather than run with other positions."""
+    kind_key, factor_key = f"{spec.arch}.rope.scaling.type", f"{spec.arch}.rope.scaling.factor"
+    kind, factor = metadata.get(kind_key), metadata.get(factor_key)
+    issues: list[Issue] = []
+    if kind is not None and (not isinstance(kind, str) or kind not in GGUF_ROPE_SCALING):
+        issues.append(Issue("load.architecture.value", metadata_path(kind_key), f"rope scaling {quote(kind)} is not one llama.cpp writes",
+                            "one of " + ", ".join(sorted(GGUF_ROPE_SCALING))))
+    if factor is not None:
+        found = architecture_issues({"rope_scaling": {"factor": factor}})
+        issues += [attrs.evolve(i, path=metadata_path(factor_key)) for i in found]
+        if not found and kind in GGUF_ROPE_SCALING - {"none"} and factor != 1:
+            issues.append(Issue("load.gguf.rope_scaling.unsupported", metadata_path(kind_key),
+                                f"the file asks for {quote(kind)} rope scaling by {quote(factor)}, which this version does not apply",
+                                "without it the model would see other positions than it was trained for"))
+    return issues
 
 
 _BLOCK_NUMBER = re.compile(r"blk\.([0-9]+)\.")

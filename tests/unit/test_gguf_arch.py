@@ -99,6 +99,22 @@ def test_each_bad_metadata_value_is_an_issue_at_its_key(key: str, value: GgufVal
     assert found and found[0][0] == code and found[0][1].startswith(f'$.metadata["{key}"]'), found
 
 
+@pytest.mark.parametrize(("scaling", "found"), [
+    ({"llama.rope.scaling.type": "none"}, []),
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 1.0}, []),
+    ({"llama.rope.scaling.type": "warp"}, [("load.architecture.value", '$.metadata["llama.rope.scaling.type"]')]),
+    ({"llama.rope.scaling.type": 3}, [("load.architecture.value", '$.metadata["llama.rope.scaling.type"]')]),
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": float("nan")},
+     [("load.architecture.value", '$.metadata["llama.rope.scaling.factor"]')]),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0},
+     [("load.gguf.rope_scaling.unsupported", '$.metadata["llama.rope.scaling.type"]')]),
+])
+def test_rope_scaling_keys(scaling: dict[str, GgufValue], found: list[tuple[str, str]]) -> None:
+    """A rope scaling type llama.cpp does not write, a bad factor, or scaling this version would
+    silently not apply are issues."""
+    assert _meta_found({**_TINY_LLAMA, **scaling}) == found
+
+
 def test_vocab_and_pad_come_from_the_tokenizer_keys() -> None:
     """A padding id outside the vocabulary is an issue at the tokenizer key that gave it."""
     found = _meta_found({**_TINY_LLAMA, "tokenizer.ggml.padding_token_id": 96})
