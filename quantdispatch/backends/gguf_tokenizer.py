@@ -86,6 +86,11 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_score(v: object) -> bool:
+    """A float that is not NaN, or an integer a float holds."""
+    return (isinstance(v, float) and not math.isnan(v)) or (_is_int(v) and abs(v) <= 2**53)  # type: ignore[operator]
+
+
 def _token_issues(value: object) -> tuple[tuple[str, ...] | None, list[Issue]]:
     """The tokens as strings, or why they are not a vocabulary this module builds."""
     at = _key("tokens")
@@ -177,8 +182,7 @@ def _checked(metadata: Mapping[str, GgufValue]) -> tuple[tuple[str, ...], Issues
     if tokens is None:
         return (), tuple(issues)
     n = len(tokens)
-    issues += _array_issues(metadata, "scores", n, lambda v: _is_number(v) and not math.isnan(v),  # type: ignore[arg-type]
-                            "a number per token")
+    issues += _array_issues(metadata, "scores", n, _is_score, "a number per token")
     issues += _array_issues(metadata, "token_type", n, lambda v: _is_int(v) and v in _TOKEN_TYPES, "a token type from 0 to 6 per token")
     for name in _SPECIAL:
         value = metadata.get(f"tokenizer.ggml.{name}_token_id")

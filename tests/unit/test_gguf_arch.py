@@ -158,3 +158,17 @@ def test_real_gguf_files_pass() -> None:
         stored = header.file_size - header.data_offset
         assert metadata_issues(ARCHITECTURES["llama"], meta, len(tokens), stored) == (), path.name
         assert block_count_issues(ARCHITECTURES["llama"], meta, [t.name for t in header.tensors]) == (), path.name
+
+
+_VALUES: st.SearchStrategy[GgufValue] = st.recursive(st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+                                                     lambda inner: st.lists(inner, max_size=4).map(tuple), max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from([*_TINY_LLAMA, "llama.vocab_size", "llama.rope.scaling.type", "llama.rope.scaling.factor",
+                                        "tokenizer.ggml.padding_token_id", "tokenizer.ggml.tokens"]), _VALUES, max_size=8),
+       st.integers(0, 2**64), st.lists(st.text(alphabet="blk.0123456789_aqw", max_size=12), max_size=6))
+def test_metadata_checks_are_total(meta: dict[str, GgufValue], stored: int, names: list[str]) -> None:
+    """Any metadata and tensor names give issues, never an exception."""
+    metadata_issues(ARCHITECTURES["llama"], meta, 96, stored)
+    block_count_issues(ARCHITECTURES["llama"], meta, names)
+    block_count_issues(ARCHITECTURES["llama"], {**meta, "llama.block_count": 3}, [*names, "blk.1.x", "blk.7.y"])

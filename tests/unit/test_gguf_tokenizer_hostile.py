@@ -163,3 +163,18 @@ def test_large_vocabularies_build() -> None:
     built = tokenizer_from_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens,
                                      "tokenizer.ggml.merges": tuple(f"{x} {y}" for x, y in pairs)})
     assert isinstance(built, Ok)
+
+
+_VALUES: st.SearchStrategy[GgufValue] = st.recursive(
+    st.booleans() | st.integers() | st.floats() | st.text(alphabet="ab ▁<>", max_size=4),
+    lambda inner: st.lists(inner, max_size=6).map(tuple), max_leaves=12)
+_KEYS = st.sampled_from([f"tokenizer.ggml.{k}" for k in ("model", "tokens", "scores", "token_type", "merges", "pre", "bos_token_id",
+                                                         "eos_token_id", "unknown_token_id", "padding_token_id", "add_bos_token",
+                                                         "add_space_prefix")])
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8), st.sampled_from(["llama", "gpt2"]))
+def test_total_on_any_metadata(meta: dict[str, GgufValue], model: str) -> None:
+    """Any metadata gives a tokenizer or issues, never an exception."""
+    tokenizer_from_metadata({**meta, "tokenizer.ggml.model": model})
+    tokenizer_from_metadata(meta)
