@@ -45,19 +45,28 @@ MAX_DIMENSION: Final = 2**31 - 1
 MAX_LAYERS: Final = 2048
 """The most decoder layers this version builds (the deepest real models have ~130; franken-merges ~300)."""
 
-MAX_EXPERTS: Final = 4096
-"""The most experts per layer this version builds (real models have up to 512)."""
+MAX_EXPERTS: Final = 1 << 16
+"""The most experts per layer this version builds (real models: up to 512, and Doge's 16,384
+single-neuron experts)."""
 
-MAX_LAYER_EXPERTS: Final = 1 << 16
-"""The most experts in all layers together: what bounds the Python objects of a skeleton whose
-experts are separate modules (real models: up to ~25,000)."""
+MAX_LAYER_EXPERTS: Final = 1 << 20
+"""The most experts in all layers together (real models: up to ~500,000, Doge's)."""
 
 MIN_BITS_PER_WEIGHT: Final = 1.5
 """The fewest bits a supported storage spends on one weight: below GGUF's smallest type (IQ1_S,
 1.5625 bits) and every safetensors method (2 bits and up)."""
 
-ROPE_TYPES: Final = frozenset({"default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional", "mrope", "su"})
-"""The ``rope_type`` (or legacy ``type``) values Transformers knows (``mrope`` and ``su`` it renames)."""
+ROPE_TYPES: Final = frozenset({"default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional", "mrope", "su", "axial"})
+"""The ``rope_type`` (or legacy ``type``) values Transformers knows (``mrope`` and ``su`` it renames;
+``axial`` is its vision encoders')."""
+
+STANDARD_DECODERS: Final = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+                                      "gemma3_text", "phi3"})
+"""Model types whose attention is the plain multi-head one: ``head_dim`` is given or is
+``hidden_size / num_attention_heads``, and the embedding takes ``pad_token_id`` as its padding
+index. The relations those imply are checked for these only (other models derive their head
+sizes otherwise: Transformers' own GLM-4.5 and Qwen3-Omni defaults do not divide, GLM-5's
+``head_dim`` is 0, MusicGen's pad id is its vocabulary size)."""
 
 _MAX_FACTORS: Final = 1 << 16  # longrope's short/long factor lists: head_dim / 2 entries
 
@@ -67,7 +76,7 @@ _INTS: Final[Mapping[str, tuple[int, int]]] = {
     "num_hidden_layers": (1, MAX_LAYERS),
     "num_attention_heads": (1, MAX_DIMENSION),
     "num_key_value_heads": (1, MAX_DIMENSION),
-    "head_dim": (1, MAX_DIMENSION),
+    "head_dim": (0, MAX_DIMENSION),  # 0 where another key sizes the heads (GLM-5's MLA); at least 1 for standard decoders
     "vocab_size": (1, MAX_DIMENSION),
     "intermediate_size": (1, MAX_DIMENSION),
     "moe_intermediate_size": (1, MAX_DIMENSION),
@@ -84,6 +93,7 @@ _LIMITED: Final = frozenset({"num_hidden_layers", "num_experts", "num_local_expe
                              "num_experts_per_tok"})
 _REQUIRED: Final = frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"})  # null is an issue
 _EXPERT_KEYS: Final = ("num_experts", "num_local_experts", "n_routed_experts")
+_PER_LAYER: Final = frozenset({"intermediate_size", "moe_intermediate_size"})  # Gemma 3n, ERNIE-VL: one per layer (or expert group)
 
 # key → (positive only, at most 1); floats or integers, bool excluded
 _FLOATS: Final[Mapping[str, bool]] = {
@@ -114,10 +124,12 @@ def _is_number(v: object) -> bool:
 def _int(cfg: Mapping[str, object], key: str) -> int | None:
     """The value of ``key`` when it is a valid integer for it, else ``None``."""
     v = cfg.get(key)
+    lo, hi = _INTS.get(key, (1, MAX_DIMENSION))
     if _is_int(v):
-        lo, hi = _INTS.get(key, (1, MAX_DIMENSION))
         n = int(v)  # type: ignore[call-overload]
         return n if lo <= n <= hi else None
+    if key in _PER_LAYER and isinstance(v, (list, tuple)) and 0 < len(v) <= MAX_LAYERS and all(_is_int(x) and lo <= x <= hi for x in v):
+        return min(int(x) for x in v)  # the least: a lower bound of every layer's
     return None
 
 
@@ -127,6 +139,12 @@ def _int_issue(key: str, value: object, where: Where) -> Issue | None:
         if key not in _REQUIRED:
             return None
         return Issue("load.architecture.value", where(key), f"{key} is null", f"an integer from {lo} to {hi}")
+    if key in _PER_LAYER and isinstance(value, (list, tuple)) and value:
+        if len(value) > MAX_LAYERS:
+            return Issue("load.architecture.limit", where(key), f"{key} lists {len(value):,} values", f"at most {MAX_LAYERS}")
+        bad = next((i for i, x in enumerate(value) if not (_is_int(x) and lo <= x <= hi)), None)
+        return None if bad is None else Issue("load.architecture.value", f"{where(key)}[{bad}]", f"{key}[{bad}] is {quote(value[bad])}",
+                                              f"an integer from {lo} to {hi}")
     if not _is_int(value):
         kind = "a boolean" if isinstance(value, bool) else "a float" if isinstance(value, float) else type(value).__name__
         return Issue("load.architecture.value", where(key), f"{key} is {quote(value)} ({kind}), not an integer",
@@ -195,8 +213,12 @@ def _rope_issues(rope: object, at: str) -> list[Issue]:
 
 def _relation_issues(cfg: Mapping[str, object], where: Where) -> list[Issue]:
     issues: list[Issue] = []
+    kind = cfg.get("model_type")
+    standard = isinstance(kind, str) and kind in STANDARD_DECODERS
     hidden, heads, kv = _int(cfg, "hidden_size"), _int(cfg, "num_attention_heads"), _int(cfg, "num_key_value_heads")
-    if hidden is not None and heads is not None and cfg.get("head_dim") is None and hidden % heads:
+    if standard and cfg.get("head_dim") == 0:
+        issues.append(Issue("load.architecture.value", where("head_dim"), "head_dim is 0", f"an integer from 1 to {MAX_DIMENSION}"))
+    if standard and hidden is not None and heads is not None and cfg.get("head_dim") is None and hidden % heads:
         issues.append(Issue("load.architecture.relation", where("hidden_size"),
                             f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}, and no head_dim is given",
                             "a hidden size that splits evenly into heads, or an explicit head_dim"))
@@ -217,6 +239,8 @@ def _relation_issues(cfg: Mapping[str, object], where: Where) -> list[Issue]:
         issues.append(Issue("load.architecture.value", where("sliding_window"), "sliding_window is 0, and sliding attention is used",
                             "a window of at least 1 token, or use_sliding_window false"))
     vocab, pad = _int(cfg, "vocab_size"), cfg.get("pad_token_id")
+    if not standard:
+        return issues
     if pad is not None and not _is_int(pad):
         issues.append(Issue("load.architecture.value", where("pad_token_id"), f"pad_token_id is {quote(pad)}, not an integer"))
     elif _is_int(pad) and vocab is not None and not -vocab <= int(pad) < vocab:  # type: ignore[call-overload]
@@ -230,7 +254,8 @@ def architecture_issues(config: Mapping[str, object], *, where: Where | None = N
     Transformers relies on, then the same in a nested ``text_config``; every problem at once.
 
     A key that is absent is not checked (Transformers applies its default); ``null`` counts as
-    absent except for the sizes every model needs.
+    absent except for the sizes every model needs. The relations of plain multi-head attention
+    are checked for ``STANDARD_DECODERS`` only.
 
     Args:
         config: The ``config.json`` object (or the one a GGUF file's metadata becomes).
@@ -239,7 +264,7 @@ def architecture_issues(config: Mapping[str, object], *, where: Where | None = N
     Returns:
         The issues, empty when the numbers can be built.
 
-    >>> [(i.code, i.path) for i in architecture_issues({"hidden_size": 100, "num_attention_heads": 3})]
+    >>> [(i.code, i.path) for i in architecture_issues({"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3})]
     [('load.architecture.relation', '$.hidden_size')]
     """
     return tuple(_issues(config, where or _json_path("$"), depth=0))
@@ -283,7 +308,7 @@ def minimum_parameters(config: Mapping[str, object]) -> int:
         return 0
     total = hidden * (vocab or 0)
     heads = _int(config, "num_attention_heads")
-    head_dim = _int(config, "head_dim") or (hidden // heads if heads else 0)
+    head_dim = _int(config, "head_dim") or (hidden // heads if heads else 0)  # MLA's sizes are other keys: a lower bound still
     attention = 2 * hidden * (heads or 0) * head_dim
     mlps: list[int] = []
     dense = _int(config, "intermediate_size")

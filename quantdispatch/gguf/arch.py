@@ -22,7 +22,7 @@ from typing import Final
 
 import attrs
 
-from ..architecture import MAX_LAYERS, architecture_issues, check_architecture
+from ..architecture import architecture_issues, check_architecture
 from ..result import Issue, Issues
 from ..text import quote
 from ._cursor import short
@@ -255,30 +255,18 @@ def metadata_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: 
     >>> [(i.code, i.path) for i in metadata_issues(ARCHITECTURES["llama"], {"llama.attention.head_count": True}, 8, None)]
     [('load.architecture.value', '$.metadata["llama.attention.head_count"]')]
     """
-    raw: dict[str, object] = {}
+    raw: dict[str, object] = {"model_type": model_type(spec, metadata)}
     paths: dict[str, str] = {}
-    issues: list[Issue] = []
     for key, target in spec.config_keys:
         full = f"{spec.arch}.{key}"
         if full in metadata and target not in raw:
             raw[target], paths[target] = metadata[full], metadata_path(full)
-    per_layer = raw.get("intermediate_size")
-    if isinstance(per_layer, tuple) and per_layer:  # one length per layer: hf_config builds the first, each must be sane
-        at = paths["intermediate_size"]
-        for i, value in enumerate(per_layer[:MAX_LAYERS + 1]):
-            issues += [attrs.evolve(found, path=f"{at}[{i}]") for found in architecture_issues({"intermediate_size": value})]
-        if issues:
-            del raw["intermediate_size"]
-        else:
-            raw["intermediate_size"] = per_layer[0]
     if "vocab_size" not in raw and n_vocab is not None:
         raw["vocab_size"], paths["vocab_size"] = n_vocab, metadata_path("tokenizer.ggml.tokens")
     pad = metadata.get("tokenizer.ggml.padding_token_id")
     if pad is not None:
         raw["pad_token_id"], paths["pad_token_id"] = pad, metadata_path("tokenizer.ggml.padding_token_id")
-    issues += _rope_scaling_issues(spec, metadata)
-    if len(issues) > 20:
-        issues = issues[:20]
+    issues = _rope_scaling_issues(spec, metadata)
     return (*issues, *check_architecture(raw, None if issues else stored_bytes, where=lambda k: paths.get(k, f"$.{k}"),
                                          size_path="$.tensors"))
 

@@ -36,11 +36,28 @@ def test_a_sane_config_has_no_issue() -> None:
 
 @pytest.mark.parametrize("key", ["num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size", "num_hidden_layers",
                                  "vocab_size", "intermediate_size", "max_position_embeddings", "sliding_window"])
-@pytest.mark.parametrize("value", [0, -1, True, False, 32.0, "32", [4], {"n": 4}, 2**40, 10**400])
+@pytest.mark.parametrize("value", [0, -1, True, False, 32.0, "32", ["4"], {"n": 4}, 2**40, 10**400])
 def test_each_bad_integer_is_a_value_issue_at_its_key(key: str, value: object) -> None:
     """Zero, negative, boolean, float-for-int, non-numeric and huge values are coded at ``$.<key>``."""
     found = _found({**LLAMA, key: value})
-    assert (found[0][1], found[0][0] in ("load.architecture.value", "load.architecture.limit")) == (f"$.{key}", True), found
+    assert found[0][1].startswith(f"$.{key}") and found[0][0] in ("load.architecture.value", "load.architecture.limit"), found
+
+
+def test_per_layer_sizes() -> None:
+    """Gemma 3n's per-layer ``intermediate_size`` is a list: each entry checked, the least one estimated."""
+    assert _found({**LLAMA, "intermediate_size": [128, 64]}) == []
+    assert _found({**LLAMA, "intermediate_size": [128, 0]}) == [("load.architecture.value", "$.intermediate_size[1]")]
+    assert _found({**LLAMA, "intermediate_size": [128] * (MAX_LAYERS + 1)}) == [("load.architecture.limit", "$.intermediate_size")]
+    assert minimum_parameters({**LLAMA, "intermediate_size": [128, 64]}) == minimum_parameters({**LLAMA, "intermediate_size": 64})
+
+
+def test_multi_head_relations_only_for_standard_decoders() -> None:
+    """Models that size their heads otherwise (GLM-4.5's default does not divide; GLM-5's head_dim
+    is 0; MusicGen's pad id is its vocabulary size) are not held to plain attention's relations."""
+    odd = {**LLAMA, "num_attention_heads": 3, "num_key_value_heads": 1, "pad_token_id": 96}
+    assert [p for _, p in _found(odd)] == ["$.hidden_size", "$.pad_token_id"]
+    assert _found({**LLAMA, "head_dim": 0}) == [("load.architecture.value", "$.head_dim")]
+    assert _found({**odd, "model_type": "glm4_moe"}) == _found({**LLAMA, "head_dim": 0, "model_type": "glm5_next_text"}) == []
 
 
 def test_null_is_an_issue_only_where_every_model_needs_the_number() -> None:
