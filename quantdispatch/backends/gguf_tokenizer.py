@@ -88,7 +88,9 @@ def _is_number(v: object) -> bool:
 
 def _is_score(v: object) -> bool:
     """A float that is not NaN, or an integer a float holds."""
-    return (isinstance(v, float) and not math.isnan(v)) or (_is_int(v) and abs(v) <= 2**53)  # type: ignore[operator]
+    if isinstance(v, float):
+        return not math.isnan(v)
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**53
 
 
 def _token_issues(value: object) -> tuple[tuple[str, ...] | None, list[Issue]]:
