@@ -36,7 +36,7 @@ from .text import quote
 
 __all__ = [
     "MAX_DIMENSION", "MAX_LAYERS", "MAX_EXPERTS", "MAX_LAYER_EXPERTS", "MIN_BITS_PER_WEIGHT", "ROPE_TYPES",
-    "architecture_issues", "minimum_parameters", "size_issues", "check_architecture",
+    "architecture_issues", "minimum_parameters", "size_issues", "check_architecture", "BUILD_ERRORS",
 ]
 
 MAX_DIMENSION: Final = 2**31 - 1
@@ -67,6 +67,15 @@ STANDARD_DECODERS: Final = frozenset({"llama", "mistral", "mixtral", "qwen2", "q
 index. The relations those imply are checked for these only (other models derive their head
 sizes otherwise: Transformers' own GLM-4.5 and Qwen3-Omni defaults do not divide, GLM-5's
 ``head_dim`` is 0, MusicGen's pad id is its vocabulary size)."""
+
+BUILD_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    ValueError, KeyError, TypeError, ImportError, AssertionError, ArithmeticError, RuntimeError, MemoryError, IndexError,
+    AttributeError, OSError,
+)
+"""What building a model from a config may raise, which a loader turns into
+``load.architecture.unsupported`` behind these checks: Transformers' validators (``ValueError``),
+a zero that divides, torch's assertion on a bad ``padding_idx``, a size that overflows or
+exhausts memory, a config file that cannot be read."""
 
 _MAX_FACTORS: Final = 1 << 16  # longrope's short/long factor lists: head_dim / 2 entries
 

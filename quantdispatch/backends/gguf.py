@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..architecture import BUILD_ERRORS
 from ..gguf.arch import (
     ARCHITECTURES,
     ArchSpec,
@@ -160,12 +161,6 @@ def _tensors(files: list[GgufData]) -> Result[dict[str, TensorData], Issues]:
     return Err(tuple(issues[:100])) if issues else Ok(out)
 
 
-_BUILD_ERRORS = (ValueError, KeyError, TypeError, ImportError, AssertionError, ArithmeticError, RuntimeError, MemoryError,
-                 IndexError, AttributeError)
-"""What Transformers and torch raise from a constructor given numbers they cannot build (torch
-asserts on a bad ``padding_idx``; a zero divides; a huge size overflows or exhausts memory)."""
-
-
 def _skeleton(cfg: dict[str, object], dtype: torch.dtype) -> Result[nn.Module, Issues]:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -177,7 +172,7 @@ def _skeleton(cfg: dict[str, object], dtype: torch.dtype) -> Result[nn.Module, I
         config = AutoConfig.for_model(model_type, **kw)
         with init_empty_weights(include_buffers=False), no_init_weights():  # every weight comes from the file
             model: nn.Module = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    except _BUILD_ERRORS as e:  # behind metadata_issues: whatever numbers they let through must not escape as a crash
+    except BUILD_ERRORS as e:  # behind metadata_issues: whatever numbers they let through must not escape as a crash
         return Err((_issue("load.architecture.unsupported", f"Transformers cannot build {quote(model_type)}: "
                            f"{type(e).__name__}: {quote(str(e), 200)}"),))
     return Ok(model)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..architecture import check_architecture
+from ..architecture import BUILD_ERRORS, check_architecture
 from ..fileio import read_bounded
 from ..kernels.modules import GptqLinear
 from ..plan import LoadPlan
@@ -82,8 +82,7 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool, 
         with init_empty_weights(include_buffers=False):
             model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, plan.dtype.value),
                                                      trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, OSError, TypeError, ImportError, AssertionError, ArithmeticError, RuntimeError, MemoryError,
-            IndexError, AttributeError) as e:  # behind check_architecture: numbers it let through must not escape as a crash
+    except BUILD_ERRORS as e:  # behind check_architecture: numbers it let through must not escape as a crash
         return Err((_issue("load.architecture.unsupported", f"Transformers cannot build this model: {type(e).__name__}: {quote(str(e), 200)}",
                            "check config.json's model_type and architectures"),))
     return Ok(model)
