@@ -164,3 +164,19 @@ def test_total_on_any_json(cfg: dict[str, Any], stored: int) -> None:
     """Any JSON under the checked keys gives issues, never an exception."""
     check_architecture(cfg, stored)
     minimum_parameters(cfg)
+
+
+def test_real_configs_pass() -> None:
+    """No real config of the shared corpus (quantization blocks, some with a ``text_config``) has an issue."""
+    import json
+
+    from tests.conftest import REALWORLD
+
+    files = sorted((REALWORLD / "configs").rglob("*.json"))
+    if not files:
+        pytest.skip("the shared real-world corpus is not beside the repository")
+    for path in files:
+        if "invalid" in path.parts:
+            continue
+        doc = json.loads(path.read_text())
+        assert not isinstance(doc, dict) or architecture_issues(doc) == (), path.name
