@@ -150,8 +150,9 @@ def _merge_issues(value: object, vocab: Mapping[str, int]) -> tuple[list[tuple[s
         if not isinstance(m, str):
             issues.append(Issue("gguf.tokenizer.merges", f"{at}[{i}]", f"merge {i} is {quote(m)}, not a string"))
             continue
-        left, sep, right = m.partition(" ")
-        if not sep or not left or not right:
+        cut = m.find(" ", 1)  # as llama.cpp splits a merge: a first piece may itself be a space
+        left, right = (m[:cut], m[cut + 1:]) if cut > 0 else ("", "")
+        if not right:
             issues.append(Issue("gguf.tokenizer.merges", f"{at}[{i}]", f"merge {i} is {quote(m)}, not two tokens split by a space"))
         elif left not in vocab or right not in vocab or left + right not in vocab:
             missing = next(t for t in (left, right, left + right) if t not in vocab)

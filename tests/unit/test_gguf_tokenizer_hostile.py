@@ -62,6 +62,13 @@ def test_merges_that_name_no_token(merges: tuple[GgufValue, ...], index: int) ->
     assert len(found) == 1 and found[0][0].startswith("gguf.tokenizer.merges") and found[0][1] == f"{_key('merges')}[{index}]"
 
 
+def test_a_merge_splits_at_the_first_space_after_its_first_character() -> None:
+    """As llama.cpp reads ``"  b"``: the space token, then ``b``."""
+    meta = {**BPE, "tokenizer.ggml.tokens": ("<|endoftext|>", "a", "b", "ab", "abb", " ", " b"),
+            "tokenizer.ggml.token_type": (3, 1, 1, 1, 1, 1, 1), "tokenizer.ggml.merges": ("a b", "ab b", "  b")}
+    assert _found(meta) == []
+
+
 def test_merges_not_an_array() -> None:
     """Merges that are missing or a single string are issues at the key."""
     assert _found({**BPE, "tokenizer.ggml.merges": "a b"}) == [("gguf.tokenizer.merges", _key("merges"))]
