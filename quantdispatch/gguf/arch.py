@@ -30,7 +30,7 @@ from .header import GgufValue
 
 __all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "fused_parts", "model_type", "unpermute_rows",
            "metadata_issues", "block_count_issues", "metadata_path",
-           "GGUF_ROPE_SCALING"]
+           "GGUF_ROPE_SCALING", "rope_scaling"]
 
 # metadata key (after "<arch>.") → config.json key; shared by the llama-like architectures
 _COMMON: Final = (
@@ -197,6 +197,9 @@ def hf_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | 
             out[target] = value[0]  # per-layer lengths (not all converters write one number)
     if "vocab_size" not in out and n_vocab is not None:
         out["vocab_size"] = n_vocab
+    scaling = rope_scaling(spec, metadata)
+    if scaling is not None:
+        out["rope_scaling"] = scaling
     for key, target in (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
                         ("tokenizer.ggml.padding_token_id", "pad_token_id")):
         value = metadata.get(key)
@@ -275,20 +278,45 @@ GGUF_ROPE_SCALING: Final = frozenset({"none", "linear", "yarn", "longrope"})
 """The ``<arch>.rope.scaling.type`` values llama.cpp writes."""
 
 
-def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> list[Issue]:
-    """llama.cpp's rope scaling keys: a type it knows and a finite positive factor. Neither this
-    loader nor Transformers' applies GGUF rope scaling to these architectures, so a file that asks
-    for it (a factor other than 1) is refused rather than run with other positions."""
+def _rope_scaling_keys(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> tuple[str, GgufValue, str, GgufValue]:
+    """The type and factor keys llama.cpp reads, and their values: the type defaults to
+    ``"linear"``; the factor is ``rope.scaling.factor``, else the older ``rope.scale_linear``."""
     kind_key, factor_key = f"{spec.arch}.rope.scaling.type", f"{spec.arch}.rope.scaling.factor"
-    kind, factor = metadata.get(kind_key), metadata.get(factor_key)
+    if factor_key not in metadata and f"{spec.arch}.rope.scale_linear" in metadata:
+        factor_key = f"{spec.arch}.rope.scale_linear"
+    return kind_key, metadata.get(kind_key, "linear"), factor_key, metadata.get(factor_key, 0.0)
+
+
+def rope_scaling(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> dict[str, object] | None:
+    """Transformers' ``rope_scaling`` for the metadata's linear rope scaling, as llama.cpp applies
+    it (positions divided by the factor; a factor of 0 or 1 is none); ``None`` for none.
+
+    >>> rope_scaling(ARCHITECTURES["llama"], {"llama.rope.scaling.factor": 4.0})
+    {'rope_type': 'linear', 'factor': 4.0}
+    >>> rope_scaling(ARCHITECTURES["llama"], {"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0}) is None
+    True
+    """
+    _, kind, _, factor = _rope_scaling_keys(spec, metadata)
+    if kind != "linear" or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor in (0, 1):
+        return None
+    if architecture_issues({"rope_scaling": {"factor": factor}}):
+        return None  # metadata_issues reports it
+    return {"rope_type": "linear", "factor": float(factor)}
+
+
+def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> list[Issue]:
+    """llama.cpp's rope scaling keys: a type it knows and a finite positive factor (0: none).
+    Linear scaling becomes Transformers' (``rope_scaling``); the others this version does not
+    apply, so a file that asks for them is refused rather than run with other positions."""
+    kind_key, kind, factor_key, factor = _rope_scaling_keys(spec, metadata)
     issues: list[Issue] = []
-    if kind is not None and (not isinstance(kind, str) or kind not in GGUF_ROPE_SCALING):
+    if not isinstance(kind, str) or kind not in GGUF_ROPE_SCALING:
         issues.append(Issue("load.architecture.value", metadata_path(kind_key), f"rope scaling {quote(kind)} is not one llama.cpp writes",
                             "one of " + ", ".join(sorted(GGUF_ROPE_SCALING))))
-    if factor is not None:
+    if factor != 0:
         found = architecture_issues({"rope_scaling": {"factor": factor}})
         issues += [attrs.evolve(i, path=metadata_path(factor_key)) for i in found]
-        if not found and kind in GGUF_ROPE_SCALING - {"none"} and factor != 1:
+        if not found and kind in GGUF_ROPE_SCALING - {"none", "linear"} and factor != 1:
             issues.append(Issue("load.gguf.rope_scaling.unsupported", metadata_path(kind_key),
                                 f"the file asks for {quote(kind)} rope scaling by {quote(factor)}, which this version does not apply",
                                 "without it the model would see other positions than it was trained for"))

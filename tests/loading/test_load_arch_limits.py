@@ -165,3 +165,36 @@ def test_config_json_construction_errors_are_caught_behind_the_checks(checkpoint
     _edit(checkpoint, pad_token_id=10_000)
     errors = _errors(checkpoint)
     assert [i.code for i in errors] == ["load.architecture.unsupported"] and "AssertionError" in errors[0].message
+
+
+# ----------------------------------------------------------------------------- GGUF rope scaling
+def test_gguf_linear_rope_scaling_is_applied(tmp_path: Path) -> None:
+    """A file with llama.cpp's linear rope scaling computes what the Transformers model with that
+    scaling computes (without it, other positions: the logits differ)."""
+    import gguf
+    import torch
+    from transformers import LlamaForCausalLM
+
+    base = tiny_model("llama", layers=1)
+    config = base.config
+    config.rope_parameters = {**config.rope_parameters, "rope_type": "linear", "factor": 4.0}
+    scaled = LlamaForCausalLM(config).eval()
+    scaled.load_state_dict(base.state_dict())
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.LINEAR, "add_rope_scaling_factor": 4.0}
+    path = write_gguf(scaled, "llama", tmp_path / "m.gguf", T.F32, tokenizer=extra)
+    found = qd.load(path, device="cpu", dtype="float32")
+    assert not isinstance(found, Err), found
+    ids = torch.tensor([[3, 17, 42, 5, 9, 77, 1, 30, 8, 64, 2, 11]])
+    with torch.no_grad():
+        ours, want, unscaled = (m(ids).logits for m in (found.value.model, scaled, base))
+    assert torch.allclose(ours, want, atol=1e-4, rtol=0)
+    assert not torch.allclose(unscaled, want, atol=1e-4, rtol=0)
+
+
+def test_gguf_yarn_rope_scaling_is_refused(tmp_path: Path) -> None:
+    """Scaling this version does not apply (YaRN) is an issue, not a model with other positions."""
+    import gguf
+
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.YARN, "add_rope_scaling_factor": 4.0}
+    path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "y.gguf", T.Q8_0, tokenizer=extra)
+    assert [(i.code, i.path) for i in _errors(path)] == [("load.gguf.rope_scaling.unsupported", '$.metadata["llama.rope.scaling.type"]')]

@@ -102,6 +102,9 @@ def test_each_bad_metadata_value_is_an_issue_at_its_key(key: str, value: GgufVal
 @pytest.mark.parametrize(("scaling", "found"), [
     ({"llama.rope.scaling.type": "none"}, []),
     ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 1.0}, []),
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}, []),  # applied: rope_scaling
+    ({"llama.rope.scaling.factor": 0.0}, []),  # llama.cpp: none
+    ({"llama.rope.scale_linear": -2.0}, [("load.architecture.value", '$.metadata["llama.rope.scale_linear"]')]),
     ({"llama.rope.scaling.type": "warp"}, [("load.architecture.value", '$.metadata["llama.rope.scaling.type"]')]),
     ({"llama.rope.scaling.type": 3}, [("load.architecture.value", '$.metadata["llama.rope.scaling.type"]')]),
     ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": float("nan")},
@@ -113,6 +116,19 @@ def test_rope_scaling_keys(scaling: dict[str, GgufValue], found: list[tuple[str,
     """A rope scaling type llama.cpp does not write, a bad factor, or scaling this version would
     silently not apply are issues."""
     assert _meta_found({**_TINY_LLAMA, **scaling}) == found
+
+
+def test_linear_rope_scaling_becomes_transformers() -> None:
+    """llama.cpp's linear scaling (its default type, the older ``rope.scale_linear`` key too) is Transformers' ``rope_scaling``."""
+    applied: list[dict[str, GgufValue]] = [{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0},
+                                           {"llama.rope.scale_linear": 4.0}]
+    for meta in applied:
+        assert hf_config(ARCHITECTURES["llama"], meta, 8)["rope_scaling"] == {"rope_type": "linear", "factor": 4.0}
+    ignored: list[dict[str, GgufValue]] = [{"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0},
+                                           {"llama.rope.scaling.factor": 1.0}, {"llama.rope.scaling.factor": float("nan")},
+                                           {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}]
+    for meta in ignored:
+        assert "rope_scaling" not in hf_config(ARCHITECTURES["llama"], meta, 8)
 
 
 def test_vocab_and_pad_come_from_the_tokenizer_keys() -> None:
