@@ -198,3 +198,27 @@ def test_gguf_yarn_rope_scaling_is_refused(tmp_path: Path) -> None:
     extra = {"add_rope_scaling_type": gguf.RopeScalingType.YARN, "add_rope_scaling_factor": 4.0}
     path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "y.gguf", T.Q8_0, tokenizer=extra)
     assert [(i.code, i.path) for i in _errors(path)] == [("load.gguf.rope_scaling.unsupported", '$.metadata["llama.rope.scaling.type"]')]
+
+
+def test_gguf_gemma3_linear_rope_scaling_applies_to_global_layers(tmp_path: Path) -> None:
+    """Gemma 3's files carry linear scaling for its global layers only (llama.cpp leaves the
+    sliding-window layers unscaled, as Transformers' ``full_attention`` parameters do)."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_model("gemma3", layers=6)  # the sixth is global
+    config = base.config
+    config.rope_parameters = {**config.rope_parameters,
+                              "full_attention": {**config.rope_parameters["full_attention"], "rope_type": "linear", "factor": 8.0}}
+    scaled = AutoModelForCausalLM.from_config(config).eval()
+    scaled.load_state_dict(base.state_dict())
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.LINEAR, "add_rope_scaling_factor": 8.0}
+    path = write_gguf(scaled, "gemma3", tmp_path / "m.gguf", T.F32, tokenizer=extra)
+    found = qd.load(path, device="cpu", dtype="float32")
+    assert not isinstance(found, Err), found
+    ids = torch.tensor([[3, 17, 42, 5, 9, 77, 1, 30, 8, 64, 2, 11] * 4])
+    with torch.no_grad():
+        ours, want, unscaled = (m(ids).logits for m in (found.value.model, scaled, base))
+    assert torch.allclose(ours, want, atol=1e-4, rtol=0)
+    assert not torch.allclose(unscaled, want, atol=1e-4, rtol=0)
