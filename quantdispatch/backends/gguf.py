@@ -15,7 +15,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..gguf.arch import ARCHITECTURES, ArchSpec, fused_parts, hf_config, hf_tensor_name, unpermute_rows
+from ..architecture import BUILD_ERRORS
+from ..gguf.arch import (
+    ARCHITECTURES,
+    ArchSpec,
+    block_count_issues,
+    fused_parts,
+    hf_config,
+    hf_tensor_name,
+    metadata_issues,
+    metadata_path,
+    unpermute_rows,
+)
 from ..gguf.data import GgufData, TensorData, open_gguf_data
 from ..gguf.header import GgufValue
 from ..gguf.types import GgmlType
@@ -80,12 +91,47 @@ def gguf_metadata(files: list[GgufData]) -> dict[str, GgufValue]:
 def transformers_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], tensors: Mapping[str, TensorData]) -> dict[str, object]:
     """The ``config.json`` keys of the model: the metadata's, the vocabulary size and whether the
     output layer is the embedding (no ``output.weight``)."""
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    embd = tensors.get("token_embd.weight")
-    n_vocab = len(tokens) if isinstance(tokens, tuple) and tokens else (embd.info.shape[-1] if embd is not None else None)
-    cfg = hf_config(spec, metadata, n_vocab)
+    cfg = hf_config(spec, metadata, _n_vocab(metadata, tensors))
     cfg["tie_word_embeddings"] = "output.weight" not in tensors
     return cfg
+
+
+def _n_vocab(metadata: Mapping[str, GgufValue], tensors: Mapping[str, TensorData]) -> int | None:
+    """The vocabulary size when the metadata has no ``<arch>.vocab_size``: the tokenizer's token
+    count, or the embedding's rows."""
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    embd = tensors.get("token_embd.weight")
+    return len(tokens) if isinstance(tokens, tuple) and tokens else (embd.info.shape[-1] if embd is not None else None)
+
+
+_SHARED_PREFIXES = ("general.architecture", "tokenizer.")
+
+
+def _shard_conflicts(spec: ArchSpec, files: list[GgufData]) -> Issues:
+    """Metadata that a later shard states differently from the first: the first describes the
+    model, so a shard that says otherwise belongs to another one (or was edited to mislead)."""
+    first = files[0].header
+    issues: list[Issue] = []
+    for f in files[1:]:
+        for key, value in f.header.metadata:
+            if not key.startswith((*_SHARED_PREFIXES, f"{spec.arch}.")):
+                continue
+            mine = first.get(key)
+            if mine is not None and mine != value:
+                issues.append(_issue("load.gguf.metadata.conflict", f"a shard gives {quote(key)} as {quote(value)}, the first "
+                                     f"shard as {quote(mine)}", "every shard must come from one model",
+                                     metadata_path(key)))
+    return tuple(issues[:20])
+
+
+def _architecture_issues(spec: ArchSpec, files: list[GgufData], tensors: Mapping[str, TensorData]) -> Issues:
+    """Every check of the architecture's numbers that needs no module: shards that agree, values
+    in range, ``block_count`` against the ``blk.N`` tensors, and a size the tensors can hold."""
+    metadata = gguf_metadata(files)
+    conflicts = _shard_conflicts(spec, files)
+    stored = sum(len(t.data) for t in tensors.values())
+    return (*conflicts, *metadata_issues(spec, metadata, _n_vocab(metadata, tensors), stored),
+            *block_count_issues(spec, metadata, tensors))
 
 
 def _open_all(paths: tuple[Path, ...]) -> Result[list[GgufData], Issues]:
@@ -126,8 +172,9 @@ def _skeleton(cfg: dict[str, object], dtype: torch.dtype) -> Result[nn.Module, I
         config = AutoConfig.for_model(model_type, **kw)
         with init_empty_weights(include_buffers=False), no_init_weights():  # every weight comes from the file
             model: nn.Module = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    except (ValueError, KeyError, TypeError, ImportError, AssertionError) as e:  # torch asserts on a bad padding_idx
-        return Err((_issue("load.architecture.unsupported", f"Transformers cannot build {quote(model_type)}: {quote(str(e), 200)}"),))
+    except BUILD_ERRORS as e:  # behind metadata_issues: whatever numbers they let through must not escape as a crash
+        return Err((_issue("load.architecture.unsupported", f"Transformers cannot build {quote(model_type)}: "
+                           f"{type(e).__name__}: {quote(str(e), 200)}"),))
     return Ok(model)
 
 
@@ -184,6 +231,9 @@ def _build(request: LoadRequest, files: list[GgufData], *, packed: Preferred | N
     if isinstance(found, Err):
         return found
     tensors = found.value
+    checked = _architecture_issues(spec, files, tensors)
+    if checked:
+        return Err(checked)
     cfg = transformers_config(spec, metadata, tensors)
     dtype: torch.dtype = getattr(torch, request.plan.dtype.value)
     built = _skeleton(cfg, dtype)

@@ -14,16 +14,23 @@ and gguf-py's ``tensor_mapping.py`` (the names it writes), and Transformers'
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
 import attrs
 
+from ..architecture import architecture_issues, check_architecture
+from ..result import Issue, Issues
+from ..text import quote
+from ._cursor import short
 from .header import GgufValue
 
-__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "fused_parts", "model_type", "unpermute_rows"]
+__all__ = ["ArchSpec", "ARCHITECTURES", "hf_tensor_name", "hf_config", "fused_parts", "model_type", "unpermute_rows",
+           "metadata_issues", "block_count_issues", "metadata_path",
+           "GGUF_ROPE_SCALING", "rope_scaling"]
 
 # metadata key (after "<arch>.") → config.json key; shared by the llama-like architectures
 _COMMON: Final = (
@@ -190,6 +197,9 @@ def hf_config(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | 
             out[target] = value[0]  # per-layer lengths (not all converters write one number)
     if "vocab_size" not in out and n_vocab is not None:
         out["vocab_size"] = n_vocab
+    scaling = rope_scaling(spec, metadata)
+    if scaling is not None:
+        out["rope_scaling"] = scaling
     for key, target in (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
                         ("tokenizer.ggml.padding_token_id", "pad_token_id")):
         value = metadata.get(key)
@@ -224,3 +234,129 @@ def unpermute_rows(n_rows: int, n_head: int) -> list[int]:
     half = d // 2
     # GGUF row (h, j, k) (j < half, k < 2) holds Transformers row (h, k, j)
     return [h * d + j * 2 + k for h in range(n_head) for k in range(2) for j in range(half)]
+
+
+_TOKEN_KEYS: Final = (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+                      ("tokenizer.ggml.padding_token_id", "pad_token_id"))
+
+
+def metadata_path(key: str) -> str:
+    """The JSON path of a metadata key in issues, as the header reader spells it.
+
+    >>> metadata_path("llama.block_count")
+    '$.metadata["llama.block_count"]'
+    """
+    return f"$.metadata[{json.dumps(short(key), ensure_ascii=False)}]"
+
+
+def metadata_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue], n_vocab: int | None, stored_bytes: int | None) -> Issues:
+    """The architecture numbers of the metadata checked as ``quantdispatch.architecture`` checks a
+    ``config.json``, before any module is built: every value as stored (``hf_config`` skips a
+    wrongly typed one; here it is an issue), each issue at its metadata key; then, when
+    ``stored_bytes`` (the tensor data's bytes) is given, whether the tensors can hold them.
+
+    >>> [(i.code, i.path) for i in metadata_issues(ARCHITECTURES["llama"], {"llama.attention.head_count": True}, 8, None)]
+    [('load.architecture.value', '$.metadata["llama.attention.head_count"]')]
+    """
+    raw: dict[str, object] = {"model_type": model_type(spec, metadata)}
+    paths: dict[str, str] = {}
+    for key, target in spec.config_keys:
+        full = f"{spec.arch}.{key}"
+        if full in metadata and target not in raw:
+            raw[target], paths[target] = metadata[full], metadata_path(full)
+    if "vocab_size" not in raw and n_vocab is not None:
+        raw["vocab_size"], paths["vocab_size"] = n_vocab, metadata_path("tokenizer.ggml.tokens")
+    pad = metadata.get("tokenizer.ggml.padding_token_id")
+    if pad is not None:
+        raw["pad_token_id"], paths["pad_token_id"] = pad, metadata_path("tokenizer.ggml.padding_token_id")
+    issues = _rope_scaling_issues(spec, metadata)
+    return (*issues, *check_architecture(raw, None if issues else stored_bytes, where=lambda k: paths.get(k, f"$.{k}"),
+                                         size_path="$.tensors"))
+
+
+GGUF_ROPE_SCALING: Final = frozenset({"none", "linear", "yarn", "longrope"})
+"""The ``<arch>.rope.scaling.type`` values llama.cpp writes."""
+
+
+def _rope_scaling_keys(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> tuple[str, GgufValue, str, GgufValue]:
+    """The type and factor keys llama.cpp reads, and their values: the type defaults to
+    ``"linear"``; the factor is ``rope.scaling.factor``, else the older ``rope.scale_linear``."""
+    kind_key, factor_key = f"{spec.arch}.rope.scaling.type", f"{spec.arch}.rope.scaling.factor"
+    if factor_key not in metadata and f"{spec.arch}.rope.scale_linear" in metadata:
+        factor_key = f"{spec.arch}.rope.scale_linear"
+    return kind_key, metadata.get(kind_key, "linear"), factor_key, metadata.get(factor_key, 0.0)
+
+
+def rope_scaling(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> dict[str, object] | None:
+    """Transformers' ``rope_scaling`` for the metadata's linear rope scaling, as llama.cpp applies
+    it (positions divided by the factor; a factor of 0 or 1 is none); ``None`` for none.
+
+    >>> rope_scaling(ARCHITECTURES["llama"], {"llama.rope.scaling.factor": 4.0})
+    {'rope_type': 'linear', 'factor': 4.0}
+    >>> rope_scaling(ARCHITECTURES["llama"], {"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0}) is None
+    True
+    """
+    _, kind, _, factor = _rope_scaling_keys(spec, metadata)
+    if kind != "linear" or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor in (0, 1):
+        return None
+    if architecture_issues({"rope_scaling": {"factor": factor}}):
+        return None  # metadata_issues reports it
+    return {"rope_type": "linear", "factor": float(factor)}
+
+
+def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> list[Issue]:
+    """llama.cpp's rope scaling keys: a type it knows and a finite positive factor (0: none).
+    Linear scaling becomes Transformers' (``rope_scaling``); the others this version does not
+    apply, so a file that asks for them is refused rather than run with other positions."""
+    kind_key, kind, factor_key, factor = _rope_scaling_keys(spec, metadata)
+    issues: list[Issue] = []
+    if not isinstance(kind, str) or kind not in GGUF_ROPE_SCALING:
+        issues.append(Issue("load.architecture.value", metadata_path(kind_key), f"rope scaling {quote(kind)} is not one llama.cpp writes",
+                            "one of " + ", ".join(sorted(GGUF_ROPE_SCALING))))
+    if factor != 0:
+        found = architecture_issues({"rope_scaling": {"factor": factor}})
+        issues += [attrs.evolve(i, path=metadata_path(factor_key)) for i in found]
+        if not found and kind in GGUF_ROPE_SCALING - {"none", "linear"} and factor != 1:
+            issues.append(Issue("load.gguf.rope_scaling.unsupported", metadata_path(kind_key),
+                                f"the file asks for {quote(kind)} rope scaling by {quote(factor)}, which this version does not apply",
+                                "without it the model would see other positions than it was trained for"))
+    return issues
+
+
+_BLOCK_NUMBER = re.compile(r"blk\.([0-9]+)\.")
+
+
+def block_count_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue], tensor_names: Iterable[str]) -> Issues:
+    """Whether ``<arch>.block_count`` agrees with the ``blk.N`` tensors the file holds: blocks
+    ``0 … block_count - 1``, each with at least one tensor, and none beyond.
+
+    >>> [i.code for i in block_count_issues(ARCHITECTURES["llama"], {"llama.block_count": 3}, ["blk.0.attn_q.weight"])]
+    ['load.architecture.layers']
+    """
+    key = f"{spec.arch}.block_count"
+    count = metadata.get(key)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return ()  # absent or wrongly typed: metadata_issues says so
+    seen: set[int] = set()
+    beyond = -1  # the largest block number past the count
+    for name in tensor_names:
+        m = _BLOCK_NUMBER.match(name)
+        if m is None:
+            continue
+        n = int(m[1]) if len(m[1]) <= 18 else 10**18  # a number of thousands of digits: past any count, no big-int parse
+        if n < count:
+            seen.add(n)
+        else:
+            beyond = max(beyond, n)
+    missing = count - len(seen)
+    if beyond < 0 and missing <= 0:
+        return ()
+    what = []
+    if missing > 0:
+        first = next(n for n in range(count) if n not in seen)
+        what.append(f"{missing} of them have no tensors (the first: blk.{first})")
+    if beyond >= 0:
+        what.append(f"tensors name blocks up to blk.{beyond if beyond < 10**18 else 'a number of 19+ digits'}")
+    return (Issue("load.architecture.layers", metadata_path(key),
+                  f"{key} is {quote(count)}, but " + "; ".join(what),
+                  "the metadata does not describe the tensors in the file"),)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..architecture import BUILD_ERRORS, check_architecture
 from ..fileio import read_bounded
 from ..kernels.modules import GptqLinear
 from ..plan import LoadPlan
@@ -53,9 +54,13 @@ def _config_json(directory: Path) -> dict[str, Any] | Issue:
     return value if isinstance(value, dict) else _issue("load.config.invalid", "config.json is not a JSON object")
 
 
-def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool) -> Result[nn.Module, Issues]:
+def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool, stored_bytes: int | None = None) -> Result[nn.Module, Issues]:
     """The model of ``config.json`` with its parameters on the meta device (buffers that the
-    model computes itself, such as rotary ``inv_freq``, are real), in the plan's dtype."""
+    model computes itself, such as rotary ``inv_freq``, are real), in the plan's dtype.
+
+    The architecture numbers are checked first (``quantdispatch.architecture``), and against
+    ``stored_bytes``, the weight files' tensor bytes, when given: nothing is built for numbers
+    Transformers cannot build or files that cannot hold them."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -67,6 +72,9 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool) 
     if "auto_map" in raw and (not isinstance(model_type, str) or model_type not in CONFIG_MAPPING) and not trust_remote_code:
         return Err((_issue("load.remote_code.refused", f"the architecture ({quote(model_type)}) is defined by code inside the checkpoint",
                            "read that code, then pass trust_remote_code=True to run it"),))
+    checked = check_architecture(raw, None if "auto_map" in raw else stored_bytes)  # remote code may count otherwise
+    if checked:
+        return Err(checked)
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
         if hasattr(config, "quantization_config"):
@@ -74,8 +82,8 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool) 
         with init_empty_weights(include_buffers=False):
             model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, plan.dtype.value),
                                                      trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, OSError, TypeError, ImportError) as e:
-        return Err((_issue("load.architecture.unsupported", f"Transformers cannot build this model: {quote(str(e), 200)}",
+    except BUILD_ERRORS as e:  # behind check_architecture: numbers it let through must not escape as a crash
+        return Err((_issue("load.architecture.unsupported", f"Transformers cannot build this model: {type(e).__name__}: {quote(str(e), 200)}",
                            "check config.json's model_type and architectures"),))
     return Ok(model)
 
@@ -289,7 +297,7 @@ PostLoad = Callable[[nn.Module], object]
 def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: PostLoad | None = None) -> Result[tuple[nn.Module, int], Issues]:
     """Skeleton, module swap, checks, streaming, ``post_load``, tying, the device: the whole execute step."""
     directory, checkpoint, plan = request.directory, request.checkpoint, request.plan
-    built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code)
+    built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code, stored_bytes=checkpoint.nbytes)
     if isinstance(built, Err):
         return built
     model = built.value
