@@ -15,6 +15,7 @@ and gguf-py's ``tensor_mapping.py`` (the names it writes), and Transformers'
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -288,8 +289,10 @@ def _rope_scaling_keys(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> tup
 
 
 def rope_scaling(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> dict[str, object] | None:
-    """Transformers' ``rope_scaling`` for the metadata's linear rope scaling, as llama.cpp applies
-    it (positions divided by the factor; a factor of 0 or 1 is none); ``None`` for none.
+    """Transformers' ``rope_scaling`` for the metadata's rope scaling, as llama.cpp applies it:
+    linear (positions divided by the factor), or YaRN (with its pre-training context and, when
+    the file has one, its attention factor; llama.cpp's default beta_fast 32 and beta_slow 1 are
+    Transformers' too). A factor of 0 or 1 is none; ``None`` for none.
 
     >>> rope_scaling(ARCHITECTURES["llama"], {"llama.rope.scaling.factor": 4.0})
     {'rope_type': 'linear', 'factor': 4.0}
@@ -297,11 +300,41 @@ def rope_scaling(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> dict[str,
     True
     """
     _, kind, _, factor = _rope_scaling_keys(spec, metadata)
-    if kind != "linear" or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor in (0, 1):
+    if kind not in ("linear", "yarn") or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor in (0, 1):
         return None
     if architecture_issues({"rope_scaling": {"factor": factor}}):
         return None  # metadata_issues reports it
-    return {"rope_type": "linear", "factor": float(factor)}
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(factor)}
+    found = _yarn(spec, metadata, float(factor))
+    return found if isinstance(found, dict) else None  # a reason: _rope_scaling_issues refuses the file
+
+
+_YARN_NEUTRAL: Final = (("rope.scaling.attn_factor", (1.0,)), ("rope.scaling.yarn_attn_factor", (1.0,)),
+                        ("rope.scaling.yarn_ext_factor", (-1.0, 1.0)), ("rope.scaling.yarn_log_multiplier", (0.0,)))
+"""YaRN keys whose llama.cpp meaning has no exact Transformers parameter: only their neutral values are accepted."""
+
+
+def _yarn(spec: ArchSpec, metadata: Mapping[str, GgufValue], factor: float) -> dict[str, object] | str:
+    """Transformers' YaRN parameters for the file's, or why they cannot be had exactly: the
+    pre-training context is required; beta_fast and beta_slow carry over; the attention and
+    extrapolation factors and the log multiplier must be llama.cpp's neutral values."""
+    def number(key: str) -> float | None:
+        value = metadata.get(f"{spec.arch}.{key}")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+    original = metadata.get(f"{spec.arch}.rope.scaling.original_context_length")
+    if not (isinstance(original, int) and not isinstance(original, bool) and 0 < original < 2**31):
+        return f"YaRN needs {spec.arch}.rope.scaling.original_context_length, a positive integer"
+    for key, neutral in _YARN_NEUTRAL:
+        if f"{spec.arch}.{key}" in metadata and number(key) not in neutral:
+            return f"{spec.arch}.{key} other than {neutral[-1]} has no exact Transformers counterpart"
+    found: dict[str, object] = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
+    for key, target in (("rope.scaling.yarn_beta_fast", "beta_fast"), ("rope.scaling.yarn_beta_slow", "beta_slow")):
+        value = number(key)
+        if value is not None and value > 0:
+            found[target] = value
+    return found
 
 
 def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> list[Issue]:
@@ -316,9 +349,12 @@ def _rope_scaling_issues(spec: ArchSpec, metadata: Mapping[str, GgufValue]) -> l
     if factor != 0:
         found = architecture_issues({"rope_scaling": {"factor": factor}})
         issues += [attrs.evolve(i, path=metadata_path(factor_key)) for i in found]
-        if not found and kind in GGUF_ROPE_SCALING - {"none", "linear"} and factor != 1:
+        numeric = isinstance(factor, (int, float)) and not isinstance(factor, bool)
+        yarn = _yarn(spec, metadata, float(factor)) if kind == "yarn" and not found and numeric and isinstance(factor, (int, float)) else None
+        if not found and kind in GGUF_ROPE_SCALING - {"none", "linear"} and factor != 1 and not isinstance(yarn, dict):
+            why = yarn if isinstance(yarn, str) else "this version does not apply it"
             issues.append(Issue("load.gguf.rope_scaling.unsupported", metadata_path(kind_key),
-                                f"the file asks for {quote(kind)} rope scaling by {quote(factor)}, which this version does not apply",
+                                f"the file asks for {quote(kind)} rope scaling by {quote(factor)}: {why}",
                                 "without it the model would see other positions than it was trained for"))
     return issues
 

@@ -191,13 +191,57 @@ def test_gguf_linear_rope_scaling_is_applied(tmp_path: Path) -> None:
     assert not torch.allclose(unscaled, want, atol=1e-4, rtol=0)
 
 
-def test_gguf_yarn_rope_scaling_is_refused(tmp_path: Path) -> None:
-    """Scaling this version does not apply (YaRN) is an issue, not a model with other positions."""
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_gguf_yarn_rope_scaling_is_applied(tmp_path: Path, arch: str) -> None:
+    """A file with YaRN (llama.cpp's converter writes type, factor and the pre-training context,
+    as Qwen's long-context checkpoints carry them) computes what the Transformers model with that
+    YaRN configuration computes; without the scaling the logits differ."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_model(arch, layers=1)
+    config = base.config
+    config.rope_parameters = {**config.rope_parameters, "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                              "beta_fast": 16.0}
+    scaled = AutoModelForCausalLM.from_config(config).eval()
+    scaled.load_state_dict(base.state_dict())
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.YARN, "add_rope_scaling_factor": 4.0, "add_rope_scaling_orig_ctx_len": 32,
+             "add_rope_scaling_yarn_beta_fast": 16.0}
+    path = write_gguf(scaled, arch, tmp_path / "m.gguf", T.F32, tokenizer=extra)
+    found = qd.load(path, device="cpu", dtype="float32")
+    assert not isinstance(found, Err), found
+    ids = torch.tensor([[3, 17, 42, 5, 9, 77, 1, 30, 8, 64, 2, 11] * 5])
+    with torch.no_grad():
+        ours, want, unscaled = (m(ids).logits for m in (found.value.model, scaled, base))
+    assert torch.allclose(ours, want, atol=1e-4, rtol=0)
+    assert not torch.allclose(unscaled, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("extra_keys,why", [
+    ({}, "original_context_length"),
+    ({"add_rope_scaling_orig_ctx_len": 32, "add_rope_scaling_yarn_ext_factor": 0.5}, "yarn_ext_factor"),
+    ({"add_rope_scaling_orig_ctx_len": 32, "add_rope_scaling_yarn_log_mul": 0.1}, "yarn_log_multiplier"),
+])
+def test_gguf_yarn_that_cannot_be_applied_exactly_is_refused(tmp_path: Path, extra_keys: dict[str, object], why: str) -> None:
+    """YaRN without its pre-training context, or with llama.cpp parameters Transformers has no
+    exact counterpart for, is an issue, not a model with other positions."""
     import gguf
 
-    extra = {"add_rope_scaling_type": gguf.RopeScalingType.YARN, "add_rope_scaling_factor": 4.0}
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.YARN, "add_rope_scaling_factor": 4.0, **extra_keys}
     path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "y.gguf", T.Q8_0, tokenizer=extra)
-    assert [(i.code, i.path) for i in _errors(path)] == [("load.gguf.rope_scaling.unsupported", '$.metadata["llama.rope.scaling.type"]')]
+    errors = _errors(path)
+    assert [(i.code, i.path) for i in errors] == [("load.gguf.rope_scaling.unsupported", '$.metadata["llama.rope.scaling.type"]')]
+    assert why in errors[0].message
+
+
+def test_gguf_longrope_is_refused(tmp_path: Path) -> None:
+    """LongRoPE (per-dimension factors) is not applied by this version: refused."""
+    import gguf
+
+    extra = {"add_rope_scaling_type": gguf.RopeScalingType.LONGROPE, "add_rope_scaling_factor": 4.0}
+    path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "y.gguf", T.Q8_0, tokenizer=extra)
+    assert [i.code for i in _errors(path)] == ["load.gguf.rope_scaling.unsupported"]
 
 
 def test_gguf_gemma3_linear_rope_scaling_applies_to_global_layers(tmp_path: Path) -> None:
