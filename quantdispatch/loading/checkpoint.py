@@ -188,6 +188,16 @@ def _sharded(directory: Path) -> Result[Checkpoint, Issues]:
                                 f"{_INDEX} puts {quote(tensor)} in {quote(name)}, which does not hold it"))
         else:
             where[tensor] = f.path
+    for name, f in files.items():
+        for tensor in f.tensors:
+            listed = weight_map.get(tensor)
+            if listed is None and tensor not in where:  # as in a single file: the model's check reports it (load.tensor.unexpected)
+                where[tensor] = f.path
+            elif listed != name:
+                other = quote(listed) if listed is not None else f"{quote(Path(where[tensor]).name)} too"
+                issues.append(Issue("load.tensor.duplicate", f"$.tensors[{quote(tensor)}]",
+                                    f"{quote(name)} holds {quote(tensor)}, which is in {other}",
+                                    "the index and its shards disagree: the checkpoint was edited or mixes two saves"))
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(Checkpoint(directory, {f.path: f for f in files.values()}, where))

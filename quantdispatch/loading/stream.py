@@ -9,10 +9,11 @@ file, and the half-built model is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
@@ -23,8 +24,10 @@ from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from .checkpoint import Checkpoint
 from .request import LoadRequest
+from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
+__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_values",
+           "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -106,23 +109,41 @@ def _split_parts(name: str, module: nn.Linear, checkpoint: Checkpoint) -> tuple[
         return None
     if not all(f"{prefix}{p}.qweight" in checkpoint.where and f"{prefix}{p}.scales" in checkpoint.where for p in parts):
         return None
+    if any(len(checkpoint.entry(f"{prefix}{p}.scales").shape) != 2 for p in parts):
+        return None  # not a split this module can read; the tensor check names the stray parts
     widths = [checkpoint.entry(f"{prefix}{p}.scales").shape[-1] for p in parts]
-    return parts if sum(widths) == module.out_features else None
+    return parts if sum(widths) == module.out_features and all(widths) else None
 
 
-def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> dict[str, str]:
+def _made(make: ModuleFactory, name: str, linear: nn.Linear) -> nn.Module | Issue:
+    """``make``'s module for one layer, or the issue naming the layer whose shape its packing cannot hold."""
+    try:
+        return make(name, linear)
+    except ValueError as e:  # the layout's own shape rules (gptq_expected_tensors, awq_expected_tensors)
+        return _issue("load.layer.shape", f"{quote(name)} ({linear.in_features} -> {linear.out_features}): {quote(str(e), 200)}",
+                      "this layer's shape cannot be stored in the configured packing: the config does not fit the model",
+                      f"$.modules[{quote(name)}]")
+
+
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> Result[dict[str, str], Issues]:
     """Swap each ``nn.Linear`` whose weights the checkpoint stores packed (``<name>.qweight``) for
     the module ``make`` builds, and each fused projection stored as separate packed parts for a
     ``SplitLinear`` of them. Returns the model's tensor names that the checkpoint spells otherwise
-    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``)."""
+    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``),
+    or an issue for each layer whose shape the packing cannot hold (``make`` raised ``ValueError``)."""
     renames: dict[str, str] = {}
+    issues: list[Issue] = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         if f"{name}.qweight" in checkpoint.where:
-            setattr(parent, child, make(name, module))
+            made = _made(make, name, module)
+            if isinstance(made, Issue):
+                issues.append(made)
+            else:
+                setattr(parent, child, made)
             continue
         parts = _split_parts(name, module, checkpoint)
         if parts is None:
@@ -132,13 +153,75 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactor
         for part in parts:
             width = checkpoint.entry(f"{prefix}{part}.scales").shape[-1]
             piece = nn.Linear(module.in_features, width, bias=f"{prefix}{part}.bias" in checkpoint.where, device="meta")
-            built[part] = make(f"{prefix}{part}", piece)
+            made = _made(make, f"{prefix}{part}", piece)
+            if isinstance(made, Issue):
+                issues.append(made)
+            else:
+                built[part] = made
+        if len(built) < len(parts):
+            continue
         fused = SplitLinear(built)
         setattr(parent, child, fused)
         for part, quantized in built.items():
             for tensor_name in quantized.state_dict(keep_vars=True):
                 renames[f"{name}.{part}.{tensor_name}"] = f"{prefix}{part}.{tensor_name}"
-    return renames
+    if issues:
+        return Err(tuple(issues[:100]))
+    return Ok(renames)
+
+
+def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[None, Issues]:
+    """Check the loaded values each module's layout declares: index tensors (``indexes``: buffer
+    -> (indexed buffer, its size); GPTQ's ``g_idx`` picks a group, a row of ``scales``) hold only
+    values in ``[0, size)``, and ``finite`` buffers (scales) no NaN or infinity. Run after the
+    weights are read and before anything (a forward, a backend's repack) uses them: an index out of
+    range would raise at the first forward, or, negative, silently read the wrong group; one
+    non-finite scale makes every output of its layer NaN."""
+    renames = renames or {}
+    issues: list[Issue] = []
+
+    def located(module_name: str, buffer_name: str) -> tuple[str, str]:
+        full = f"{module_name}.{buffer_name}" if module_name else buffer_name
+        stored = renames.get(full, full)
+        return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
+
+    for module_name, module in model.named_modules():
+        declared: object = getattr(module, "indexes", None)
+        for buffer_name, (target, size) in declared.items() if isinstance(declared, Mapping) else ():
+            values = _loaded(module, buffer_name)
+            if values is None:
+                continue  # not loaded: derived later, or reported missing
+            low, high = int(values.min()), int(values.max())
+            if 0 <= low and high < size:
+                continue
+            stored, file = located(module_name, buffer_name)
+            bad = low if low < 0 else high
+            at = "".join(f"[{int(i)}]" for i in torch.nonzero(values == bad)[0])
+            issues.append(_issue("load.tensor.range", f"{quote(stored)}{at} in {file} is {bad}; its values index the {size} "
+                                 f"rows of {quote(target)}, so each must be in [0, {size - 1}]",
+                                 "the tensor is corrupt, or the config's group size does not match the checkpoint",
+                                 f"$.tensors[{quote(stored)}]"))
+        finite: object = getattr(module, "finite", None)
+        for buffer_name in sorted(finite) if isinstance(finite, frozenset) else ():
+            values = _loaded(module, buffer_name)
+            if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
+                continue
+            stored, file = located(module_name, buffer_name)
+            first = tuple(int(i) for i in torch.nonzero(~values.isfinite())[0])
+            at = "".join(f"[{i}]" for i in first)
+            issues.append(_issue("load.tensor.not_finite", f"{quote(stored)}{at} in {file} is {values[first].item()}",
+                                 "a NaN or infinite scale makes the layer's every output NaN: the checkpoint is corrupt",
+                                 f"$.tensors[{quote(stored)}]"))
+    if issues:
+        return Err(tuple(issues[:100]))
+    return Ok(None)
+
+
+def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
+    values = getattr(module, name, None)
+    if not isinstance(values, torch.Tensor) or values.device.type == "meta" or values.numel() == 0:
+        return None
+    return values
 
 
 def _tied_targets(model: nn.Module) -> set[str]:
@@ -211,18 +294,44 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
                 for name in tensor_names:
                     stored = renames.get(name, name)
                     t = f.get_tensor(stored)
+                    changed = _differs(t, checkpoint.entry(stored))
+                    if changed is not None:
+                        return Err((_issue("load.file.changed", f"{Path(path).name}: {quote(stored)} {changed}",
+                                           "the file was rewritten while it was loaded; load it again", f"$.tensors[{quote(stored)}]"),))
                     read += t.numel() * t.element_size()
                     keep = stored.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
                     if t.is_floating_point() and not keep and t.dtype != dtype:
                         t = t.to(dtype)
                     set_module_tensor_to_device(model, name, "cpu", value=t)
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        except SafetensorError as e:
+            return Err(_refused(Path(path), e))
+        except OSError as e:
             return Err((_issue("load.file.unreadable", f"{Path(path).name}: {quote(str(e), 200)}",
                                "the file changed or vanished while it was read"),))
+        except (RuntimeError, ValueError) as e:  # defensive: every tensor was checked against the model before
+            return Err((_issue("load.tensor.unplaceable", f"{Path(path).name}: {quote(str(e), 200)}",
+                               "the checked tensors did not fit the model; please report this"),))
         done += 1
         if progress is not None:
             progress(done, total)
     return Ok(read)
+
+
+def _differs(t: torch.Tensor, entry: TensorEntry) -> str | None:
+    """How a tensor as read differs from its checked header entry (``None``: it does not)."""
+    if tuple(t.shape) != entry.shape or TORCH_DTYPES.get(entry.dtype, t.dtype) != t.dtype:
+        return f"was checked as {entry.dtype}{list(entry.shape)} and read as {t.dtype}{list(t.shape)}"
+    return None
+
+
+def _refused(path: Path, error: Exception) -> Issues:
+    """The safetensors library refused a file our header check accepted: the file changed since
+    (its header, checked again, says why), or the two readers disagree."""
+    again = read_safetensors(path)
+    if isinstance(again, Err):
+        return tuple(attrs.evolve(i, hint="the file changed after its header was checked") for i in again.error)
+    return (_issue("load.file.refused", f"{path.name}: the safetensors library refused it: {quote(str(error), 200)}",
+                   "quantdispatch's header check accepted this file; please report it with the file's header"),)
 
 
 def dispatch(model: nn.Module, request: LoadRequest) -> Result[nn.Module, Issues]:
@@ -293,18 +402,28 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
     if isinstance(built, Err):
         return built
     model = built.value
-    renames = replace_linears(model, checkpoint, make) if make is not None else {}
+    replaced = replace_linears(model, checkpoint, make) if make is not None else Ok({})
+    if isinstance(replaced, Err):
+        return replaced
+    renames = replaced.value
     names = check_tensors(model, checkpoint, renames)
     if isinstance(names, Err):
         return names
     read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
     if isinstance(read, Err):
         return read
+    in_range = check_values(model, checkpoint, renames)
+    if isinstance(in_range, Err):
+        return in_range
     for module in model.modules():
         if isinstance(module, GptqLinear):
             module.derive_missing()
     if post_load is not None:
-        post_load(model)
+        try:
+            post_load(model)
+        except (ValueError, RuntimeError, NotImplementedError) as e:  # a backend's repack: checked shapes should never get here
+            return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
+                               f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-gptq, torch-awq)"),))
     tie = getattr(model, "tie_weights", None)
     if _tied_targets(model) and callable(tie):
         tie()

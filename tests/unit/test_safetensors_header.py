@@ -38,7 +38,7 @@ def _theirs(path: Path) -> str | None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            for name in f.keys():
                 f.get_tensor(name)
             f.metadata()
     except Exception as e:  # the library's errors: SafetensorError, and its own exceptions from torch
