@@ -9,7 +9,7 @@ file, and the half-built model is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from .checkpoint import Checkpoint
 from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_values",
-           "stream_weights", "load_streamed"]
+__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
+           "check_values", "tied_targets", "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -224,7 +224,8 @@ def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
     return values
 
 
-def _tied_targets(model: nn.Module) -> set[str]:
+def tied_targets(model: nn.Module) -> set[str]:
+    """The tensor names a tied-embeddings model may leave out of its checkpoint (Transformers ties them)."""
     config = getattr(model, "config", None)
     if not getattr(config, "tie_word_embeddings", False):
         return set()
@@ -245,12 +246,23 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, s
     may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
     renames = renames or {}
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
-    tied = _tied_targets(model)
     derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() if isinstance(m, GptqLinear) for b in m.derivable}
+    found = check_expected(expected, checkpoint, tied_targets(model) | derivable)
+    if isinstance(found, Err):
+        return found
+    back = {v: k for k, v in renames.items()}
+    return Ok(tuple(back.get(n, n) for n in found.value))
+
+
+def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, optional: Collection[str] = ()) -> Result[tuple[str, ...], Issues]:
+    """``check_tensors`` for a list of expected tensors (meta tensors will do: only their shapes
+    and dtypes are read), by the checkpoint's names; those in ``optional`` may be missing. A
+    floating tensor may be stored in any floating dtype, any other only in its own. Returns the
+    expected names the checkpoint holds."""
     issues: list[Issue] = []
     for name, tensor in expected.items():
         if name not in checkpoint.where:
-            if name not in tied and name not in derivable:
+            if name not in optional:
                 issues.append(_issue("load.tensor.missing", f"the model needs {quote(name)}, which no weight file holds",
                                      "the checkpoint is incomplete, or was saved for another architecture or config", f"$.tensors[{quote(name)}]"))
             continue
@@ -271,8 +283,7 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, s
                                  "the checkpoint was saved for another architecture or quantization config", f"$.tensors[{quote(name)}]"))
     if issues:
         return Err(tuple(issues[:100]) + ((_issue("load.issues.too_many", f"{len(issues) - 100} more"),) if len(issues) > 100 else ()))
-    back = {v: k for k, v in renames.items()}
-    return Ok(tuple(back.get(n, n) for n in expected if n in checkpoint.where))
+    return Ok(tuple(n for n in expected if n in checkpoint.where))
 
 
 def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str], dtype: torch.dtype,
@@ -425,7 +436,7 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
             return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
                                f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-gptq, torch-awq)"),))
     tie = getattr(model, "tie_weights", None)
-    if _tied_targets(model) and callable(tie):
+    if tied_targets(model) and callable(tie):
         tie()
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:

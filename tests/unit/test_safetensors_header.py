@@ -132,7 +132,7 @@ def _files(draw: st.DrawFn) -> bytes:
         entries[draw(st.sampled_from([f"t{i}", "", "a.weight", "\u00e9", "\x00"])) + str(i)] = \
             {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
         at = max(at, end)
-    metadata = draw(st.sampled_from([None, "absent", {}, {"format": "pt"}, {"n": 1}, [], "pt"]))
+    metadata: object = draw(st.sampled_from([None, "absent", {}, {"format": "pt"}, {"n": 1}, [], "pt"]))
     if metadata != "absent":
         entries["__metadata__"] = metadata
     if draw(st.booleans()) and entries:  # a huge dimension: byte sizes that overflow, or offsets past the end
