@@ -249,9 +249,9 @@ def _loading_info(info: object) -> Issues:
 
 
 def _bnb_modules(model: nn.Module) -> frozenset[str]:
-    import bitsandbytes as bnb
+    from bitsandbytes.nn.modules import Linear4bit, Linear8bitLt
 
-    kinds = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    kinds = (Linear4bit, Linear8bitLt)
     return frozenset(n for n, m in model.named_modules() if isinstance(m, kinds))
 
 
@@ -285,7 +285,7 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bitsandbytes' notes about casting fp32 inputs
-            model, info = AutoModelForCausalLM.from_pretrained(
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 request.directory, device_map=request.device_map or {"": plan.device.label}, dtype=getattr(torch, plan.dtype.value),
                 max_memory=dict(request.max_memory) if request.max_memory else None,
                 offload_folder=str(request.offload_folder) if request.offload_folder else None,
@@ -293,6 +293,8 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
             )
     except (ValueError, KeyError, OSError, RuntimeError, TypeError, ImportError, AssertionError, IndexError) as e:
         return Err((Issue("load.bnb.failed", "$", f"bitsandbytes could not load the checkpoint: {quote(str(e), 240)}"),))
+    model: nn.Module = loaded[0]
+    info: object = loaded[1]
     reported = _loading_info(info)
     if reported:
         return Err(reported)

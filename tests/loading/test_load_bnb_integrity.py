@@ -51,7 +51,7 @@ def _copy(saved: dict[str, Path], name: str, tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved[name], tmp_path / name))
 
 
-def _edit(directory: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+def _edit(directory: Path, change: Callable[[dict[str, torch.Tensor]], object]) -> None:
     tensors = load_file(str(directory / "model.safetensors"))
     change(tensors)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -238,7 +238,7 @@ def test_tied_embeddings_load_without_lm_head(saved: dict[str, Path], tmp_path: 
     (lambda t: t.update({"model.norm.weight": torch.zeros(64)}), "load.tensor.shape"),
 ], ids=["missing", "unexpected", "shape"])
 def test_quantize_on_load_checks_the_dense_tensors(saved: dict[str, Path], tmp_path: Path,
-                                                   change: Callable[[dict[str, torch.Tensor]], None], code: str) -> None:
+                                                   change: Callable[[dict[str, torch.Tensor]], object], code: str) -> None:
     """A full-precision checkpoint plus a bnb config: its tensors are checked like every other path's."""
     d = _copy(saved, "fp32", tmp_path)
     _edit(d, change)

@@ -304,3 +304,34 @@ def test_a_repack_that_raises_is_an_issue(gptq: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(cpu_int4, "repack_int4", broken)
     assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="cpu-int4-gptq")) == ["load.repack.failed"]
+
+
+def test_a_shard_named_twice_under_two_names_is_refused(sharded: Path) -> None:
+    """The index splits the tensors between two names that are one file (a hard link): each name
+    holds the other's tensors too, so every tensor is in two shards."""
+    import os
+
+    (sharded / SHARD2).unlink()
+    os.link(sharded / SHARD1, sharded / SHARD2)
+    index_path = sharded / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    names = sorted(load_file(str(sharded / SHARD1)))
+    index["weight_map"] = {n: (SHARD1 if i % 2 else SHARD2) for i, n in enumerate(names)}
+    index_path.write_text(json.dumps(index))
+    codes = _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq"))
+    assert "load.tensor.duplicate" in codes
+
+
+@pytest.mark.parametrize("tensor,value", [
+    ("qweight", lambda t: t.to(torch.float32)),      # same shape, float bits read as packed codes
+    ("g_idx", lambda t: t.to(torch.int64)),          # same values, twice the bytes
+    ("qzeros", lambda t: t.view(torch.float32)),     # same bytes, another dtype
+    ("scales", lambda t: t.to(torch.int16)),         # integer scales
+], ids=["qweight-f32", "g_idx-i64", "qzeros-f32", "scales-i16"])
+def test_dtype_lies_are_refused(gptq: Path, tensor: str, value: object) -> None:
+    """A tensor of the right shape in a dtype the layout does not read: load.tensor.dtype."""
+    assert callable(value)
+    t = load_file(str(gptq / "model.safetensors"))[f"{LAYER}.{tensor}"]
+    _edit(gptq, {f"{LAYER}.{tensor}": value(t)})
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    assert _codes(found) == ["load.tensor.dtype"]
