@@ -335,3 +335,39 @@ def test_dtype_lies_are_refused(gptq: Path, tensor: str, value: object) -> None:
     _edit(gptq, {f"{LAYER}.{tensor}": value(t)})
     found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
     assert _codes(found) == ["load.tensor.dtype"]
+
+
+# ----------------------------------------------------------------------------- the safetensors files themselves
+def test_a_weight_file_with_trailing_bytes_is_refused_at_the_header(gptq: Path) -> None:
+    """A file the safetensors library would refuse (bytes after the last tensor) is refused by the
+    header check with the reason, not later as "the file changed or vanished"."""
+    with (gptq / "model.safetensors").open("ab") as f:
+        f.write(bytes(8))
+    assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")) == ["safetensors.data.trailing"]
+
+
+def test_a_file_the_library_refuses_after_our_check_accepted_it(gptq: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were the two readers ever to disagree, the library's refusal is load.file.refused quoting
+    it (the header, checked again, is unchanged), not "the file changed or vanished"."""
+    import safetensors
+
+    def refuse(path: str, framework: str) -> object:
+        raise safetensors.SafetensorError("Error while deserializing header: invented for the test")
+
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    assert _codes(found) == ["load.file.refused"]
+    assert isinstance(found, qd.Err) and "invented for the test" in found.error[0].message
+
+
+def test_a_weight_file_that_vanishes_during_the_read(gptq: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real OS error while reading keeps its own code and hint."""
+    import safetensors
+
+    def vanish(path: str, framework: str) -> object:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(safetensors, "safe_open", vanish)
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    assert _codes(found) == ["load.file.unreadable"]
+    assert isinstance(found, qd.Err) and found.error[0].hint == "the file changed or vanished while it was read"
