@@ -55,6 +55,8 @@ _STATE_DTYPES: Final = frozenset({"float16", "bfloat16", "float32"})
 _STATE_KEYS: Final = frozenset({"quant_type", "blocksize", "dtype", "shape", "nested_blocksize", "nested_dtype", "nested_offset"})
 _NESTED: Final = ("nested_blocksize", "nested_dtype", "nested_offset")
 _MAX_STATE_BYTES: Final = 4096
+_FLOAT32_STATS: Final = frozenset({"absmax", "quant_map", "nested_absmax", "nested_quant_map", "SCB"})
+"""Statistics bitsandbytes writes and reads as float32 only (a nested ``absmax`` is uint8, checked as such)."""
 _FOUR_BIT_SUFFIXES: Final = ("weight.absmax", "weight.quant_map", "weight.nested_absmax", "weight.nested_quant_map")
 
 
@@ -204,6 +206,9 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
     checked = check_expected(expected, checkpoint, tied_targets(model))
     if isinstance(checked, Err):
         issues.extend(checked.error)
+    else:  # bitsandbytes' statistics are float32 exactly (an fp16 SCB loads, then the first forward raises)
+        issues.extend(_issue("load.tensor.dtype", n, f"{quote(n)} is {checkpoint.entry(n).dtype}; bitsandbytes reads float32 (F32)")
+                      for n in sorted(expected) if _float32_stat(n, expected[n], quantized) and checkpoint.entry(n).dtype != "F32")
     if issues:
         return Err(tuple(issues[:100]))
     finite = _finite_scales(checkpoint, [f"{n}.{s}" for n in quantized for s in
@@ -211,6 +216,12 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
     if finite:
         return Err(finite)
     return Ok(frozenset(quantized))
+
+
+def _float32_stat(name: str, expected: torch.Tensor, quantized: Mapping[str, nn.Linear]) -> bool:
+    """Whether ``name`` is a quantized layer's float32 statistic (``absmax`` unless nested, ``SCB``, the code maps)."""
+    owner, _, leaf = name.rpartition(".")
+    return leaf in _FLOAT32_STATS and expected.dtype == torch.float32 and owner.removesuffix(".weight") in quantized
 
 
 def _as_stored(expected: dict[str, torch.Tensor], checkpoint: Checkpoint, names: list[str]) -> None:

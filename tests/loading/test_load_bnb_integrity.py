@@ -252,3 +252,15 @@ def test_transformers_loading_report_becomes_issues() -> None:
     assert sorted(i.code for i in found) == ["load.tensor.missing", "load.tensor.shape", "load.tensor.unexpected"]
     assert "$.tensors['lm_head.weight']" in {i.path for i in found}
     assert _loading_info({"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": [], "error_msgs": []}) == ()
+
+
+@pytest.mark.parametrize("config,tensor", [("int8", f"{Q}.SCB"), ("nf4", f"{Q}.weight.absmax"), ("nf4", f"{Q}.weight.quant_map"),
+                                           ("fp4-double", f"{Q}.weight.nested_absmax")])
+def test_statistics_in_another_float_dtype_are_refused(saved: dict[str, Path], tmp_path: Path, config: str, tensor: str) -> None:
+    """bitsandbytes writes its statistics as float32; an fp16 SCB loaded Ok and raised at the first
+    forward ("col_stats must be float32"). Any other float dtype is load.tensor.dtype."""
+    d = _copy(saved, config, tmp_path)
+    _edit(d, lambda t: t.update({tensor: t[tensor].to(torch.float16)}))
+    found = _load(d)
+    assert _codes(found) == ["load.tensor.dtype"]
+    assert isinstance(found, qd.Err) and found.error[0].path == f"$.tensors['{tensor}']"
