@@ -160,44 +160,47 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
     of the layers stored quantized."""
     expected: dict[str, torch.Tensor] = dict(model.state_dict(keep_vars=True))
     four = isinstance(config, Bnb4Bit)
-    quantized: dict[str, nn.Linear] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        marks = [f"{name}.{s}" for s in (*_FOUR_BIT_SUFFIXES, "SCB", "weight_format")]
-        if any(m in checkpoint.where for m in marks) or any(n.startswith(f"{name}.{_QUANT_STATE}") for n in checkpoint.where):
-            quantized[name] = module
-    states = {name: [n for n in checkpoint.where if n.startswith(f"{name}.{_QUANT_STATE}")] for name in quantized} if four else {}
+    state_names: dict[str, list[str]] = {}
+    for n in checkpoint.where:
+        owner, sep, _ = n.partition(f".{_QUANT_STATE}")
+        if sep:
+            state_names.setdefault(owner, []).append(n)
+    marks = (*_FOUR_BIT_SUFFIXES, "SCB", "weight_format")
+    quantized = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)
+                 and (name in state_names or any(f"{name}.{s}" in checkpoint.where for s in marks))}
     issues: list[Issue] = []
-    wanted = [n for names in states.values() for n in names[:1]]
-    if not four:
-        wanted += [f"{name}.weight_format" for name in quantized if f"{name}.weight_format" in checkpoint.where]
-    raw = _read(checkpoint, wanted)
-    if isinstance(raw, Issue):
-        return Err((raw,))
-    for name, layer in quantized.items():
-        del expected[f"{name}.weight"]
-        if not four:
-            expected[f"{name}.weight"] = _meta((layer.out_features, layer.in_features), torch.int8)
-            expected[f"{name}.SCB"] = _meta((layer.out_features,), torch.float32)
-            fmt = raw.get(f"{name}.weight_format")
-            if fmt is not None:
-                expected[f"{name}.weight_format"] = _meta((), torch.uint8)
-                if fmt.dtype != torch.uint8 or fmt.dim() != 0 or int(fmt) != 0:
-                    issues.append(_issue("load.bnb.weight_format", f"{name}.weight_format", f"{quote(name + '.weight_format')} is "
-                                         f"{fmt.tolist() if fmt.numel() <= 4 else list(fmt.shape)}; bitsandbytes reads only 0 (row)"))
+    layer_states: dict[str, str] = {}
+    for name in quantized if four else ():
+        found = sorted(state_names.get(name, ()))
+        entry = checkpoint.entry(found[0]) if len(found) == 1 else None
+        if entry is not None and entry.dtype == "U8" and len(entry.shape) == 1 and entry.nbytes <= _MAX_STATE_BYTES:
+            layer_states[name] = found[0]
             continue
-        assert isinstance(config, Bnb4Bit)
-        found = states[name]
-        if len(found) != 1:
+        if entry is not None:
+            issues.append(_issue("load.bnb.quant_state.invalid", found[0], f"{quote(found[0])} is {entry.dtype}{list(entry.shape)}, "
+                                 f"not a uint8 JSON blob of at most {_MAX_STATE_BYTES} bytes"))
+        else:
             what = "none" if not found else ", ".join(quote(n) for n in found)
             issues.append(_issue("load.bnb.quant_state.missing" if not found else "load.bnb.quant_state.invalid", f"{name}.{_QUANT_STATE}",
                                  f"{quote(name)} is stored 4-bit, with {what} of its quantization state "
                                  f"({_QUANT_STATE}nf4 or fp4; exactly one)", "the checkpoint is incomplete or was edited"))
-            _as_stored(expected, checkpoint, [*found, *(f"{name}.{s}" for s in ("weight", *_FOUR_BIT_SUFFIXES))])
+        _as_stored(expected, checkpoint, [*found, *(f"{name}.{s}" for s in ("weight", *_FOUR_BIT_SUFFIXES))])
+    raw = _read(checkpoint, list(layer_states.values()))  # at most a few KiB each, checked above
+    if isinstance(raw, Issue):
+        return Err((raw,))
+    for name, layer in quantized.items():
+        if not four:
+            expected[f"{name}.weight"] = _meta((layer.out_features, layer.in_features), torch.int8)
+            expected[f"{name}.SCB"] = _meta((layer.out_features,), torch.float32)
+            if f"{name}.weight_format" in checkpoint.where:
+                expected[f"{name}.weight_format"] = _meta((), torch.uint8)
             continue
-        state = _state(found[0], raw[found[0]], layer, config.quant_type, config)
-        expected[found[0]] = _meta(checkpoint.entry(found[0]).shape, torch.uint8)
+        assert isinstance(config, Bnb4Bit)
+        stored = layer_states.get(name)
+        if stored is None:
+            continue  # its issue is above
+        state = _state(stored, raw[stored], layer, config.quant_type, config)
+        expected[stored] = _meta(checkpoint.entry(stored).shape, torch.uint8)
         if isinstance(state, Issue):
             issues.append(state)  # the layer's other tensors cannot be checked without it: one issue, not one per tensor
             _as_stored(expected, checkpoint, [f"{name}.{s}" for s in ("weight", *_FOUR_BIT_SUFFIXES)])
@@ -211,11 +214,27 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
                       for n in sorted(expected) if _float32_stat(n, expected[n], quantized) and checkpoint.entry(n).dtype != "F32")
     if issues:
         return Err(tuple(issues[:100]))
-    finite = _finite_scales(checkpoint, [f"{n}.{s}" for n in quantized for s in
-                                         (("weight.absmax", "weight.nested_absmax") if four else ("SCB",))])
-    if finite:
-        return Err(finite)
+    values = _values(checkpoint, quantized, four)
+    if values:
+        return Err(values)
     return Ok(frozenset(quantized))
+
+
+def _values(checkpoint: Checkpoint, quantized: Mapping[str, nn.Linear], four: bool) -> Issues:
+    """What the shapes cannot say, read once they are checked: scales finite (``absmax``, ``SCB``;
+    one NaN makes its block's every weight NaN), 8-bit ``weight_format`` 0 ("row", the only one
+    bitsandbytes reads: it raises on any other)."""
+    scales = [f"{n}.{s}" for n in quantized for s in (("weight.absmax", "weight.nested_absmax") if four else ("SCB",))]
+    floats = [n for n in scales if n in checkpoint.where and checkpoint.entry(n).dtype == "F32"]
+    formats = [f"{n}.weight_format" for n in quantized if f"{n}.weight_format" in checkpoint.where]
+    raw = _read(checkpoint, floats + formats)
+    if isinstance(raw, Issue):
+        return (raw,)
+    issues = [_issue("load.tensor.not_finite", n, f"{quote(n)} holds a NaN or an infinity",
+                     "a non-finite scale makes its weights NaN: the checkpoint is corrupt") for n in floats if not bool(raw[n].isfinite().all())]
+    issues += [_issue("load.bnb.weight_format", n, f"{quote(n)} is {int(raw[n])}; bitsandbytes reads only 0 (row)")
+               for n in formats if int(raw[n]) != 0]
+    return tuple(issues[:100])
 
 
 def _float32_stat(name: str, expected: torch.Tensor, quantized: Mapping[str, nn.Linear]) -> bool:
@@ -230,17 +249,6 @@ def _as_stored(expected: dict[str, torch.Tensor], checkpoint: Checkpoint, names:
         if n in checkpoint.where:
             entry = checkpoint.entry(n)
             expected[n] = _meta(entry.shape, TORCH_DTYPES.get(entry.dtype, torch.uint8))
-
-
-def _finite_scales(checkpoint: Checkpoint, names: list[str]) -> Issues:
-    """Float scales must hold no NaN or infinity (one makes its block's every weight NaN)."""
-    floats = [n for n in names if n in checkpoint.where and TORCH_DTYPES.get(checkpoint.entry(n).dtype, torch.uint8).is_floating_point]
-    raw = _read(checkpoint, floats)
-    if isinstance(raw, Issue):
-        return (raw,)
-    bad = [n for n, t in raw.items() if not bool(t.isfinite().all())]
-    return tuple(_issue("load.tensor.not_finite", n, f"{quote(n)} holds a NaN or an infinity",
-                        "a non-finite scale makes its weights NaN: the checkpoint is corrupt") for n in bad[:100])
 
 
 def _loading_info(info: object) -> Issues:

@@ -264,3 +264,16 @@ def test_statistics_in_another_float_dtype_are_refused(saved: dict[str, Path], t
     found = _load(d)
     assert _codes(found) == ["load.tensor.dtype"]
     assert isinstance(found, qd.Err) and found.error[0].path == f"$.tensors['{tensor}']"
+
+
+def test_oversized_state_tensors_are_refused_unread(saved: dict[str, Path], tmp_path: Path) -> None:
+    """A quantization state is a few hundred bytes of JSON; one of 64 KiB (or an 8-bit
+    weight_format that is not a scalar) is refused from its header, before anything is read."""
+    d = _copy(saved, "nf4", tmp_path)
+    _edit(d, lambda t: t.update({f"{Q}.weight.quant_state.bitsandbytes__nf4": torch.full((65536,), 32, dtype=torch.uint8)}))
+    found = _load(d)
+    assert _codes(found) == ["load.bnb.quant_state.invalid"]
+    assert isinstance(found, qd.Err) and "at most" in found.error[0].message
+    d = _copy(saved, "int8", tmp_path / "8")
+    _edit(d, lambda t: t.update({f"{Q}.weight_format": torch.zeros(1000, dtype=torch.uint8)}))
+    assert _codes(_load(d)) == ["load.tensor.shape"]
