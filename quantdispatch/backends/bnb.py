@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import torch
@@ -41,7 +42,7 @@ from ..configs.bnb import AbstractBnb, Bnb4Bit
 from ..jsontext import decode_json
 from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
-from ..loading.stream import TORCH_DTYPES, build_skeleton, check_expected, tied_targets
+from ..loading.stream import TORCH_DTYPES, build_skeleton, check_expected, refusal_issues, tied_targets
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
@@ -83,7 +84,9 @@ def _read(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor] |
             with safe_open(path, framework="pt") as f:
                 for n in tensor_names:
                     out[n] = f.get_tensor(n)
-        except (SafetensorError, OSError) as e:
+        except SafetensorError as e:
+            return refusal_issues(Path(path), e)[0]
+        except OSError as e:
             return Issue("load.file.unreadable", "$", f"{quote(path)}: {quote(str(e), 200)}", "the file changed or vanished while it was read")
     return out
 
@@ -221,10 +224,11 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
 
 
 def _values(checkpoint: Checkpoint, quantized: Mapping[str, nn.Linear], four: bool) -> Issues:
-    """What the shapes cannot say, read once they are checked: scales finite (``absmax``, ``SCB``;
-    one NaN makes its block's every weight NaN), 8-bit ``weight_format`` 0 ("row", the only one
+    """What the shapes cannot say, read once they are checked: scales and code maps finite
+    (``absmax``, ``quant_map``, their nested ones, ``SCB``; one NaN makes weights NaN), 8-bit ``weight_format`` 0 ("row", the only one
     bitsandbytes reads: it raises on any other)."""
-    scales = [f"{n}.{s}" for n in quantized for s in (("weight.absmax", "weight.nested_absmax") if four else ("SCB",))]
+    stats = ("weight.absmax", "weight.nested_absmax", "weight.quant_map", "weight.nested_quant_map") if four else ("SCB",)
+    scales = [f"{n}.{s}" for n in quantized for s in stats]
     floats = [n for n in scales if n in checkpoint.where and checkpoint.entry(n).dtype == "F32"]
     formats = [f"{n}.weight_format" for n in quantized if f"{n}.weight_format" in checkpoint.where]
     raw = _read(checkpoint, floats + formats)

@@ -169,6 +169,8 @@ class AwqLinear(_PackedLinear):
         self.group_size = in_features if config.group_size == -1 else config.group_size
         self.version = config.version
         self._layout = type(config)
+        if isinstance(config, AwqGemvFast):
+            self.finite = frozenset({"scales", "qzeros"})  # GEMV_FAST's qzeros are scaled zeros: floats added to every weight
         self._dequantize = _awq_dequantizer(config, self.group_size)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:

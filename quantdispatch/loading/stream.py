@@ -27,7 +27,7 @@ from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
 __all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
-           "check_values", "tied_targets", "stream_weights", "load_streamed"]
+           "check_values", "tied_targets", "refusal_issues", "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -315,7 +315,7 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
                         t = t.to(dtype)
                     set_module_tensor_to_device(model, name, "cpu", value=t)
         except SafetensorError as e:
-            return Err(_refused(Path(path), e))
+            return Err(refusal_issues(Path(path), e))
         except OSError as e:
             return Err((_issue("load.file.unreadable", f"{Path(path).name}: {quote(str(e), 200)}",
                                "the file changed or vanished while it was read"),))
@@ -335,7 +335,7 @@ def _differs(t: torch.Tensor, entry: TensorEntry) -> str | None:
     return None
 
 
-def _refused(path: Path, error: Exception) -> Issues:
+def refusal_issues(path: Path, error: Exception) -> Issues:
     """The safetensors library refused a file our header check accepted: the file changed since
     (its header, checked again, says why), or the two readers disagree."""
     again = read_safetensors(path)

@@ -277,3 +277,14 @@ def test_oversized_state_tensors_are_refused_unread(saved: dict[str, Path], tmp_
     d = _copy(saved, "int8", tmp_path / "8")
     _edit(d, lambda t: t.update({f"{Q}.weight_format": torch.zeros(1000, dtype=torch.uint8)}))
     assert _codes(_load(d)) == ["load.tensor.shape"]
+
+
+@pytest.mark.parametrize("config,tensor", [("nf4", f"{Q}.weight.quant_map"), ("fp4-double", f"{Q}.weight.nested_quant_map")])
+def test_non_finite_code_maps_are_refused(saved: dict[str, Path], tmp_path: Path, config: str, tensor: str) -> None:
+    d = _copy(saved, config, tmp_path)
+
+    def poison(t: dict[str, torch.Tensor]) -> None:
+        t[tensor] = t[tensor].clone()
+        t[tensor][3] = float("inf")
+    _edit(d, poison)
+    assert _codes(_load(d)) == ["load.tensor.not_finite"]

@@ -371,3 +371,31 @@ def test_a_weight_file_that_vanishes_during_the_read(gptq: Path, monkeypatch: py
     found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
     assert _codes(found) == ["load.file.unreadable"]
     assert isinstance(found, qd.Err) and found.error[0].hint == "the file changed or vanished while it was read"
+
+
+def test_awq_gemv_fast_scaled_zeros_are_checked(tmp_path: Path) -> None:
+    """GEMV_FAST stores scaled zero points as floats (added to every weight of the group): a NaN
+    there is as bad as one in the scales."""
+    config = qd.AwqGemvFast(group_size=32)
+    write_quantized(tmp_path, base_model(), config, awq_quantizer(config))
+    qzeros = load_file(str(tmp_path / "model.safetensors"))[f"{LAYER}.qzeros"].clone()
+    qzeros[1, 2] = float("nan")
+    _edit(tmp_path, {f"{LAYER}.qzeros": qzeros})
+    found = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-awq")
+    assert _codes(found) == ["load.tensor.not_finite"]
+    assert isinstance(found, qd.Err) and f"'{LAYER}.qzeros'[1][2]" in found.error[0].message
+
+
+@pytest.mark.parametrize("config", [qd.AwqGemm(group_size=32), qd.AwqGemv(group_size=64), qd.AwqGemvFast(group_size=32),
+                                    qd.Gptq(bits=3, group_size=32, desc_act=True), qd.GptqV2(bits=8, group_size=-1)],
+                         ids=lambda c: repr(c)[:24])
+def test_the_checks_pass_what_the_writers_write(tmp_path: Path, config: qd.AbstractQuantConfig) -> None:
+    """The new checks (index ranges, finite scales and GEMV_FAST zeros, shard coverage) accept
+    every layout the writers produce, padding included, with float32 logits equal to the
+    dequantized model's."""
+    quantize = gptq_quantizer(config, act_order=True) if isinstance(config, qd.AbstractGptq) else awq_quantizer(config)  # type: ignore[arg-type]
+    reference = write_quantized(tmp_path, base_model(), config, quantize, shards=2)
+    backend = "torch-gptq" if isinstance(config, qd.AbstractGptq) else "torch-awq"
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend=backend).unwrap()
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(IDS).logits, reference(IDS).logits, atol=1e-5, rtol=0)
