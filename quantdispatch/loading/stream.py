@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..fileio import read_bounded
-from ..kernels.modules import GptqLinear
 from ..plan import LoadPlan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
@@ -201,8 +200,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, st
                                  f"rows of {quote(target)}, so each must be in [0, {size - 1}]",
                                  "the tensor is corrupt, or the config's group size does not match the checkpoint",
                                  f"$.tensors[{quote(stored)}]"))
-        finite: object = getattr(module, "finite", None)
-        for buffer_name in sorted(finite) if isinstance(finite, frozenset) else ():
+        for buffer_name in sorted(_declared(module, "finite")):
             values = _loaded(module, buffer_name)
             if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
                 continue
@@ -215,6 +213,12 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, st
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(None)
+
+
+def _declared(module: nn.Module, name: str) -> frozenset[str]:
+    """A layout's declaration on its module (``derivable``, ``finite``): buffer names, or none."""
+    found = getattr(module, name, None)
+    return found if isinstance(found, frozenset) else frozenset()
 
 
 def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -242,11 +246,11 @@ def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
 def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. A tensor the module can compute (``GptqLinear.derivable``: ``g_idx`` without act-order)
-    may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
+    file. A tensor its module declares it can compute (``derivable``: GPTQ's ``g_idx`` without
+    act-order) may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
     renames = renames or {}
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
-    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() if isinstance(m, GptqLinear) for b in m.derivable}
+    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() for b in _declared(m, "derivable")}
     found = check_expected(expected, checkpoint, tied_targets(model) | derivable)
     if isinstance(found, Err):
         return found
@@ -427,8 +431,9 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
     if isinstance(in_range, Err):
         return in_range
     for module in model.modules():
-        if isinstance(module, GptqLinear):
-            module.derive_missing()
+        derive = getattr(module, "derive_missing", None)
+        if _declared(module, "derivable") and callable(derive):
+            derive()
     if post_load is not None:
         try:
             post_load(model)
