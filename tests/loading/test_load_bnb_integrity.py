@@ -217,8 +217,9 @@ def test_a_layer_stored_dense_where_the_config_quantizes_is_refused(saved: dict[
             del t[name]
         t[f"{Q}.weight"] = torch.zeros(128, 128)
     _edit(d, densify)
-    codes = _codes(_load(d))
-    assert codes and set(codes) <= {"load.bnb.layout", "load.bnb.failed", "load.tensor.shape", "load.tensor.dtype"}
+    found = _load(d)
+    assert _codes(found) == ["load.bnb.layout"]
+    assert isinstance(found, qd.Err) and found.error[0].path == f"$.modules['{Q}']"
 
 
 def test_tied_embeddings_load_without_lm_head(saved: dict[str, Path], tmp_path: Path) -> None:
@@ -288,3 +289,19 @@ def test_non_finite_code_maps_are_refused(saved: dict[str, Path], tmp_path: Path
         t[tensor][3] = float("inf")
     _edit(d, poison)
     assert _codes(_load(d)) == ["load.tensor.not_finite"]
+
+
+@pytest.mark.parametrize("stored,claimed", [("nf4", {"load_in_4bit": False, "load_in_8bit": True, "_load_in_4bit": False,
+                                                     "_load_in_8bit": True}),
+                                            ("int8", {"load_in_4bit": True, "load_in_8bit": False, "_load_in_4bit": True,
+                                                      "_load_in_8bit": False})], ids=["4bit-as-8bit", "8bit-as-4bit"])
+def test_a_config_that_lies_about_the_bits_is_refused(saved: dict[str, Path], tmp_path: Path, stored: str,
+                                                      claimed: dict[str, object]) -> None:
+    """config.json says 8-bit over 4-bit tensors, or the reverse: coded tensor issues, no model."""
+    d = _copy(saved, stored, tmp_path)
+    doc = json.loads((d / "config.json").read_text())
+    doc["quantization_config"].update(claimed)
+    (d / "config.json").write_text(json.dumps(doc))
+    codes = _codes(_load(d))
+    assert codes and set(codes) <= {"load.tensor.shape", "load.tensor.missing", "load.tensor.unexpected", "load.tensor.dtype",
+                                    "load.bnb.quant_state.missing"}
