@@ -441,8 +441,16 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
             return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
                                f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-gptq, torch-awq)"),))
     tie = getattr(model, "tie_weights", None)
-    if tied_targets(model) and callable(tie):
-        tie()
+    # A tied layer the checkpoint stores quantized was swapped for a packed module: its stored
+    # weights are used, and there is no dense weight to tie (GPTQModel's TorchLinear refuses one).
+    dense = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    if tied_targets(model) & dense and callable(tie):
+        try:
+            tie()
+        except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
+            return Err((_issue("load.tie.failed", f"the config ties the output embedding to the input one, and Transformers could "
+                               f"not tie them: {type(e).__name__}: {quote(str(e), 200)}",
+                               "set tie_word_embeddings to false in config.json if the checkpoint stores its own output layer"),))
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))

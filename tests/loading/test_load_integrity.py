@@ -399,3 +399,37 @@ def test_the_checks_pass_what_the_writers_write(tmp_path: Path, config: qd.Abstr
     loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend=backend).unwrap()
     with torch.no_grad():
         assert torch.allclose(loaded.model(IDS).logits, reference(IDS).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch-gptq", "cpu-int4-gptq", "gptqmodel-torch"])
+def test_a_quantized_head_in_a_tied_model_never_raises(tmp_path: Path, backend: str) -> None:
+    """The config ties the embeddings but the checkpoint stores lm_head quantized: every backend
+    uses the stored head (with GPTQModel's TorchLinear, Transformers' tying used to raise KeyError
+    out of load: there is no dense weight to tie, so none is tied)."""
+    from quantdispatch.testing import quantize_gptq
+
+    config = qd.Gptq(bits=4, group_size=32)
+    model = base_model(tie=True)
+    write_quantized(tmp_path, model, config, gptq_quantizer(config))
+    head = quantize_gptq(model.lm_head.weight.detach(), config)
+    _edit(tmp_path, {f"lm_head.{k}": v.contiguous() for k, v in head.tensors.items()})
+    found = qd.load(tmp_path, device="cpu", dtype=_dtype(backend), backend=backend)
+    if isinstance(found, qd.Err) and found.error[0].code in ("load.loader.unavailable", "load.gptqmodel.import"):
+        pytest.skip(found.error[0].message)
+    assert isinstance(found, qd.Ok)
+    assert "lm_head.weight" not in dict(found.value.model.named_parameters())
+    with torch.no_grad():
+        logits = found.value.model(IDS).logits
+    assert logits.shape == (1, 8, 256) and bool(torch.isfinite(logits).all())
+
+
+def test_tied_embeddings_are_still_tied(tmp_path: Path) -> None:
+    """The usual case is unchanged: no lm_head in the checkpoint, the head shares the embedding."""
+    config = qd.Gptq(bits=4, group_size=32)
+    reference = write_quantized(tmp_path, base_model(tie=True), config, gptq_quantizer(config))
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
+    head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
+    assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
+    assert head.weight.data_ptr() == embed.weight.data_ptr()
+    with torch.no_grad():
+        assert torch.allclose(loaded(IDS).logits, reference(IDS).logits, atol=1e-5, rtol=0)
