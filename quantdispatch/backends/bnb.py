@@ -115,7 +115,8 @@ def _state(name: str, raw: torch.Tensor, layer: nn.Linear, quant_type: str, conf
         problems.append(f"blocksize {quote(state.get('blocksize'))} is not a power of two from 32 to 4096")
     if state.get("dtype") not in _STATE_DTYPES:
         problems.append(f"dtype {quote(state.get('dtype'))} is not one of {sorted(_STATE_DTYPES)}")
-    if state.get("shape") != [layer.out_features, layer.in_features]:
+    shape = state.get("shape")
+    if not isinstance(shape, list) or [type(d) for d in shape] != [int, int] or shape != [layer.out_features, layer.in_features]:
         problems.append(f"shape {quote(state.get('shape'))}, the layer is [{layer.out_features}, {layer.in_features}]")
     nested = [k for k in _NESTED if k in state]
     if nested and len(nested) < len(_NESTED):

@@ -141,11 +141,12 @@ def _state(d: Path, change: Callable[[dict[str, object]], None], name: str = f"{
     (lambda s: s.update(blocksize=63), "blocksize 63"),
     (lambda s: s.update(blocksize=128), "load.tensor.shape"),             # a valid block size the absmax does not match
     (lambda s: s.update(shape=[128, 64]), "shape [128, 64]"),
+    (lambda s: s.update(shape=[128, 128.0]), "shape [128, 128.0]"),      # equal in Python, a TypeError in torch.Size
     (lambda s: s.update(dtype="load"), "dtype 'load'"),                   # bitsandbytes would getattr(torch, "load")
     (lambda s: s.update(quant_type="fp4"), "quant_type 'fp4'"),
     (lambda s: s.update(extra=1), "unknown fields"),                      # bitsandbytes asserts (AssertionError) on it
     (lambda s: s.update(nested_blocksize=256), "only some of"),
-], ids=["odd-blocksize", "other-blocksize", "shape", "dtype", "quant-type", "extra-field", "half-nested"])
+], ids=["odd-blocksize", "other-blocksize", "shape", "float-shape", "dtype", "quant-type", "extra-field", "half-nested"])
 def test_a_quant_state_that_lies_is_refused(saved: dict[str, Path], tmp_path: Path, change: Callable[[dict[str, object]], None],
                                             words: str) -> None:
     d = _copy(saved, "nf4", tmp_path)
