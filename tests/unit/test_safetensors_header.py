@@ -88,6 +88,9 @@ ACCEPTED = {
     "empty_tensor_at_end": _json({"a": _entry(0, 8), "z": _entry(8, 8, [0, 5])}),
     "out_of_order": _json({"b": _entry(4, 8), "a": _entry(0, 4)}),
     "wide_unsigned": _json({"a": _entry(0, 2, dtype="U16"), "b": _entry(2, 4, dtype="F8_E8M0"), "c": _entry(4, 8, dtype="U32")}),
+    "unaligned_header_length": _json({"a": _entry(0, 8)}) + b" " * (3 - len(_json({"a": _entry(0, 8)})) % 8 + 8),
+    "empty_tensor_name": _json({"": _entry(0, 8)}),
+    "zero_dimension_before_huge_ones": _json({"a": _entry(0, 8), "z": _entry(8, 8, [0, 2**40, 2**40, 2**40])}),
 }
 
 
@@ -97,6 +100,27 @@ def test_what_the_library_reads_we_accept(tmp_path: Path, case: str) -> None:
     path.write_bytes(_file(ACCEPTED[case], bytes(8)))
     assert _theirs(path) is None
     assert isinstance(read_safetensors(path), Ok)
+
+
+def test_unaligned_header_length_is_really_unaligned() -> None:
+    assert (len(ACCEPTED["unaligned_header_length"]) + 8) % 8 != 0
+
+
+# Known divergences, where we are stricter than the library (the property allows it: we never
+# accept what it refuses): a key repeated with the same value (Python's json would keep the last;
+# we refuse every duplicate, as decode_json does for every JSON we read), and more than 8 dimensions.
+STRICTER = {
+    "duplicate_identical_keys": b'{"a": ' + _json(_entry(0, 8)) + b', "a": ' + _json(_entry(0, 8)) + b"}",
+    "nine_dimensions": _json({"a": _entry(0, 8, [2, 1, 1, 1, 1, 1, 1, 1, 1])}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICTER))
+def test_known_divergences_we_refuse_and_the_library_reads(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(_file(STRICTER[case], bytes(8)))
+    assert _theirs(path) is None
+    assert _ours(path)
 
 
 def test_header_bound_is_the_library_s(tmp_path: Path) -> None:
