@@ -41,7 +41,7 @@ class _PackedLinear(nn.Module):
     indexes: Mapping[str, tuple[str, int]] = MappingProxyType({})
     """The layout's index tensors: each buffer whose values index another buffer's first
     dimension, with that buffer's name and size. Loading checks every value lies in ``[0, size)``
-    before a forward or a repack reads it (``loading.stream.check_indexes``)."""
+    before a forward or a repack reads it (``loading.stream.check_values``)."""
     finite: frozenset[str] = frozenset({"scales"})
     """Float buffers that must hold no NaN or infinity (checked at load with the indexes): one
     non-finite scale makes every output of the layer NaN."""
