@@ -21,7 +21,9 @@ each quantized layer's tensors derived from its shape and its own quantization s
 - 8-bit (``Linear8bitLt``): ``weight`` int8 ``[out, in]``, ``SCB`` float32 ``[out]``, and
   optionally ``weight_format`` (a uint8 scalar, 0: "row", the only format bitsandbytes reads).
 
-A layer is taken as quantized when the checkpoint holds any of its quantization tensors; once
+The layers are ``nn.Linear`` and Transformers' ``Conv1D`` (GPT-2), whose ``[in, out]`` weight is
+quantized transposed, as ``[out, in]``. A layer is taken as quantized when the checkpoint holds
+any of its quantization tensors; once
 Transformers has loaded, its bitsandbytes modules must be exactly those layers, and its own
 loading report (``output_loading_info``) must be empty: anything else is an issue, not a model.
 """
@@ -91,7 +93,19 @@ def _read(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor] |
     return out
 
 
-def _state(name: str, raw: torch.Tensor, layer: nn.Linear, quant_type: str, config: Bnb4Bit) -> dict[str, Any] | Issue:
+def _weight_shape(module: nn.Module) -> tuple[int, int] | None:
+    """``(out, in)`` of a layer bitsandbytes can quantize: ``nn.Linear``, or Transformers' ``Conv1D``
+    (GPT-2; its weight is stored ``[in, out]`` dense, and quantized as the transposed ``[out, in]``)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return int(module.nf), int(module.nx)
+    return None
+
+
+def _state(name: str, raw: torch.Tensor, layer: tuple[int, int], quant_type: str, config: Bnb4Bit) -> dict[str, Any] | Issue:
     """A 4-bit layer's packed quantization state, decoded and checked against the layer and the config."""
     suffix = name.rpartition("__")[2]
     if raw.dtype != torch.uint8 or raw.dim() != 1 or raw.numel() > _MAX_STATE_BYTES:
@@ -116,8 +130,8 @@ def _state(name: str, raw: torch.Tensor, layer: nn.Linear, quant_type: str, conf
     if state.get("dtype") not in _STATE_DTYPES:
         problems.append(f"dtype {quote(state.get('dtype'))} is not one of {sorted(_STATE_DTYPES)}")
     shape = state.get("shape")
-    if not isinstance(shape, list) or [type(d) for d in shape] != [int, int] or shape != [layer.out_features, layer.in_features]:
-        problems.append(f"shape {quote(state.get('shape'))}, the layer is [{layer.out_features}, {layer.in_features}]")
+    if not isinstance(shape, list) or [type(d) for d in shape] != [int, int] or shape != list(layer):
+        problems.append(f"shape {quote(state.get('shape'))}, the layer is {list(layer)}")
     nested = [k for k in _NESTED if k in state]
     if nested and len(nested) < len(_NESTED):
         problems.append(f"only some of {list(_NESTED)} (double quantization needs all three)")
@@ -136,9 +150,9 @@ def _state(name: str, raw: torch.Tensor, layer: nn.Linear, quant_type: str, conf
     return state
 
 
-def _four_bit(prefix: str, layer: nn.Linear, state: Mapping[str, Any], config: Bnb4Bit) -> dict[str, torch.Tensor]:
+def _four_bit(prefix: str, layer: tuple[int, int], state: Mapping[str, Any], config: Bnb4Bit) -> dict[str, torch.Tensor]:
     """The tensors one 4-bit layer's checkpoint holds, as meta tensors, from its checked state."""
-    n = layer.out_features * layer.in_features
+    n = layer[0] * layer[1]
     storage = getattr(torch, config.quant_storage.value)
     itemsize = torch.empty((), dtype=storage).element_size()
     packed = -(-n // 2)
@@ -170,7 +184,7 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
         if sep:
             state_names.setdefault(owner, []).append(n)
     marks = (*_FOUR_BIT_SUFFIXES, "SCB", "weight_format")
-    quantized = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)
+    quantized = {name: shape for name, m in model.named_modules() if (shape := _weight_shape(m)) is not None
                  and (name in state_names or any(f"{name}.{s}" in checkpoint.where for s in marks))}
     issues: list[Issue] = []
     layer_states: dict[str, str] = {}
@@ -194,8 +208,8 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
         return Err((raw,))
     for name, layer in quantized.items():
         if not four:
-            expected[f"{name}.weight"] = _meta((layer.out_features, layer.in_features), torch.int8)
-            expected[f"{name}.SCB"] = _meta((layer.out_features,), torch.float32)
+            expected[f"{name}.weight"] = _meta(layer, torch.int8)
+            expected[f"{name}.SCB"] = _meta((layer[0],), torch.float32)
             if f"{name}.weight_format" in checkpoint.where:
                 expected[f"{name}.weight_format"] = _meta((), torch.uint8)
             continue
@@ -224,7 +238,7 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
     return Ok(frozenset(quantized))
 
 
-def _values(checkpoint: Checkpoint, quantized: Mapping[str, nn.Linear], four: bool) -> Issues:
+def _values(checkpoint: Checkpoint, quantized: Mapping[str, tuple[int, int]], four: bool) -> Issues:
     """What the shapes cannot say, read once they are checked: scales and code maps finite
     (``absmax``, ``quant_map``, their nested ones, ``SCB``; one NaN makes weights NaN), 8-bit ``weight_format`` 0 ("row", the only one
     bitsandbytes reads: it raises on any other)."""
@@ -242,7 +256,7 @@ def _values(checkpoint: Checkpoint, quantized: Mapping[str, nn.Linear], four: bo
     return tuple(issues[:100])
 
 
-def _float32_stat(name: str, expected: torch.Tensor, quantized: Mapping[str, nn.Linear]) -> bool:
+def _float32_stat(name: str, expected: torch.Tensor, quantized: Mapping[str, tuple[int, int]]) -> bool:
     """Whether ``name`` is a quantized layer's float32 statistic (``absmax`` unless nested, ``SCB``, the code maps)."""
     owner, _, leaf = name.rpartition(".")
     return leaf in _FLOAT32_STATS and expected.dtype == torch.float32 and owner.removesuffix(".weight") in quantized

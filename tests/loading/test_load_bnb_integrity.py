@@ -306,3 +306,21 @@ def test_a_config_that_lies_about_the_bits_is_refused(saved: dict[str, Path], tm
     codes = _codes(_load(d))
     assert codes and set(codes) <= {"load.tensor.shape", "load.tensor.missing", "load.tensor.unexpected", "load.tensor.dtype",
                                     "load.bnb.quant_state.missing"}
+
+
+@pytest.mark.parametrize("config", [qd.Bnb4Bit(quant_type="nf4"), qd.Bnb8Bit()], ids=["4bit", "8bit"])
+def test_conv1d_models_are_checked_as_transposed_linears(tmp_path: Path, config: qd.AbstractBnb) -> None:
+    """GPT-2's Conv1D layers store [in, out] dense weights and are quantized as [out, in]: its
+    checkpoints load (as before the check existed), and a lie in one of them is still refused."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=128, n_positions=64)).save_pretrained(tmp_path / "fp32")
+    made = qd.load(tmp_path / "fp32", device="cpu", dtype="float32", quantization=config).unwrap()
+    made.model.save_pretrained(tmp_path / "q")  # type: ignore[operator]
+    again = qd.load(tmp_path / "q", device="cpu", dtype="float32").unwrap()
+    with torch.no_grad():
+        assert torch.equal(again.model(IDS % 128).logits, made.model(IDS % 128).logits)
+    name = "transformer.h.0.mlp.c_fc." + ("weight.absmax" if isinstance(config, qd.Bnb4Bit) else "SCB")
+    _edit(tmp_path / "q", lambda t: t.update({name: t[name][:-1]}))
+    assert _codes(_load(tmp_path / "q")) == ["load.tensor.shape"]
