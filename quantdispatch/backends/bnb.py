@@ -44,7 +44,7 @@ from ..configs.bnb import AbstractBnb, Bnb4Bit
 from ..jsontext import decode_json
 from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
-from ..loading.stream import TORCH_DTYPES, build_skeleton, check_expected, refusal_issues, tied_targets
+from ..loading.stream import TORCH_DTYPES, build_skeleton, check_expected, ignored_unexpected, refusal_issues, tied_targets
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
@@ -224,7 +224,7 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
             _as_stored(expected, checkpoint, [f"{name}.{s}" for s in ("weight", *_FOUR_BIT_SUFFIXES)])
             continue
         expected.update(_four_bit(name, layer, state, config))
-    checked = check_expected(expected, checkpoint, tied_targets(model))
+    checked = check_expected(expected, checkpoint, tied_targets(model), ignored_unexpected(model))
     if isinstance(checked, Err):
         issues.extend(checked.error)
     else:  # bitsandbytes' statistics are float32 exactly (an fp16 SCB loads, then the first forward raises)
@@ -313,7 +313,8 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
             return checked
         quantized = checked.value
     else:
-        dense = check_expected(dict(skeleton.value.state_dict(keep_vars=True)), request.checkpoint, tied_targets(skeleton.value))
+        dense = check_expected(dict(skeleton.value.state_dict(keep_vars=True)), request.checkpoint, tied_targets(skeleton.value),
+                               ignored_unexpected(skeleton.value))
         if isinstance(dense, Err):
             return dense
     del skeleton

@@ -9,6 +9,7 @@ file, and the half-built model is dropped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
 __all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
-           "check_values", "tied_targets", "refusal_issues", "stream_weights", "load_streamed"]
+           "check_values", "tied_targets", "ignored_unexpected", "refusal_issues", "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -251,18 +252,30 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, s
     renames = renames or {}
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
     derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() for b in _declared(m, "derivable")}
-    found = check_expected(expected, checkpoint, tied_targets(model) | derivable)
+    found = check_expected(expected, checkpoint, tied_targets(model) | derivable, ignored_unexpected(model))
     if isinstance(found, Err):
         return found
     back = {v: k for k, v in renames.items()}
     return Ok(tuple(back.get(n, n) for n in found.value))
 
 
-def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, optional: Collection[str] = ()) -> Result[tuple[str, ...], Issues]:
+def ignored_unexpected(model: nn.Module) -> re.Pattern[str] | None:
+    """The checkpoint tensors the architecture itself says to drop, as Transformers does
+    (``_keys_to_ignore_on_load_unexpected``: GPT-2's old ``attn.bias`` masks), or ``None``. Only
+    unexpected ones: a missing tensor is never excused this way (Transformers would leave it random)."""
+    patterns = getattr(model, "_keys_to_ignore_on_load_unexpected", None)
+    if not isinstance(patterns, (set, list, tuple)) or not patterns:
+        return None
+    return re.compile("|".join(f"({p})" for p in sorted(str(p) for p in patterns)))
+
+
+def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, optional: Collection[str] = (),
+                   ignored: re.Pattern[str] | None = None) -> Result[tuple[str, ...], Issues]:
     """``check_tensors`` for a list of expected tensors (meta tensors will do: only their shapes
-    and dtypes are read), by the checkpoint's names; those in ``optional`` may be missing. A
-    floating tensor may be stored in any floating dtype, any other only in its own. Returns the
-    expected names the checkpoint holds."""
+    and dtypes are read), by the checkpoint's names; those in ``optional`` may be missing, and
+    unexpected ones that ``ignored`` matches (``ignored_unexpected``) are not read. A floating
+    tensor may be stored in any floating dtype, any other only in its own. Returns the expected
+    names the checkpoint holds."""
     issues: list[Issue] = []
     for name, tensor in expected.items():
         if name not in checkpoint.where:
@@ -281,7 +294,7 @@ def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint,
             issues.append(_issue("load.tensor.dtype", f"{quote(name)} in {file} is {entry.dtype}, the model expects {tensor.dtype}",
                                  None, f"$.tensors[{quote(name)}]"))
     for name in checkpoint.where:
-        if name not in expected and not name.endswith(_IGNORED_UNEXPECTED):
+        if name not in expected and not name.endswith(_IGNORED_UNEXPECTED) and not (ignored is not None and ignored.search(name)):
             file = Path(checkpoint.where[name]).name
             issues.append(_issue("load.tensor.unexpected", f"{file} holds {quote(name)}, which the model has no place for",
                                  "the checkpoint was saved for another architecture or quantization config", f"$.tensors[{quote(name)}]"))

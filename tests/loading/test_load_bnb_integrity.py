@@ -324,3 +324,17 @@ def test_conv1d_models_are_checked_as_transposed_linears(tmp_path: Path, config:
     name = "transformer.h.0.mlp.c_fc." + ("weight.absmax" if isinstance(config, qd.Bnb4Bit) else "SCB")
     _edit(tmp_path / "q", lambda t: t.update({name: t[name][:-1]}))
     assert _codes(_load(tmp_path / "q")) == ["load.tensor.shape"]
+
+
+def test_tensors_the_architecture_says_to_drop_are_not_unexpected(tmp_path: Path) -> None:
+    """Old GPT-2 checkpoints hold attention-mask buffers (``attn.bias``) that the architecture lists
+    in ``_keys_to_ignore_on_load_unexpected``: Transformers drops them, and so does the check;
+    any other stray tensor is still refused."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=128, n_positions=64)).save_pretrained(tmp_path)
+    _edit(tmp_path, lambda t: t.update({"transformer.h.0.attn.bias": torch.ones(1, 1, 64, 64)}))
+    qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb8Bit()).unwrap()
+    _edit(tmp_path, lambda t: t.update({"transformer.h.0.attn.stray": torch.ones(2)}))
+    assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb8Bit())) == ["load.tensor.unexpected"]
