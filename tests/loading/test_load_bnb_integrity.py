@@ -338,3 +338,20 @@ def test_tensors_the_architecture_says_to_drop_are_not_unexpected(tmp_path: Path
     qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb8Bit()).unwrap()
     _edit(tmp_path, lambda t: t.update({"transformer.h.0.attn.stray": torch.ones(2)}))
     assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb8Bit())) == ["load.tensor.unexpected"]
+
+
+def test_tensors_transformers_renames_are_checked_by_its_own_report(tmp_path: Path) -> None:
+    """Mixtral's checkpoints store experts one by one (``experts.0.w1.weight``) and Transformers
+    fuses them at load: the names cannot be compared one for one, so Transformers' own loading
+    report is the check. The checkpoint loads; with an expert's weight removed it does not."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    MixtralForCausalLM(MixtralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                                     num_key_value_heads=1, vocab_size=128, num_local_experts=2,
+                                     max_position_embeddings=64)).save_pretrained(tmp_path)
+    assert any(".experts.0.w1." in n for n in load_file(str(tmp_path / "model.safetensors")))
+    qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb4Bit(quant_type="nf4")).unwrap()
+    _edit(tmp_path, lambda t: t.pop("model.layers.0.block_sparse_moe.experts.1.w2.weight"))
+    found = qd.load(tmp_path, device="cpu", dtype="float32", quantization=qd.Bnb4Bit(quant_type="nf4"))
+    assert isinstance(found, qd.Err) and found.error[0].code in ("load.tensor.missing", "load.bnb.failed")
