@@ -294,6 +294,10 @@ def _renames_tensors(model: nn.Module, checkpoint: Checkpoint) -> bool:
     """Whether Transformers maps this checkpoint's tensor names onto the model's (its conversion
     mapping: MoE experts stored one by one and fused at load, ``LayerNorm.gamma`` for ``weight``),
     so that they cannot be compared name for name. Unknown (an API change): assumed so."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return True
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
 
