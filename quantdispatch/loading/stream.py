@@ -263,10 +263,11 @@ def ignored_unexpected(model: nn.Module) -> re.Pattern[str] | None:
     """The checkpoint tensors the architecture itself says to drop, as Transformers does
     (``_keys_to_ignore_on_load_unexpected``: GPT-2's old ``attn.bias`` masks), or ``None``. Only
     unexpected ones: a missing tensor is never excused this way (Transformers would leave it random)."""
-    patterns = getattr(model, "_keys_to_ignore_on_load_unexpected", None)
-    if not isinstance(patterns, (set, list, tuple)) or not patterns:
-        return None
-    return re.compile("|".join(f"({p})" for p in sorted(str(p) for p in patterns)))
+    declared = getattr(model, "_keys_to_ignore_on_load_unexpected", None)
+    patterns = {str(p) for p in declared} if isinstance(declared, (set, list, tuple)) else set()
+    if any(name.endswith("position_ids") for name, _ in model.named_buffers()):
+        patterns.add(r"(^|\.)position_ids$")  # once a persistent buffer, now computed (Transformers drops it too)
+    return re.compile("|".join(f"({p})" for p in sorted(patterns))) if patterns else None
 
 
 def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, optional: Collection[str] = (),

@@ -433,3 +433,21 @@ def test_tied_embeddings_are_still_tied(tmp_path: Path) -> None:
     assert head.weight.data_ptr() == embed.weight.data_ptr()
     with torch.no_grad():
         assert torch.allclose(loaded(IDS).logits, reference(IDS).logits, atol=1e-5, rtol=0)
+
+
+def test_what_the_architecture_drops_is_transformers_rule() -> None:
+    """``ignored_unexpected``: the architecture's own patterns, and ``position_ids`` where the model
+    computes that buffer (both as Transformers drops them); nothing for a plain module."""
+    from quantdispatch.loading.stream import ignored_unexpected
+
+    class WithIds(torch.nn.Module):
+        _keys_to_ignore_on_load_unexpected = [r"attn\.bias"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("position_ids", torch.arange(4), persistent=False)
+
+    found = ignored_unexpected(WithIds())
+    assert found is not None
+    assert found.search("h.0.attn.bias") and found.search("embeddings.position_ids") and not found.search("h.0.attn.weight")
+    assert ignored_unexpected(torch.nn.Linear(2, 2)) is None
