@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -75,13 +75,15 @@ def _meta(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def _read(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor] | Issue:
-    """The few small tensors the check reads (quantization states, scales): checked entries only."""
+def _visit(checkpoint: Checkpoint, names: list[str], visit: Callable[[str, torch.Tensor], None]) -> Issue | None:
+    """Read the named (checked) tensors one at a time, file by file, handing each to ``visit``
+    and holding none: the scales of a large model are a few hundred MB."""
     if checkpoint.unpickled is not None:
-        return {n: checkpoint.unpickled[n] for n in names}
+        for n in names:
+            visit(n, checkpoint.unpickled[n])
+        return None
     from safetensors import SafetensorError, safe_open
 
-    out: dict[str, torch.Tensor] = {}
     by_file: dict[str, list[str]] = {}
     for n in names:
         by_file.setdefault(checkpoint.where[n], []).append(n)
@@ -89,12 +91,19 @@ def _read(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor] |
         try:
             with safe_open(path, framework="pt") as f:
                 for n in tensor_names:
-                    out[n] = f.get_tensor(n)
+                    visit(n, f.get_tensor(n))
         except SafetensorError as e:
             return refusal_issues(Path(path), e)[0]
         except OSError as e:
             return Issue("load.file.unreadable", "$", f"{quote(path)}: {quote(str(e), 200)}", "the file changed or vanished while it was read")
-    return out
+    return None
+
+
+def _read(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor] | Issue:
+    """The few small tensors the check keeps (quantization states, a few KiB each)."""
+    out: dict[str, torch.Tensor] = {}
+    failed = _visit(checkpoint, names, out.__setitem__)
+    return out if failed is None else failed
 
 
 def _weight_shape(module: nn.Module) -> tuple[int, int] | None:
@@ -244,19 +253,24 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
 
 def _values(checkpoint: Checkpoint, quantized: Mapping[str, tuple[int, int]], four: bool) -> Issues:
     """What the shapes cannot say, read once they are checked: scales and code maps finite
-    (``absmax``, ``quant_map``, their nested ones, ``SCB``; one NaN makes weights NaN), 8-bit ``weight_format`` 0 ("row", the only one
-    bitsandbytes reads: it raises on any other)."""
+    (``absmax``, ``quant_map``, their nested ones, ``SCB``; one NaN makes weights NaN), and an
+    8-bit ``weight_format`` 0 ("row", the only one bitsandbytes reads: it raises on any other)."""
     stats = ("weight.absmax", "weight.nested_absmax", "weight.quant_map", "weight.nested_quant_map") if four else ("SCB",)
     scales = [f"{n}.{s}" for n in quantized for s in stats]
     floats = [n for n in scales if n in checkpoint.where and checkpoint.entry(n).dtype == "F32"]
-    formats = [f"{n}.weight_format" for n in quantized if f"{n}.weight_format" in checkpoint.where]
-    raw = _read(checkpoint, floats + formats)
-    if isinstance(raw, Issue):
-        return (raw,)
-    issues = [_issue("load.tensor.not_finite", n, f"{quote(n)} holds a NaN or an infinity",
-                     "a non-finite scale makes its weights NaN: the checkpoint is corrupt") for n in floats if not bool(raw[n].isfinite().all())]
-    issues += [_issue("load.bnb.weight_format", n, f"{quote(n)} is {int(raw[n])}; bitsandbytes reads only 0 (row)")
-               for n in formats if int(raw[n]) != 0]
+    formats = {f"{n}.weight_format" for n in quantized if f"{n}.weight_format" in checkpoint.where}
+    issues: list[Issue] = []
+
+    def check(n: str, t: torch.Tensor) -> None:
+        if n in formats and int(t) != 0:
+            issues.append(_issue("load.bnb.weight_format", n, f"{quote(n)} is {int(t)}; bitsandbytes reads only 0 (row)"))
+        elif n not in formats and not bool(t.isfinite().all()):
+            issues.append(_issue("load.tensor.not_finite", n, f"{quote(n)} holds a NaN or an infinity",
+                                 "a non-finite scale makes its weights NaN: the checkpoint is corrupt"))
+
+    failed = _visit(checkpoint, floats + sorted(formats), check)
+    if failed is not None:
+        return (failed,)
     return tuple(issues[:100])
 
 
