@@ -187,8 +187,8 @@ def check_bnb_checkpoint(model: nn.Module, checkpoint: Checkpoint, config: Abstr
     """Check a pre-quantized bitsandbytes checkpoint against ``model`` (the dense skeleton of its
     config) before Transformers reads it: every tensor where the layout puts it, with its shape
     and dtype, each 4-bit quantization state decoded and consistent with its layer and the config,
-    8-bit ``weight_format`` "row", and the scales (``absmax``, ``SCB``) finite. Returns the names
-    of the layers stored quantized."""
+    8-bit ``weight_format`` "row", the statistics float32 and finite (``absmax``, the code maps,
+    ``SCB``). Returns the names of the layers stored quantized."""
     expected: dict[str, torch.Tensor] = dict(model.state_dict(keep_vars=True))
     four = isinstance(config, Bnb4Bit)
     state_names: dict[str, list[str]] = {}
