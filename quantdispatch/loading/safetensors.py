@@ -102,7 +102,11 @@ def read_safetensors(path: Path) -> Result[SafetensorsFile, Issues]:
         return Err(tuple(_issue(path, "safetensors.header.json", f"{i.code} {i.path}: {i.message}") for i in decoded.error))
     if not isinstance(decoded.value, dict):
         return Err((_issue(path, "safetensors.header.json", "the header is not a JSON object"),))
-    if not _unicode(json.dumps(decoded.value, ensure_ascii=False)):
+    try:
+        unicode = _unicode(json.dumps(decoded.value, ensure_ascii=False))
+    except (RecursionError, ValueError):  # nested as deep as the decoder allowed, deeper than the encoder does
+        return Err((_issue(path, "safetensors.header.json", "the header is nested too deeply"),))
+    if not unicode:
         return Err((_issue(path, "safetensors.header.encoding", "the header escapes a lone surrogate (\\ud800-\\udfff), "
                            "which is not Unicode", "the safetensors library refuses such a header"),))
     return _check(path, decoded.value, 8 + n, size)

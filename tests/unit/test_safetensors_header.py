@@ -182,3 +182,12 @@ def test_differential_accepted_here_means_readable_there(blob: bytes) -> None:
             assert theirs is None, f"we accepted what safetensors refuses: {theirs}"
         if theirs is not None:
             assert isinstance(ours, Err) and all(i.code.startswith("safetensors.") for i in ours.error)
+
+
+@pytest.mark.parametrize("depth", [500, 100_000])
+def test_deeply_nested_headers_are_issues(tmp_path: Path, depth: int) -> None:
+    """A header nested thousands deep is a coded issue, never a RecursionError."""
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(_file(b'{"a": ' + b"[" * depth + b"]" * depth + b"}", b""))
+    assert _ours(path)[0] in ("safetensors.tensor.invalid", "safetensors.header.json")
+    assert _theirs(path) is not None
