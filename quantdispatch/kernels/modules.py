@@ -18,6 +18,7 @@ rounded once to the input's dtype.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
 from ..configs.gptq import AbstractGptq
 from ._common import TensorSpec
 from .awq import awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
-from .gptq import dequantize_gptq, gptq_expected_tensors, gptq_linear, gptq_v1_zeros
+from .gptq import dequantize_gptq, gptq_expected_tensors, gptq_groups, gptq_linear, gptq_v1_zeros
 
 __all__ = ["GptqLinear", "AwqLinear"]
 
@@ -37,6 +38,13 @@ class _PackedLinear(nn.Module):
 
     per_call_block: int = 1 << 20
     """Weights dequantized at a time by the per-call forward: small enough to stay in cache."""
+    indexes: Mapping[str, tuple[str, int]] = MappingProxyType({})
+    """The layout's index tensors: each buffer whose values index another buffer's first
+    dimension, with that buffer's name and size. Loading checks every value lies in ``[0, size)``
+    before a forward or a repack reads it (``loading.stream.check_values``)."""
+    finite: frozenset[str] = frozenset({"scales"})
+    """Float buffers that must hold no NaN or infinity (checked at load with the indexes): one
+    non-finite scale makes every output of the layer NaN."""
     _dense: torch.Tensor | None
     _dense_key: tuple[tuple[int, int], ...]
 
@@ -106,6 +114,7 @@ class GptqLinear(_PackedLinear):
         self.bits = config.bits
         self.group_size = config.group_size
         self.v1 = gptq_v1_zeros(config)
+        self.indexes = {"g_idx": ("scales", gptq_groups(in_features, config.group_size))}  # g picks rows of scales and qzeros
         # Without act-order, g_idx is k // group_size; old GPTQ-for-LLaMa checkpoints do not store it.
         self.derivable = frozenset() if config.desc_act else frozenset({"g_idx"})
         if self.g_idx.device.type != "meta":
@@ -160,6 +169,8 @@ class AwqLinear(_PackedLinear):
         self.group_size = in_features if config.group_size == -1 else config.group_size
         self.version = config.version
         self._layout = type(config)
+        if isinstance(config, AwqGemvFast):
+            self.finite = frozenset({"scales", "qzeros"})  # GEMV_FAST's qzeros are scaled zeros: floats added to every weight
         self._dequantize = _awq_dequantizer(config, self.group_size)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -95,7 +95,12 @@ def _from_hub(repo_id: str) -> Result[Path, Issues]:
 def find_weights(directory: Path, *, allow_pickle: bool = False) -> Result[Checkpoint, Issues]:
     """The safetensors files Transformers would read: ``model.safetensors``, or the shards its
     index names. Other ``.safetensors`` files (``consolidated.safetensors``) are not read. A
-    pickled ``.bin`` checkpoint is refused unless ``allow_pickle``."""
+    pickled ``.bin`` checkpoint is refused unless ``allow_pickle``.
+
+    The index and its shards must agree, as a single file agrees with itself: a tensor the index
+    puts in a shard that does not hold it is ``load.tensor.missing``; one a shard holds that the
+    index does not list is kept in ``where`` (so the model's check reports it as unexpected, exactly
+    as in a single file); one held by two shards is ``load.tensor.duplicate``."""
     if (directory / _INDEX).exists():
         return _sharded(directory)
     if (directory / _SINGLE).exists():  # a FIFO or device of that name is refused by the reader
@@ -188,6 +193,16 @@ def _sharded(directory: Path) -> Result[Checkpoint, Issues]:
                                 f"{_INDEX} puts {quote(tensor)} in {quote(name)}, which does not hold it"))
         else:
             where[tensor] = f.path
+    for name, f in files.items():
+        for tensor in f.tensors:
+            listed = weight_map.get(tensor)
+            if listed is None and tensor not in where:  # as in a single file: the model's check reports it (load.tensor.unexpected)
+                where[tensor] = f.path
+            elif listed != name:
+                other = quote(listed) if listed is not None else f"{quote(Path(where[tensor]).name)} too"
+                issues.append(Issue("load.tensor.duplicate", f"$.tensors[{quote(tensor)}]",
+                                    f"{quote(name)} holds {quote(tensor)}, which is in {other}",
+                                    "the index and its shards disagree: the checkpoint was edited or mixes two saves"))
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(Checkpoint(directory, {f.path: f for f in files.values()}, where))

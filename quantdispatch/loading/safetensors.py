@@ -6,10 +6,18 @@ header), then the data. Everything in the header is checked against the file bef
 is touched: lengths, dtypes, shapes whose byte size matches the offsets, offsets inside the file,
 no two tensors sharing bytes. A truncated or hostile file is an ``Err`` naming the file and the
 tensor, never a crash and never an allocation sized by an untrusted number.
+
+The check is at least as strict as the ``safetensors`` library's own (0.6 to 0.8), so a file it
+accepts is one ``safe_open`` reads, and a file that library refuses is refused here with the
+reason: the tensors must cover the data exactly, in offset order, from its first byte to its
+last (no gap, no trailing bytes); ``__metadata__`` is null or an object of strings; every name
+is valid Unicode (no lone surrogate escapes); the element count times the element size fits 64
+bits, multiplied in the shape's order; the header is at most 100,000,000 bytes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +32,10 @@ from ..text import quote
 
 __all__ = ["TensorEntry", "SafetensorsFile", "read_safetensors", "DTYPE_BYTES", "MAX_HEADER_BYTES"]
 
-MAX_HEADER_BYTES: Final = 100 * 1024 * 1024
-"""The largest header accepted (the format's own readers use the same bound)."""
+MAX_HEADER_BYTES: Final = 100_000_000
+"""The largest header accepted: the bound of the format's own reader (``MAX_HEADER_SIZE``, decimal)."""
+
+_U64: Final = 1 << 64
 
 DTYPE_BYTES: Final[Mapping[str, int]] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -92,6 +102,13 @@ def read_safetensors(path: Path) -> Result[SafetensorsFile, Issues]:
         return Err(tuple(_issue(path, "safetensors.header.json", f"{i.code} {i.path}: {i.message}") for i in decoded.error))
     if not isinstance(decoded.value, dict):
         return Err((_issue(path, "safetensors.header.json", "the header is not a JSON object"),))
+    try:
+        unicode = _unicode(json.dumps(decoded.value, ensure_ascii=False))
+    except (RecursionError, ValueError):  # nested as deep as the decoder allowed, deeper than the encoder does
+        return Err((_issue(path, "safetensors.header.json", "the header is nested too deeply"),))
+    if not unicode:
+        return Err((_issue(path, "safetensors.header.encoding", "the header escapes a lone surrogate (\\ud800-\\udfff), "
+                           "which is not Unicode", "the safetensors library refuses such a header"),))
     return _check(path, decoded.value, 8 + n, size)
 
 
@@ -106,6 +123,8 @@ def _entry(path: Path, name: str, value: object, data_size: int) -> TensorEntry 
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         return _issue(path, "safetensors.tensor.offsets", f"tensor {quote(name)}: invalid data_offsets {quote(offsets)}")
     begin, end = offsets
+    if _overflows(shape, DTYPE_BYTES[dtype]):
+        return _issue(path, "safetensors.tensor.shape", f"tensor {quote(name)}: the byte size of shape {quote(shape)} overflows 64 bits")
     need = math.prod(shape) * DTYPE_BYTES[dtype]
     if not 0 <= begin <= end <= data_size:
         return _issue(path, "safetensors.tensor.out_of_bounds", f"tensor {quote(name)}: bytes {begin}-{end} are outside the "
@@ -115,24 +134,78 @@ def _entry(path: Path, name: str, value: object, data_size: int) -> TensorEntry 
     return TensorEntry(name, dtype, tuple(shape), begin, end)
 
 
+def _overflows(shape: list[int], element_bytes: int) -> bool:
+    """Whether the reference reader's byte count overflows: the dimensions multiplied in order,
+    then the element size in bits, each product checked against 64 bits (so ``[2**40, 2**40, 0]``
+    overflows before it reaches the zero)."""
+    count = 1
+    for d in shape:
+        count *= d
+        if count >= _U64:
+            return True
+    return count * element_bytes * 8 >= _U64
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON escapes can spell lone surrogates; Rust's strings cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _metadata(path: Path, value: object) -> dict[str, str] | Issue:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return _issue(path, "safetensors.metadata.invalid", f"__metadata__ is {quote(value)}, not an object of strings")
+    bad = next(((k, v) for k, v in value.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        return _issue(path, "safetensors.metadata.invalid", f"__metadata__[{quote(bad[0])}] is {quote(bad[1])}, not a string")
+    return dict(value)
+
+
+def _coverage(path: Path, tensors: Mapping[str, TensorEntry], data_size: int) -> list[Issue]:
+    """The tensors, in offset order, must cover the data exactly: each starts where the one before
+    ends, the first at 0 and the last ending at the end of the file (the reference reader's rule)."""
+    issues: list[Issue] = []
+    at, last = 0, None
+    for e in sorted(tensors.values(), key=lambda e: (e.begin, e.end, e.name)):
+        if e.begin > at:
+            after = f"after tensor {quote(last)}" if last is not None else "at the start of the data"
+            issues.append(_issue(path, "safetensors.data.gap", f"bytes {at}-{e.begin} {after} belong to no tensor",
+                                 "a file the safetensors library writes has none; this one was edited or is not one"))
+        elif e.begin < at:
+            issues.append(_issue(path, "safetensors.tensor.overlap", f"tensors {quote(last)} and {quote(e.name)} share bytes"
+                                 if e.nbytes else f"tensor {quote(e.name)} starts inside tensor {quote(last)}"))
+        if e.end >= at:
+            at, last = e.end, e.name
+    if not issues and at != data_size:
+        issues.append(_issue(path, "safetensors.data.trailing", f"{data_size - at} bytes after the last tensor belong to none",
+                             "the file was appended to, or a tensor was removed from its header"))
+    return issues
+
+
 def _check(path: Path, header: dict[str, object], data_offset: int, size: int) -> Result[SafetensorsFile, Issues]:
     issues: list[Issue] = []
     tensors: dict[str, TensorEntry] = {}
     metadata: dict[str, str] = {}
     for name, value in header.items():
         if name == "__metadata__":
-            if isinstance(value, dict):
-                metadata = {k: v for k, v in value.items() if isinstance(v, str)}
+            checked = _metadata(path, value)
+            if isinstance(checked, Issue):
+                issues.append(checked)
+            else:
+                metadata = checked
             continue
         entry = _entry(path, name, value, size - data_offset)
         if isinstance(entry, Issue):
             issues.append(entry)
         else:
             tensors[name] = entry
-    spans = sorted((e.begin, e.end, e.name) for e in tensors.values() if e.nbytes)
-    for (_, end0, a), (begin1, _, b) in zip(spans, spans[1:], strict=False):
-        if begin1 < end0:
-            issues.append(_issue(path, "safetensors.tensor.overlap", f"tensors {quote(a)} and {quote(b)} share bytes"))
+    if not issues:
+        issues = _coverage(path, tensors, size - data_offset)
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(SafetensorsFile(str(path), data_offset, size, tensors, metadata))

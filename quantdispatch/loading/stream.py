@@ -9,23 +9,26 @@ file, and the half-built model is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
 from ..architecture import BUILD_ERRORS, check_architecture
 from ..fileio import read_bounded
-from ..kernels.modules import GptqLinear
 from ..plan import LoadPlan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from .checkpoint import Checkpoint
 from .request import LoadRequest
+from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "stream_weights", "load_streamed"]
+__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
+           "check_values", "tied_targets", "ignored_unexpected", "refusal_issues", "stream_weights", "load_streamed"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
@@ -114,23 +117,41 @@ def _split_parts(name: str, module: nn.Linear, checkpoint: Checkpoint) -> tuple[
         return None
     if not all(f"{prefix}{p}.qweight" in checkpoint.where and f"{prefix}{p}.scales" in checkpoint.where for p in parts):
         return None
+    if any(len(checkpoint.entry(f"{prefix}{p}.scales").shape) != 2 for p in parts):
+        return None  # not a split this module can read; the tensor check names the stray parts
     widths = [checkpoint.entry(f"{prefix}{p}.scales").shape[-1] for p in parts]
-    return parts if sum(widths) == module.out_features else None
+    return parts if sum(widths) == module.out_features and all(widths) else None
 
 
-def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> dict[str, str]:
+def _made(make: ModuleFactory, name: str, linear: nn.Linear) -> nn.Module | Issue:
+    """``make``'s module for one layer, or the issue naming the layer whose shape its packing cannot hold."""
+    try:
+        return make(name, linear)
+    except ValueError as e:  # the layout's own shape rules (gptq_expected_tensors, awq_expected_tensors)
+        return _issue("load.layer.shape", f"{quote(name)} ({linear.in_features} -> {linear.out_features}): {quote(str(e), 200)}",
+                      "this layer's shape cannot be stored in the configured packing: the config does not fit the model",
+                      f"$.modules[{quote(name)}]")
+
+
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> Result[dict[str, str], Issues]:
     """Swap each ``nn.Linear`` whose weights the checkpoint stores packed (``<name>.qweight``) for
     the module ``make`` builds, and each fused projection stored as separate packed parts for a
     ``SplitLinear`` of them. Returns the model's tensor names that the checkpoint spells otherwise
-    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``)."""
+    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``),
+    or an issue for each layer whose shape the packing cannot hold (``make`` raised ``ValueError``)."""
     renames: dict[str, str] = {}
+    issues: list[Issue] = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         if f"{name}.qweight" in checkpoint.where:
-            setattr(parent, child, make(name, module))
+            made = _made(make, name, module)
+            if isinstance(made, Issue):
+                issues.append(made)
+            else:
+                setattr(parent, child, made)
             continue
         parts = _split_parts(name, module, checkpoint)
         if parts is None:
@@ -140,16 +161,84 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactor
         for part in parts:
             width = checkpoint.entry(f"{prefix}{part}.scales").shape[-1]
             piece = nn.Linear(module.in_features, width, bias=f"{prefix}{part}.bias" in checkpoint.where, device="meta")
-            built[part] = make(f"{prefix}{part}", piece)
+            made = _made(make, f"{prefix}{part}", piece)
+            if isinstance(made, Issue):
+                issues.append(made)
+            else:
+                built[part] = made
+        if len(built) < len(parts):
+            continue
         fused = SplitLinear(built)
         setattr(parent, child, fused)
         for part, quantized in built.items():
             for tensor_name in quantized.state_dict(keep_vars=True):
                 renames[f"{name}.{part}.{tensor_name}"] = f"{prefix}{part}.{tensor_name}"
-    return renames
+    if issues:
+        return Err(tuple(issues[:100]))
+    return Ok(renames)
 
 
-def _tied_targets(model: nn.Module) -> set[str]:
+def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[None, Issues]:
+    """Check the loaded values each module's layout declares: index tensors (``indexes``: buffer
+    -> (indexed buffer, its size); GPTQ's ``g_idx`` picks a group, a row of ``scales``) hold only
+    values in ``[0, size)``, and ``finite`` buffers (scales) no NaN or infinity. Run after the
+    weights are read and before anything (a forward, a backend's repack) uses them: an index out of
+    range would raise at the first forward, or, negative, silently read the wrong group; one
+    non-finite scale makes every output of its layer NaN."""
+    renames = renames or {}
+    issues: list[Issue] = []
+
+    def located(module_name: str, buffer_name: str) -> tuple[str, str]:
+        full = f"{module_name}.{buffer_name}" if module_name else buffer_name
+        stored = renames.get(full, full)
+        return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
+
+    for module_name, module in model.named_modules():
+        declared: object = getattr(module, "indexes", None)
+        for buffer_name, (target, size) in declared.items() if isinstance(declared, Mapping) else ():
+            values = _loaded(module, buffer_name)
+            if values is None:
+                continue  # not loaded: derived later, or reported missing
+            low, high = int(values.min()), int(values.max())
+            if 0 <= low and high < size:
+                continue
+            stored, file = located(module_name, buffer_name)
+            bad = low if low < 0 else high
+            at = "".join(f"[{int(i)}]" for i in torch.nonzero(values == bad)[0])
+            issues.append(_issue("load.tensor.range", f"{quote(stored)}{at} in {file} is {bad}; its values index the {size} "
+                                 f"rows of {quote(target)}, so each must be in [0, {size - 1}]",
+                                 "the tensor is corrupt, or the config's group size does not match the checkpoint",
+                                 f"$.tensors[{quote(stored)}]"))
+        for buffer_name in sorted(_declared(module, "finite")):
+            values = _loaded(module, buffer_name)
+            if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
+                continue
+            stored, file = located(module_name, buffer_name)
+            first = tuple(int(i) for i in torch.nonzero(~values.isfinite())[0])
+            at = "".join(f"[{i}]" for i in first)
+            issues.append(_issue("load.tensor.not_finite", f"{quote(stored)}{at} in {file} is {values[first].item()}",
+                                 "a NaN or infinite scale makes the layer's every output NaN: the checkpoint is corrupt",
+                                 f"$.tensors[{quote(stored)}]"))
+    if issues:
+        return Err(tuple(issues[:100]))
+    return Ok(None)
+
+
+def _declared(module: nn.Module, name: str) -> frozenset[str]:
+    """A layout's declaration on its module (``derivable``, ``finite``): buffer names, or none."""
+    found = getattr(module, name, None)
+    return found if isinstance(found, frozenset) else frozenset()
+
+
+def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
+    values = getattr(module, name, None)
+    if not isinstance(values, torch.Tensor) or values.device.type == "meta" or values.numel() == 0:
+        return None
+    return values
+
+
+def tied_targets(model: nn.Module) -> set[str]:
+    """The tensor names a tied-embeddings model may leave out of its checkpoint (Transformers ties them)."""
     config = getattr(model, "config", None)
     if not getattr(config, "tie_word_embeddings", False):
         return set()
@@ -166,16 +255,40 @@ def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
 def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. A tensor the module can compute (``GptqLinear.derivable``: ``g_idx`` without act-order)
-    may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
+    file. A tensor its module declares it can compute (``derivable``: GPTQ's ``g_idx`` without
+    act-order) may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
     renames = renames or {}
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
-    tied = _tied_targets(model)
-    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() if isinstance(m, GptqLinear) for b in m.derivable}
+    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() for b in _declared(m, "derivable")}
+    found = check_expected(expected, checkpoint, tied_targets(model) | derivable, ignored_unexpected(model))
+    if isinstance(found, Err):
+        return found
+    back = {v: k for k, v in renames.items()}
+    return Ok(tuple(back.get(n, n) for n in found.value))
+
+
+def ignored_unexpected(model: nn.Module) -> re.Pattern[str] | None:
+    """The checkpoint tensors the architecture itself says to drop, as Transformers does
+    (``_keys_to_ignore_on_load_unexpected``: GPT-2's old ``attn.bias`` masks), or ``None``. Only
+    unexpected ones: a missing tensor is never excused this way (Transformers would leave it random)."""
+    declared = getattr(model, "_keys_to_ignore_on_load_unexpected", None)
+    patterns = {str(p) for p in declared} if isinstance(declared, (set, list, tuple)) else set()
+    if any(name.endswith("position_ids") for name, _ in model.named_buffers()):
+        patterns.add(r"(^|\.)position_ids$")  # once a persistent buffer, now computed (Transformers drops it too)
+    return re.compile("|".join(f"({p})" for p in sorted(patterns))) if patterns else None
+
+
+def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, optional: Collection[str] = (),
+                   ignored: re.Pattern[str] | None = None) -> Result[tuple[str, ...], Issues]:
+    """``check_tensors`` for a list of expected tensors (meta tensors will do: only their shapes
+    and dtypes are read), by the checkpoint's names; those in ``optional`` may be missing, and
+    unexpected ones that ``ignored`` matches (``ignored_unexpected``) are not read. A floating
+    tensor may be stored in any floating dtype, any other only in its own. Returns the expected
+    names the checkpoint holds."""
     issues: list[Issue] = []
     for name, tensor in expected.items():
         if name not in checkpoint.where:
-            if name not in tied and name not in derivable:
+            if name not in optional:
                 issues.append(_issue("load.tensor.missing", f"the model needs {quote(name)}, which no weight file holds",
                                      "the checkpoint is incomplete, or was saved for another architecture or config", f"$.tensors[{quote(name)}]"))
             continue
@@ -190,14 +303,13 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, s
             issues.append(_issue("load.tensor.dtype", f"{quote(name)} in {file} is {entry.dtype}, the model expects {tensor.dtype}",
                                  None, f"$.tensors[{quote(name)}]"))
     for name in checkpoint.where:
-        if name not in expected and not name.endswith(_IGNORED_UNEXPECTED):
+        if name not in expected and not name.endswith(_IGNORED_UNEXPECTED) and not (ignored is not None and ignored.search(name)):
             file = Path(checkpoint.where[name]).name
             issues.append(_issue("load.tensor.unexpected", f"{file} holds {quote(name)}, which the model has no place for",
                                  "the checkpoint was saved for another architecture or quantization config", f"$.tensors[{quote(name)}]"))
     if issues:
         return Err(tuple(issues[:100]) + ((_issue("load.issues.too_many", f"{len(issues) - 100} more"),) if len(issues) > 100 else ()))
-    back = {v: k for k, v in renames.items()}
-    return Ok(tuple(back.get(n, n) for n in expected if n in checkpoint.where))
+    return Ok(tuple(n for n in expected if n in checkpoint.where))
 
 
 def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str], dtype: torch.dtype,
@@ -219,18 +331,44 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
                 for name in tensor_names:
                     stored = renames.get(name, name)
                     t = f.get_tensor(stored)
+                    changed = _differs(t, checkpoint.entry(stored))
+                    if changed is not None:
+                        return Err((_issue("load.file.changed", f"{Path(path).name}: {quote(stored)} {changed}",
+                                           "the file was rewritten while it was loaded; load it again", f"$.tensors[{quote(stored)}]"),))
                     read += t.numel() * t.element_size()
                     keep = stored.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
                     if t.is_floating_point() and not keep and t.dtype != dtype:
                         t = t.to(dtype)
                     set_module_tensor_to_device(model, name, "cpu", value=t)
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        except SafetensorError as e:
+            return Err(refusal_issues(Path(path), e))
+        except OSError as e:
             return Err((_issue("load.file.unreadable", f"{Path(path).name}: {quote(str(e), 200)}",
                                "the file changed or vanished while it was read"),))
+        except (RuntimeError, ValueError) as e:  # defensive: every tensor was checked against the model before
+            return Err((_issue("load.tensor.unplaceable", f"{Path(path).name}: {quote(str(e), 200)}",
+                               "the checked tensors did not fit the model; please report this"),))
         done += 1
         if progress is not None:
             progress(done, total)
     return Ok(read)
+
+
+def _differs(t: torch.Tensor, entry: TensorEntry) -> str | None:
+    """How a tensor as read differs from its checked header entry (``None``: it does not)."""
+    if tuple(t.shape) != entry.shape or TORCH_DTYPES.get(entry.dtype, t.dtype) != t.dtype:
+        return f"was checked as {entry.dtype}{list(entry.shape)} and read as {t.dtype}{list(t.shape)}"
+    return None
+
+
+def refusal_issues(path: Path, error: Exception) -> Issues:
+    """The safetensors library refused a file our header check accepted: the file changed since
+    (its header, checked again, says why), or the two readers disagree."""
+    again = read_safetensors(path)
+    if isinstance(again, Err):
+        return tuple(attrs.evolve(i, hint="the file changed after its header was checked") for i in again.error)
+    return (_issue("load.file.refused", f"{path.name}: the safetensors library refused it: {quote(str(error), 200)}",
+                   "quantdispatch's header check accepted this file; please report it with the file's header"),)
 
 
 def dispatch(model: nn.Module, request: LoadRequest) -> Result[nn.Module, Issues]:
@@ -301,21 +439,40 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
     if isinstance(built, Err):
         return built
     model = built.value
-    renames = replace_linears(model, checkpoint, make) if make is not None else {}
+    replaced = replace_linears(model, checkpoint, make) if make is not None else Ok({})
+    if isinstance(replaced, Err):
+        return replaced
+    renames = replaced.value
     names = check_tensors(model, checkpoint, renames)
     if isinstance(names, Err):
         return names
     read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
     if isinstance(read, Err):
         return read
+    in_range = check_values(model, checkpoint, renames)
+    if isinstance(in_range, Err):
+        return in_range
     for module in model.modules():
-        if isinstance(module, GptqLinear):
-            module.derive_missing()
+        derive = getattr(module, "derive_missing", None)
+        if _declared(module, "derivable") and callable(derive):
+            derive()
     if post_load is not None:
-        post_load(model)
+        try:
+            post_load(model)
+        except (ValueError, RuntimeError, NotImplementedError) as e:  # a backend's repack: checked shapes should never get here
+            return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
+                               f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-gptq, torch-awq)"),))
     tie = getattr(model, "tie_weights", None)
-    if _tied_targets(model) and callable(tie):
-        tie()
+    # A tied layer the checkpoint stores quantized was swapped for a packed module: its stored
+    # weights are used, and there is no dense weight to tie (GPTQModel's TorchLinear refuses one).
+    dense = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    if tied_targets(model) & dense and callable(tie):
+        try:
+            tie()
+        except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
+            return Err((_issue("load.tie.failed", f"the config ties the output embedding to the input one, and Transformers could "
+                               f"not tie them: {type(e).__name__}: {quote(str(e), 200)}",
+                               "set tie_word_embeddings to false in config.json if the checkpoint stores its own output layer"),))
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))
