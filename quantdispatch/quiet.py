@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import IO
 
-__all__ = ["LOGGER", "contained", "quiet_import", "quiet_transformers"]
+__all__ = ["LOGGER", "contained", "quiet_import", "quiet_transformers", "transformers_progress_off"]
 
 LOGGER = logging.getLogger("quantdispatch.thirdparty")
 """Where the output of contained imports goes (DEBUG)."""
@@ -101,3 +101,18 @@ def quiet_transformers() -> None:
     """Import, quietly, what building a Transformers model imports and lets print: its quantizer
     registry, which imports torchao (and its prototype formats) when torchao is installed."""
     quiet_import("transformers.quantizers")
+
+
+@contextlib.contextmanager
+def transformers_progress_off() -> Iterator[None]:
+    """Transformers' own progress bars ("Loading weights") off for the body, as they were after:
+    ``qd.load`` reports progress itself (its ``progress`` callback)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

@@ -49,6 +49,7 @@ from ..jsontext import decode_json
 from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
 from ..loading.stream import TORCH_DTYPES, build_skeleton, check_expected, ignored_unexpected, refusal_issues, tied_targets
+from ..quiet import quiet_import, transformers_progress_off
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
@@ -345,7 +346,7 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     config = plan.config
     if not isinstance(config, AbstractBnb):
         return Err((Issue("load.backend.mismatch", "$", f"bitsandbytes cannot load {type(config).__name__}"),))
-    skeleton = build_skeleton(request.directory, plan, trust_remote_code=request.trust_remote_code)
+    skeleton = build_skeleton(request.directory, plan, trust_remote_code=request.trust_remote_code, stored_bytes=request.checkpoint.nbytes)
     if isinstance(skeleton, Err):
         return skeleton
     quantized: frozenset[str] | None = None
@@ -365,8 +366,9 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     kwargs: dict[str, object] = {}
     if not plan.pre_quantized:
         kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(dump(config, style="transformers"))
+    quiet_import("bitsandbytes")  # its import prints a note about a kernel hub it cannot reach: logged instead
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), transformers_progress_off():
             warnings.simplefilter("ignore")  # bitsandbytes' notes about casting fp32 inputs
             loaded: Any = AutoModelForCausalLM.from_pretrained(
                 request.directory, device_map=request.device_map or {"": plan.device.label}, dtype=getattr(torch, plan.dtype.value),

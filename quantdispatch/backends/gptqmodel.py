@@ -27,16 +27,10 @@ Two choices differ from GPTQModel's own loader, on purpose:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import logging
-import os
 import sys
-import tempfile
-import warnings
-from collections.abc import Iterator
 from types import ModuleType
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,6 +40,7 @@ from ..kernels.gptq import gptq_v2_qzeros
 from ..kernels.modules import GptqLinear
 from ..loading.request import LoadRequest
 from ..loading.stream import load_streamed
+from ..quiet import contained
 from ..result import Err, Issue, Issues, Result
 from ..text import quote
 
@@ -54,55 +49,12 @@ __all__ = ["load_torch", "import_contained", "to_torch_linear"]
 TORCH_LINEAR_MODULE = "gptqmodel.nn_modules.qlinear.torch"
 
 
-@contextlib.contextmanager
-def _contained() -> Iterator[IO[str]]:
-    """Run the body with stdout and stderr (Python objects and file descriptors 1 and 2) sent to a
-    temporary file, yielded for reading, and put back the environment variables, warning filters
-    (``warnings.catch_warnings``) and root logger it changed. Output written by other threads meanwhile goes there too."""
-    environ = dict(os.environ)
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as sink:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        saved = _redirect_fds(sink)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
-                yield sink
-        finally:
-            sink.flush()
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-            for key in [k for k in os.environ if k not in environ]:
-                del os.environ[key]
-            for key, value in environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
-            root.setLevel(level)
-            root.handlers[:] = handlers
-
-
-def _redirect_fds(sink: IO[str]) -> list[tuple[int, int]]:
-    """Point file descriptors 1 and 2 at ``sink``; returns (fd, saved copy) pairs to restore.
-    A process without them (closed) keeps what it has."""
-    saved: list[tuple[int, int]] = []
-    for fd in (1, 2):
-        try:
-            copy = os.dup(fd)
-        except OSError:
-            continue
-        os.dup2(sink.fileno(), fd)
-        saved.append((fd, copy))
-    return saved
-
-
 def import_contained(name: str) -> ModuleType | Issue:
     """Import ``name`` (a gptqmodel module) with its import-time side effects contained (see the
     module docstring); an import that fails is an issue quoting the end of what it printed."""
     if name in sys.modules:
         return sys.modules[name]
-    with _contained() as sink:
+    with contained(f"import {name}") as sink:
         try:
             module = importlib.import_module(name)
         except Exception as e:  # third-party import code: any failure means the backend is unusable here

@@ -78,3 +78,18 @@ def test_what_third_party_imports_print_reaches_the_logger(capfd: pytest.Capture
     assert "QD_TEST_NOISE" not in os.environ
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "banner from python" in logged and "line from C" in logged and "import noisy" in logged
+
+
+def test_a_bitsandbytes_load_prints_nothing(checkpoints: dict[str, Path]) -> None:
+    """Quantize-on-load through Transformers' bitsandbytes integration, in a fresh process: neither
+    bitsandbytes' kernel-hub notice nor Transformers' "Loading weights" bar reaches the terminal,
+    and Transformers' progress-bar switch is as it was."""
+    pytest.importorskip("bitsandbytes")
+    script = ("import quantdispatch as qd, sys\n"
+              "from transformers.utils import logging as l\n"
+              f"r = qd.load({str(checkpoints['dense'])!r}, device='cpu', quantization=qd.Bnb4Bit(quant_type='nf4'))\n"
+              "print(r.unwrap().plan.backend.name, l.is_progress_bar_enabled())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["bitsandbytes-4bit", "True"] and done.stderr.strip() == "", done.stderr
