@@ -63,9 +63,12 @@ def resolve_source(source: str | os.PathLike[str]) -> Result[Path, Issues]:
     path = Path(source)
     if path.is_dir():
         return Ok(path)
+    if path.exists() and not path.is_file():
+        return _issue("file.not_regular", f"{quote(display(path))} is neither a directory nor a regular file (a FIFO, socket or device)",
+                      "name a checkpoint directory or a .gguf file")
     if path.exists():
         return _issue("load.source.not_directory", f"{quote(display(path))} is a file; name the checkpoint's directory",
-                      "for a .gguf file, use the GGUF loader")
+                      "a .gguf file loads by its name; for safetensors, name the directory that holds config.json")
     text = os.fspath(source)
     if text.count("/") == 1 and not text.startswith(("/", ".")):
         return _from_hub(text)

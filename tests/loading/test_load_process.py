@@ -270,3 +270,14 @@ def test_a_progress_callback_that_raises_propagates_and_leaves_nothing_behind(gp
     with pytest.raises(KeyError, match="from the caller"):
         qd.load(gptq_dir, device="cpu", dtype="float32", progress=boom)
     assert process_state() == before
+
+
+def test_a_fifo_as_source_is_not_regular_and_never_opened(tmp_path: Path) -> None:
+    """A FIFO named like a GGUF file (or not) is refused by its kind, without opening it (no hang)."""
+    import os
+
+    for name in ("m.gguf", "model"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        found = qd.load(fifo, device="cpu")
+        assert isinstance(found, Err) and [i.code for i in found.error] == ["file.not_regular"]
