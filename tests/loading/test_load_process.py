@@ -69,6 +69,7 @@ PATHS: dict[str, LoadCall] = {
     "gptq dequantized at load": lambda d: qd.load(d["gptq"], device="cpu", dtype="float32", dequantize_at_load=True),
     "gptq private memory": lambda d: qd.load(d["gptq"], device="cpu", dtype="float32", mmap=False),
     "awq": lambda d: qd.load(d["awq"], device="cpu", dtype="float32"),
+    "gptqmodel-torch (imports gptqmodel)": lambda d: qd.load(d["gptq"], device="cpu", dtype="float16", backend="gptqmodel-torch"),
     "bnb quantize-on-load": lambda d: qd.load(d["dense"], device="cpu", quantization=qd.Bnb4Bit(quant_type="nf4")),
     "gguf packed": lambda d: qd.load(d["gguf"], device="cpu"),
     "gguf dequantized": lambda d: qd.load(d["gguf"], device="cpu", dtype="bfloat16", dequantize_at_load=True),
@@ -86,6 +87,8 @@ def test_no_load_leaves_process_state_changed(path: str, gptq_dir: Path, awq_dir
     ordinary float32 CPU module."""
     if path.startswith("bnb"):
         pytest.importorskip("bitsandbytes")
+    if path.startswith("gptqmodel"):
+        pytest.importorskip("gptqmodel")
     before = process_state()
     PATHS[path]({"gptq": gptq_dir, "awq": awq_dir, "dense": dense_dir, "gguf": gguf_file})
     after = process_state()

@@ -93,3 +93,16 @@ def test_a_bitsandbytes_load_prints_nothing(checkpoints: dict[str, Path]) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["bitsandbytes-4bit", "True"] and done.stderr.strip() == "", done.stderr
+
+
+def test_generate_prints_the_text_only() -> None:
+    """generate on a real GGUF file (llama2.c's stories260K, its tokenizer in the metadata): stdout
+    is the continued prompt, stderr only our progress."""
+    from tests.conftest import REALWORLD
+
+    stories = REALWORLD / "gguf" / "crabml__tinyllamas-stories-260k-f32.gguf"
+    if not stories.is_file():
+        pytest.skip("the shared real-world corpus is not beside the repository")
+    done = _run("generate", str(stories), "--prompt", "Once upon a time", "--max-new-tokens", "4", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert _noise(done.stderr) == [] and done.stdout.startswith("Once upon a time"), (done.stdout, done.stderr)
