@@ -2,7 +2,8 @@
 # Set up the dev environment, then run the whole suite: ruff, mypy --strict, pytest; then the
 # loading tests again with the CPU features masked down (QUANTDISPATCH_CPU_FEATURES), so that every
 # kernel-dispatch branch runs on whatever CPU this is: portable kernels only ("none") and AVX2+FMA
-# only ("avx2,fma"). QD_TEST_MASKS="" skips those runs; extra arguments go to every pytest run.
+# only ("avx2,fma"), AVX-512 without bfloat16 ("avx2,fma,avx512f"). QD_TEST_MASKS="" skips those runs;
+# extra arguments go to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
@@ -15,7 +16,7 @@ echo "== mypy --strict (package, tests, benchmarks)"
 echo "== CPU: $(.venv/bin/python -c 'from quantdispatch.probing import cpu_features; print(", ".join(cpu_features().names()) or "no SIMD features")')"
 echo "== pytest (native CPU features)"
 .venv/bin/python -m pytest "$@"
-for mask in ${QD_TEST_MASKS-none avx2,fma}; do
+for mask in ${QD_TEST_MASKS-none avx2,fma avx2,fma,avx512f}; do
   echo "== pytest, loading tests with QUANTDISPATCH_CPU_FEATURES=$mask"
   QUANTDISPATCH_CPU_FEATURES=$mask .venv/bin/python -m pytest "$@" tests/loading tests/differential tests/unit/test_cli.py tests/unit/test_plan.py
 done
