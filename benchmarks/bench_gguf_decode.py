@@ -10,7 +10,7 @@ it only our side runs. Each side prefills the same 16 tokens, then decodes greed
 (llama.cpp needs one to load) of synthetic tokens; weights are random, which does not change the
 work per token.
 
-Target (issue 8): ours kept packed at least half of llama.cpp's tokens/s on the same threads.
+Target: ours kept packed at least half of llama.cpp's tokens/s on the same threads.
 
 Run: ``.venv/bin/python benchmarks/bench_gguf_decode.py [--llama-python PATH] [--threads N] [--tokens N] [--repeat N]``
 """

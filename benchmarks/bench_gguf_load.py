@@ -7,7 +7,7 @@ fresh interpreter (imports included) timed from start to a loaded model; peak RS
 ``wait4``. Sides alternate; figures are medians. Our two modes are measured: kept packed (the
 default) and dequantized at load (float32, as Transformers).
 
-Targets (issue 8): ours at most 0.3x Transformers' wall time; kept-packed peak RSS at most half
+Targets: ours at most 0.3x Transformers' wall time; kept-packed peak RSS at most half
 of Transformers'.
 
 Then, in this process, decode tokens/s of our loaded model (greedy, one thread unless

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn, TextIO, cast
 
+from .cli_check import check_line, check_one, check_record
 from .cli_support import backend_name, emit_json, issue_json, json_output
 from .codec import dump
 from .configs.base import AbstractQuantConfig
@@ -36,47 +37,18 @@ from .gguf_cli import add_dequant_parser, add_tensors_flag, run_tensors
 from .jsonvalue import Json
 from .plan import LoadOptions, plan
 from .probing import probe
-from .reading import read_config
-from .result import Err, Issue, Issues, Ok, Result
+from .result import Err, Issue, Ok
 from .text import printable, quote
-from .validate import validate
 
 __all__ = ["main", "check_one"]
-
-
-def check_one(path: str, *, keep_unknown_method: bool = False) -> Result[AbstractQuantConfig | None, Issues]:
-    """Read, parse and validate one input: the typed config, ``None`` if unquantized, or issues
-    (an unregistered method is kept as ``UnknownMethod`` when asked, for the plan to decide)."""
-    found = read_config(path, keep_unknown_method=keep_unknown_method)
-    if isinstance(found, Err) or found.value is None or isinstance(found.value, UnknownMethod):
-        return found
-    return validate(found.value)
-
-
-def _check_record(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> dict[str, Json]:
-    if isinstance(r, Err):
-        return {"path": path, "ok": False, "issues": [issue_json(i) for i in r.error]}
-    cfg = r.value
-    return {"path": path, "ok": True, "config": None if cfg is None else type(cfg).__name__,
-            "method": None if cfg is None else cfg.method, "issues": []}
-
-
-def _check_line(path: str, r: Result[AbstractQuantConfig | None, Issues]) -> str:
-    shown = printable(path)
-    if isinstance(r, Ok):
-        what = "not quantized" if r.value is None else f"{type(r.value).__name__}"
-        return f"{shown}: ok: {what}"
-    lines = [f"{shown}: invalid ({len(r.error)} issue{'s' if len(r.error) > 1 else ''})"]
-    lines += [f"  {printable(i.render())}" for i in r.error]
-    return "\n".join(lines)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     results = [(p, check_one(p)) for p in args.paths]
     if args.json:
-        emit_json([_check_record(p, r) for p, r in results], indent=2)
+        emit_json([check_record(p, r) for p, r in results], indent=2)
     else:
-        print("\n".join(_check_line(p, r) for p, r in results))
+        print("\n".join(check_line(p, r) for p, r in results))
     return 0 if all(isinstance(r, Ok) for _, r in results) else 1
 
 
@@ -94,7 +66,7 @@ def _describe(cfg: AbstractQuantConfig) -> str:
 def _inspect(path: str, env: Environment, options: LoadOptions) -> tuple[int, str]:
     found = check_one(path, keep_unknown_method=True)
     if isinstance(found, Err):
-        return 1, _check_line(path, found)
+        return 1, check_line(path, found)
     cfg = found.value
     if cfg is None and options.user_config is None:
         return 0, f"{printable(path)}: not quantized; nothing to plan"
@@ -130,7 +102,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     paths = [str(p) for p in _example_paths()]
     gptq = next(p for p in paths if "gptq" in Path(p).name)
     print("== quantdispatch check on the built-in examples (the last one is broken on purpose)")
-    print("\n".join(_check_line(p, check_one(p)) for p in paths))
+    print("\n".join(check_line(p, check_one(p)) for p in paths))
     torch = Package("torch", Version.parse("2.13.0"))
     gptqmodel = Package("gptqmodel", Version.parse("7.6.0"))
     for label, env in (
@@ -181,9 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="check and inspect the built-in examples")
     demo.add_argument("--load", action="store_true", help="also build a tiny model, quantize it four ways and load each (needs torch)")
     demo.set_defaults(run=_cmd_demo)
-    from .cli_methods import add_commands as add_method_commands
+    from .cli_deploy import add_commands as add_deploy
+    from .cli_schema import add_command as add_schema
 
-    add_method_commands(sub)
+    add_schema(sub)
+    add_deploy(sub)
     return parser
 
 

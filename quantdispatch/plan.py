@@ -10,8 +10,7 @@ decision. Nothing is imported, probed or loaded here, and nothing raises on bad 
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -21,7 +20,9 @@ from .codec.registry import spec_for
 from .configs.base import AbstractQuantConfig
 from .configs.unknown import UnknownMethod
 from .dtypes import DType
-from .environment import AbstractDevice, Cpu, Cuda, Environment, Mps
+from .environment import AbstractDevice, Cuda, Environment, Mps
+from .load_plan import RANKED_BELOW as RANKED_BELOW
+from .load_plan import LoadOptions, LoadPlan, Rejection, resolve_device
 from .result import Err, Issue, Issues, Ok, Result
 from .rules import backend_notes, compute_dtype, quantizes_on_load, select_backend, skip_modules
 from .text import printable, quote
@@ -29,43 +30,6 @@ from .unknown import plan_unknown
 from .validate import validate
 
 __all__ = ["LoadOptions", "LoadPlan", "Rejection", "Reconciled", "plan", "reconcile"]
-
-RANKED_BELOW = "usable, but ranked below the chosen backend"
-"""The reason given for a backend that could run but lost to a preferred one."""
-
-DeviceRequest = Literal["auto", "cpu", "cuda", "mps"] | str
-
-
-@attrs.frozen(kw_only=True)
-class LoadOptions:
-    """What the caller asks for.
-
-    Attributes:
-        device: ``"auto"`` (the first GPU, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        dtype: The compute dtype; ``None`` lets the plan choose.
-        backend: Force a backend by name; the others are reported as not requested.
-        user_config: A config passed by the user, reconciled with the checkpoint's.
-        executable: Only backends this version can execute (a ``loader``) may be chosen; ``load``
-            plans so. Others are rejected with that reason.
-        unknown_method: What to do with a checkpoint whose method nobody registered
-            (``UnknownMethod``): ``"refuse"`` (the default), or ``"full_precision"``: load the
-            weights as stored, ignoring the quantization config, deliberately (the plan says so).
-    """
-
-    device: DeviceRequest = "auto"
-    dtype: DType | None = None
-    backend: str | None = None
-    user_config: AbstractQuantConfig | None = None
-    executable: bool = False
-    unknown_method: Literal["refuse", "full_precision"] = "refuse"
-
-
-@attrs.frozen
-class Rejection:
-    """A backend that was considered and not chosen, with every reason."""
-
-    backend: str
-    reasons: tuple[str, ...]
 
 
 @attrs.frozen
@@ -83,51 +47,6 @@ class Reconciled:
     pre_quantized: bool
     overrides: tuple[tuple[str, object], ...] = ()
     notes: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class LoadPlan:
-    """Everything ``execute`` needs, and why.
-
-    Attributes:
-        config: The config to load.
-        pre_quantized: Whether weights on disk are already quantized.
-        device: Where the model goes.
-        dtype: The compute dtype.
-        backend: The chosen backend.
-        rejected: Backends considered and not chosen, with reasons.
-        skip_modules: Module patterns left unquantized (``None``: the defaults: tied and output
-            embeddings).
-        overrides: Loading attributes taken from the user's config.
-        notes: Every other decision, in plain words.
-    """
-
-    config: AbstractQuantConfig
-    pre_quantized: bool
-    device: AbstractDevice
-    dtype: DType
-    backend: Backend
-    rejected: tuple[Rejection, ...] = ()
-    skip_modules: tuple[str, ...] | None = None
-    overrides: tuple[tuple[str, object], ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def explain(self) -> str:
-        """The plan in plain words, one decision per line."""
-        lines = [
-            f"config:   {type(self.config).__name__} ({'pre-quantized checkpoint' if self.pre_quantized else 'quantize while loading'})",
-            f"device:   {self.device.label}",
-            f"dtype:    {self.dtype.value}",
-            f"backend:  {self.backend.name} — {self.backend.summary}",
-        ]
-        for r in self.rejected:
-            label = "fallback" if r.reasons == (RANKED_BELOW,) else "rejected"
-            lines.append(f"{label}: {r.backend}: {'; '.join(r.reasons)}")
-        skip = "default (output and tied embeddings)" if self.skip_modules is None else ", ".join(self.skip_modules) or "none"
-        lines.append(f"skipped:  {skip}")
-        lines += [f"override: {k} = {quote(v)}" for k, v in self.overrides]
-        lines += [f"note:     {n}" for n in self.notes]
-        return "\n".join(printable(line) for line in lines)  # a module name cannot forge a line
 
 
 def reconcile(checkpoint: AbstractQuantConfig | None, user: AbstractQuantConfig | None) -> Result[Reconciled, Issues]:
@@ -170,31 +89,6 @@ def _merge(checkpoint: AbstractQuantConfig, user: AbstractQuantConfig) -> Reconc
     changes: dict[str, Any] = dict(overrides)
     config = attrs.evolve(checkpoint, **changes) if overrides else checkpoint
     return Reconciled(config, pre_quantized=True, overrides=overrides, notes=tuple(notes))
-
-
-_CUDA = re.compile(r"cuda(?::(0|[1-9][0-9]{0,3}))?")
-
-
-def _device(request: object, env: Environment) -> AbstractDevice | Issue:
-    cudas = env.cuda()
-    cpu = next((d for d in env.devices if isinstance(d, Cpu)), Cpu())  # the environment's, with its features
-    if not isinstance(request, str):
-        return Issue("plan.device.type", "$.device", f"expected a device name, got {type(request).__name__} {quote(request)}",
-                     "use auto, cpu, cuda, cuda:N or mps")
-    if request == "auto":
-        return cudas[0] if cudas else next((d for d in env.devices if isinstance(d, Mps)), cpu)
-    if request == "cpu":
-        return cpu
-    if request == "mps":
-        found = next((d for d in env.devices if isinstance(d, Mps)), None)
-        return found or Issue("plan.device.unavailable", "$.device", "no MPS device in this environment")
-    m = _CUDA.fullmatch(request)
-    if m is not None:
-        index = m.group(1)
-        match = [d for d in cudas if index is None or d.index == int(index)]
-        return match[0] if match else Issue("plan.device.unavailable", "$.device", f"no {request} device in this environment",
-                                            "use device='cpu', or run where torch sees a CUDA GPU")
-    return Issue("plan.device.unknown", "$.device", f"unknown device {quote(request)}", "use auto, cpu, cuda, cuda:N or mps")
 
 
 def _option_issues(options: object, env: object) -> Issues:
@@ -263,7 +157,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
         return Err((Issue(f"plan.{r.config.method}.needs_calibration", "$", f"{type(r.config).__name__} weights cannot be made while "
                           "loading: the method needs calibration data and a quantization run",
                           "quantize with the method's own tool (GPTQModel, llm-compressor…), then load the result"),))
-    device = _device(options.device, environment)
+    device = resolve_device(options.device, environment)
     if isinstance(device, Issue):
         return Err((device,))
     dtype, why = (options.dtype, "requested") if options.dtype else compute_dtype(r.config, device)

@@ -3,19 +3,15 @@ precision on purpose, and in either case said plainly."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .backend import Backend, DeviceKind, Requirement, unmet
 from .codec.registry import select_spec
 from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import Cuda, Environment, Mps
+from .load_plan import LoadOptions, LoadPlan, resolve_device
 from .result import Err, Issue, Issues, Ok, Result
 from .rules import declare_backend
 from .text import quote
-
-if TYPE_CHECKING:
-    from .plan import LoadOptions, LoadPlan
 
 __all__ = ["FULL_PRECISION", "plan_unknown"]
 
@@ -35,15 +31,13 @@ def _nearest(name: str) -> str | None:
 
 def plan_unknown(config: UnknownMethod, env: Environment, options: LoadOptions) -> Result[LoadPlan, Issues]:
     """Plan an ``UnknownMethod`` checkpoint: refuse it, or (when asked) load it in full precision."""
-    from .plan import LoadPlan, _device
-
     where = "$.quant_method"
     if options.unknown_method != "full_precision":
         hint = (_nearest(config.name) or "no known method is close") + (
             "; to load the weights as stored, ignoring the quantization config, pass LoadOptions(unknown_method='full_precision')")
         return Err((Issue("plan.method.unregistered", where, f"the checkpoint's quant_method {quote(config.name)} is read by no "
                           "registered method: refusing to load it rather than guess", hint),))
-    device = _device(options.device, env)
+    device = resolve_device(options.device, env)
     if isinstance(device, Issue):
         return Err((device,))
     kind: DeviceKind = "cuda" if isinstance(device, Cuda) else "mps" if isinstance(device, Mps) else "cpu"

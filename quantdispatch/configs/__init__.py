@@ -24,8 +24,6 @@ from .fp4 import FourOverSix as FourOverSix
 from .fp4 import FpQuant as FpQuant
 from .fp4 import Mxfp4 as Mxfp4
 from .fp4 import Nvfp4 as Nvfp4
-
-# The families added by issue 6, one module each.
 from .fp8 import AbstractFineGrainedFp8 as AbstractFineGrainedFp8
 from .fp8 import FbgemmFp8 as FbgemmFp8
 from .fp8 import Fp8 as Fp8

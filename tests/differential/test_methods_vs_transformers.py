@@ -1,4 +1,4 @@
-"""Differential tests of the families added in issue 6 against Transformers 5.24's config classes.
+"""Differential tests of the families beyond bitsandbytes, GPTQ, AWQ and GGUF against Transformers 5.24's config classes.
 
 Every class that can be built here (no backend package needed: Transformers' FP8, FP4, codebook
 and library-integer configs) is the oracle for

@@ -14,7 +14,7 @@ from quantdispatch.dtypes import DType
 from quantdispatch.gguf.types import block_size
 from quantdispatch.jsonvalue import Json, JsonObject, freeze
 
-from .strategies_methods import METHOD_STRATEGIES
+from .strategies_families import METHOD_STRATEGIES
 
 __all__ = ["json_values", "json_objects", "configs", "CONFIG_STRATEGIES", "environments", "devices"]
 

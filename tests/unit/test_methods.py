@@ -1,4 +1,4 @@
-"""The families of issue 6 on small hand-written inputs: located nested errors, legacy spellings,
+"""The families beyond bitsandbytes, GPTQ, AWQ and GGUF on small hand-written inputs: located nested errors, legacy spellings,
 aliases, and Transformers' own checks (plus the ones it forgets)."""
 
 from __future__ import annotations

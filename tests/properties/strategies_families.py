@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the config types of issue 6 (every method beyond the first four).
+"""Hypothesis strategies for the config types of every method beyond bitsandbytes, GPTQ, AWQ and GGUF.
 
 Each builds only valid values (the laws' premise), so the rules of compressed-tensors' pydantic
 models (strategy versus group size, block structure, dynamic modes) are respected by
@@ -204,4 +204,4 @@ METHOD_STRATEGIES: dict[type[qd.AbstractQuantConfig], st.SearchStrategy[Any]] = 
                         kv_cache_group=st.lists(_names, max_size=2).map(tuple), quant_mode=st.none() | st.just("eager_mode"),
                         export=st.none() | _objects),
 }
-"""One strategy per type added in issue 6 (extras are added by ``strategies.py``)."""
+"""One strategy per config type of these families (extras are added by ``strategies.py``)."""

@@ -1,60 +1,30 @@
-"""The commands added with the method families: ``schema``, ``engine-args`` and ``where``.
+"""Where and how a checkpoint can be deployed: ``engine-args`` (the arguments a serving engine
+needs for it) and ``where`` (which GPU generations could load it, and why not).
 
-``schema`` and ``engine-args`` print JSON, so their failures are JSON records on stdout too.
+``engine-args`` prints JSON, so its failures are JSON records on stdout too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from .backend import Refusal
+from .cli_check import check_line, check_one
 from .cli_support import capability, emit_json, issue_json
-from .codec.registry import families, method_aliases
 from .configs.base import AbstractQuantConfig
 from .engine import VLLM_SOURCE, vllm_args
 from .environment import Cuda
 from .result import Err, Issue, Ok
-from .schema import DIALECT, all_schemas, json_schema
 from .text import printable, quote
 from .where import verdicts
 
 __all__ = ["add_commands"]
 
 
-def _cmd_schema(args: argparse.Namespace) -> int:
-    if args.method is None:
-        print(json.dumps(all_schemas(), indent=2))
-        return 0
-    method = method_aliases().get(args.method, args.method)
-    family = next((f for f in families() if f.method == method), None)
-    if family is None:
-        known = ", ".join(sorted(f.method for f in families()))
-        issue = Issue("schema.method.unknown", "$", f"unknown method {quote(args.method)}", f"known: {known}")
-        # stdout, which otherwise holds a schema, gets JSON here too; the person reads stderr.
-        print(f"quantdispatch schema: {printable(issue.render())}", file=sys.stderr)
-        emit_json({"ok": False, "issues": [issue_json(issue)]})
-        return 1
-    schemas = [json_schema(s.cls) for s in family.specs]
-    out = schemas[0] if len(schemas) == 1 else {"$schema": DIALECT, "title": method, "oneOf": schemas}
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's commands to the ``quantdispatch`` parser."""
-    schema = sub.add_parser("schema", help="print the JSON Schema of a method's config types (all types without METHOD)")
-    schema.add_argument("method", nargs="?", metavar="METHOD")
-    schema.set_defaults(run=_cmd_schema)
-    add_engine_commands(sub)
-
-
 def _config_of(path: str, as_json: bool = False) -> AbstractQuantConfig | int:
     """The checkpoint's validated config, or the exit status after printing why not (as lines,
     or as the JSON record ``engine-args`` prints: ``refused`` with the first issue's code)."""
-    from .cli import _check_line, check_one
-
     found = check_one(path)
     if isinstance(found, Ok) and found.value is not None:
         return found.value
@@ -65,7 +35,7 @@ def _config_of(path: str, as_json: bool = False) -> AbstractQuantConfig | int:
         emit_json({"engine": "vllm", "refused": first.code, "reason": first.message, "hint": first.hint,
                    "issues": [issue_json(i) for i in issues]}, indent=2)
     elif isinstance(found, Err):
-        print(_check_line(path, found))
+        print(check_line(path, found))
     else:
         print(f"{printable(path)}: not quantized")
     return 1
@@ -99,8 +69,8 @@ def _cmd_where(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_engine_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``engine-args`` and ``where``."""
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``engine-args`` and ``where`` to the ``quantdispatch`` parser."""
     engine = sub.add_parser("engine-args", help="the arguments a serving engine needs for a checkpoint (vLLM)")
     engine.add_argument("path", metavar="SOURCE")
     engine.add_argument("--engine", choices=["vllm"], default="vllm")
