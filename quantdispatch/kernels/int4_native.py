@@ -99,12 +99,12 @@ def _lib() -> ctypes.CDLL:
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> None:
-    """Refuse what the C loop would read out of bounds (cheap: a decode step calls this once a layer)."""
-    k = x.shape[-1]
-    n = packed.shape[0]
+    """Refuse what the C loop would read out of bounds: it indexes flat buffers by ``M, N, K`` and
+    the group size, so sizes and dtypes are what matter (cheap: a decode step calls this per layer)."""
+    k, n = x.shape[-1], packed.shape[0]
     groups = k // group_size if group_size > 0 else 0
-    if (x.dim() != 2 or group_size % NATIVE_UNIT or groups * group_size != k or packed.shape != (n, k // 2)
-            or scale.shape != (n, groups) or offset.shape != (n, groups) or packed.dtype is not torch.uint8
+    if (x.dim() != 2 or group_size % NATIVE_UNIT or groups * group_size != k or packed.numel() != n * (k // 2)
+            or scale.numel() != n * groups or offset.numel() != n * groups or packed.dtype is not torch.uint8
             or scale.dtype is not torch.float32 or offset.dtype is not torch.float32 or not x.dtype.is_floating_point):
         raise ValueError(f"q4_matmul needs float x [M, K], uint8 packed [N, K/2], float32 scale and offset [N, K/group] with K and "
                          f"the group size positive multiples of {NATIVE_UNIT}; got x {x.dtype} {list(x.shape)}, packed {packed.dtype} "
@@ -201,7 +201,9 @@ class Q4Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if self.perm is not None:
             rows = rows.index_select(1, self.perm)
-        out = Q4_MATMUL(rows, self.packed, self.scale, self.offset, self.group).to(x.dtype)
+        out = Q4_MATMUL(rows, self.packed, self.scale, self.offset, self.group)
+        if x.dtype is not torch.float32:  # the kernel's output is float32 (a no-op .to still costs ~1 us a call)
+            out = out.to(x.dtype)
         if self.bias is not None:
             out += self.bias.to(x.dtype)
         result: torch.Tensor = out.reshape(*x.shape[:-1], self.out_features)

@@ -16,13 +16,17 @@
 #error "build through quantdispatch.kernels._native: the block sizes come from quantdispatch.gguf.types.BLOCK as -D defines"
 #endif
 
-/* The IEEE half at p (little-endian) as a float, exactly: subnormals scaled exactly, infinities
-   kept, NaN payloads kept (as numpy's conversion, and so gguf-py's). Where the compiler targets
-   F16C, finite values take the hardware conversion (exact for every finite half, one instruction:
-   the fused matrix-vector loops decode a scale per block with it); infinities and NaNs keep the
-   integer path, which leaves a signalling NaN's payload as numpy does (F16C would quiet it). */
+/* The IEEE half at p (little-endian) as a float. Exact for every finite half (subnormals
+   included) and for infinities. NaNs: with QUANTDISPATCH_H2F_QUIET_NAN defined and F16C available
+   (the matrix-vector kernels, where a NaN scale makes a NaN output whatever its payload), the
+   hardware conversion alone, one instruction, which quiets a signalling NaN; otherwise (the
+   dequantization kernels, bit-exact against gguf-py) the payload is kept as numpy keeps it, and
+   finite values still take F16C where it is available. */
 static inline float h2f(const uint8_t *p) {
-    uint32_t h = (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+    const uint32_t h = (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+#if defined(__F16C__) && defined(QUANTDISPATCH_H2F_QUIET_NAN)
+    return _cvtsh_ss((unsigned short)h);
+#else
 #if defined(__F16C__)
     if ((h & 0x7C00u) != 0x7C00u) return _cvtsh_ss((unsigned short)h);
 #endif
@@ -35,6 +39,7 @@ static inline float h2f(const uint8_t *p) {
     } else bits = sign | ((exp + 112u) << 23) | (man << 13);
     memcpy(&f, &bits, 4);
     return f;
+#endif
 }
 
 #endif

@@ -103,7 +103,9 @@ def matvec_kernels() -> MatvecKernels | None:
     if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= set(flags):
         return None
     source, headers = c_sources("matvec.c")
-    lib = build_library("gguf_matvec", source, _FLAGS, headers=headers, defines=block_defines(MATVEC_TYPES))
+    # A NaN scale gives a NaN output whatever its payload: h2f may take F16C alone (half.h).
+    defines = {**block_defines(MATVEC_TYPES), "QUANTDISPATCH_H2F_QUIET_NAN": 1}
+    lib = build_library("gguf_matvec", source, _FLAGS, headers=headers, defines=defines)
     if lib is None:
         return None
 
@@ -217,7 +219,9 @@ class GgufMatvecLinear(GgufLinear):
         y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations)
         if self.bias is not None:
             y = y + self.bias  # in float32 (the module keeps it so), then one rounding to the activations' dtype
-        result: torch.Tensor = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        if x.dtype is not torch.float32:  # one rounding to the activations' dtype (skipped: a no-op .to costs ~1 us)
+            y = y.to(x.dtype)
+        result: torch.Tensor = y.reshape(*x.shape[:-1], self.out_features)
         return result
 
     def extra_repr(self) -> str:
