@@ -107,14 +107,14 @@ def custom_op(name: str, schema: str, impl: Callable[..., Any], fake: Callable[.
     """Define ``quantdispatch::name`` with ``schema`` (the argument list and return, e.g.
     ``"(Tensor x, int n) -> Tensor"``), ``impl`` its kernel for ``dispatch_key`` (the CPU, or
     ``CompositeExplicitAutograd`` for an op written in torch that runs on any device) and ``fake``
-    its fake (meta) implementation; return the op's default overload, the handle callers keep (calling it skips
-    the attribute lookups of ``torch.ops.quantdispatch.name``).
+    its fake (meta) implementation; return the op's default overload, the handle callers keep
+    (calling it skips the attribute lookups of ``torch.ops.quantdispatch.name``).
 
     Registered on ``torch.library.Library`` directly rather than with ``torch.library.custom_op``:
     the latter wraps every call in Python-side autograd and argument handling, ~8 µs a call against
-    ~2 µs here (measured on torch 2.13), which a decode step pays once per layer. None of these ops
-    is differentiable (their weights are integer codes); a call that needs a gradient through the
-    activations takes the modules' torch path instead.
+    ~2-3 µs here (measured on torch 2.13), which a decode step pays once per layer. None of these
+    ops has a gradient (their weights are integer codes): the GGUF modules take their torch path
+    when one is needed, and ``Q4Linear`` never had one.
     """
     qualname = f"{NAMESPACE}::{name}"
     _LIBRARY.define(name + schema)  # type: ignore[no-untyped-call]
