@@ -19,9 +19,11 @@ column j in its low nibble and column 16 + j in its high nibble::
     low:    k=0      k=1      …  k=15
     high:   k=16     k=17     …  k=31
 
-Built like the GGUF native kernels (``kernels/gguf/native.py``): the system C compiler, ``-O3
--march=native``, a per-user cache keyed on the source, flags and CPU flags, loaded through
-``ctypes`` (which releases the GIL during the call). Single-threaded on purpose: an OpenMP build
+Built like the GGUF native kernels (``kernels/gguf/native.py``): ``int4_native.c`` beside this
+module (package data), the system C compiler, ``-O3 -march=native``, a per-user cache keyed on the
+source, flags and CPU flags, loaded through ``ctypes`` (which releases the GIL during the call)
+inside the op ``quantdispatch::q4_matmul`` (``Q4_MATMUL``), which ``Q4Linear.forward`` calls so
+that ``torch.compile`` sees one node. Single-threaded on purpose: an OpenMP build
 brings a second OpenMP runtime beside torch's, and on the shared 2-core box the two thread pools
 spinning against each other made 2-thread calls 4-20x *slower*; the prefill path's GEMM still
 uses torch's threads. ``native_int4()`` is ``None`` without a compiler, off x86-64 Linux, on a CPU
@@ -40,120 +42,13 @@ from typing import Final
 import torch
 from torch import nn
 
-from ._native import build_library, cpu_flags
+from ._native import build_library, cpu_flags, custom_op, read_source
 from .int4 import Int4Weights, int4_unfit, kernel_group
 
-__all__ = ["native_int4", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS"]
+__all__ = ["native_int4", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
 
 NATIVE_UNIT: Final = 32
 """Input columns per packed run: ``in_features`` and the group size must be multiples of it."""
-
-_SOURCE: Final = r"""
-#include <immintrin.h>
-#include <stdint.h>
-
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-#define UNPACK(ptr)                                                                   \
-    __m128i b_ = _mm_loadu_si128((const __m128i *)(ptr));                             \
-    __m128i lo_ = _mm_and_si128(b_, mask), hi_ = _mm_and_si128(_mm_srli_epi16(b_, 4), mask); \
-    __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo_));                        \
-    __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo_, 8)));     \
-    __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi_));                        \
-    __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi_, 8)));
-
-/* One output row, one input row: four independent accumulators hide the FMA latency. */
-static void row1(const uint8_t *qn, const float *sn, const float *cn, const float *x, const float *xs,
-                 float *y, int64_t K, int64_t gs) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m256 total = _mm256_setzero_ps();
-    float offsets = 0.0f;
-    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += gs) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int64_t k = k0; k < k0 + gs; k += 32) {
-            UNPACK(qn + k / 2)
-            a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k), a0);
-            a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + k + 8), a1);
-            a2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + k + 16), a2);
-            a3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + k + 24), a3);
-        }
-        __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-        total = _mm256_fmadd_ps(a, _mm256_set1_ps(sn[g]), total);
-        offsets += cn[g] * xs[g];
-    }
-    *y = hsum(total) + offsets;
-}
-
-/* One output row, four input rows: the codes are unpacked once for all four. */
-static void row4(const uint8_t *qn, const float *sn, const float *cn, const float *x, const float *xs,
-                 float *y, int64_t K, int64_t gs, int64_t G, int64_t N) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps(), t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
-    float o0 = 0.0f, o1 = 0.0f, o2 = 0.0f, o3 = 0.0f;
-    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K;
-    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += gs) {
-        __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-        __m256 a2 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-        for (int64_t k = k0; k < k0 + gs; k += 32) {
-            UNPACK(qn + k / 2)
-#define ROW(a, b, xr)                                                               \
-            a = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + k), a);                    \
-            b = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + k + 8), b);                \
-            a = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xr + k + 16), a);               \
-            b = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + k + 24), b);
-            ROW(a0, b0, x0) ROW(a1, b1, x1) ROW(a2, b2, x2) ROW(a3, b3, x3)
-#undef ROW
-        }
-        __m256 s = _mm256_set1_ps(sn[g]);
-        t0 = _mm256_fmadd_ps(_mm256_add_ps(a0, b0), s, t0);
-        t1 = _mm256_fmadd_ps(_mm256_add_ps(a1, b1), s, t1);
-        t2 = _mm256_fmadd_ps(_mm256_add_ps(a2, b2), s, t2);
-        t3 = _mm256_fmadd_ps(_mm256_add_ps(a3, b3), s, t3);
-        o0 += cn[g] * xs[g]; o1 += cn[g] * xs[G + g]; o2 += cn[g] * xs[2 * G + g]; o3 += cn[g] * xs[3 * G + g];
-    }
-    y[0] = hsum(t0) + o0; y[N] = hsum(t1) + o1; y[2 * N] = hsum(t2) + o2; y[3 * N] = hsum(t3) + o3;
-}
-
-/* Rows n0..n1 of W = q * s + c as float32 [n1 - n0, K] into out: the prefill path's operand. */
-void q4_dequant(const uint8_t *q, const float *s, const float *c, float *out, int64_t n0, int64_t n1, int64_t K, int64_t gs) {
-    const int64_t G = K / gs;
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *qn = q + n * (K / 2);
-        float *o = out + (n - n0) * K;
-        for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += gs) {
-            __m256 sv = _mm256_set1_ps(s[n * G + g]), cv = _mm256_set1_ps(c[n * G + g]);
-            for (int64_t k = k0; k < k0 + gs; k += 32) {
-                UNPACK(qn + k / 2)
-                _mm256_storeu_ps(o + k, _mm256_fmadd_ps(w0, sv, cv));
-                _mm256_storeu_ps(o + k + 8, _mm256_fmadd_ps(w1, sv, cv));
-                _mm256_storeu_ps(o + k + 16, _mm256_fmadd_ps(w2, sv, cv));
-                _mm256_storeu_ps(o + k + 24, _mm256_fmadd_ps(w3, sv, cv));
-            }
-        }
-    }
-}
-
-/* q [N, K/2] codes; s, c [N, G] scale and offset; x [M, K]; xs [M, G] group sums of x; y [M, N]. */
-void q4_matmul(const uint8_t *q, const float *s, const float *c, const float *x, const float *xs, float *y,
-               int64_t M, int64_t N, int64_t K, int64_t gs) {
-    const int64_t G = K / gs;
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *qn = q + n * (K / 2);
-        const float *sn = s + n * G, *cn = c + n * G;
-        int64_t m = 0;
-        for (; m + 4 <= M; m += 4)
-            row4(qn, sn, cn, x + m * K, xs + m * G, y + m * N + n, K, gs, G, N);
-        for (; m < M; m++)
-            row1(qn, sn, cn, x + m * K, xs + m * G, y + m * N + n, K, gs);
-    }
-}
-"""
 
 _FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-shared", "-fPIC", "-std=c99")
 
@@ -166,7 +61,7 @@ def native_int4() -> ctypes.CDLL | None:
         return None
     if platform.machine() not in ("x86_64", "AMD64") or "avx2" not in flags or "fma" not in flags:
         return None
-    found = build_library("int4_native", _SOURCE, tuple(_FLAGS))
+    found = build_library("int4_native", read_source(__package__ or "", "int4_native.c"), _FLAGS)
     if found is None:
         return None
     return _declare(found)
@@ -203,10 +98,28 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-def q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
-    """``x @ W.T`` in float32 for ``x`` float32 ``[M, K]`` (contiguous), ``W = q * scale + offset``
-    with ``scale``/``offset`` float32 ``[N, G]``. Needs ``native_int4()``."""
+def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> None:
+    """Refuse what the C loop would read out of bounds: it indexes flat buffers by ``M, N, K`` and
+    the group size, so sizes and dtypes are what matter (cheap: a decode step calls this per layer)."""
+    k, n = x.shape[-1], packed.shape[0]
+    groups = k // group_size if group_size > 0 else 0
+    if (x.dim() != 2 or group_size % NATIVE_UNIT or groups * group_size != k or packed.numel() != n * (k // 2)
+            or scale.numel() != n * groups or offset.numel() != n * groups or packed.dtype is not torch.uint8
+            or scale.dtype is not torch.float32 or offset.dtype is not torch.float32 or not x.dtype.is_floating_point):
+        raise ValueError(f"q4_matmul needs float x [M, K], uint8 packed [N, K/2], float32 scale and offset [N, K/group] with K and "
+                         f"the group size positive multiples of {NATIVE_UNIT}; got x {x.dtype} {list(x.shape)}, packed {packed.dtype} "
+                         f"{list(packed.shape)}, scale {scale.dtype} {list(scale.shape)}, offset {offset.dtype} {list(offset.shape)}, "
+                         f"group_size {group_size}")
+
+
+def _q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``quantdispatch::q4_matmul``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float dtype (read as float32)."""
     lib = _lib()
+    _check(x, packed, scale, offset, group_size)
+    if x.dtype is not torch.float32 or not x.is_contiguous():
+        x = x.to(torch.float32).contiguous()
+    if not (packed.is_contiguous() and scale.is_contiguous() and offset.is_contiguous()):
+        packed, scale, offset = packed.contiguous(), scale.contiguous(), offset.contiguous()
     m, k = x.shape
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
@@ -222,6 +135,26 @@ def q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset
         lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size)
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
+
+
+def _q4_matmul_fake(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], packed.shape[0]), dtype=torch.float32)
+
+
+Q4_MATMUL: Final = custom_op("q4_matmul", "(Tensor x, Tensor packed, Tensor scale, Tensor offset, int group_size) -> Tensor",
+                             _q4_matmul, _q4_matmul_fake)
+"""``torch.ops.quantdispatch.q4_matmul(x, packed, scale, offset, group_size)``: the kernel as one op."""
+
+
+def q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``x @ W.T`` in float32 for ``x`` ``[M, K]`` (float32, or another float dtype read as float32),
+    ``W = q * scale + offset`` with ``scale``/``offset`` float32 ``[N, G]``. Needs ``native_int4()``.
+
+    Raises:
+        ValueError: the shapes or dtypes do not agree.
+    """
+    out: torch.Tensor = Q4_MATMUL(x, packed, scale, offset, group_size)
+    return out
 
 
 def q4_unfit(in_features: int, out_features: int, group_size: int) -> str | None:
@@ -268,7 +201,9 @@ class Q4Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if self.perm is not None:
             rows = rows.index_select(1, self.perm)
-        out = q4_matmul(rows.to(torch.float32).contiguous(), self.packed, self.scale, self.offset, self.group).to(x.dtype)
+        out = Q4_MATMUL(rows, self.packed, self.scale, self.offset, self.group)
+        if x.dtype is not torch.float32:  # the kernel's output is float32 (a no-op .to still costs ~1 us a call)
+            out = out.to(x.dtype)
         if self.bias is not None:
             out += self.bias.to(x.dtype)
         result: torch.Tensor = out.reshape(*x.shape[:-1], self.out_features)

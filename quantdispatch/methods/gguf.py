@@ -12,6 +12,7 @@ from ..configs.gguf import Gguf
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu
 from ..gguf.blocks import DEQUANTIZABLE_TYPES
+from ..gguf.native import FUSED_MATVEC_TYPES
 from ..gguf.types import GgmlType
 from ..result import Issues
 from ..rules import Selection, backend_notes, compute_dtype, cross_field_issues, declare_backend, select_backend
@@ -41,9 +42,9 @@ CPU_GGUF_Q8DOT = declare_backend(Backend(
     requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_q8dot",
 ))
 
-FUSED_GGUF_TYPES: Final[frozenset[GgmlType]] = frozenset({GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q4_K, GgmlType.Q8_0, GgmlType.Q6_K})
-"""The block types ``cpu-gguf-matvec`` and ``cpu-gguf-q8dot`` run on fused kernels
-(``kernels.gguf.matvec.MATVEC_TYPES``; a test keeps them equal)."""
+FUSED_GGUF_TYPES: Final[frozenset[GgmlType]] = FUSED_MATVEC_TYPES
+"""The block types ``cpu-gguf-matvec`` and ``cpu-gguf-q8dot`` run on fused kernels: the one table,
+``quantdispatch.gguf.native.FUSED_MATVEC_TYPES``."""
 
 GGUF_DEQUANT_TYPES: Final[frozenset[GgmlType]] = DEQUANTIZABLE_TYPES
 """GGML types the torch GGUF backend dequantizes (``quantdispatch.gguf.blocks``; the kernels

@@ -18,11 +18,13 @@ import torch
 
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
+from .._native import custom_op
 from . import blocks, lattice  # noqa: F401  (they register the kernels)
 from ._common import KERNELS
 from .native import native_kernels
 
-__all__ = ["dequantize", "kernel_for", "new_output", "KernelPath", "OUTPUT_DTYPES", "CHUNK_WEIGHTS", "HUGE_PAGE_BYTES"]
+__all__ = ["dequantize", "kernel_for", "new_output", "KernelPath", "OUTPUT_DTYPES", "CHUNK_WEIGHTS", "HUGE_PAGE_BYTES",
+           "GGUF_DEQUANTIZE"]
 
 KernelPath: TypeAlias = Literal["auto", "eager", "native"]
 """Which kernels run: ``"native"`` the fused C ones (``native.py``), ``"eager"`` the torch ones,
@@ -155,3 +157,18 @@ def _threaded(kernel: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[
             list(pool.map(lambda p: kernel(*p), parts))
 
     return run
+
+
+def _dequantize_op(raw: torch.Tensor, ggml_type: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    return dequantize(raw.reshape(-1), GgmlType(ggml_type), tuple(shape), dtype)
+
+
+def _dequantize_fake(raw: torch.Tensor, ggml_type: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    return raw.new_empty(tuple(shape), dtype=dtype)
+
+
+GGUF_DEQUANTIZE: Final = custom_op("gguf_dequantize", "(Tensor raw, int ggml_type, SymInt[] shape, ScalarType dtype) -> Tensor",
+                                   _dequantize_op, _dequantize_fake, dispatch_key="CompositeExplicitAutograd")
+"""``torch.ops.quantdispatch.gguf_dequantize(raw, ggml_type, shape, dtype)``: ``dequantize`` (the
+native kernels where built, else the eager ones) as one op, what the packed modules call so that
+``torch.compile`` sees one node, not the chunk loop."""

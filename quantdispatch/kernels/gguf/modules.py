@@ -3,19 +3,22 @@
 ``GgufLinear`` and ``GgufEmbedding`` hold a weight exactly as the file stores it (a view of the
 memory-mapped file where no row had to move), so a model's memory stays near the file's size.
 Each forward dequantizes through ``dequantize`` (the fused C kernels where built, else torch);
-an embedding dequantizes only the rows it looks up (rows are whole blocks).
+an embedding dequantizes only the rows it looks up (rows are whole blocks). The forwards call
+torch custom ops (``quantdispatch::gguf_linear``, ``quantdispatch::gguf_dequantize``), so
+``torch.compile(fullgraph=True)`` over a layer of such modules sees one node per weight.
 
 The seam for faster kernels is ``packed_linear``: it builds the module for one weight from
 ``PACKED_LINEARS`` (a table by GGML type, empty here, that a third party fills with
 ``register_packed_linear``), then from the table the backend prefers (``cpu-gguf-matvec`` passes
-``matvec.matvec_linears()``: Q4_0, Q4_1, Q4_K, Q8_0 and Q6_K on fused C kernels); every other
-type keeps ``GgufLinear``.
+``matvec.matvec_linears()``: the types of ``quantdispatch.gguf.native.FUSED_MATVEC_TYPES`` on
+fused C kernels); every other type keeps ``GgufLinear``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +26,11 @@ from torch import nn
 
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .dequant import OUTPUT_DTYPES, dequantize
+from .._native import custom_op
+from .dequant import GGUF_DEQUANTIZE, OUTPUT_DTYPES, dequantize
 
-__all__ = ["GgufLinear", "GgufEmbedding", "GgufExperts", "Piece", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear"]
+__all__ = ["GgufLinear", "GgufEmbedding", "GgufExperts", "Piece", "PackedLinearFactory", "PACKED_LINEARS", "packed_linear", "register_packed_linear",
+           "GGUF_LINEAR"]
 
 
 _SCRATCH = threading.local()
@@ -48,6 +53,30 @@ def _rows(raw: torch.Tensor, ggml_type: GgmlType, shape: tuple[int, ...]) -> tor
     return raw.reshape(shape[0], shape[-1] // per_block * size)
 
 
+def _linear(x: torch.Tensor, qweight: torch.Tensor, bias: torch.Tensor | None, ggml_type: int, out_features: int,
+            in_features: int) -> torch.Tensor:
+    """``quantdispatch::gguf_linear``: ``F.linear(x, W, bias)`` with ``W`` dequantized from
+    ``qweight`` into the reused scratch buffer (CPU, ``x`` in one of ``OUTPUT_DTYPES``)."""
+    if x.dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"gguf_linear takes activations in {OUTPUT_DTYPES}, got {x.dtype}")
+    w = _scratch((out_features, in_features), x.dtype)
+    dequantize(qweight.reshape(-1), GgmlType(ggml_type), w.shape, x.dtype, out=w)
+    out: torch.Tensor = F.linear(x, w, bias)
+    return out
+
+
+def _linear_fake(x: torch.Tensor, qweight: torch.Tensor, bias: torch.Tensor | None, ggml_type: int, out_features: int,
+                 in_features: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
+GGUF_LINEAR: Final = custom_op("gguf_linear",
+                               "(Tensor x, Tensor qweight, Tensor? bias, int ggml_type, int out_features, int in_features) -> Tensor",
+                               _linear, _linear_fake)
+"""``torch.ops.quantdispatch.gguf_linear(x, qweight, bias, ggml_type, out_features, in_features)``:
+a kept-packed layer's forward on the CPU (dequantize per call, then ``F.linear``) as one op."""
+
+
 class GgufLinear(nn.Module):
     """A linear layer whose weight stays in GGML blocks; dequantized at every forward.
 
@@ -65,6 +94,7 @@ class GgufLinear(nn.Module):
                  bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.ggml_type = ggml_type
+        self.type_id = int(ggml_type)
         self.in_features = in_features
         self.out_features = out_features
         self.register_buffer("qweight", _rows(raw, ggml_type, (out_features, in_features)))
@@ -77,16 +107,15 @@ class GgufLinear(nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense weight ``[out_features, in_features]``, a new tensor."""
         out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
-        w = dequantize(self.qweight.reshape(-1), self.ggml_type, (self.out_features, self.in_features), out_dtype)
+        w: torch.Tensor = GGUF_DEQUANTIZE(self.qweight, self.type_id, (self.out_features, self.in_features), out_dtype)
         return w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if x.dtype not in OUTPUT_DTYPES or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
             return F.linear(x, self.dequantize(x.dtype), bias)
-        w = _scratch((self.out_features, self.in_features), x.dtype)
-        dequantize(self.qweight.reshape(-1), self.ggml_type, w.shape, x.dtype, out=w)
-        return F.linear(x, w, bias)
+        out: torch.Tensor = GGUF_LINEAR(x, self.qweight, bias, self.type_id, self.out_features, self.in_features)
+        return out
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, type={self.ggml_type.name}"
@@ -109,6 +138,7 @@ class GgufEmbedding(nn.Module):
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.ggml_type = ggml_type
+        self.type_id = int(ggml_type)
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.dtype = dtype
@@ -118,7 +148,7 @@ class GgufEmbedding(nn.Module):
         flat = ids.reshape(-1)
         picked = self.qweight.index_select(0, flat.to(self.qweight.device))
         out_dtype = self.dtype if self.dtype in OUTPUT_DTYPES else torch.float32
-        rows = dequantize(picked.reshape(-1), self.ggml_type, (flat.numel(), self.embedding_dim), out_dtype)
+        rows: torch.Tensor = GGUF_DEQUANTIZE(picked, self.type_id, (flat.numel(), self.embedding_dim), out_dtype)
         return rows.to(self.dtype).reshape(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
