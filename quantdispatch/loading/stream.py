@@ -93,7 +93,7 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool, 
 
 
 SPLITS: dict[str, tuple[str, ...]] = {"gate_up_proj": ("gate_proj", "up_proj"), "qkv_proj": ("q_proj", "k_proj", "v_proj")}
-"""Fused projections and the separate ones a quantizer may save instead (GPTQModel writes Phi-3's
+"""Fused projections and the separate ones a quantizer may save instead (a quantizer may write Phi-3's
 ``gate_up_proj`` as ``gate_proj`` + ``up_proj``)."""
 
 
@@ -202,8 +202,8 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLa
 
 def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, replaced: Replaced) -> Result[None, Issues]:
     """Check the loaded values the layout declares for each replaced layer: index tensors
-    (``indexes``: tensor -> (indexed tensor, its size); GPTQ's ``g_idx`` picks a group, a row of
-    ``scales``) hold only values in ``[0, size)``, and ``finite`` tensors (scales) no NaN or
+    (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
+    scales) hold only values in ``[0, size)``, and ``finite`` tensors (scales) no NaN or
     infinity. Run after the weights are read and before anything (a forward, a kernel's
     ``prepare``) uses them: an index out of range would raise at the first forward, or, negative,
     silently read the wrong group; one non-finite scale makes every output of its layer NaN."""
@@ -273,7 +273,7 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayo
                   replaced: Replaced | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. A tensor the layout declares derivable (GPTQ's ``g_idx`` without act-order) may be
+    file. A tensor the layout declares derivable (a trivial group index) may be
     missing from a replaced layer. Returns the names to load (the checkpoint's spelling of each
     is ``replaced.renames`` applied)."""
     replaced = replaced or Replaced()
@@ -508,7 +508,7 @@ def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[n
     plan = request.plan
     tie = getattr(model, "tie_weights", None)
     # A tied layer the checkpoint stores quantized was swapped for a packed module: its stored
-    # weights are used, and there is no dense weight to tie (GPTQModel's TorchLinear refuses one).
+    # weights are used, and there is no dense weight to tie (an external module may refuse one).
     dense = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     if tied_targets(model) & dense and callable(tie):
         try:
