@@ -361,7 +361,9 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
                     keep = name.rpartition(".")[0] in packed  # packed layers keep their own dtypes
                     if t.is_floating_point() and not keep and t.dtype != dtype:
                         t = t.to(dtype)
-                    set_module_tensor_to_device(model, name, "cpu", value=t)
+                    # A replaced layer's tensors stay as stored: accelerate would otherwise cast a float
+                    # one to the buffer's declared dtype (float32 scales to float16).
+                    set_module_tensor_to_device(model, name, "cpu", value=t, dtype=t.dtype if keep else None)
         except SafetensorError as e:
             return Err(refusal_issues(Path(path), e))
         except OSError as e:
