@@ -51,7 +51,8 @@ def _builtin_words() -> frozenset[str]:
             if len(first) > 2:
                 words.add(first)
     for layout in layouts():
-        if layout.marker != Dense.marker:  # a marker as a whole: "weight_packed", not "packed"; not a dense "weight"
+        # a built-in marker as a whole ("weight_packed", not "packed"), and not a dense "weight"
+        if layout.__module__.startswith("quantdispatch.") and layout.marker != Dense.marker:
             words.add("".join(_words(layout.marker)))
     return frozenset(words - NOT_METHOD_WORDS)
 
