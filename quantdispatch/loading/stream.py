@@ -93,8 +93,8 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool, 
 
 
 SPLITS: dict[str, tuple[str, ...]] = {"gate_up_proj": ("gate_proj", "up_proj"), "qkv_proj": ("q_proj", "k_proj", "v_proj")}
-"""Fused projections and the separate ones a quantizer may save instead (a quantizer may write Phi-3's
-``gate_up_proj`` as ``gate_proj`` + ``up_proj``)."""
+"""Fused projections and the separate ones a quantizer may save instead (Phi-3's ``gate_up_proj``
+written as ``gate_proj`` + ``up_proj``)."""
 
 
 class SplitLinear(nn.Module):

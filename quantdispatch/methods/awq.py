@@ -21,6 +21,7 @@ __all__ = ["AWQ_CUDA", "AWQ_MARLIN"]
 # The names AWQ's kernels had while each carried its method; they keep working (the plan notes the new name).
 for _old, _new in (("torch-awq", "torch-packed"), ("cpu-int4-awq", "cpu-int4"), ("cpu-q4-awq", "cpu-q4")):
     declare_renamed(_old, _new, AbstractAwq)
+
 AWQ_CUDA = declare_backend(Backend(
     name="gptqmodel-awq", summary="gptqmodel's AWQ GEMM/GEMV CUDA kernels",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(7, 5), dtypes=(DType.FLOAT16,),
@@ -29,6 +30,7 @@ AWQ_MARLIN = declare_backend(Backend(
     name="gptqmodel-awq-marlin", summary="gptqmodel's Marlin kernel for AWQ weights",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16,),
 ))
+
 
 @select_backend.register(AwqMarlin, Cuda)
 def _marlin_cuda(config: AwqMarlin, device: Cuda, /) -> Selection:

@@ -26,6 +26,7 @@ __all__ = ["GPTQMODEL_MARLIN", "GPTQMODEL_TORCH", "TORCH_LINEAR_BITS", "TORCH_LI
 # The names GPTQ's kernels had while each carried its method; they keep working (the plan notes the new name).
 for _old, _new in (("torch-gptq", "torch-packed"), ("cpu-int4-gptq", "cpu-int4"), ("cpu-q4-gptq", "cpu-q4"), ("cpu-dense-gptq", "cpu-dense")):
     declare_renamed(_old, _new, AbstractGptq)
+
 GPTQMODEL_MARLIN = declare_backend(Backend(
     name="gptqmodel-marlin", summary="gptqmodel's Marlin kernel (fp16 activations, int4/int8 weights)",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16, DType.BFLOAT16),
