@@ -109,7 +109,7 @@ def main() -> None:
         count = _write(args.dir)
         print(f"wrote {args.dir} ({count / 1e6:.0f}M parameters)")
     size = (args.dir / "model.safetensors").stat().st_size
-    cases = ["plan", "cpu-int4-gptq", "cpu-q4-gptq"]
+    cases = ["plan", "cpu-int4", "cpu-q4"]
     if importlib.util.find_spec("gptqmodel") is not None and importlib.util.find_spec("optimum") is not None:
         cases.append("hf")
     results: dict[str, list[dict[str, object]]] = {c: [] for c in cases}

@@ -7,7 +7,7 @@ load against a probed environment, and only then touch weights.
 >>> cfg = qd.parse({"quant_method": "gptq", "bits": 4, "group_size": 128}).value
 >>> env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),))
 >>> qd.plan(cfg, env).value.backend.name
-'torch-gptq'
+'torch-packed'
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 A ``Backend`` is a descriptor: its name, the packages and versions it imports, the devices and
 compute capabilities it runs on, the compute dtypes it supports, and a lazy reference to the
 function that executes it (``loader``: ``"package.module:function"``, imported only when a plan
-is executed). Planning only reads descriptors. Each built-in method declares its backends, their
-fit rules and its dispatch rules side by side in one module of ``quantdispatch.methods``.
+is executed). Planning only reads descriptors. A kernel (``quantdispatch.kernel``) is seen by the
+planner as the backend of its name; each built-in method declares its other backends (external
+packages' modules), their fit rules and its dispatch rules side by side in one module of
+``quantdispatch.methods``. A backend with ``loader=None`` is planning-only, and says so in the plan.
 """
 
 from __future__ import annotations

@@ -87,8 +87,8 @@ def backend_name(text: str) -> str:
     The name is quoted back in every rejected backend's reason; a megabyte of it, or a terminal
     escape, is a usage error instead.
 
-    >>> backend_name("cpu-int4-gptq")
-    'cpu-int4-gptq'
+    >>> backend_name("cpu-int4")
+    'cpu-int4'
     """
     if not (0 < len(text) <= MAX_BACKEND_NAME and text.isprintable() and not any(c.isspace() for c in text)):
         raise argparse.ArgumentTypeError(f"{quote(text)} is not a backend name: 1 to {MAX_BACKEND_NAME} printable characters, "

@@ -8,7 +8,7 @@ implementations live beside their backends in ``quantdispatch.methods``.
 
 >>> from quantdispatch import Gptq, Cuda
 >>> [c.backend.name for c in select_backend(Gptq(bits=4), Cuda(capability=(8, 0)))]
-['gptqmodel-marlin', 'torch-gptq', 'gptqmodel-torch']
+['gptqmodel-marlin', 'torch-packed', 'gptqmodel-torch']
 """
 
 from __future__ import annotations

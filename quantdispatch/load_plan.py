@@ -16,6 +16,7 @@ from .backend import Backend
 from .configs.base import AbstractQuantConfig
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Environment, Mps
+from .layouts import AbstractLayout, layout_of
 from .result import Issue
 from .text import printable, quote
 
@@ -86,6 +87,11 @@ class LoadPlan:
     overrides: tuple[tuple[str, object], ...] = ()
     notes: tuple[str, ...] = ()
 
+    @property
+    def layout(self) -> AbstractLayout | None:
+        """How the checkpoint stores its quantized layers (``layout_of`` the config), if it is a layout the shell loads layer by layer."""
+        return layout_of(self.config)
+
     def explain(self) -> str:
         """The plan in plain words, one decision per line."""
         lines = [
@@ -94,6 +100,9 @@ class LoadPlan:
             f"dtype:    {self.dtype.value}",
             f"backend:  {self.backend.name} — {self.backend.summary}",
         ]
+        layout = self.layout
+        if layout is not None:
+            lines.insert(1, f"layout:   {layout.describe()}")
         for r in self.rejected:
             label = "fallback" if r.reasons == (RANKED_BELOW,) else "rejected"
             lines.append(f"{label}: {r.backend}: {'; '.join(r.reasons)}")

@@ -21,10 +21,12 @@ from .configs.base import AbstractQuantConfig
 from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import AbstractDevice, Cuda, Environment, Mps
+from .kernel import kernel_candidates, renamed
+from .layouts import layout_of
 from .load_plan import RANKED_BELOW as RANKED_BELOW
 from .load_plan import LoadOptions, LoadPlan, Rejection, resolve_device
 from .result import Err, Issue, Issues, Ok, Result
-from .rules import backend_notes, compute_dtype, quantizes_on_load, select_backend, skip_modules
+from .rules import Selection, backend_notes, compute_dtype, quantizes_on_load, select_backend, skip_modules
 from .text import printable, quote
 from .unknown import plan_unknown
 from .validate import validate
@@ -137,7 +139,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     >>> env = Environment(packages=(Package("torch", Version.parse("2.13.0")),), devices=(Cpu(), Cuda(capability=(7, 0))))
     >>> p = plan(Gptq(bits=4), env).value
     >>> p.backend.name, p.device.label, p.rejected[0].reasons
-    ('torch-gptq', 'cuda:0', ('needs gptqmodel>=1.4.3, which is not installed', 'needs compute capability 8.0+, the GPU has 7.0'))
+    ('torch-packed', 'cuda:0', ('needs gptqmodel>=1.4.3, which is not installed', 'needs compute capability 8.0+, the GPU has 7.0'))
     """
     problems = _option_issues(options, environment)
     if problems:
@@ -161,17 +163,38 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     if isinstance(device, Issue):
         return Err((device,))
     dtype, why = (options.dtype, "requested") if options.dtype else compute_dtype(r.config, device)
-    selection = select_backend(r.config, device)
+    selection = _with_layout_kernels(select_backend(r.config, device), r.config, device)
     if isinstance(selection, Refusal):
         return Err((Issue(selection.code, "$", selection.message, selection.hint),))
-    chosen, rejected = _choose(selection, environment, device, dtype, options.backend, options.executable)
+    forced, renamed_note = _current_name(options.backend, r.config)
+    chosen, rejected = _choose(selection, environment, device, dtype, forced, options.executable)
     if chosen is None:
         detail = "; ".join(f"{x.backend}: {', '.join(x.reasons)}" for x in rejected)
         return Err((Issue("plan.no_usable_backend", "$", f"no backend can load {type(r.config).__name__} on {device.label}: {detail}",
                           "install what the first backend needs, or choose another device or dtype"),))
-    notes = (*r.notes, f"dtype {dtype.value}: {why}", *backend_notes(r.config).get(chosen.name, ()))
+    notes = (*r.notes, *renamed_note, f"dtype {dtype.value}: {why}", *backend_notes(r.config).get(chosen.name, ()))
     return Ok(LoadPlan(config=r.config, pre_quantized=r.pre_quantized, device=device, dtype=dtype, backend=chosen,
                        rejected=rejected, skip_modules=skip_modules(r.config), overrides=r.overrides, notes=notes))
+
+
+def _with_layout_kernels(selection: Selection, config: AbstractQuantConfig, device: AbstractDevice) -> Selection:
+    """The method's candidates, preceded by every kernel serving the config's layout that the
+    method's rule did not rank itself: a layout file is enough for its kernels to be offered. A
+    refusal stands unless such kernels exist."""
+    served = kernel_candidates(layout_of(config), device)
+    if isinstance(selection, Refusal):
+        return served or selection
+    named = {c.backend.name for c in selection}
+    return (*(c for c in served if c.backend.name not in named), *selection)
+
+
+def _current_name(forced: str | None, config: AbstractQuantConfig) -> tuple[str | None, tuple[str, ...]]:
+    """A backend name from before kernels lost their method, as the kernel's name, and the note saying so."""
+    old = renamed(forced, config) if forced is not None else None
+    if old is None:
+        return forced, ()
+    return old.new, (f"backend {old.old!r} is now called {old.new!r}: the same kernel, which serves every layout "
+                     f"that converts to its input; pass backend={old.new!r}",)
 
 
 def _choose(candidates: tuple[Candidate, ...], env: Environment, device: AbstractDevice, dtype: DType,

@@ -1,6 +1,6 @@
 """Loader of the ``gptqmodel-torch`` backend: GPTQModel's own ``TorchLinear`` in every packed layer.
 
-The checkpoint streams into the portable ``GptqLinear`` modules as ``torch-gptq`` does; then
+The checkpoint streams into the portable ``GptqLinear`` modules as ``torch-packed`` does; then
 (``post_load``) each is replaced, one layer at a time, by a ``TorchLinear`` (GPTQModel 7.6.0,
 ``gptqmodel/nn_modules/qlinear/torch.py``) that takes over its tensors without copying them:
 ``qweight``, ``scales``, ``g_idx`` and ``bias`` as stored, and ``qzeros`` in GPTQModel's v2 layout
@@ -38,6 +38,7 @@ from torch import nn
 from ..configs.gptq import AbstractGptq
 from ..kernels.gptq import gptq_v2_qzeros
 from ..kernels.modules import GptqLinear
+from ..layouts.gptq import gptq_layout
 from ..loading.request import LoadRequest
 from ..loading.stream import load_streamed
 from ..quiet import contained
@@ -98,13 +99,15 @@ def load_torch(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     torch_linear = imported.TorchLinear
     dtype = getattr(torch, request.plan.dtype.value)
 
-    def make(name: str, linear: nn.Linear) -> nn.Module:
-        return GptqLinear(gptq, linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+    layout = gptq_layout(gptq)
 
-    def swap(model: nn.Module) -> int:
+    def make(name: str, linear: nn.Linear) -> nn.Module:
+        return GptqLinear(layout, linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+
+    def swap(model: nn.Module, names: tuple[str, ...]) -> int:
         # The new layers take the old ones' tensors, not copies: nothing to release per layer.
         done = 0
-        for name in [n for n, m in model.named_modules() if isinstance(m, GptqLinear)]:
+        for name in names:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             old = parent.get_submodule(child)
@@ -116,4 +119,4 @@ def load_torch(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
                 done += 1
         return done
 
-    return load_streamed(request, make, swap)
+    return load_streamed(request, layout, make, swap)

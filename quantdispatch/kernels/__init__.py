@@ -5,7 +5,8 @@ loads its lazy submodules). The submodules are the shell: they import torch.
 
 - :mod:`.gptq`: GPTQ ``qweight``/``qzeros``/``scales``/``g_idx`` (2, 3, 4, 8 bits; v1 and v2 zeros).
 - :mod:`.awq`: AWQ GEMM, GEMV and GEMV_FAST packings.
-- :mod:`.modules`: ``GptqLinear`` and ``AwqLinear``.
+- :mod:`.modules`: ``GptqLinear`` and ``AwqLinear``, and ``PackedLinear``, the portable module of
+  any layout that dequantizes itself (``layout.dequantize``).
 - :mod:`.gguf`: every GGML block type dequantized (eager torch, and fused C kernels where a
   compiler is present).
 """
@@ -58,12 +59,13 @@ if TYPE_CHECKING:
     )
     from .modules import AwqLinear as AwqLinear
     from .modules import GptqLinear as GptqLinear
+    from .modules import PackedLinear as PackedLinear
 
 __all__ = [
     "TensorSpec", "gptq_expected_tensors", "unpack_gptq_qweight", "unpack_gptq_qzeros", "dequantize_gptq", "gptq_linear",
     "gptq_v1_zeros",
     "awq_expected_tensors", "unpack_awq_gemm", "dequantize_awq_gemm", "unpack_awq_gemv", "dequantize_awq_gemv",
-    "unpack_awq_gemv_fast", "dequantize_awq_gemv_fast", "GptqLinear", "AwqLinear",
+    "unpack_awq_gemv_fast", "dequantize_awq_gemv_fast", "GptqLinear", "AwqLinear", "PackedLinear",
 ]
 
 _HOME: Final = {
@@ -72,7 +74,7 @@ _HOME: Final = {
                      "gptq_v1_zeros"), ".gptq"),
     **dict.fromkeys(("awq_expected_tensors", "unpack_awq_gemm", "dequantize_awq_gemm", "unpack_awq_gemv",
                      "dequantize_awq_gemv", "unpack_awq_gemv_fast", "dequantize_awq_gemv_fast"), ".awq"),
-    **dict.fromkeys(("GptqLinear", "AwqLinear"), ".modules"),
+    **dict.fromkeys(("GptqLinear", "AwqLinear", "PackedLinear"), ".modules"),
 }
 
 

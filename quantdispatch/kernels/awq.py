@@ -40,9 +40,12 @@ from typing import Final
 
 import torch
 
-from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
+from ..configs.awq import AbstractAwq
+from ..layouts.awq import AwqPacked, awq_layout
+from ..layouts.awq import awq_zeros_width as _zeros_width
+from ..layouts.base import Unpackable
 from ._bits import pack_last, unpack_last
-from ._common import FLOATS, TensorSpec, ceil_div
+from ._common import TensorSpec, specs_of
 
 __all__ = [
     "AWQ_ORDER", "awq_zeros_width", "awq_expected_tensors",
@@ -61,58 +64,31 @@ _KSTRIDE: Final = 64
 
 
 def awq_zeros_width(in_features: int, group_size: int) -> int:
-    """AutoAWQ's ``calculate_zeros_width``: int32 words of packed zero points per output row (GEMV).
+    """AutoAWQ's ``calculate_zeros_width`` (``layouts.awq.awq_zeros_width``), raising on a group size GEMV cannot take.
 
-    Groups are padded to a multiple of 8 (one word), and for group sizes 64, 32 and 16 further to
-    a multiple of 2, 4 and 8 words. AutoAWQ stops at 32; GPTQModel's copy adds 16.
-
-    >>> awq_zeros_width(4096, 128), awq_zeros_width(256, 64), awq_zeros_width(256, 32), awq_zeros_width(256, 16)
-    (4, 2, 4, 8)
+    >>> awq_zeros_width(4096, 128), awq_zeros_width(256, 64)
+    (4, 2)
     """
-    multiplier = {64: 2, 32: 4, 16: 8}.get(group_size, 1)
-    if group_size < 128 and multiplier == 1:
-        raise ValueError(f"AWQ's GEMV packings support group sizes 16, 32, 64 and >= 128, not {group_size}")
-    return ceil_div(ceil_div(in_features // group_size, 8), multiplier) * multiplier
+    width = _zeros_width(in_features, group_size)
+    if isinstance(width, Unpackable):
+        raise ValueError(width.message)
+    return width
 
 
-def _group_size(config: AbstractAwq, in_features: int) -> int:
-    return in_features if config.group_size == -1 else config.group_size
-
-
-def awq_expected_tensors(config: AbstractAwq, in_features: int, out_features: int, bias: bool) -> dict[str, TensorSpec]:
-    """The tensors one AWQ linear layer's checkpoint holds, by name suffix (GEMM, GEMV, GEMV_FAST).
+def awq_expected_tensors(config: AbstractAwq | AwqPacked, in_features: int, out_features: int, bias: bool) -> dict[str, TensorSpec]:
+    """The tensors one AWQ linear layer's checkpoint holds, by name suffix (GEMM, GEMV, GEMV_FAST; the layout's declaration).
 
     Raises:
         ValueError: Another packing (Marlin, llm-awq), or dimensions the packing cannot hold.
 
+    >>> from quantdispatch.configs import AwqGemm
     >>> awq_expected_tensors(AwqGemm(group_size=128), 256, 64, bias=False)["qzeros"]
     TensorSpec(shape=(2, 8), dtype=torch.int32, accepted=())
     """
-    size = _group_size(config, in_features)
-    if size <= 0 or in_features % size or out_features % 8:
-        raise ValueError(f"AWQ needs in_features ({in_features}) divisible by group_size ({size}) and out_features ({out_features}) by 8")
-    groups = in_features // size
-    fp16, i32 = torch.float16, torch.int32
-    if isinstance(config, AwqGemm):
-        specs = {"qweight": TensorSpec((in_features, out_features // 8), i32), "qzeros": TensorSpec((groups, out_features // 8), i32),
-                 "scales": TensorSpec((groups, out_features), fp16, FLOATS)}
-    elif isinstance(config, AwqGemv):
-        if in_features % 8:
-            raise ValueError(f"AWQ GEMV packs 8 input columns per word; in_features={in_features}")
-        width = awq_zeros_width(in_features, size)
-        specs = {"qweight": TensorSpec((out_features, in_features // 8), i32), "qzeros": TensorSpec((out_features, width), i32),
-                 "scales": TensorSpec((out_features, width * 8), fp16, FLOATS)}
-    elif isinstance(config, AwqGemvFast):
-        if in_features % _KSTRIDE:
-            raise ValueError(f"AWQ GEMV_FAST packs runs of {_KSTRIDE} input columns; in_features={in_features}")
-        rows = awq_zeros_width(in_features, size) * 8
-        specs = {"qweight": TensorSpec((out_features // _INTERLEAVE, in_features), torch.int16),
-                 "qzeros": TensorSpec((rows, out_features), fp16, FLOATS), "scales": TensorSpec((rows, out_features), fp16, FLOATS)}
-    else:
+    layout = config if isinstance(config, AwqPacked) else awq_layout(config)
+    if layout is None:
         raise ValueError(f"{type(config).__name__} is not a packing the portable AWQ kernels read")
-    if bias:
-        specs["bias"] = TensorSpec((out_features,), fp16, FLOATS)
-    return specs
+    return specs_of(layout.tensors(in_features, out_features, bias))
 
 
 # --- GEMM -------------------------------------------------------------------------------------

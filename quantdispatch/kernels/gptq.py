@@ -29,8 +29,9 @@ from typing import Final
 import torch
 
 from ..configs.gptq import AbstractGptq, Gptq
+from ..layouts.gptq import GptqPacked, gptq_groups, gptq_layout
 from ._bits import pack_last, to_int32, unpack_last, values_per_block, words_per_block
-from ._common import FLOATS, TensorSpec, ceil_div
+from ._common import TensorSpec, specs_of
 
 __all__ = [
     "gptq_expected_tensors", "gptq_groups", "unpack_gptq_qweight", "unpack_gptq_qzeros", "pack_gptq_qweight",
@@ -43,13 +44,8 @@ _V1_WORD_OFFSET: Final = {2: 0x55555555, 4: 0x11111111, 8: 0x01010101}
 _U32: Final = (1 << 32) - 1
 
 
-def gptq_groups(in_features: int, group_size: int) -> int:
-    """Number of groups (rows of ``scales``): ``ceil(K / group_size)``, or 1 for ``group_size == -1``."""
-    return 1 if group_size == -1 else ceil_div(in_features, group_size)
-
-
-def gptq_expected_tensors(config: AbstractGptq, in_features: int, out_features: int, bias: bool) -> dict[str, TensorSpec]:
-    """The tensors one GPTQ linear layer's checkpoint holds, by name suffix.
+def gptq_expected_tensors(config: AbstractGptq | GptqPacked, in_features: int, out_features: int, bias: bool) -> dict[str, TensorSpec]:
+    """The tensors one GPTQ linear layer's checkpoint holds, by name suffix (the layout's declaration).
 
     Raises:
         ValueError: The layer's dimensions cannot be packed at this width.
@@ -57,23 +53,8 @@ def gptq_expected_tensors(config: AbstractGptq, in_features: int, out_features: 
     >>> gptq_expected_tensors(Gptq(bits=4, group_size=128), 256, 64, bias=False)["qweight"]
     TensorSpec(shape=(32, 64), dtype=torch.int32, accepted=())
     """
-    bits = config.bits
-    per_block, words = values_per_block(bits), words_per_block(bits)
-    for name, size in (("in_features", in_features), ("out_features", out_features)):
-        if size <= 0 or size % per_block:
-            raise ValueError(f"GPTQ {bits}-bit packs {per_block} values per {words} int32 word(s); {name}={size} is not a multiple")
-    if config.group_size != -1 and config.group_size <= 0:
-        raise ValueError(f"group_size must be positive or -1, got {config.group_size}")
-    groups = gptq_groups(in_features, config.group_size)
-    specs = {
-        "qweight": TensorSpec((in_features // per_block * words, out_features), torch.int32),
-        "qzeros": TensorSpec((groups, out_features // per_block * words), torch.int32),
-        "scales": TensorSpec((groups, out_features), torch.float16, FLOATS),
-        "g_idx": TensorSpec((in_features,), torch.int32),
-    }
-    if bias:
-        specs["bias"] = TensorSpec((out_features,), torch.float16, FLOATS)
-    return specs
+    layout = config if isinstance(config, GptqPacked) else gptq_layout(config)
+    return specs_of(layout.tensors(in_features, out_features, bias))
 
 
 def unpack_gptq_qweight(qweight: torch.Tensor, bits: int) -> torch.Tensor:

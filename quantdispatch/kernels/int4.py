@@ -1,4 +1,5 @@
-"""4-bit GPTQ and AWQ weights repacked once for torch's CPU int4 kernel, and the module that runs it.
+"""4-bit weights repacked once for torch's CPU int4 kernel, and the module that runs it. Any layout
+that converts to ``Int4Weights`` (GPTQ, AWQ, compressed-tensors) reaches it.
 
 torch (2.6+) has a weight-only int4 matmul for the CPU::
 
@@ -107,16 +108,14 @@ def int4_from_gptq(layer: GptqLinear) -> Int4Weights | str:
 
 def int4_from_awq(layer: AwqLinear) -> Int4Weights:
     """A GEMM, GEMV or GEMV_FAST AWQ layer's weights for the kernel."""
-    from ..configs.awq import AwqGemm, AwqGemv
-
     n, size = layer.out_features, layer.group_size
     groups = layer.in_features // size
     scale = layer.scales.to(torch.float32)
-    if issubclass(layer._layout, AwqGemm):
+    if layer.version == "gemm":
         codes = unpack_awq_gemm(layer.qweight).t()
         zeros = unpack_awq_gemm(layer.qzeros)[:, :n].to(torch.float32)
         return Int4Weights(codes, scale, (8 - zeros) * scale, size)
-    if issubclass(layer._layout, AwqGemv):
+    if layer.version == "gemv":
         codes, zeros_ng = unpack_awq_gemv(layer.qweight, layer.qzeros, groups)
         scale = scale[:, :groups].t()
         return Int4Weights(codes, scale, (8 - zeros_ng.t().to(torch.float32)) * scale, size)

@@ -24,13 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast
+from ..configs.awq import AbstractAwq
 from ..configs.gptq import AbstractGptq
-from ._common import TensorSpec
-from .awq import awq_expected_tensors, dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
-from .gptq import dequantize_gptq, gptq_expected_tensors, gptq_groups, gptq_linear, gptq_v1_zeros
+from ..layouts.awq import AwqPacked, awq_layout
+from ..layouts.base import AbstractLayout
+from ..layouts.gptq import GptqPacked, gptq_layout
+from ._common import TensorSpec, specs_of
+from .awq import dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
+from .gptq import dequantize_gptq, gptq_linear
 
-__all__ = ["GptqLinear", "AwqLinear"]
+__all__ = ["GptqLinear", "AwqLinear", "PackedLinear", "dense_linear", "features", "layout_of_module"]
 
 
 class _PackedLinear(nn.Module):
@@ -106,17 +109,19 @@ class GptqLinear(_PackedLinear):
     """Buffers a checkpoint may leave out because this module computes them (``derive_missing``)."""
 
     def __init__(
-        self, config: AbstractGptq, in_features: int, out_features: int, bias: bool, *,
+        self, config: AbstractGptq | GptqPacked, in_features: int, out_features: int, bias: bool, *,
         device: torch.device | str | None = None, dequantize_at_load: bool = False,
     ) -> None:
-        super().__init__(gptq_expected_tensors(config, in_features, out_features, bias), in_features, out_features,
+        layout = config if isinstance(config, GptqPacked) else gptq_layout(config)
+        super().__init__(specs_of(layout.tensors(in_features, out_features, bias)), in_features, out_features,
                          device=device, dequantize_at_load=dequantize_at_load)
-        self.bits = config.bits
-        self.group_size = config.group_size
-        self.v1 = gptq_v1_zeros(config)
-        self.indexes = {"g_idx": ("scales", gptq_groups(in_features, config.group_size))}  # g picks rows of scales and qzeros
+        self.layout = layout
+        self.bits = layout.bits
+        self.group_size = layout.group_size
+        self.v1 = layout.v1
+        self.indexes = layout.indexes(in_features, out_features)  # g picks rows of scales and qzeros
         # Without act-order, g_idx is k // group_size; old GPTQ-for-LLaMa checkpoints do not store it.
-        self.derivable = frozenset() if config.desc_act else frozenset({"g_idx"})
+        self.derivable = layout.derivable()
         if self.g_idx.device.type != "meta":
             self.g_idx.copy_(self._trivial_g_idx(self.g_idx.device))
 
@@ -161,17 +166,19 @@ class AwqLinear(_PackedLinear):
     scales: torch.Tensor
 
     def __init__(
-        self, config: AbstractAwq, in_features: int, out_features: int, bias: bool, *,
+        self, config: AbstractAwq | AwqPacked, in_features: int, out_features: int, bias: bool, *,
         device: torch.device | str | None = None, dequantize_at_load: bool = False,
     ) -> None:
-        super().__init__(awq_expected_tensors(config, in_features, out_features, bias), in_features, out_features,
+        layout = config if isinstance(config, AwqPacked) else awq_layout(config)
+        if layout is None:
+            raise ValueError(f"{type(config).__name__} is not a packing the portable AWQ kernels read")
+        super().__init__(specs_of(layout.tensors(in_features, out_features, bias)), in_features, out_features,
                          device=device, dequantize_at_load=dequantize_at_load)
-        self.group_size = in_features if config.group_size == -1 else config.group_size
-        self.version = config.version
-        self._layout = type(config)
-        if isinstance(config, AwqGemvFast):
-            self.finite = frozenset({"scales", "qzeros"})  # GEMV_FAST's qzeros are scaled zeros: floats added to every weight
-        self._dequantize = _awq_dequantizer(config, self.group_size)
+        self.layout = layout
+        self.group_size = layout.size(in_features)
+        self.version = layout.version
+        self.finite = layout.finite()  # GEMV_FAST's qzeros are scaled zeros: floats added to every weight
+        self._dequantize = _awq_dequantizer(layout, self.group_size)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float weight ``[out_features, in_features]``, rounded once to ``dtype``."""
@@ -195,9 +202,9 @@ class AwqLinear(_PackedLinear):
 
     def _output_rows(self, n0: int, n1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``qweight``, ``qzeros``, ``scales`` of output rows ``n0:n1`` (multiples of 8), in the packing's own layout."""
-        if issubclass(self._layout, AwqGemm):
+        if self.version == "gemm":
             return self.qweight[:, n0 // 8:n1 // 8], self.qzeros[:, n0 // 8:n1 // 8], self.scales[:, n0:n1]
-        if issubclass(self._layout, AwqGemv):
+        if self.version == "gemv":
             return self.qweight[n0:n1], self.qzeros[n0:n1], self.scales[n0:n1]
         return self.qweight[n0 // 4:n1 // 4], self.qzeros[:, n0:n1], self.scales[:, n0:n1]
 
@@ -205,12 +212,83 @@ class AwqLinear(_PackedLinear):
         return f"version={self.version}, group_size={self.group_size}, " + super().extra_repr()
 
 
-def _awq_dequantizer(config: AbstractAwq, group_size: int) -> _AwqDequantize:
+def _awq_dequantizer(layout: AwqPacked, group_size: int) -> _AwqDequantize:
     """The plain function for this packing, chosen once per layer (never per call)."""
-    if isinstance(config, AwqGemm):
+    if layout.version == "gemm":
         return lambda qw, qz, s, dtype: dequantize_awq_gemm(qw, qz, s, dtype=dtype)
-    if isinstance(config, AwqGemv):
+    if layout.version == "gemv":
         return lambda qw, qz, s, dtype: dequantize_awq_gemv(qw, qz, s, group_size=group_size, dtype=dtype)
-    if isinstance(config, AwqGemvFast):
-        return lambda qw, qz, s, dtype: dequantize_awq_gemv_fast(qw, qz, s, group_size=group_size, dtype=dtype)
-    raise ValueError(f"{type(config).__name__} is not a packing the portable AWQ kernels read")
+    return lambda qw, qz, s, dtype: dequantize_awq_gemv_fast(qw, qz, s, group_size=group_size, dtype=dtype)
+
+
+class PackedLinear(_PackedLinear):
+    """The portable module of any layout that dequantizes generically: the layout's declared
+    tensors as buffers (under their stored names), and ``layout.dequantize`` for the weight.
+
+    What a new layout gets without writing a module: it runs everywhere torch does, exact to the
+    layout's own dequantization, at the cost of a dense weight per call (or once, with
+    ``dequantize_at_load``).
+    """
+
+    def __init__(
+        self, layout: AbstractLayout, in_features: int, out_features: int, bias: bool, *,
+        device: torch.device | str | None = None, dequantize_at_load: bool = False,
+    ) -> None:
+        specs = specs_of(layout.tensors(in_features, out_features, bias))
+        super().__init__(specs, in_features, out_features, device=device, dequantize_at_load=dequantize_at_load)
+        self.layout = layout
+        self.indexes = layout.indexes(in_features, out_features)
+        self.finite = layout.finite()
+        self._names = tuple(n for n in specs if n != "bias")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The layer's stored tensors (bias aside), by name."""
+        found: dict[str, torch.Tensor] = {n: getattr(self, n) for n in self._names}
+        return found
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float weight ``[out_features, in_features]``, as the layout dequantizes it."""
+        weight: torch.Tensor = self.layout.dequantize(self.tensors(), dtype)
+        return weight
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout!r}, " + super().extra_repr()
+
+
+def features(module: nn.Module) -> tuple[int, int]:
+    """A linear-like module's ``(in_features, out_features)``.
+
+    Raises:
+        ValueError: It does not say them.
+    """
+    found: tuple[object, object] = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+    k, n = found
+    if not isinstance(k, int) or not isinstance(n, int):
+        raise ValueError(f"{type(module).__name__} does not say its in_features and out_features")
+    return k, n
+
+
+def layout_of_module(module: nn.Module) -> AbstractLayout:
+    """The layout a portable module was built for.
+
+    Raises:
+        ValueError: It is not a portable module.
+    """
+    layout: object = getattr(module, "layout", None)
+    if not isinstance(layout, AbstractLayout):
+        raise ValueError(f"{type(module).__name__} is not a portable module of a layout")
+    return layout
+
+
+def dense_linear(module: nn.Module, dtype: torch.dtype) -> nn.Linear:
+    """An ``nn.Linear`` holding a portable module's dequantized weight (and bias) in ``dtype``."""
+    dequantize: object = getattr(module, "dequantize", None)
+    in_features, out_features = features(module)
+    bias: object = getattr(module, "bias", None)
+    if not callable(dequantize):
+        raise ValueError(f"{type(module).__name__} cannot dequantize its weight")
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta", dtype=dtype)
+    linear.weight = nn.Parameter(dequantize(dtype), requires_grad=False)
+    if isinstance(bias, torch.Tensor):
+        linear.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
+    return linear

@@ -5,7 +5,7 @@ chosen backend's loader (``Backend.loader``, imported only now). Everything befo
 step is the pure core's; the execute step is all-or-nothing.
 
 >>> import quantdispatch as qd                                   # doctest: +SKIP
->>> model = qd.load("path/to/gptq-model").unwrap().model          # doctest: +SKIP
+>>> model = qd.load("path/to/quantized-model").unwrap().model     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
             (``config.json``'s ``dtype`` / ``torch_dtype``), else the plan's choice for the method
             and device.
         quantization: A typed config, reconciled with the checkpoint's as ``plan`` does; on a
-            full-precision checkpoint a bitsandbytes config quantizes while loading.
+            full-precision checkpoint a config of a method that quantizes while loading does so.
         backend: Force a backend by name.
         device_map: Where each module goes, as in Transformers (``"auto"``, ``"cpu"``, a dict of
             module names to devices, ``"cpu"`` or ``"disk"``), through accelerate. Modules on
@@ -179,7 +179,7 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
         return config
     if config.value is None and quantization is None:
         return Err((Issue("load.not_quantized", "$", "the checkpoint is not quantized and no quantization config was given",
-                          "load it with Transformers, or pass quantization=qd.Bnb4Bit(...) to quantize while loading"),))
+                          "load it with Transformers, or pass quantization= a config of a method that quantizes while loading"),))
     weights = find_weights(directory.value, allow_pickle=allow_pickle)
     if isinstance(weights, Err):
         return weights
@@ -203,8 +203,8 @@ def load(source: str | os.PathLike[str], *, device: str = "auto", dtype: str | D
 def parameter_count(model: nn.Module) -> int:
     """The model's parameters as its unquantized architecture has them, each shared tensor once.
 
-    ``model.parameters()`` undercounts a quantized model: packed weights are buffers (GPTQ, AWQ,
-    GGUF) or hold two codes per byte (bitsandbytes' ``Params4bit``). So a module that says how
+    ``model.parameters()`` undercounts a quantized model: packed weights are buffers, or hold two
+    codes per byte (a 4-bit ``Params4bit``). So a module that says how
     many it stands for (``logical_parameters()``) counts that; one with integer ``in_features``
     and ``out_features`` (or ``num_embeddings`` and ``embedding_dim``) whose ``weight`` is not a
     dense parameter of that size counts the dense weight and its bias; any other its own parameters.
@@ -320,7 +320,7 @@ def _argument_issues(**given: object) -> Issues:
     if not isinstance(given["dtype"], (str, DType)):
         issues.append(wrong("dtype", "'auto', a dtype name or a quantdispatch.DType"))
     if given["quantization"] is not None and not isinstance(given["quantization"], AbstractQuantConfig):
-        issues.append(wrong("quantization", "a quantization config (qd.Bnb4Bit(...)) or None"))
+        issues.append(wrong("quantization", "a quantization config or None"))
     if given["backend"] is not None and not isinstance(given["backend"], str):
         issues.append(wrong("backend", "a backend name or None"))
     device_map = given["device_map"]

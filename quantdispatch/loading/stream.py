@@ -2,6 +2,11 @@
 place of the linear layers the checkpoint stores packed, every tensor checked against what the
 model expects before any is read, then the weights streamed in file by file.
 
+Everything it knows about a packing comes from the layout's declarations
+(``quantdispatch.layouts``): the marker tensor that says a layer is stored packed, how to read a
+stored layer's output width, which tensors may be derived, which index others and which must be
+finite. No method is named here.
+
 All-or-nothing: a missing, unexpected or mis-shaped tensor is an ``Err`` naming the tensor and its
 file, and the half-built model is dropped.
 """
@@ -20,6 +25,8 @@ from torch import nn
 
 from ..architecture import BUILD_ERRORS, check_architecture
 from ..fileio import read_bounded
+from ..kernels._common import TORCH_DTYPES as TORCH_DTYPES
+from ..layouts.base import AbstractLayout
 from ..plan import LoadPlan
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
@@ -27,14 +34,8 @@ from .checkpoint import Checkpoint
 from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
+__all__ = ["ModuleFactory", "PostLoad", "Replaced", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
            "check_values", "tied_targets", "ignored_unexpected", "refusal_issues", "stream_weights", "load_streamed"]
-
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
 
 ModuleFactory = Callable[[str, nn.Linear], nn.Module]
 """Makes the quantized module (on the meta device) that replaces one linear layer."""
@@ -92,8 +93,8 @@ def build_skeleton(directory: Path, plan: LoadPlan, *, trust_remote_code: bool, 
 
 
 SPLITS: dict[str, tuple[str, ...]] = {"gate_up_proj": ("gate_proj", "up_proj"), "qkv_proj": ("q_proj", "k_proj", "v_proj")}
-"""Fused projections and the separate ones a quantizer may save instead (GPTQModel writes Phi-3's
-``gate_up_proj`` as ``gate_proj`` + ``up_proj``)."""
+"""Fused projections and the separate ones a quantizer may save instead (Phi-3's ``gate_up_proj``
+written as ``gate_proj`` + ``up_proj``)."""
 
 
 class SplitLinear(nn.Module):
@@ -109,57 +110,78 @@ class SplitLinear(nn.Module):
         return torch.cat([part(x) for part in self.children()], dim=-1)
 
 
-def _split_parts(name: str, module: nn.Linear, checkpoint: Checkpoint) -> tuple[str, ...] | None:
+def _split_parts(name: str, module: nn.Linear, checkpoint: Checkpoint, layout: AbstractLayout) -> dict[str, int] | None:
+    """The separate parts a fused projection is stored as, each with its output width, or ``None``."""
     parent, _, child = name.rpartition(".")
     parts = SPLITS.get(child)
     prefix = f"{parent}." if parent else ""
-    if parts is None or f"{name}.qweight" in checkpoint.where or f"{name}.weight" in checkpoint.where:
+    if parts is None or f"{name}.{layout.marker}" in checkpoint.where or f"{name}.weight" in checkpoint.where:
         return None
-    if not all(f"{prefix}{p}.qweight" in checkpoint.where and f"{prefix}{p}.scales" in checkpoint.where for p in parts):
+    if not all(f"{prefix}{p}.{layout.marker}" in checkpoint.where for p in parts):
         return None
-    if any(len(checkpoint.entry(f"{prefix}{p}.scales").shape) != 2 for p in parts):
-        return None  # not a split this module can read; the tensor check names the stray parts
-    widths = [checkpoint.entry(f"{prefix}{p}.scales").shape[-1] for p in parts]
-    return parts if sum(widths) == module.out_features and all(widths) else None
+    widths = {p: layout.out_features(_stored_shapes(checkpoint, f"{prefix}{p}")) for p in parts}
+    if any(w is None or w <= 0 for w in widths.values()):
+        return None  # not a split this layout can read; the tensor check names the stray parts
+    found = {p: w for p, w in widths.items() if w is not None}
+    return found if sum(found.values()) == module.out_features else None
+
+
+def _stored_shapes(checkpoint: Checkpoint, prefix: str) -> dict[str, tuple[int, ...]]:
+    """The shapes of one stored layer's tensors, by name suffix (read from the headers)."""
+    start = f"{prefix}."
+    return {n[len(start):]: tuple(checkpoint.entry(n).shape) for n in checkpoint.where if n.startswith(start) and "." not in n[len(start):]}
 
 
 def _made(make: ModuleFactory, name: str, linear: nn.Linear) -> nn.Module | Issue:
     """``make``'s module for one layer, or the issue naming the layer whose shape its packing cannot hold."""
     try:
         return make(name, linear)
-    except ValueError as e:  # the layout's own shape rules (gptq_expected_tensors, awq_expected_tensors)
+    except ValueError as e:  # the layout's shape rules (its tensors() answered Unpackable)
         return _issue("load.layer.shape", f"{quote(name)} ({linear.in_features} -> {linear.out_features}): {quote(str(e), 200)}",
                       "this layer's shape cannot be stored in the configured packing: the config does not fit the model",
                       f"$.modules[{quote(name)}]")
 
 
-def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactory) -> Result[dict[str, str], Issues]:
-    """Swap each ``nn.Linear`` whose weights the checkpoint stores packed (``<name>.qweight``) for
-    the module ``make`` builds, and each fused projection stored as separate packed parts for a
-    ``SplitLinear`` of them. Returns the model's tensor names that the checkpoint spells otherwise
-    (a split part's ``mlp.gate_up_proj.gate_proj.qweight`` is stored as ``mlp.gate_proj.qweight``),
-    or an issue for each layer whose shape the packing cannot hold (``make`` raised ``ValueError``)."""
-    renames: dict[str, str] = {}
+@attrs.frozen
+class Replaced:
+    """What ``replace_linears`` did.
+
+    Attributes:
+        renames: The model's tensor names that the checkpoint spells otherwise (a split part's
+            ``mlp.gate_up_proj.gate_proj.scales`` is stored as ``mlp.gate_proj.scales``).
+        layers: Each replaced module's name in the model, with its (in_features, out_features).
+    """
+
+    renames: dict[str, str] = attrs.field(factory=dict)
+    layers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+
+
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, make: ModuleFactory) -> Result[Replaced, Issues]:
+    """Swap each ``nn.Linear`` the checkpoint stores in ``layout`` (its ``marker`` tensor is there)
+    for the module ``make`` builds, and each fused projection stored as separate parts for a
+    ``SplitLinear`` of them; or an issue for each layer whose shape the layout cannot hold
+    (``make`` raised ``ValueError``)."""
+    done = Replaced()
     issues: list[Issue] = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        if f"{name}.qweight" in checkpoint.where:
+        if f"{name}.{layout.marker}" in checkpoint.where:
             made = _made(make, name, module)
             if isinstance(made, Issue):
                 issues.append(made)
             else:
                 setattr(parent, child, made)
+                done.layers[name] = (module.in_features, module.out_features)
             continue
-        parts = _split_parts(name, module, checkpoint)
+        parts = _split_parts(name, module, checkpoint, layout)
         if parts is None:
             continue
         prefix = f"{parent_name}." if parent_name else ""
         built: dict[str, nn.Module] = {}
-        for part in parts:
-            width = checkpoint.entry(f"{prefix}{part}.scales").shape[-1]
+        for part, width in parts.items():
             piece = nn.Linear(module.in_features, width, bias=f"{prefix}{part}.bias" in checkpoint.where, device="meta")
             made = _made(make, f"{prefix}{part}", piece)
             if isinstance(made, Issue):
@@ -168,24 +190,24 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, make: ModuleFactor
                 built[part] = made
         if len(built) < len(parts):
             continue
-        fused = SplitLinear(built)
-        setattr(parent, child, fused)
+        setattr(parent, child, SplitLinear(built))
         for part, quantized in built.items():
+            done.layers[f"{name}.{part}"] = (module.in_features, parts[part])
             for tensor_name in quantized.state_dict(keep_vars=True):
-                renames[f"{name}.{part}.{tensor_name}"] = f"{prefix}{part}.{tensor_name}"
+                done.renames[f"{name}.{part}.{tensor_name}"] = f"{prefix}{part}.{tensor_name}"
     if issues:
         return Err(tuple(issues[:100]))
-    return Ok(renames)
+    return Ok(done)
 
 
-def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[None, Issues]:
-    """Check the loaded values each module's layout declares: index tensors (``indexes``: buffer
-    -> (indexed buffer, its size); GPTQ's ``g_idx`` picks a group, a row of ``scales``) hold only
-    values in ``[0, size)``, and ``finite`` buffers (scales) no NaN or infinity. Run after the
-    weights are read and before anything (a forward, a backend's repack) uses them: an index out of
-    range would raise at the first forward, or, negative, silently read the wrong group; one
-    non-finite scale makes every output of its layer NaN."""
-    renames = renames or {}
+def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, replaced: Replaced) -> Result[None, Issues]:
+    """Check the loaded values the layout declares for each replaced layer: index tensors
+    (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
+    scales) hold only values in ``[0, size)``, and ``finite`` tensors (scales) no NaN or
+    infinity. Run after the weights are read and before anything (a forward, a kernel's
+    ``prepare``) uses them: an index out of range would raise at the first forward, or, negative,
+    silently read the wrong group; one non-finite scale makes every output of its layer NaN."""
+    renames = replaced.renames
     issues: list[Issue] = []
 
     def located(module_name: str, buffer_name: str) -> tuple[str, str]:
@@ -193,9 +215,10 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, st
         stored = renames.get(full, full)
         return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
 
-    for module_name, module in model.named_modules():
-        declared: object = getattr(module, "indexes", None)
-        for buffer_name, (target, size) in declared.items() if isinstance(declared, Mapping) else ():
+    finite = sorted(layout.finite())
+    for module_name, (in_features, out_features) in replaced.layers.items():
+        module = model.get_submodule(module_name)
+        for buffer_name, (target, size) in layout.indexes(in_features, out_features).items():
             values = _loaded(module, buffer_name)
             if values is None:
                 continue  # not loaded: derived later, or reported missing
@@ -209,7 +232,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, st
                                  f"rows of {quote(target)}, so each must be in [0, {size - 1}]",
                                  "the tensor is corrupt, or the config's group size does not match the checkpoint",
                                  f"$.tensors[{quote(stored)}]"))
-        for buffer_name in sorted(_declared(module, "finite")):
+        for buffer_name in finite:
             values = _loaded(module, buffer_name)
             if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
                 continue
@@ -222,12 +245,6 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, st
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(None)
-
-
-def _declared(module: nn.Module, name: str) -> frozenset[str]:
-    """A layout's declaration on its module (``derivable``, ``finite``): buffer names, or none."""
-    found = getattr(module, name, None)
-    return found if isinstance(found, frozenset) else frozenset()
 
 
 def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -252,15 +269,19 @@ def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
     return found == expected.dtype
 
 
-def check_tensors(model: nn.Module, checkpoint: Checkpoint, renames: dict[str, str] | None = None) -> Result[tuple[str, ...], Issues]:
+def check_tensors(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout | None = None,
+                  replaced: Replaced | None = None) -> Result[tuple[str, ...], Issues]:
     """Compare what the model expects with what the checkpoint holds, before reading any weight:
     every missing, unexpected, mis-shaped or wrongly typed tensor is an issue naming it and its
-    file. A tensor its module declares it can compute (``derivable``: GPTQ's ``g_idx`` without
-    act-order) may be missing. Returns the names to load (the checkpoint's spelling of each is ``renames`` applied)."""
-    renames = renames or {}
+    file. A tensor the layout declares derivable (a trivial group index) may be
+    missing from a replaced layer. Returns the names to load (the checkpoint's spelling of each
+    is ``replaced.renames`` applied)."""
+    replaced = replaced or Replaced()
+    renames = replaced.renames
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
-    derivable = {renames.get(f"{n}.{b}", f"{n}.{b}") for n, m in model.named_modules() for b in _declared(m, "derivable")}
-    found = check_expected(expected, checkpoint, tied_targets(model) | derivable, ignored_unexpected(model))
+    derivable = layout.derivable() if layout is not None else frozenset()
+    optional = {renames.get(f"{n}.{b}", f"{n}.{b}") for n in replaced.layers for b in derivable}
+    found = check_expected(expected, checkpoint, tied_targets(model) | optional, ignored_unexpected(model))
     if isinstance(found, Err):
         return found
     back = {v: k for k, v in renames.items()}
@@ -313,17 +334,18 @@ def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint,
 
 
 def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str], dtype: torch.dtype,
-                   progress: Callable[[int, int], None] | None = None, renames: dict[str, str] | None = None) -> Result[int, Issues]:
+                   progress: Callable[[int, int], None] | None = None, replaced: Replaced | None = None) -> Result[int, Issues]:
     """Read the named tensors file by file (memory-mapped) into the model on the CPU; floating
-    parameters in ``dtype``, packed integers and quantization scales as stored. Returns bytes read."""
+    parameters in ``dtype``, the replaced layers' tensors (codes, scales) as stored. Returns bytes read."""
     from accelerate.utils import set_module_tensor_to_device
     from safetensors import SafetensorError, safe_open
 
-    renames = renames or {}
+    replaced = replaced or Replaced()
+    renames = replaced.renames
     by_file: dict[str, list[str]] = {}
     for name in names:
         by_file.setdefault(checkpoint.where[renames.get(name, name)], []).append(name)
-    quantized = {n.rpartition(".")[0] for n in checkpoint.where if n.endswith(".qweight")}
+    packed = set(replaced.layers)
     done, total, read = 0, len(checkpoint.files), 0
     for path, tensor_names in by_file.items():
         try:
@@ -336,10 +358,12 @@ def stream_weights(model: nn.Module, checkpoint: Checkpoint, names: Iterable[str
                         return Err((_issue("load.file.changed", f"{Path(path).name}: {quote(stored)} {changed}",
                                            "the file was rewritten while it was loaded; load it again", f"$.tensors[{quote(stored)}]"),))
                     read += t.numel() * t.element_size()
-                    keep = stored.rpartition(".")[0] in quantized  # packed layers keep their own dtypes
+                    keep = name.rpartition(".")[0] in packed  # packed layers keep their own dtypes
                     if t.is_floating_point() and not keep and t.dtype != dtype:
                         t = t.to(dtype)
-                    set_module_tensor_to_device(model, name, "cpu", value=t)
+                    # A replaced layer's tensors stay as stored: accelerate would otherwise cast a float
+                    # one to the buffer's declared dtype (float32 scales to float16).
+                    set_module_tensor_to_device(model, name, "cpu", value=t, dtype=t.dtype if keep else None)
         except SafetensorError as e:
             return Err(refusal_issues(Path(path), e))
         except OSError as e:
@@ -427,44 +451,66 @@ def _opened(path: str, checkpoint: Checkpoint, safe_open: Any) -> Any:
     return _Unpickled(checkpoint.unpickled) if checkpoint.unpickled is not None else safe_open(path, framework="pt")
 
 
-PostLoad = Callable[[nn.Module], object]
-"""Runs once the weights are in, before tying and placement: a backend repacks its modules there
-(``quantdispatch.backends.cpu_int4`` swaps each portable layer for a kernel's, one at a time)."""
+PostLoad = Callable[[nn.Module, tuple[str, ...]], object]
+"""Runs once the weights are in and checked, before tying and placement, with the names of the
+replaced layers: a kernel's ``prepare`` swaps each portable layer for its own module there
+(``quantdispatch.loading.layered``), one at a time."""
 
 
-def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: PostLoad | None = None) -> Result[tuple[nn.Module, int], Issues]:
-    """Skeleton, module swap, checks, streaming, ``post_load``, tying, the device: the whole execute step."""
+def load_streamed(request: LoadRequest, layout: AbstractLayout | None, make: ModuleFactory | None,
+                  post_load: PostLoad | None = None) -> Result[tuple[nn.Module, int], Issues]:
+    """Skeleton, module swap, checks, streaming, ``post_load``, tying, the device: the whole execute
+    step, for the layers ``layout`` declares (``None``: a dense checkpoint)."""
     directory, checkpoint, plan = request.directory, request.checkpoint, request.plan
     built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code, stored_bytes=checkpoint.nbytes)
     if isinstance(built, Err):
         return built
     model = built.value
-    replaced = replace_linears(model, checkpoint, make) if make is not None else Ok({})
-    if isinstance(replaced, Err):
-        return replaced
-    renames = replaced.value
-    names = check_tensors(model, checkpoint, renames)
+    swapped = replace_linears(model, checkpoint, layout, make) if layout is not None and make is not None else Ok(Replaced())
+    if isinstance(swapped, Err):
+        return swapped
+    replaced = swapped.value
+    names = check_tensors(model, checkpoint, layout, replaced)
     if isinstance(names, Err):
         return names
-    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, renames)
+    read = stream_weights(model, checkpoint, names.value, getattr(torch, plan.dtype.value), request.progress, replaced)
     if isinstance(read, Err):
         return read
-    in_range = check_values(model, checkpoint, renames)
-    if isinstance(in_range, Err):
-        return in_range
-    for module in model.modules():
-        derive = getattr(module, "derive_missing", None)
-        if _declared(module, "derivable") and callable(derive):
-            derive()
+    if layout is not None:
+        in_range = check_values(model, checkpoint, layout, replaced)
+        if isinstance(in_range, Err):
+            return in_range
+        derived = _derive(model, layout, replaced)
+        if derived is not None:
+            return Err((derived,))
     if post_load is not None:
         try:
-            post_load(model)
-        except (ValueError, RuntimeError, NotImplementedError) as e:  # a backend's repack: checked shapes should never get here
+            post_load(model, tuple(replaced.layers))
+        except (ValueError, RuntimeError, NotImplementedError) as e:  # a kernel's prepare: checked shapes should never get here
             return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
-                               f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-gptq, torch-awq)"),))
+                               f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-packed)"),))
+    return _finish(model, request, read.value)
+
+
+def _derive(model: nn.Module, layout: AbstractLayout, replaced: Replaced) -> Issue | None:
+    """Let each replaced module compute the tensors its layout declares derivable and the
+    checkpoint left out (``derive_missing``)."""
+    if not layout.derivable():
+        return None
+    for name in replaced.layers:
+        derive = getattr(model.get_submodule(name), "derive_missing", None)
+        if not callable(derive):
+            return _issue("load.layout.derive", f"{quote(name)}: its layout declares derivable tensors, and its module cannot derive them")
+        derive()
+    return None
+
+
+def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[nn.Module, int], Issues]:
+    """Tie, check nothing is left on the meta device, and place."""
+    plan = request.plan
     tie = getattr(model, "tie_weights", None)
     # A tied layer the checkpoint stores quantized was swapped for a packed module: its stored
-    # weights are used, and there is no dense weight to tie (GPTQModel's TorchLinear refuses one).
+    # weights are used, and there is no dense weight to tie (an external module may refuse one).
     dense = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     if tied_targets(model) & dense and callable(tie):
         try:
@@ -483,4 +529,4 @@ def load_streamed(request: LoadRequest, make: ModuleFactory | None, post_load: P
             return placed
     elif plan.device.label != "cpu":
         model.to(plan.device.label)
-    return Ok((model, read.value))
+    return Ok((model, read))

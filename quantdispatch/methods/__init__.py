@@ -1,7 +1,9 @@
 """The built-in methods: for each, its backends, their fit rules and its planning rules, side by
 side in one module. Importing this package registers them (``quantdispatch`` does so on import).
 
-Adding a backend for a built-in method is one descriptor with its ``select_backend``
+Kernels are not here: they serve layouts, whatever method made them (``quantdispatch.kernel``,
+``quantdispatch.layouts``), and a method's rules place them with ``kernel_candidates``. An
+external package's backend for a method is one descriptor with its ``select_backend``
 registration here, plus the module its ``loader`` names; a third-party method does the same
 from its own package (see ``docs/extending.md``).
 """

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..backend import Candidate, Requirement
+from ..backend import Requirement
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda, Mps
+from ..kernel import ATEN_INT4_GROUPS as ATEN_INT4_GROUPS
+from ..kernel import TORCH as TORCH
+from ..kernel import TORCH_INT4_CPU as TORCH_INT4_CPU
+from ..kernel import cpu_int4_unfit as cpu_int4_unfit
+from ..kernel import cpu_q4_unfit as cpu_q4_unfit
 
 __all__ = ["TORCH", "TORCH_INT4_CPU", "GPTQMODEL", "GPTQMODEL_TORCH_LINEAR", "ACCELERATE", "MARLIN_GROUPS", "ATEN_INT4_GROUPS", "marlin_unfit",
-           "cpu_int4_unfit", "cpu_q4_unfit", "cpu_4bit_ranked", "gpu_or_cpu_dtype", "bf16_or_cpu_dtype"]
+           "cpu_int4_unfit", "cpu_q4_unfit", "gpu_or_cpu_dtype", "bf16_or_cpu_dtype"]
 
-TORCH: Final = Requirement("torch", "2.4")
 GPTQMODEL: Final = Requirement("gptqmodel", "1.4.3")
 GPTQMODEL_TORCH_LINEAR: Final = Requirement("gptqmodel", "7.6")
 """GPTQModel whose ``TorchLinear`` (``gptqmodel/nn_modules/qlinear/torch.py``) our loader drives:
 its constructor, ``validate``, ``qzero_format`` and ``post_init`` as read in 7.6.0."""
-TORCH_INT4_CPU: Final = Requirement("torch", "2.6")
-"""``aten._weight_int4pack_mm_for_cpu`` and its packing op (added in torch 2.6)."""
-
-ATEN_INT4_GROUPS: Final = (32, 64, 128, 256)
-"""Group sizes torch's CPU int4 kernel takes; a group size that is a multiple of one (or -1)
-maps onto it exactly by repeating each scale."""
 
 MARLIN_GROUPS: Final = (-1, 32, 64, 128)
 """Group sizes the Marlin kernels tile (gptqmodel's and vLLM's Marlin both)."""
@@ -38,37 +36,6 @@ def marlin_unfit(bits: int, sym: bool, group_size: int) -> tuple[str, ...]:
         shown = group_size if abs(group_size) < 10**12 else "a huge number"
         reasons.append(f"Marlin takes group_size in {list(MARLIN_GROUPS)}, not {shown}")
     return tuple(reasons)
-
-
-def cpu_int4_unfit(bits: int, group_size: int, device: Cpu) -> tuple[str, ...]:
-    """Why torch's CPU int4 kernel cannot take weights of this width and group size on this CPU
-    (empty: it can). Per-layer shapes (out_features % 16, in_features a multiple of the group)
-    are checked when each layer is built; a layer that does not fit keeps the portable module."""
-    reasons = []
-    if bits != 4:
-        reasons.append(f"the aten int4 kernel takes 4-bit weights, not {bits}-bit")
-    if group_size != -1 and (group_size <= 0 or group_size % ATEN_INT4_GROUPS[0]):
-        shown = group_size if abs(group_size) < 10**12 else "a huge number"
-        reasons.append(f"the aten int4 kernel takes groups of {list(ATEN_INT4_GROUPS)} inputs (or multiples, or -1), not {shown}")
-    if not device.features.vector_int4:
-        reasons.append("the aten int4 kernel is vectorized for AVX2/AVX-512 only, and this CPU reports neither")
-    return tuple(reasons)
-
-
-def cpu_q4_unfit(bits: int, group_size: int, device: Cpu) -> tuple[str, ...]:
-    """Why quantdispatch's native int4 kernel (C, AVX2 + FMA) cannot take these weights here."""
-    reasons = [r.replace("the aten int4 kernel", "the native int4 kernel") for r in cpu_int4_unfit(bits, group_size, device)
-               if "vectorized" not in r]
-    if not (device.features.avx2 and device.features.fma):
-        reasons.append("the native int4 kernel needs AVX2 and FMA, and this CPU does not report both")
-    return tuple(reasons)
-
-
-def cpu_4bit_ranked(aten: Candidate, native: Candidate, device: Cpu) -> tuple[Candidate, Candidate]:
-    """The two 4-bit CPU kernels, best first for this CPU: torch's int4 kernel where bf16 is native
-    (about 9x float32 dense there), the native float32 kernel elsewhere (the aten kernel only
-    matches float32 dense on AVX2; the native one reads the codes once and is several times faster)."""
-    return (aten, native) if device.features.native_bf16 else (native, aten)
 
 
 def gpu_or_cpu_dtype(device: AbstractDevice, bits: int = 4) -> tuple[DType, str]:

@@ -7,19 +7,21 @@ needs Ampere (sm_80). Marlin-packed checkpoints are tiled for that kernel alone.
 from __future__ import annotations
 
 from ..backend import Backend, Candidate, Refusal
-from ..configs.awq import AbstractAwq, AwqGemm, AwqGemv, AwqGemvFast, AwqLlm, AwqMarlin
+from ..configs.awq import AbstractAwq, AwqLlm, AwqMarlin
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda
+from ..kernel import TORCH_PACKED, declare_renamed, kernel_candidates
+from ..layouts.awq import awq_layout
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
-from ._common import GPTQMODEL, TORCH, TORCH_INT4_CPU, cpu_4bit_ranked, cpu_int4_unfit, cpu_q4_unfit, gpu_or_cpu_dtype, marlin_unfit
+from ._common import GPTQMODEL, TORCH, gpu_or_cpu_dtype, marlin_unfit
 
-__all__ = ["TORCH_AWQ", "AWQ_CUDA", "AWQ_MARLIN", "CPU_INT4_AWQ", "CPU_Q4_AWQ"]
+__all__ = ["AWQ_CUDA", "AWQ_MARLIN"]
 
-TORCH_AWQ = declare_backend(Backend(
-    name="torch-awq", summary="quantdispatch's portable torch kernel for AWQ packings",
-    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0), loader="quantdispatch.backends.awq:load",
-))
+# The names AWQ's kernels had while each carried its method; they keep working (the plan notes the new name).
+for _old, _new in (("torch-awq", "torch-packed"), ("cpu-int4-awq", "cpu-int4"), ("cpu-q4-awq", "cpu-q4")):
+    declare_renamed(_old, _new, AbstractAwq)
+
 AWQ_CUDA = declare_backend(Backend(
     name="gptqmodel-awq", summary="gptqmodel's AWQ GEMM/GEMV CUDA kernels",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(7, 5), dtypes=(DType.FLOAT16,),
@@ -27,19 +29,6 @@ AWQ_CUDA = declare_backend(Backend(
 AWQ_MARLIN = declare_backend(Backend(
     name="gptqmodel-awq-marlin", summary="gptqmodel's Marlin kernel for AWQ weights",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16,),
-))
-
-CPU_INT4_AWQ = declare_backend(Backend(
-    name="cpu-int4-awq", summary="torch's CPU int4 kernel on bf16 activations: GEMM/GEMV/GEMV_FAST weights repacked once "
-    "at load (layers it cannot take keep the portable kernel)",
-    requires=(TORCH_INT4_CPU,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
-    loader="quantdispatch.backends.cpu_int4:load_awq",
-))
-CPU_Q4_AWQ = declare_backend(Backend(
-    name="cpu-q4-awq", summary="quantdispatch's native int4 kernel (C, AVX2+FMA, float32 accumulation) for "
-    "GEMM/GEMV/GEMV_FAST weights, repacked once at load",
-    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
-    loader="quantdispatch.backends.cpu_int4:load_awq_native",
 ))
 
 
@@ -57,9 +46,9 @@ def _marlin_elsewhere(config: AwqMarlin, device: AbstractDevice, /) -> Selection
 @select_backend.register(AbstractAwq, Cuda)
 def _awq_cuda(config: AbstractAwq, device: Cuda, /) -> Selection:
     if isinstance(config, AwqLlm):
-        return (Candidate(TORCH_AWQ),)
+        return _portable(config, device)
     # AWQ Marlin handles zero points itself, so only the width and group size matter.
-    return (Candidate(AWQ_MARLIN, marlin_unfit(config.bits, True, config.group_size)), Candidate(AWQ_CUDA), Candidate(TORCH_AWQ))
+    return (Candidate(AWQ_MARLIN, marlin_unfit(config.bits, True, config.group_size)), Candidate(AWQ_CUDA), *_portable(config, device))
 
 
 @select_backend.register(AwqMarlin, Cpu)
@@ -67,18 +56,18 @@ def _marlin_cpu(config: AwqMarlin, device: Cpu, /) -> Selection:
     return _marlin_elsewhere(config, device)
 
 
-@select_backend.register(AbstractAwq, Cpu)
-def _awq_cpu(config: AbstractAwq, device: Cpu, /) -> Selection:
-    readable = isinstance(config, (AwqGemm, AwqGemv, AwqGemvFast))
-    packing = () if readable else (f"reads GEMM, GEMV and GEMV_FAST packings, not {type(config).__name__}",)
-    fast = cpu_4bit_ranked(Candidate(CPU_INT4_AWQ, packing + cpu_int4_unfit(config.bits, config.group_size, device)),
-                           Candidate(CPU_Q4_AWQ, packing + cpu_q4_unfit(config.bits, config.group_size, device)), device)
-    return (*fast, Candidate(TORCH_AWQ))
-
-
 @select_backend.register(AbstractAwq, AbstractDevice)
 def _awq_any(config: AbstractAwq, device: AbstractDevice, /) -> Selection:
-    return (Candidate(TORCH_AWQ),)
+    return _portable(config, device)
+
+
+def _portable(config: AbstractAwq, device: AbstractDevice) -> tuple[Candidate, ...]:
+    """The kernels serving the config's packing on this device; for a packing no portable module
+    reads (llm-awq), the portable kernel with the reason."""
+    layout = awq_layout(config)
+    if layout is None:
+        return (Candidate(TORCH_PACKED.backend, (f"reads GEMM, GEMV and GEMV_FAST packings, not {type(config).__name__}",)),)
+    return kernel_candidates(layout, device)
 
 
 @compute_dtype.register(AbstractAwq, AbstractDevice)

@@ -14,28 +14,19 @@ from ..backend import Backend, Candidate
 from ..configs.gptq import AbstractGptq
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cpu, Cuda
+from ..kernel import declare_renamed, kernel_candidates
+from ..layouts.gptq import gptq_layout
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend
 from ..text import quote
-from ._common import (
-    GPTQMODEL,
-    GPTQMODEL_TORCH_LINEAR,
-    TORCH,
-    TORCH_INT4_CPU,
-    cpu_4bit_ranked,
-    cpu_int4_unfit,
-    cpu_q4_unfit,
-    gpu_or_cpu_dtype,
-    marlin_unfit,
-)
+from ._common import GPTQMODEL, GPTQMODEL_TORCH_LINEAR, TORCH, gpu_or_cpu_dtype, marlin_unfit
 
-__all__ = ["TORCH_GPTQ", "GPTQMODEL_MARLIN", "GPTQMODEL_TORCH", "CPU_INT4_GPTQ", "CPU_Q4_GPTQ", "CPU_DENSE_GPTQ",
-           "TORCH_LINEAR_BITS", "TORCH_LINEAR_GROUPS", "gptqmodel_torch_unfit"]
+__all__ = ["GPTQMODEL_MARLIN", "GPTQMODEL_TORCH", "TORCH_LINEAR_BITS", "TORCH_LINEAR_GROUPS", "gptqmodel_torch_unfit"]
 
-TORCH_GPTQ = declare_backend(Backend(
-    name="torch-gptq", summary="quantdispatch's portable torch kernel: unpack int32 words, dequantize per group, matmul",
-    requires=(TORCH,), devices=("cpu", "cuda", "mps"), min_capability=(6, 0), loader="quantdispatch.backends.gptq:load",
-))
+# The names GPTQ's kernels had while each carried its method; they keep working (the plan notes the new name).
+for _old, _new in (("torch-gptq", "torch-packed"), ("cpu-int4-gptq", "cpu-int4"), ("cpu-q4-gptq", "cpu-q4"), ("cpu-dense-gptq", "cpu-dense")):
+    declare_renamed(_old, _new, AbstractGptq)
+
 GPTQMODEL_MARLIN = declare_backend(Backend(
     name="gptqmodel-marlin", summary="gptqmodel's Marlin kernel (fp16 activations, int4/int8 weights)",
     requires=(TORCH, GPTQMODEL), devices=("cuda",), min_capability=(8, 0), dtypes=(DType.FLOAT16, DType.BFLOAT16),
@@ -62,26 +53,6 @@ GPTQMODEL_TORCH = declare_backend(Backend(
     loader="quantdispatch.backends.gptqmodel:load_torch",
 ))
 
-CPU_INT4_GPTQ = declare_backend(Backend(
-    name="cpu-int4-gptq", summary="torch's CPU int4 kernel on bf16 activations: weights repacked once at load, act-order "
-    "folded into the packing (layers it cannot take keep the portable kernel)",
-    requires=(TORCH_INT4_CPU,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
-    loader="quantdispatch.backends.cpu_int4:load_gptq",
-))
-CPU_Q4_GPTQ = declare_backend(Backend(
-    name="cpu-q4-gptq", summary="quantdispatch's native int4 kernel (C, AVX2+FMA, float32 accumulation): codes read once "
-    "per decode step, blocks dequantized in cache for prefill; repacked once at load",
-    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
-    loader="quantdispatch.backends.cpu_int4:load_gptq_native",
-))
-CPU_DENSE_GPTQ = declare_backend(Backend(
-    name="cpu-dense-gptq", summary="8-bit GPTQ dequantized once at load from its group scales into a dense weight "
-    "(one rounding to the compute dtype); a bfloat16 matmul per call",
-    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32),
-    loader="quantdispatch.backends.cpu_int4:load_gptq_dense",
-))
-
-
 def gptqmodel_torch_unfit(config: AbstractGptq) -> tuple[str, ...]:
     """Why GPTQModel's ``TorchLinear`` cannot take this config (empty: it can). A layer it still
     refuses (its ``validate`` is asked per layer at load) keeps the portable module.
@@ -101,23 +72,20 @@ def gptqmodel_torch_unfit(config: AbstractGptq) -> tuple[str, ...]:
 
 @select_backend.register(AbstractGptq, Cpu)
 def _gptq_cpu(config: AbstractGptq, device: Cpu, /) -> Selection:
-    dense_unfit = () if config.bits == 8 else (f"keeps 8-bit weights dense; {config.bits}-bit ones stay packed",)
-    fast = cpu_4bit_ranked(Candidate(CPU_INT4_GPTQ, cpu_int4_unfit(config.bits, config.group_size, device)),
-                           Candidate(CPU_Q4_GPTQ, cpu_q4_unfit(config.bits, config.group_size, device)), device)
     # GPTQModel's module after the portable one: measured slower at every width, batch and dtype it takes.
-    return (*fast, Candidate(CPU_DENSE_GPTQ, dense_unfit), Candidate(TORCH_GPTQ), Candidate(GPTQMODEL_TORCH, gptqmodel_torch_unfit(config)))
+    return (*kernel_candidates(gptq_layout(config), device), Candidate(GPTQMODEL_TORCH, gptqmodel_torch_unfit(config)))
 
 
 @select_backend.register(AbstractGptq, Cuda)
 def _gptq_cuda(config: AbstractGptq, device: Cuda, /) -> Selection:
     # gptqmodel-torch unmeasured on a GPU: after the portable kernel, for users who ask for it by name.
-    return (Candidate(GPTQMODEL_MARLIN, marlin_unfit(config.bits, config.sym, config.group_size)), Candidate(TORCH_GPTQ),
-            Candidate(GPTQMODEL_TORCH, gptqmodel_torch_unfit(config)))
+    return (Candidate(GPTQMODEL_MARLIN, marlin_unfit(config.bits, config.sym, config.group_size)),
+            *kernel_candidates(gptq_layout(config), device), Candidate(GPTQMODEL_TORCH, gptqmodel_torch_unfit(config)))
 
 
 @select_backend.register(AbstractGptq, AbstractDevice)
 def _gptq_any(config: AbstractGptq, device: AbstractDevice, /) -> Selection:
-    return (Candidate(TORCH_GPTQ),)
+    return kernel_candidates(gptq_layout(config), device)
 
 
 @compute_dtype.register(AbstractGptq, AbstractDevice)

@@ -45,7 +45,7 @@ def test_load_prints_plan_and_costs(checkpoint: Path, capsys: pytest.CaptureFixt
     from quantdispatch.probing import cpu_features
 
     f = cpu_features()  # the native kernel on AVX2 without native bf16, torch's int4 kernel with it
-    backend = "cpu-q4-gptq" if f.avx2 and f.fma and not f.native_bf16 else "cpu-int4-gptq" if f.vector_int4 else "torch-gptq"
+    backend = "cpu-q4" if f.avx2 and f.fma and not f.native_bf16 else "cpu-int4" if f.vector_int4 else "torch-packed"
     assert f"backend:  {backend}" in out and "parameters" in out and "MiB on disk" in out
     assert main(["load", str(checkpoint), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -88,9 +88,9 @@ def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest
     assert main(["bench", str(checkpoint), "--device", "cpu", "--prompt-tokens", "8", "--new-tokens", "4", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     assert "prefill:" in out and "decode:" in out and "tokens/s" in out and "layers:" in out
-    assert main(["bench", str(checkpoint), "--json", "--backend", "torch-gptq", "--new-tokens", "3", "--threads", "1"]) == 0
+    assert main(["bench", str(checkpoint), "--json", "--backend", "torch-packed", "--new-tokens", "3", "--threads", "1"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["backend"] == "torch-gptq" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
+    assert record["backend"] == "torch-packed" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
     assert record["prefill_tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
     with pytest.raises(SystemExit) as e:  # a usage error, from argparse
         main(["bench", str(checkpoint), "--new-tokens", "0"])

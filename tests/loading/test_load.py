@@ -48,9 +48,9 @@ def test_gptq_variants_load_exactly(tmp_path: Path, config: qd.AbstractGptq, act
     a dense model holding the dequantized weights (exact), far inside the quantization error."""
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config, act_order))
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap()  # the portable kernel: exact in float32
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap()  # the portable kernel: exact in float32
     got = loaded.plan.config
-    assert loaded.plan.backend.name == "torch-gptq" and isinstance(got, type(config))
+    assert loaded.plan.backend.name == "torch-packed" and isinstance(got, type(config))
     assert (got.bits, got.group_size, got.sym, got.desc_act) == (config.bits, config.group_size, config.sym, config.desc_act)
     assert not loaded.model.training
     assert all(t.device.type == "cpu" for t in (*loaded.model.parameters(), *loaded.model.buffers()))
@@ -70,8 +70,8 @@ def test_awq_packings_load_exactly(tmp_path: Path, config: qd.AbstractAwq) -> No
         pytest.skip("AutoAWQ writes zero points for GEMM; symmetric GEMM is not a format real tools produce")
     model = base_model()
     reference = write_quantized(tmp_path, model, config, awq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-awq").unwrap()
-    assert loaded.plan.backend.name == "torch-awq"
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    assert loaded.plan.backend.name == "torch-packed"
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
 
@@ -81,7 +81,7 @@ def test_sharded_checkpoint_and_stray_files(tmp_path: Path) -> None:
     model = base_model()
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config), shards=3)
     (tmp_path / "consolidated.safetensors").write_bytes(b"garbage, never read")
-    loaded = qd.load(str(tmp_path), device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    loaded = qd.load(str(tmp_path), device="cpu", dtype="float32", backend="torch-packed").unwrap()
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
 
@@ -90,7 +90,7 @@ def test_tied_embeddings(tmp_path: Path) -> None:
     config = qd.Gptq(bits=4, group_size=32)
     model = base_model(tie=True)
     reference = write_quantized(tmp_path, model, config, gptq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap().model
     head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
     assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
     assert head.weight.data_ptr() == embed.weight.data_ptr()
@@ -213,12 +213,12 @@ def test_device_map_with_cpu_and_disk_offload(tmp_path: Path) -> None:
     offload = tmp_path / "offload"
     mapped = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
               "model.rotary_emb": "cpu", "lm_head": "disk"}
-    loaded = qd.load(tmp_path / "m", dtype="float32", device_map=mapped, offload_folder=offload, backend="torch-gptq").unwrap()
+    loaded = qd.load(tmp_path / "m", dtype="float32", device_map=mapped, offload_folder=offload, backend="torch-packed").unwrap()
     assert any(p.device.type == "meta" for p in loaded.model.parameters())  # on disk until a forward needs them
     assert any(offload.iterdir())
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
     auto = qd.load(tmp_path / "m", dtype="float32", device_map="auto", max_memory={"cpu": 300_000, "disk": 10**9}, offload_folder=tmp_path / "o2",
-                   backend="torch-gptq").unwrap()
+                   backend="torch-packed").unwrap()
     assert torch.allclose(_logits(auto.model), _logits(reference), atol=1e-5, rtol=0)
     assert _codes(qd.load(tmp_path / "m", device_map={"nope": "cpu"})) == ["load.device_map.module"]
     assert _codes(qd.load(tmp_path / "m", device_map={"": "disk"})) == ["load.device_map.offload_folder"]
@@ -242,7 +242,7 @@ def test_hub_repository_id_from_a_cache_the_test_populates(tmp_path: Path, monke
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    loaded = qd.load("someone/tiny-gptq", device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    loaded = qd.load("someone/tiny-gptq", device="cpu", dtype="float32", backend="torch-packed").unwrap()
     assert loaded.directory == snapshot
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
 
@@ -271,7 +271,7 @@ def test_pickled_weights_load_only_when_allowed(tmp_path: Path) -> None:
     torch.save(load_file(str(tmp_path / "model.safetensors")), tmp_path / "pytorch_model.bin")
     (tmp_path / "model.safetensors").unlink()
     assert _codes(qd.load(tmp_path, device="cpu")) == ["load.pickle.refused"]
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq", allow_pickle=True).unwrap()
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed", allow_pickle=True).unwrap()
     assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
     import pickle
 
@@ -290,7 +290,7 @@ def _drop_g_idx(directory: Path) -> int:
     return len(tensors) - len(kept)
 
 
-@pytest.mark.parametrize("backend", ["torch-gptq", "cpu-dense-gptq"])
+@pytest.mark.parametrize("backend", ["torch-packed", "cpu-dense"])
 def test_gptq_without_g_idx_loads_with_the_trivial_one(tmp_path: Path, backend: str) -> None:
     """A checkpoint without g_idx tensors (desc_act false) loads: each layer computes k // group_size,
     and the logits equal those of the same checkpoint with its g_idx."""
@@ -301,7 +301,7 @@ def test_gptq_without_g_idx_loads_with_the_trivial_one(tmp_path: Path, backend: 
     full = qd.load(tmp_path / "full", device="cpu", backend=backend).unwrap()
     bare = qd.load(tmp_path / "bare", device="cpu", backend=backend).unwrap()
     assert torch.equal(_logits(full.model), _logits(bare.model))
-    if backend == "torch-gptq":
+    if backend == "torch-packed":
         layer = bare.model.get_submodule("model.layers.1.mlp.down_proj")
         assert isinstance(layer, GptqLinear) and torch.equal(layer.g_idx, torch.arange(256, dtype=torch.int32) // 32)
 
@@ -311,6 +311,6 @@ def test_gptq_act_order_without_g_idx_is_refused(tmp_path: Path) -> None:
     config = qd.Gptq(bits=4, group_size=32, desc_act=True)
     write_quantized(tmp_path, base_model(), config, gptq_quantizer(config, act_order=True))
     _drop_g_idx(tmp_path)
-    found = qd.load(tmp_path, device="cpu", backend="torch-gptq")
+    found = qd.load(tmp_path, device="cpu", backend="torch-packed")
     assert _codes(found) == ["load.tensor.missing"] * 14
     assert isinstance(found, qd.Err) and all(i.path.endswith(".g_idx']") for i in found.error)

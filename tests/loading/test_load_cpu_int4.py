@@ -71,7 +71,7 @@ def test_int4_backends_agree_with_the_portable_one(tmp_path: Path, config: qd.Ab
     write_quantized(tmp_path, model, config, quantize)
     module = Int4Linear if kernel == "int4" else Q4Linear
     fast = qd.load(tmp_path, device="cpu", dtype=dtype, backend=f"cpu-{kernel}-{'gptq' if gptq else 'awq'}").unwrap()
-    portable = "torch-gptq" if gptq else "torch-awq"
+    portable = "torch-packed" if gptq else "torch-packed"
     exact = qd.load(tmp_path, device="cpu", dtype="float32", backend=portable).unwrap()
     same = qd.load(tmp_path, device="cpu", dtype=dtype, backend=portable).unwrap() if dtype != "float32" else exact
     layers = [m for m in fast.model.modules() if isinstance(m, module)]
@@ -88,12 +88,12 @@ def test_int4_backends_agree_with_the_portable_one(tmp_path: Path, config: qd.Ab
 
 
 def test_eight_bit_gptq_is_dense_and_exact_to_its_group_scales(tmp_path: Path) -> None:
-    """8-bit GPTQ on cpu-dense-gptq: plain nn.Linear layers whose float32 weights are the portable
+    """8-bit GPTQ on cpu-dense: plain nn.Linear layers whose float32 weights are the portable
     module's dequantized weights bit for bit (one rounding, none in float32)."""
     config = qd.GptqV2(bits=8, group_size=32, sym=False)
     write_quantized(tmp_path, base_model(), config, gptq_quantizer(config))
-    dense = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-dense-gptq").unwrap()
-    portable = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    dense = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-dense").unwrap()
+    portable = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap()
     name = "model.layers.0.mlp.down_proj"
     layer, packed = dense.model.get_submodule(name), portable.model.get_submodule(name)
     assert type(layer) is torch.nn.Linear and isinstance(packed, GptqLinear)
@@ -112,8 +112,8 @@ def test_layers_the_kernel_cannot_take_stay_portable(tmp_path: Path) -> None:
     model = transformers.LlamaForCausalLM(odd).eval()
     config = qd.Gptq(bits=4, group_size=-1)
     write_quantized(tmp_path, model, config, gptq_quantizer(config))
-    fast = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-int4-gptq").unwrap().model
-    exact = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
+    fast = qd.load(tmp_path, device="cpu", dtype="float32", backend="cpu-int4").unwrap().model
+    exact = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap().model
     kinds = {name.rpartition(".")[2]: type(m).__name__ for name, m in fast.named_modules() if name.startswith("model.layers.0.")}
     # gate/up: out_features 264 is not a multiple of 16; down: in_features 264 is not a multiple of 32.
     assert kinds["gate_proj"] == kinds["up_proj"] == kinds["down_proj"] == "GptqLinear" and kinds["q_proj"] == "Int4Linear"
@@ -160,7 +160,7 @@ def test_loading_peak_memory_stays_near_the_checkpoint_size(tmp_path: Path, kern
         record = json.loads(done.stdout.strip().splitlines()[-1])
         return record["after"] - record["before"], record["disk"]
 
-    fixed, disk = peak("torch-gptq")  # reads no packed weight: the load's own cost (code, skeleton, embeddings)
+    fixed, disk = peak("torch-packed")  # reads no packed weight: the load's own cost (code, skeleton, embeddings)
     grown, _ = peak(f"cpu-{kernel}-gptq")
     assert disk > 20 * 2**20 and fixed <= 40 * 2**20, (fixed, disk)
     # One layer is repacked at a time: its scratch (uint8 codes, an int32 block of them: 5 bytes a

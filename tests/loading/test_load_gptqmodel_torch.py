@@ -64,14 +64,14 @@ def test_installed_gptqmodel_is_a_fallback_below_the_portable_kernel(bits: Liter
     below the portable kernel (and, for 8 bits in bfloat16, the dense CPU backend)."""
     for dtype in (qd.DType.BFLOAT16, qd.DType.FLOAT16):
         p = _ok(_plan(qd.Gptq(bits=bits, group_size=32), TORCH, GPTQMODEL, dtype=dtype))
-        assert p.backend.name == ("cpu-dense-gptq" if bits == 8 and dtype is qd.DType.BFLOAT16 else "torch-gptq")
+        assert p.backend.name == ("cpu-dense" if bits == 8 and dtype is qd.DType.BFLOAT16 else "torch-packed")
         assert p.rejected[-1] == qd.Rejection("gptqmodel-torch", (RANKED_BELOW,))
 
 
 def test_without_gptqmodel_it_is_rejected_as_not_installed() -> None:
     """An environment without gptqmodel rejects the backend for that reason alone."""
     p = _ok(_plan(qd.GptqV2(bits=4, desc_act=True, sym=False), TORCH, dtype=qd.DType.BFLOAT16))
-    assert p.backend.name == "torch-gptq"
+    assert p.backend.name == "torch-packed"
     assert _reasons(p)["gptqmodel-torch"] == ("needs gptqmodel>=7.6, which is not installed",)
 
 
@@ -98,7 +98,7 @@ def test_on_cuda_it_follows_marlin_and_the_portable_kernel() -> None:
     """On a GPU (unmeasured there) it is offered after Marlin and the portable kernel."""
     env = qd.Environment(packages=(TORCH, GPTQMODEL), devices=(qd.Cpu(), qd.Cuda(capability=(8, 0))))
     p = _ok(qd.plan(qd.Gptq(bits=3), env, qd.LoadOptions(executable=True)))
-    assert p.backend.name == "torch-gptq" and [r.backend for r in p.rejected] == ["gptqmodel-marlin", "gptqmodel-torch"]
+    assert p.backend.name == "torch-packed" and [r.backend for r in p.rejected] == ["gptqmodel-marlin", "gptqmodel-torch"]
 
 
 # --- import containment ---------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_logits_equal_gptqmodels_reload_and_match_the_portable_module(checkpoint
     ours = qd.load(directory, device="cpu", dtype="float16", backend="gptqmodel-torch").unwrap()
     layers = [m for n, m in ours.model.named_modules() if n.endswith("_proj")]
     assert len(layers) == 7 and all(type(m) is TorchLinear for m in layers), [type(m) for m in layers]
-    portable = qd.load(directory, device="cpu", dtype="float16", backend="torch-gptq").unwrap()
+    portable = qd.load(directory, device="cpu", dtype="float16", backend="torch-packed").unwrap()
     theirs = GPTQModel.load(str(directory), device="cpu", dtype=torch.float16, backend=BACKEND.TORCH)
     a, p, t = _logits(ours.model, ids), _logits(portable.model, ids), _logits(theirs.model, ids)
     # The config GPTQModel read made a temporary offload directory; left to the garbage collector it warns.

@@ -54,7 +54,7 @@ def gptq(tmp_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- index tensors
-GPTQ_BACKENDS = ["torch-gptq", "cpu-int4-gptq", "cpu-q4-gptq", "gptqmodel-torch"]
+GPTQ_BACKENDS = ["torch-packed", "cpu-int4", "cpu-q4", "gptqmodel-torch"]
 
 
 def _dtype(backend: str) -> str:
@@ -87,13 +87,13 @@ def test_g_idx_in_range_still_loads_and_group_minus_one_has_one_group(tmp_path: 
     the written checkpoint (all zeros) loads, a single 1 does not."""
     config = qd.GptqV2(bits=8, group_size=-1)
     write_quantized(tmp_path, base_model(), config, gptq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap()
     layer = loaded.model.get_submodule(LAYER)
     assert isinstance(layer, GptqLinear) and layer.indexes == {"g_idx": ("scales", 1)}
     g_idx = torch.zeros(256, dtype=torch.int32)
     g_idx[255] = 1
     _edit(tmp_path, {f"{LAYER}.g_idx": g_idx})
-    assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq")) == ["load.tensor.range"]
+    assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed")) == ["load.tensor.range"]
 
 
 def _phi3_split(directory: Path, change: dict[str, torch.Tensor]) -> None:
@@ -129,9 +129,9 @@ def test_g_idx_of_a_split_projection_names_the_stored_tensor(tmp_path: Path) -> 
     """A fused projection stored as parts: the split layout loads, and a bad g_idx in a part is
     named as the checkpoint spells it."""
     _phi3_split(tmp_path / "ok", {})
-    qd.load(tmp_path / "ok", device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    qd.load(tmp_path / "ok", device="cpu", dtype="float32", backend="torch-packed").unwrap()
     _phi3_split(tmp_path / "bad", {"model.layers.0.mlp.up_proj.g_idx": torch.full((128,), 9, dtype=torch.int32)})
-    found = qd.load(tmp_path / "bad", device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(tmp_path / "bad", device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.range"]
     assert isinstance(found, qd.Err) and found.error[0].path == "$.tensors['model.layers.0.mlp.up_proj.g_idx']"
 
@@ -143,7 +143,7 @@ def test_split_parts_with_scales_of_the_wrong_shape_do_not_crash(tmp_path: Path,
     (``shape[-1]`` of a 0-d tensor); one of width 0 built a zero-width module. Now neither is taken
     as a split and the tensors are coded issues."""
     _phi3_split(tmp_path, {"model.layers.0.mlp.up_proj.scales": scales})
-    codes = _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq"))
+    codes = _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed"))
     assert "load.tensor.unexpected" in codes and "load.tensor.missing" in codes
 
 
@@ -153,7 +153,7 @@ def test_non_finite_scales_are_refused(gptq: Path, value: float) -> None:
     scales = load_file(str(gptq / "model.safetensors"))[f"{LAYER}.scales"].clone()
     scales[3, 5] = value
     _edit(gptq, {f"{LAYER}.scales": scales})
-    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.not_finite"]
     assert isinstance(found, qd.Err) and f"'{LAYER}.scales'[3][5]" in found.error[0].message
 
@@ -164,7 +164,7 @@ def test_awq_scales_are_checked_too(tmp_path: Path) -> None:
     scales = load_file(str(tmp_path / "model.safetensors"))[f"{LAYER}.scales"].clone()
     scales[0, 0] = float("-inf")
     _edit(tmp_path, {f"{LAYER}.scales": scales})
-    assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-awq")) == ["load.tensor.not_finite"]
+    assert _codes(qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed")) == ["load.tensor.not_finite"]
 
 
 # ----------------------------------------------------------------------------- shards and their index
@@ -181,7 +181,7 @@ SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safet
 def test_a_shard_tensor_the_index_does_not_list_is_unexpected(sharded: Path) -> None:
     """As in a single file: a stray tensor is load.tensor.unexpected (it used to be ignored)."""
     _edit(sharded, {"model.layers.0.extra.weight": torch.zeros(4)}, SHARD1)
-    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.unexpected"]
     assert isinstance(found, qd.Err) and SHARD1 in found.error[0].message
 
@@ -189,7 +189,7 @@ def test_a_shard_tensor_the_index_does_not_list_is_unexpected(sharded: Path) -> 
 def test_a_shard_may_still_hold_a_buffer_the_model_recomputes(sharded: Path) -> None:
     """The single-file rule applies unchanged: an old rotary inv_freq buffer is ignored."""
     _edit(sharded, {"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(16)}, SHARD2)
-    qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq").unwrap()
+    qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed").unwrap()
 
 
 def test_a_tensor_in_two_shards_is_refused(sharded: Path) -> None:
@@ -198,14 +198,14 @@ def test_a_tensor_in_two_shards_is_refused(sharded: Path) -> None:
     index = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
     name = next(n for n, f in index.items() if f == SHARD1)
     _edit(sharded, {name: torch.zeros_like(load_file(str(sharded / SHARD1))[name])}, SHARD2)
-    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.duplicate"]
 
 
 def test_an_unlisted_tensor_in_two_shards_is_refused(sharded: Path) -> None:
     for shard in (SHARD1, SHARD2):
         _edit(sharded, {"stray": torch.zeros(2)}, shard)
-    assert "load.tensor.duplicate" in _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq"))
+    assert "load.tensor.duplicate" in _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed"))
 
 
 def test_an_index_naming_a_tensor_twice_is_refused(sharded: Path) -> None:
@@ -214,7 +214,7 @@ def test_an_index_naming_a_tensor_twice_is_refused(sharded: Path) -> None:
     text = path.read_text()
     first = next(iter(json.loads(text)["weight_map"]))
     path.write_text(text.replace('"weight_map": {', f'"weight_map": {{"{first}": "{SHARD2}", ', 1))
-    assert _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq"))[0].startswith("json.")
+    assert _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed"))[0].startswith("json.")
 
 
 def test_a_shard_rewritten_between_check_and_read(sharded: Path) -> None:
@@ -229,7 +229,7 @@ def test_a_shard_rewritten_between_check_and_read(sharded: Path) -> None:
                 name = sorted(n for n in tensors if n.endswith(".scales"))[0]
                 save_file({**tensors, name: tensors[name].reshape(-1)}, str(sharded / file))
 
-    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq", progress=reshaped)
+    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed", progress=reshaped)
     assert _codes(found) == ["load.file.changed"]
     assert isinstance(found, qd.Err) and "was checked as F16[" in found.error[0].message
 
@@ -242,7 +242,7 @@ def test_a_shard_rewritten_between_check_and_read(sharded: Path) -> None:
                 data = (sharded / file).read_bytes()
                 (sharded / file).write_bytes(data[: len(data) - 100])
 
-    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq", progress=truncated)
+    found = qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed", progress=truncated)
     codes = _codes(found)
     assert codes and all(c.startswith("safetensors.") for c in codes)
     assert isinstance(found, qd.Err) and all(i.hint == "the file changed after its header was checked" for i in found.error)
@@ -250,13 +250,13 @@ def test_a_shard_rewritten_between_check_and_read(sharded: Path) -> None:
 
 # ----------------------------------------------------------------------------- shapes the packing cannot hold
 @pytest.mark.parametrize("config,backend,intermediate", [
-    (qd.Gptq(bits=4, group_size=32), "torch-gptq", 252),        # 4-bit packs 8 values a word: 252 % 8
-    (qd.Gptq(bits=3, group_size=32), "torch-gptq", 240),        # 3-bit packs 32 values in 3 words: 240 % 32
-    (qd.Gptq(bits=4, group_size=32), "cpu-int4-gptq", 252),
+    (qd.Gptq(bits=4, group_size=32), "torch-packed", 252),        # 4-bit packs 8 values a word: 252 % 8
+    (qd.Gptq(bits=3, group_size=32), "torch-packed", 240),        # 3-bit packs 32 values in 3 words: 240 % 32
+    (qd.Gptq(bits=4, group_size=32), "cpu-int4", 252),
     (qd.Gptq(bits=4, group_size=32), "gptqmodel-torch", 252),
-    (qd.AwqGemm(group_size=32), "torch-awq", 252),             # out_features % 8, in_features % group size
-    (qd.AwqGemvFast(group_size=32), "torch-awq", 224),         # GEMV_FAST packs runs of 64 input columns
-    (qd.AwqGemv(group_size=32), "cpu-int4-awq", 244),
+    (qd.AwqGemm(group_size=32), "torch-packed", 252),             # out_features % 8, in_features % group size
+    (qd.AwqGemvFast(group_size=32), "torch-packed", 224),         # GEMV_FAST packs runs of 64 input columns
+    (qd.AwqGemv(group_size=32), "cpu-int4", 244),
 ], ids=lambda v: repr(v)[:30])
 def test_layer_shapes_the_packing_cannot_hold_are_issues(tmp_path: Path, config: qd.AbstractQuantConfig, backend: str,
                                                          intermediate: int) -> None:
@@ -274,7 +274,7 @@ def test_layer_shapes_the_packing_cannot_hold_are_issues(tmp_path: Path, config:
     assert isinstance(found, qd.Err) and any("'model.layers.0.mlp.down_proj'" in i.message for i in found.error)
 
 
-@pytest.mark.parametrize("backend", ["cpu-int4-gptq", "cpu-q4-gptq"])
+@pytest.mark.parametrize("backend", ["cpu-int4", "cpu-q4"])
 def test_layers_the_cpu_kernels_cannot_take_keep_the_portable_module(tmp_path: Path, backend: str) -> None:
     """An intermediate size of 248 (a multiple of 8, so 4-bit GPTQ packs it, but not of 16 or 32):
     the MLP layers are shapes the int4 kernels cannot take, and keep the portable module, as the
@@ -295,15 +295,15 @@ def test_layers_the_cpu_kernels_cannot_take_keep_the_portable_module(tmp_path: P
 
 
 def test_a_repack_that_raises_is_an_issue(gptq: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defence in depth: whatever a backend's post_load raises (shape rules it should have checked
+    """Defence in depth: whatever a kernel's prepare raises (shape rules it should have checked
     first) comes back as load.repack.failed, not out of load."""
     from quantdispatch.backends import cpu_int4
 
-    def broken(model: torch.nn.Module, dtype: torch.dtype, native: bool = False) -> int:
+    def broken(module: torch.nn.Module, layout: object, dtype: torch.dtype) -> torch.nn.Module | None:
         raise ValueError("Int4Linear cannot take this layer")
 
-    monkeypatch.setattr(cpu_int4, "repack_int4", broken)
-    assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="cpu-int4-gptq")) == ["load.repack.failed"]
+    monkeypatch.setattr(cpu_int4, "prepare_int4", broken)
+    assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="cpu-int4")) == ["load.repack.failed"]
 
 
 def test_a_shard_named_twice_under_two_names_is_refused(sharded: Path) -> None:
@@ -318,7 +318,7 @@ def test_a_shard_named_twice_under_two_names_is_refused(sharded: Path) -> None:
     names = sorted(load_file(str(sharded / SHARD1)))
     index["weight_map"] = {n: (SHARD1 if i % 2 else SHARD2) for i, n in enumerate(names)}
     index_path.write_text(json.dumps(index))
-    codes = _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-gptq"))
+    codes = _codes(qd.load(sharded, device="cpu", dtype="float32", backend="torch-packed"))
     assert "load.tensor.duplicate" in codes
 
 
@@ -333,7 +333,7 @@ def test_dtype_lies_are_refused(gptq: Path, tensor: str, value: object) -> None:
     assert callable(value)
     t = load_file(str(gptq / "model.safetensors"))[f"{LAYER}.{tensor}"]
     _edit(gptq, {f"{LAYER}.{tensor}": value(t)})
-    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.dtype"]
 
 
@@ -343,7 +343,7 @@ def test_a_weight_file_with_trailing_bytes_is_refused_at_the_header(gptq: Path) 
     header check with the reason, not later as "the file changed or vanished"."""
     with (gptq / "model.safetensors").open("ab") as f:
         f.write(bytes(8))
-    assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")) == ["safetensors.data.trailing"]
+    assert _codes(qd.load(gptq, device="cpu", dtype="float32", backend="torch-packed")) == ["safetensors.data.trailing"]
 
 
 def test_a_file_the_library_refuses_after_our_check_accepted_it(gptq: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +355,7 @@ def test_a_file_the_library_refuses_after_our_check_accepted_it(gptq: Path, monk
         raise safetensors.SafetensorError("Error while deserializing header: invented for the test")
 
     monkeypatch.setattr(safetensors, "safe_open", refuse)
-    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.file.refused"]
     assert isinstance(found, qd.Err) and "invented for the test" in found.error[0].message
 
@@ -368,7 +368,7 @@ def test_a_weight_file_that_vanishes_during_the_read(gptq: Path, monkeypatch: py
         raise FileNotFoundError(2, "No such file or directory")
 
     monkeypatch.setattr(safetensors, "safe_open", vanish)
-    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-gptq")
+    found = qd.load(gptq, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.file.unreadable"]
     assert isinstance(found, qd.Err) and found.error[0].hint == "the file changed or vanished while it was read"
 
@@ -381,7 +381,7 @@ def test_awq_gemv_fast_scaled_zeros_are_checked(tmp_path: Path) -> None:
     qzeros = load_file(str(tmp_path / "model.safetensors"))[f"{LAYER}.qzeros"].clone()
     qzeros[1, 2] = float("nan")
     _edit(tmp_path, {f"{LAYER}.qzeros": qzeros})
-    found = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-awq")
+    found = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed")
     assert _codes(found) == ["load.tensor.not_finite"]
     assert isinstance(found, qd.Err) and f"'{LAYER}.qzeros'[1][2]" in found.error[0].message
 
@@ -395,13 +395,13 @@ def test_the_checks_pass_what_the_writers_write(tmp_path: Path, config: qd.Abstr
     dequantized model's."""
     quantize = gptq_quantizer(config, act_order=True) if isinstance(config, qd.AbstractGptq) else awq_quantizer(config)  # type: ignore[arg-type]
     reference = write_quantized(tmp_path, base_model(), config, quantize, shards=2)
-    backend = "torch-gptq" if isinstance(config, qd.AbstractGptq) else "torch-awq"
+    backend = "torch-packed" if isinstance(config, qd.AbstractGptq) else "torch-packed"
     loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend=backend).unwrap()
     with torch.no_grad():
         assert torch.allclose(loaded.model(IDS).logits, reference(IDS).logits, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", ["torch-gptq", "cpu-int4-gptq", "gptqmodel-torch"])
+@pytest.mark.parametrize("backend", ["torch-packed", "cpu-int4", "gptqmodel-torch"])
 def test_a_quantized_head_in_a_tied_model_never_raises(tmp_path: Path, backend: str) -> None:
     """The config ties the embeddings but the checkpoint stores lm_head quantized: every backend
     uses the stored head (with GPTQModel's TorchLinear, Transformers' tying used to raise KeyError
@@ -427,7 +427,7 @@ def test_tied_embeddings_are_still_tied(tmp_path: Path) -> None:
     """The usual case is unchanged: no lm_head in the checkpoint, the head shares the embedding."""
     config = qd.Gptq(bits=4, group_size=32)
     reference = write_quantized(tmp_path, base_model(tie=True), config, gptq_quantizer(config))
-    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-gptq").unwrap().model
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap().model
     head, embed = loaded.get_submodule("lm_head"), loaded.get_submodule("model.embed_tokens")
     assert isinstance(head, torch.nn.Linear) and isinstance(embed, torch.nn.Embedding)
     assert head.weight.data_ptr() == embed.weight.data_ptr()
@@ -461,9 +461,9 @@ def _skip_kernels_the_masked_cpu_lacks(request: pytest.FixtureRequest) -> None:
     callspec = getattr(request.node, "callspec", None)
     named = [v for v in (callspec.params.values() if callspec is not None else ()) if isinstance(v, str)]
     if request.node.name.startswith("test_a_repack_that_raises"):
-        named.append("cpu-int4-gptq")
+        named.append("cpu-int4")
     for backend in named:
-        if backend.startswith("cpu-int4-") and not FEATURES.vector_int4:
+        if backend.startswith("cpu-int4") and not FEATURES.vector_int4:
             pytest.skip("torch's int4 kernel needs AVX2 or AVX-512, which this (masked) CPU does not report")
-        if backend.startswith("cpu-q4-") and not (FEATURES.avx2 and FEATURES.fma):
+        if backend.startswith("cpu-q4") and not (FEATURES.avx2 and FEATURES.fma):
             pytest.skip("the native int4 kernel needs AVX2 and FMA, which this (masked) CPU does not report")

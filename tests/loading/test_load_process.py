@@ -63,7 +63,7 @@ def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 LoadCall = Callable[[dict[str, Path]], "qd.Result[qd.Loaded, qd.Issues]"]
 
 PATHS: dict[str, LoadCall] = {
-    "gptq portable": lambda d: qd.load(d["gptq"], device="cpu", dtype="float32", backend="torch-gptq"),
+    "gptq portable": lambda d: qd.load(d["gptq"], device="cpu", dtype="float32", backend="torch-packed"),
     "gptq planned (bf16 where native)": lambda d: qd.load(d["gptq"], device="cpu"),
     "gptq bfloat16 forced": lambda d: qd.load(d["gptq"], device="cpu", dtype="bfloat16"),
     "gptq dequantized at load": lambda d: qd.load(d["gptq"], device="cpu", dtype="float32", dequantize_at_load=True),
@@ -120,7 +120,7 @@ def test_concurrent_loads_equal_sequential_ones(gptq_dir: Path, gguf_file: Path)
     """Four threads loading a bfloat16 and a float32 model at once get the models that loading
     them one after the other gives, and the process is as before."""
     def gptq_bf16() -> Any:
-        return qd.load(gptq_dir, device="cpu", dtype="bfloat16", backend="torch-gptq")
+        return qd.load(gptq_dir, device="cpu", dtype="bfloat16", backend="torch-packed")
 
     def gguf_f32() -> Any:
         return qd.load(gguf_file, device="cpu", dtype="float32")
@@ -190,8 +190,8 @@ def test_mmap_false_covers_safetensors_checkpoints(tmp_path: Path, gptq_dir: Pat
     d.mkdir()
     for f in gptq_dir.iterdir():
         (d / f.name).write_bytes(f.read_bytes())
-    mapped = qd.load(d, device="cpu", dtype="float32", backend="torch-gptq").unwrap()
-    private = qd.load(d, device="cpu", dtype="float32", backend="torch-gptq", mmap=False).unwrap()
+    mapped = qd.load(d, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    private = qd.load(d, device="cpu", dtype="float32", backend="torch-packed", mmap=False).unwrap()
     assert not all(t.untyped_storage().resizable() for t in (*mapped.model.parameters(), *mapped.model.buffers()))
     assert all(t.untyped_storage().resizable() for t in (*private.model.parameters(), *private.model.buffers()))
     before = _logits(private.model)
@@ -221,7 +221,7 @@ BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"device": 0}, "$.device"),
     ({"dtype": torch.float32}, "$.dtype"),
     ({"quantization": {"quant_method": "gptq"}}, "$.quantization"),
-    ({"backend": ["torch-gptq"]}, "$.backend"),
+    ({"backend": ["torch-packed"]}, "$.backend"),
     ({"device_map": {"model": 1.5}}, "$.device_map"),
     ({"device_map": {"model": True}}, "$.device_map"),
     ({"max_memory": {"cpu": -1}}, "$.max_memory"),

@@ -34,7 +34,7 @@ _TEXT = st.one_of(
 )
 _CONTENT = _TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=80).map(lambda b: b"GGUF" + b)
 _ARGS = st.lists(st.sampled_from(["--json", "--device", "cpu", "cuda:0", "banana", "--dtype", "float16", "int3", "--backend",
-                                  "torch-gptq", "--no-devices", "", "-"]), max_size=4)
+                                  "torch-packed", "--no-devices", "", "-"]), max_size=4)
 
 
 def _run(argv: list[str]) -> tuple[int, str]:

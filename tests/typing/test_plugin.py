@@ -29,7 +29,7 @@ def test_plugin_backend_is_dispatched_and_planned() -> None:
     env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")), qd.Package("hqq", qd.Version.parse("0.2"))))
     p = qd.plan(Hqq(), env)
     assert isinstance(p, qd.Ok) and p.value.backend.name == "hqq-torch" and p.value.dtype is qd.DType.BFLOAT16
-    assert p.value.backend.loader == "qd_plugin.kernels:load_hqq"
+    assert p.value.backend.loader == "tests.typing.qd_plugin.kernels:load_hqq"
     r = qd.plan(Hqq(nbits=1), env)
     assert isinstance(r, qd.Err) and "1-bit needs the CUDA kernel" in r.error[0].message
     on_load = qd.plan(None, env, qd.LoadOptions(user_config=Hqq()))
@@ -80,3 +80,12 @@ def test_ambiguous_registration_is_refused() -> None:
 
     with pytest.raises(qd.RegistrationError, match="annotated"):
         qd.register_backend(Unrelated, qd.Cpu)(for_tpu)  # type: ignore[arg-type]
+
+
+def test_the_plugin_loader_imports() -> None:
+    """The loader the example names exists: it imports and refuses with a coded issue, not an ImportError."""
+    from quantdispatch.layouts import Lazy
+
+    assert HQQ_TORCH.loader is not None
+    module, _, name = HQQ_TORCH.loader.partition(":")
+    assert callable(Lazy[object](module, name).resolve())

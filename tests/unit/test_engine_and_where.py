@@ -79,7 +79,7 @@ def test_verdicts_follow_the_kernels_floors() -> None:
     assert [v.backend for v in nvfp4] == [None, None, None, None, "modelopt-nvfp4"]
     assert "10.0+" in nvfp4[0].why_not[0]
     gptq = {v.machine: v.backend for v in verdicts(qd.Gptq(bits=4))}
-    assert gptq["Turing (T4)"] == "torch-gptq" and gptq["Ampere (A100)"] == "gptqmodel-marlin"
+    assert gptq["Turing (T4)"] == "torch-packed" and gptq["Ampere (A100)"] == "gptqmodel-marlin"
     assert len(GPUS) == 5
 
 

@@ -144,5 +144,5 @@ def test_a_mask_changes_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
         p = qd.plan(gptq, qd.probe(devices=False), qd.LoadOptions(device="cpu")).unwrap()
         picked[spec] = (p.backend.name, p.dtype.value)
     assert picked["native"][1] == "bfloat16" and picked["avx2,fma"][1] == "float32" and picked["none"][1] == "float32"
-    assert picked["none"][0] == "torch-gptq"  # the portable kernel with no SIMD features
+    assert picked["none"][0] == "torch-packed"  # the portable kernel with no SIMD features
     assert picked["avx2,fma"][0] != picked["none"][0]

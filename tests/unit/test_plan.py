@@ -33,7 +33,7 @@ def _ok(r: qd.Result[qd.LoadPlan, qd.Issues]) -> qd.LoadPlan:
 
 
 @pytest.mark.parametrize("capability,backend", [
-    ((7, 0), "torch-gptq"), ((7, 5), "torch-gptq"), ((8, 0), "gptqmodel-marlin"), ((9, 0), "gptqmodel-marlin"),
+    ((7, 0), "torch-packed"), ((7, 5), "torch-packed"), ((8, 0), "gptqmodel-marlin"), ((9, 0), "gptqmodel-marlin"),
 ])
 def test_gptq_marlin_needs_ampere(capability: tuple[int, int], backend: str) -> None:
     """On CUDA, 4-bit symmetric GPTQ goes to Marlin from sm_80 and to the torch kernel below."""
@@ -47,14 +47,14 @@ def test_gptq_marlin_needs_ampere(capability: tuple[int, int], backend: str) -> 
 def test_marlin_rejects_what_it_cannot_pack() -> None:
     """Config-specific unfitness (3-bit, asymmetric) is a named rejection even on an A100."""
     p = _ok(qd.plan(qd.Gptq(bits=3, sym=False), _env(TORCH, GPTQMODEL, capability=(8, 0))))
-    assert p.backend.name == "torch-gptq"
+    assert p.backend.name == "torch-packed"
     assert p.rejected[0].reasons[:2] == ("Marlin takes 4- or 8-bit weights, not 3-bit", "Marlin takes symmetric GPTQ weights only (sym=false here)")
 
 
 def test_missing_package_is_a_reason() -> None:
     """Without gptqmodel Marlin is rejected for that reason, and the plan says so."""
     p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, capability=(8, 0))))
-    assert p.backend.name == "torch-gptq"
+    assert p.backend.name == "torch-packed"
     assert "needs gptqmodel>=1.4.3, which is not installed" in p.rejected[0].reasons
     assert "rejected: gptqmodel-marlin" in p.explain()
 
@@ -86,7 +86,7 @@ def test_dtype_is_settled_and_requested_dtypes_are_checked() -> None:
     """bnb 4-bit computes in its compute dtype; AWQ's CUDA kernel refuses bfloat16, so the plan falls back."""
     assert _ok(qd.plan(qd.Bnb4Bit(compute_dtype=qd.DType.BFLOAT16), _env(TORCH, BNB))).dtype is qd.DType.BFLOAT16
     p = _ok(qd.plan(qd.AwqGemv(), _env(TORCH, GPTQMODEL, capability=(7, 5)), qd.LoadOptions(dtype=qd.DType.BFLOAT16)))
-    assert p.backend.name == "torch-awq" and p.dtype is qd.DType.BFLOAT16
+    assert p.backend.name == "torch-packed" and p.dtype is qd.DType.BFLOAT16
     assert any("does not compute in bfloat16" in r for x in p.rejected for r in x.reasons)
 
 
@@ -102,8 +102,8 @@ def test_device_requests() -> None:
 
 def test_forced_backend() -> None:
     """LoadOptions(backend=...) forces a backend; the others are reported as not requested."""
-    p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, GPTQMODEL, capability=(8, 0)), qd.LoadOptions(backend="torch-gptq")))
-    assert p.backend.name == "torch-gptq" and p.rejected[0].reasons == ("not requested (backend='torch-gptq')",)
+    p = _ok(qd.plan(qd.Gptq(bits=4), _env(TORCH, GPTQMODEL, capability=(8, 0)), qd.LoadOptions(backend="torch-packed")))
+    assert p.backend.name == "torch-packed" and p.rejected[0].reasons == ("not requested (backend='torch-packed')",)
 
 
 def test_reconcile_checkpoint_wins_and_loading_attributes_apply() -> None:
@@ -151,7 +151,7 @@ def test_gguf_types_without_a_kernel_are_rejected() -> None:
 def test_explain_mentions_every_decision() -> None:
     """explain() states config, device, dtype, backend, rejections and skips."""
     text = _ok(qd.plan(qd.AwqGemm(modules_to_not_convert=("visual",)), _env(TORCH, capability=(7, 0)))).explain()
-    for part in ("AwqGemm", "cuda:0", "float16", "torch-awq", "rejected: gptqmodel-awq-marlin", "skipped:  visual"):
+    for part in ("AwqGemm", "cuda:0", "float16", "torch-packed", "rejected: gptqmodel-awq-marlin", "skipped:  visual"):
         assert part in text
 
 
@@ -168,9 +168,9 @@ def _cpu_env(cpu: qd.Cpu) -> qd.Environment:
 def test_cpu_int4_is_chosen_from_the_environments_cpu(config: qd.AbstractQuantConfig) -> None:
     """4-bit GPTQ/AWQ on a CPU with AVX2 or AVX-512 goes to the int4 kernel, the portable one as fallback."""
     p = _ok(qd.plan(config, _cpu_env(AVX2), qd.LoadOptions(device="cpu", executable=True)))
-    assert p.backend.name.startswith("cpu-int4-") and p.device == AVX2
+    assert p.backend.name == "cpu-int4" and p.device == AVX2
     fallbacks = [r.backend for r in p.rejected if r.reasons == (RANKED_BELOW,)]
-    assert ("torch-gptq" in fallbacks or "torch-awq" in fallbacks) and "fallback:" in p.explain()
+    assert "torch-packed" in fallbacks and "fallback:" in p.explain()
 
 
 @pytest.mark.parametrize(("config", "reason"), [
@@ -182,7 +182,7 @@ def test_cpu_int4_is_chosen_from_the_environments_cpu(config: qd.AbstractQuantCo
 def test_cpu_int4_unfit_configs_fall_back_with_the_reason(config: qd.AbstractQuantConfig, reason: str) -> None:
     """Widths and group sizes the kernel cannot take are named in the plan; the portable kernel loads them."""
     p = _ok(qd.plan(config, _cpu_env(ZEN4), qd.LoadOptions(executable=True)))
-    assert p.backend.name in ("torch-gptq", "torch-awq")
+    assert p.backend.name in ("torch-packed", "torch-packed")
     assert any(reason in r for r in p.rejected[0].reasons), p.rejected
 
 
@@ -191,11 +191,11 @@ def test_the_cpus_bf16_support_ranks_the_two_int4_kernels() -> None:
     fallback; with AVX512-BF16 the other way round. The loser is named as a fallback."""
     avx2_fma = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
     zen4 = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True))
-    for config, suffix in ((qd.Gptq(bits=4), "gptq"), (qd.AwqGemm(), "awq")):
+    for config in (qd.Gptq(bits=4), qd.AwqGemm()):
         p = _ok(qd.plan(config, _cpu_env(avx2_fma), qd.LoadOptions(executable=True)))
-        assert p.backend.name == f"cpu-q4-{suffix}" and p.rejected[0] == qd.Rejection(f"cpu-int4-{suffix}", (RANKED_BELOW,))
+        assert p.backend.name == "cpu-q4" and p.rejected[0] == qd.Rejection("cpu-int4", (RANKED_BELOW,))
         q = _ok(qd.plan(config, _cpu_env(zen4), qd.LoadOptions(executable=True)))
-        assert q.backend.name == f"cpu-int4-{suffix}" and q.rejected[0] == qd.Rejection(f"cpu-q4-{suffix}", (RANKED_BELOW,))
+        assert q.backend.name == "cpu-int4" and q.rejected[0] == qd.Rejection("cpu-q4", (RANKED_BELOW,))
     no_fma = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2), qd.LoadOptions(executable=True)))
     assert any("AVX2 and FMA" in r for x in no_fma.rejected for r in x.reasons)
 
@@ -204,7 +204,7 @@ def test_cpu_without_simd_features_keeps_the_portable_kernel() -> None:
     """A CPU that reports neither AVX2 nor AVX-512 (or a hand-built Cpu()) is not given the int4 kernel."""
     p = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(qd.Cpu()), qd.LoadOptions(executable=True)))
     reasons = {x.backend: x.reasons for x in p.rejected}
-    assert p.backend.name == "torch-gptq" and "AVX2/AVX-512" in reasons["cpu-int4-gptq"][0] and "AVX2 and FMA" in reasons["cpu-q4-gptq"][0]
+    assert p.backend.name == "torch-packed" and "AVX2/AVX-512" in reasons["cpu-int4"][0] and "AVX2 and FMA" in reasons["cpu-q4"][0]
 
 
 def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
@@ -215,7 +215,7 @@ def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
     emulated = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2)))
     assert emulated.dtype is qd.DType.FLOAT32 and any("no native bfloat16" in n for n in emulated.notes)
     forced = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(ZEN4), qd.LoadOptions(dtype=qd.DType.FLOAT32, executable=True)))
-    assert forced.dtype is qd.DType.FLOAT32 and forced.backend.name == "cpu-int4-gptq"
+    assert forced.dtype is qd.DType.FLOAT32 and forced.backend.name == "cpu-int4"
     three = _ok(qd.plan(qd.Gptq(bits=3), _cpu_env(ZEN4)))
     assert three.dtype is qd.DType.FLOAT32  # no fast kernel for 3-bit: bf16 would only cost precision
 
@@ -223,7 +223,7 @@ def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
 def test_eight_bit_gptq_on_the_cpu_is_kept_dense() -> None:
     """8-bit GPTQ goes to the dense backend (exact group scales, one rounding), not to int4."""
     p = _ok(qd.plan(qd.Gptq(bits=8), _cpu_env(ZEN4), qd.LoadOptions(executable=True)))
-    assert p.backend.name == "cpu-dense-gptq" and p.dtype is qd.DType.BFLOAT16
+    assert p.backend.name == "cpu-dense" and p.dtype is qd.DType.BFLOAT16
     assert "not 8-bit" in p.rejected[0].reasons[0]
 
 

@@ -41,7 +41,7 @@ HQQ_SPEC: qd.TypeSpec[Hqq] = qd.TypeSpec(
 
 HQQ_TORCH = qd.Backend(
     name="hqq-torch", summary="the plugin's torch kernel", requires=(qd.Requirement("torch", "2.4"), qd.Requirement("hqq")),
-    loader="qd_plugin.kernels:load_hqq",
+    loader="tests.typing.qd_plugin.kernels:load_hqq",
 )
 
 

@@ -1,0 +1,35 @@
+"""Layouts: pure descriptions of how each on-disk packing stores one linear layer.
+
+Importing this package declares the built-in layouts and registers their ``layout_of`` rules. A
+layout file holds everything about its packing: the tensors, what can be derived, what indexes
+what, and lazy references to its torch side. See ``base`` for what a layout declares.
+"""
+
+from . import awq as awq
+from . import bnb as bnb
+from . import compressed_tensors as compressed_tensors
+from . import dense as dense
+from . import gguf as gguf
+from . import gptq as gptq
+from .awq import AwqPacked as AwqPacked
+from .base import FLOAT_CODES as FLOAT_CODES
+from .base import AbstractIntLayout as AbstractIntLayout
+from .base import AbstractLayout as AbstractLayout
+from .base import Lazy as Lazy
+from .base import TensorDecl as TensorDecl
+from .base import Unpackable as Unpackable
+from .base import declare_layout as declare_layout
+from .base import layout_of as layout_of
+from .base import layouts as layouts
+from .bnb import Bnb4BitBlocks as Bnb4BitBlocks
+from .bnb import Bnb8BitRows as Bnb8BitRows
+from .compressed_tensors import CtPackQuantized as CtPackQuantized
+from .dense import Dense as Dense
+from .gguf import GgufBlocks as GgufBlocks
+from .gptq import GptqPacked as GptqPacked
+
+__all__ = [
+    "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
+    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
+    "awq", "bnb", "compressed_tensors", "dense", "gguf", "gptq",
+]

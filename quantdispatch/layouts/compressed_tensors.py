@@ -1,0 +1,163 @@
+"""compressed-tensors' ``pack-quantized`` integer weights, as llm-compressor writes them (W4A16, W8A16).
+
+One linear layer with ``in_features`` K, ``out_features`` N, ``bits`` b and G groups (G = 1 for
+the ``channel`` strategy) holds::
+
+    weight_packed      I32  [N, K * b / 32]   codes ``q + 2**(b-1)`` as one little-endian bit stream per row
+    weight_scale       F16  [N, G]            (BF16 or F32 as the model was)
+    weight_zero_point  I32  [N * b / 32, G]   asymmetric only: zero points, the same stream along the output dimension
+    weight_shape       I64  [2]               ``[N, K]``
+
+and ``W[n, k] = (q[n, k] - z[n, g]) * s[n, g]`` with ``g = k // group_size`` (compressed-tensors'
+``PackedQuantizationCompressor`` and ``_dequantize``, 0.20.1). In the stored unsigned codes ``u = q + 2**(b-1)``
+this is ``(u - (z + 2**(b-1))) * s``; a symmetric layer has ``z = 0``.
+
+This file is the whole of the format's support: the pure description, the ``layout_of`` rule, and
+(imported only when a load runs) the dequantization the portable module calls and the conversion
+to the int4 kernels' input. Transformers 5.24 with compressed-tensors 0.20.1 cannot load the
+asymmetric checkpoints packed (their zero points stay unpacked on the meta device); here they load
+packed, on the portable module or on the CPU int4 kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from ..configs.compressed_tensors import CompressedTensors, CtArgs, CtScheme
+from .base import FLOAT_CODES, AbstractIntLayout, Lazy, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CtPackQuantized", "ct_layout", "int4_weights"]
+
+_PACK_QUANTIZED = "pack-quantized"
+_BITS = (4, 8)
+
+
+@declare_layout
+@attrs.frozen(kw_only=True)
+class CtPackQuantized(AbstractIntLayout):
+    """compressed-tensors ``pack-quantized`` integer weights: ``bits`` 4 or 8, ``group_size`` -1
+    for the ``channel`` strategy, ``symmetric``: no zero points stored."""
+
+    symmetric: bool
+
+    marker: ClassVar[str] = "weight_packed"
+    forms: ClassVar[Mapping[str, Lazy[Any]]] = MappingProxyType({"int4": Lazy(__name__, "int4_weights")})
+
+    def groups(self, in_features: int) -> int:
+        """Scales per output row."""
+        return 1 if self.group_size == -1 else in_features // self.group_size
+
+    def tensors(self, in_features: int, out_features: int, bias: bool) -> Tensors | Unpackable:
+        per_word = 32 // self.bits
+        if in_features <= 0 or out_features <= 0 or in_features % per_word:
+            return Unpackable("compressed-tensors.shape.not_packable", f"pack-quantized {self.bits}-bit packs {per_word} values per "
+                              f"int32 word; in_features={in_features} is not a multiple")
+        if self.group_size != -1 and (self.group_size <= 0 or in_features % self.group_size):
+            return Unpackable("compressed-tensors.shape.not_packable",
+                              f"in_features={in_features} is not a whole number of groups of {self.group_size}")
+        if not self.symmetric and out_features % per_word:
+            return Unpackable("compressed-tensors.shape.not_packable", f"asymmetric zero points pack {per_word} output rows per "
+                              f"int32 word; out_features={out_features} is not a multiple")
+        groups = self.groups(in_features)
+        found = {"weight_packed": TensorDecl((out_features, in_features // per_word), "I32"),
+                 "weight_scale": TensorDecl((out_features, groups), "F16", FLOAT_CODES),
+                 "weight_shape": TensorDecl((2,), "I64", ("I64", "I32"))}
+        if not self.symmetric:
+            found["weight_zero_point"] = TensorDecl((out_features // per_word, groups), "I32")
+        if bias:
+            found["bias"] = TensorDecl((out_features,), "F16", FLOAT_CODES)
+        return found
+
+    def out_features(self, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+        packed = shapes.get("weight_packed")
+        return packed[0] if packed is not None and len(packed) == 2 else None
+
+    def finite(self) -> frozenset[str]:
+        return frozenset({"weight_scale"})
+
+    def describe(self) -> str:
+        groups = "one scale per output row (channel)" if self.group_size == -1 else f"groups of {self.group_size}"
+        zeros = "symmetric" if self.symmetric else "asymmetric (zero points packed along the output dimension)"
+        return f"compressed-tensors pack-quantized {self.bits}-bit codes in int32 words along the input dimension, {groups}, {zeros}"
+
+    def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """``(u - z) * s`` in float32 (exact for fp16/bf16 scales), rounded once to ``dtype``."""
+        import torch
+
+        codes, zeros, scale = _unpacked(self, tensors)
+        n, k = codes.shape
+        size = k if self.group_size == -1 else self.group_size
+        weight = codes.to(torch.float32).view(n, k // size, size)
+        weight.sub_(zeros.unsqueeze(2)).mul_(scale.unsqueeze(2))
+        return weight.view(n, k).to(dtype)
+
+
+def _unpacked(layout: CtPackQuantized, tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unsigned codes ``[N, K]`` (uint8), zero points in the same unsigned terms and scales
+    ``[N, G]`` (float32)."""
+    import torch
+
+    from ..kernels._bits import unpack_last
+
+    bits = layout.bits
+    codes = unpack_last(tensors["weight_packed"], bits)
+    scale = tensors["weight_scale"].to(torch.float32)
+    n = codes.shape[0]
+    if layout.symmetric:
+        zeros = torch.full_like(scale, float(1 << (bits - 1)))
+    else:
+        zeros = unpack_last(tensors["weight_zero_point"].t().contiguous(), bits).t()[:n].to(torch.float32)
+    return codes, zeros, scale
+
+
+def int4_weights(module: Any) -> Any:
+    """A loaded 4-bit layer's ``Int4Weights`` (the int4 kernels' input): ``zero = (8 - z) * s``."""
+    from ..kernels.int4 import Int4Weights
+
+    layout: CtPackQuantized = module.layout
+    if layout.bits != 4:
+        return f"{layout.bits}-bit codes: the int4 kernels take 4-bit ones"
+    codes, zeros, scale = _unpacked(layout, module.tensors())
+    size = codes.shape[1] if layout.group_size == -1 else layout.group_size
+    return Int4Weights(codes, scale.t().contiguous(), ((8 - zeros) * scale).t().contiguous(), size)
+
+
+def _weights(config: CompressedTensors) -> CtArgs | None:
+    """The one weight scheme every group shares, if the checkpoint is weight-only pack-quantized."""
+    schemes = config.schemes()
+    if not schemes or len(schemes) != len(config.config_groups or ()):
+        return None  # presets or nothing: no explicit weight arguments
+    args = {s.weights for s in schemes}
+    if len(args) != 1 or not all(_weight_only_packed(s, config.format) for s in schemes):
+        return None
+    return next(iter(args))
+
+
+def _weight_only_packed(scheme: CtScheme, default_format: str) -> bool:
+    return (scheme.format or default_format) == _PACK_QUANTIZED and scheme.input_activations is None and scheme.output_activations is None
+
+
+def ct_layout(config: CompressedTensors) -> CtPackQuantized | None:
+    """The layout of a weight-only ``pack-quantized`` integer checkpoint (``None`` for anything else:
+    other formats, activation quantization, act-order, mixed schemes)."""
+    weights = _weights(config)
+    if weights is None or weights.type != "int" or weights.num_bits not in _BITS or weights.actorder is not None or weights.dynamic:
+        return None
+    strategy = weights.effective_strategy
+    if strategy == "channel":
+        return CtPackQuantized(bits=weights.num_bits, group_size=-1, symmetric=weights.symmetric)
+    if strategy == "group" and weights.group_size is not None and weights.group_size > 0:
+        return CtPackQuantized(bits=weights.num_bits, group_size=weights.group_size, symmetric=weights.symmetric)
+    return None
+
+
+@layout_of.register(CompressedTensors)
+def _ct_layout(config: CompressedTensors, /) -> CtPackQuantized | None:
+    return ct_layout(config)
