@@ -1,16 +1,12 @@
 """Loaders of the ``torch-gguf`` (dequantize at load) and ``torch-gguf-packed`` (keep each weight
 packed) backends: a ``.gguf`` file, or its shards, into a Transformers model.
 
-Only what is GGUF's own is here. The file's metadata becomes the ``config.json`` Transformers
-would build (``gguf.arch``), each tensor name the model's (``hf_tensor_name``), and what
-llama.cpp's converter did is undone: the q/k row permutation (on the raw rows, so both modes share
-it) and Gemma's ``1 + w`` norms; the blocks become packed or dense modules. The generic steps are
-``loading.stream``'s: the check of every tensor against the model before any is read
-(``check_expected``, ``tied_targets``, ``ignored_unexpected``) and the placement (``dispatch``).
-
-The request carries the model's ``GgufSource``: each shard's header, read once while planning, and
-its tensor table. Here the shards are only mapped, each checked to be the file whose header was
-read (``load.file.changed`` otherwise); no header is parsed again.
+What is GGUF's own: the file's metadata becomes the ``config.json`` Transformers would build
+(``gguf.arch``), each tensor name the model's (``hf_tensor_name``), what llama.cpp's converter did
+is undone (the q/k row permutation, on the raw rows so both modes share it, and Gemma's ``1 + w``
+norms), and the blocks become packed or dense modules. The generic steps are ``loading.stream``'s:
+the check of every tensor before any is read (``check_expected``) and the placement (``dispatch``).
+The shards are mapped from the request's ``GgufSource``, whose headers were read once, to plan.
 All-or-nothing: a tensor with no place, a missing or mis-shaped one is an issue naming it.
 """
 
@@ -18,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import attrs
 import torch
@@ -37,7 +32,7 @@ from ..gguf.arch import (
     unpermute_rows,
 )
 from ..gguf.data import GgufData, TensorData, map_gguf_data
-from ..gguf.header import GgufHeader, GgufValue
+from ..gguf.header import GgufValue
 from ..gguf.types import GgmlType
 from ..kernels.gguf.dequant import OUTPUT_DTYPES, dequantize
 from ..kernels.gguf.export import as_uint8
@@ -45,7 +40,7 @@ from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, PackedLinearFacto
 from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
 from ..loading.safetensors import SafetensorsFile, TensorEntry
-from ..loading.source import GgufSource
+from ..loading.source import GgufShard, GgufSource
 from ..loading.stream import check_expected, dispatch, ignored_unexpected, tied_targets
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
@@ -96,11 +91,8 @@ def load_packed_q8dot(request: LoadRequest) -> Result[tuple[nn.Module, int], Iss
     return _load(request, packed=matvec_linears("int8"))
 
 
-class Headed(Protocol):
-    """A file of a GGUF model with its header read: a ``GgufShard`` of a source, or an open ``GgufData``."""
-
-    @property
-    def header(self) -> GgufHeader: ...
+Headed = GgufShard | GgufData
+"""A file of a GGUF model with its header read: a shard of a source, or an open file."""
 
 
 def gguf_metadata(files: Sequence[Headed]) -> dict[str, GgufValue]:
@@ -279,26 +271,22 @@ def _build(request: LoadRequest, source: GgufSource, files: Mapping[Path, GgufDa
 
 
 def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[nn.Module, int], Issues]:
-    """The end of ``loading.stream.load_streamed``, from its public steps: the tied output layer
-    (dense in the model: a packed one reads the embedding's blocks already), nothing left on the
-    meta device, placement."""
-    if tied_targets(model) & {n for n, _ in model.named_parameters(remove_duplicate=False)}:
-        try:
+    """The end of ``loading.stream.load_streamed`` from its public steps: tie a dense output layer
+    (a packed one reads the embedding's blocks already), check that nothing is left on the meta
+    device, place."""
+    try:
+        if tied_targets(model) & {n for n, _ in model.named_parameters(remove_duplicate=False)}:
             model.tie_weights()  # type: ignore[operator]
-        except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
-            return Err((_issue("load.tie.failed", f"the metadata ties the output layer to the embedding, and Transformers could not "
-                               f"tie them: {type(e).__name__}: {quote(str(e), 200)}"),))
+    except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
+        return Err((_issue("load.tie.failed", f"Transformers could not tie the output layer: {type(e).__name__}: {quote(str(e), 200)}"),))
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"the model needs {quote(n)}, which the GGUF file does not hold",
                                 None, f"$.tensors[{quote(n)}]") for n in left[:20]))
-    model.eval()
-    placed = dispatch(model, request)
-    if isinstance(placed, Err):
-        return placed
-    if request.device_map is None and request.plan.device.label != "cpu":
+    placed = dispatch(model.eval(), request)
+    if not isinstance(placed, Err) and request.device_map is None and request.plan.device.label != "cpu":
         model.to(request.plan.device.label)
-    return Ok((model, read))
+    return placed if isinstance(placed, Err) else Ok((model, read))
 
 
 def _named(spec: ArchSpec, tensors: Mapping[str, TensorData]) -> Result[dict[str, tuple[str, ...]], Issues]:
@@ -337,32 +325,26 @@ def _fits(found: tuple[int, ...], want: tuple[int, ...]) -> bool:
 
 def _check(model: nn.Module, values: Mapping[str, Parts], source: GgufSource) -> Issues:
     """``loading.stream.check_expected`` over the file's tensors by the model's names, before any
-    is read: each missing (but a tied output layer), unexpected or mis-shaped one is an issue,
-    which names the tensors as the file does too."""
+    is read; each issue names the tensor as the file does too."""
     expected = model.state_dict(keep_vars=True)
-    table = _as_checkpoint(values, {n: tuple(t.shape) for n, t in expected.items()}, source)
-    found = check_expected(expected, table, tied_targets(model), ignored_unexpected(model))
-    if not isinstance(found, Err):
-        return ()
+    found = check_expected(expected, _as_checkpoint(values, expected, source), tied_targets(model), ignored_unexpected(model))
     stored = {f"$.tensors[{quote(hf)}]": " + ".join(g for g, _ in parts) for hf, parts in values.items()}
-    return tuple(attrs.evolve(i, message=f"{i.message} (the file's {stored[i.path]})",
-                              hint="the metadata does not describe these tensors" if i.code == "load.tensor.shape" else i.hint)
-                 if i.path in stored else i for i in found.error)
+    return tuple(attrs.evolve(i, message=f"{i.message} (the file's {stored[i.path]})") if i.path in stored else i
+                 for i in (found.error if isinstance(found, Err) else ()))
 
 
-def _as_checkpoint(values: Mapping[str, Parts], expected: Mapping[str, tuple[int, ...]], source: GgufSource) -> Checkpoint:
-    """The file's tensors as the generic check reads a checkpoint: by the model's names, each in
-    the file of its first part, dense floating point (what either mode makes of the blocks), its
-    shape the parts stacked (one that differs from the model's only by dimensions of 1 counts as the model's)."""
+def _as_checkpoint(values: Mapping[str, Parts], expected: Mapping[str, torch.Tensor], source: GgufSource) -> Checkpoint:
+    """The file's tensors as the generic check reads a checkpoint's: by the model's names, each in
+    its first part's shard, floating point (as either mode makes them), its parts stacked (a shape
+    that differs from the model's only by dimensions of 1 counts as the model's)."""
     stored_in = {e.name: str(e.file) for e in source.tensors}
-    files: dict[str, dict[str, TensorEntry]] = {str(p): {} for p in source.paths}
-    where: dict[str, str] = {}
+    where = {hf: stored_in[parts[0][0]] for hf, parts in values.items()}
+    entries: dict[str, dict[str, TensorEntry]] = {f: {} for f in where.values()}
     for hf, parts in values.items():
-        shape, want = _shape(parts), expected.get(hf)
-        file = stored_in[parts[0][0]]
-        files[file][hf] = TensorEntry(hf, "F32", want if want is not None and _fits(shape, want) else shape, 0, 0)
-        where[hf] = file
-    return Checkpoint(source.paths[0].parent, {p: SafetensorsFile(p, 0, 0, t, {}) for p, t in files.items()}, where)
+        want = tuple(expected[hf].shape) if hf in expected else None
+        shape = want if want is not None and _fits(_shape(parts), want) else _shape(parts)
+        entries[where[hf]][hf] = TensorEntry(hf, "F32", shape, 0, 0)
+    return Checkpoint(source.paths[0].parent, {f: SafetensorsFile(f, 0, 0, e, {}) for f, e in entries.items()}, where)
 
 
 def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype,

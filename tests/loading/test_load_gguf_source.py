@@ -220,3 +220,18 @@ def test_a_truncated_shard_is_an_issue(shards: tuple[Path, Path], keep: int, cod
     size = shards[1].stat().st_size
     os.truncate(shards[1], keep if keep > 0 else size + keep)
     assert code in _codes(qd.load(shards[0], device="cpu"))
+
+
+# ----------------------------------------------------------------------------- the generic end of the load
+def test_a_tied_dense_output_layer_is_the_embedding(tmp_path: Path) -> None:
+    """With no ``output.weight``, dequantized at load, the output layer is tied to the embedding
+    (one tensor, as Transformers ties it), and the logits are the source model's."""
+    torch.set_num_threads(1)
+    source = tiny_model("llama", tie=True)
+    path = write_gguf(source, "llama", tmp_path / "m.gguf", T.F32)
+    found = qd.load(path, device="cpu", dequantize_at_load=True)
+    assert not isinstance(found, Err), [i.render() for i in found.error]
+    model: Any = found.value.model
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad():
+        torch.testing.assert_close(model(_ids()).logits, source(_ids()).logits, rtol=1e-5, atol=1e-5)
