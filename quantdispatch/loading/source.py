@@ -88,7 +88,7 @@ class GgufTensorEntry:
 
     @property
     def name(self) -> str:
-        """The tensor's name in the file (``blk.0.attn_q.weight``)."""
+        """The tensor's name in the file (``blk.0.ffn_down.weight``)."""
         return self.info.name
 
 
