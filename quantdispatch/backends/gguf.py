@@ -1,17 +1,21 @@
 """Loaders of the ``torch-gguf`` (dequantize at load) and ``torch-gguf-packed`` (keep each weight
 packed) backends: a ``.gguf`` file, or its shards, into a Transformers model.
 
-The file's metadata becomes the ``config.json`` Transformers would build (``gguf.arch``), each
-tensor name the model's (``hf_tensor_name``), and what llama.cpp's converter did is undone: the
-q/k row permutation (on the raw rows, so both modes share it) and Gemma's ``1 + w`` norms.
+What is GGUF's own: the file's metadata becomes the ``config.json`` Transformers would build
+(``gguf.arch``), each tensor name the model's (``hf_tensor_name``), what llama.cpp's converter did
+is undone (the q/k row permutation, on the raw rows so both modes share it, and Gemma's ``1 + w``
+norms), and the blocks become packed or dense modules. The generic steps are ``loading.stream``'s:
+the check of every tensor before any is read (``check_expected``) and the placement (``dispatch``).
+The shards are mapped from the request's ``GgufSource``, whose headers were read once, to plan.
 All-or-nothing: a tensor with no place, a missing or mis-shaped one is an issue naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import attrs
 import torch
 from torch import nn
 
@@ -27,13 +31,17 @@ from ..gguf.arch import (
     metadata_path,
     unpermute_rows,
 )
-from ..gguf.data import GgufData, TensorData, open_gguf_data
+from ..gguf.data import GgufData, TensorData, map_gguf_data
 from ..gguf.header import GgufValue
 from ..gguf.types import GgmlType
 from ..kernels.gguf.dequant import OUTPUT_DTYPES, dequantize
 from ..kernels.gguf.export import as_uint8
 from ..kernels.gguf.modules import GgufEmbedding, GgufExperts, PackedLinearFactory, packed_linear
+from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
+from ..loading.safetensors import SafetensorsFile, TensorEntry
+from ..loading.source import GgufShard, GgufSource
+from ..loading.stream import check_expected, dispatch, ignored_unexpected, tied_targets
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
@@ -83,7 +91,11 @@ def load_packed_q8dot(request: LoadRequest) -> Result[tuple[nn.Module, int], Iss
     return _load(request, packed=matvec_linears("int8"))
 
 
-def gguf_metadata(files: list[GgufData]) -> dict[str, GgufValue]:
+Headed = GgufShard | GgufData
+"""A file of a GGUF model with its header read: a shard of a source, or an open file."""
+
+
+def gguf_metadata(files: Sequence[Headed]) -> dict[str, GgufValue]:
     """The metadata of a model's first (or only) file: the one that describes it."""
     return dict(files[0].header.metadata)
 
@@ -107,7 +119,7 @@ def _n_vocab(metadata: Mapping[str, GgufValue], tensors: Mapping[str, TensorData
 _SHARED_PREFIXES = ("general.architecture", "tokenizer.")
 
 
-def _shard_conflicts(spec: ArchSpec, files: list[GgufData]) -> Issues:
+def _shard_conflicts(spec: ArchSpec, files: Sequence[Headed]) -> Issues:
     """Metadata that a later shard states differently from the first: the first describes the
     model, so a shard that says otherwise belongs to another one (or was edited to mislead)."""
     first = files[0].header
@@ -124,7 +136,7 @@ def _shard_conflicts(spec: ArchSpec, files: list[GgufData]) -> Issues:
     return tuple(issues[:20])
 
 
-def _architecture_issues(spec: ArchSpec, files: list[GgufData], tensors: Mapping[str, TensorData]) -> Issues:
+def _architecture_issues(spec: ArchSpec, files: Sequence[Headed], tensors: Mapping[str, TensorData]) -> Issues:
     """Every check of the architecture's numbers that needs no module: shards that agree, values
     in range, ``block_count`` against the ``blk.N`` tensors, and a size the tensors can hold."""
     metadata = gguf_metadata(files)
@@ -134,30 +146,33 @@ def _architecture_issues(spec: ArchSpec, files: list[GgufData], tensors: Mapping
             *block_count_issues(spec, metadata, tensors))
 
 
-def _open_all(paths: tuple[Path, ...]) -> Result[list[GgufData], Issues]:
-    opened: list[GgufData] = []
-    for p in paths:
-        found = open_gguf_data(p)
+def _map_all(source: GgufSource) -> Result[dict[Path, GgufData], Issues]:
+    """Each shard's data mapped, from the header read while planning; a shard that is not the
+    file whose header was read (``GgufShard.expect``) is ``load.file.changed``."""
+    opened: dict[Path, GgufData] = {}
+    for shard in source.shards:
+        found = map_gguf_data(shard.path, shard.header, expect=shard.expect)
         if isinstance(found, Err):
-            for f in opened:
+            for f in opened.values():
                 f.close()
             return found
-        opened.append(found.value)
+        opened[shard.path] = found.value
     return Ok(opened)
 
 
-def _tensors(files: list[GgufData]) -> Result[dict[str, TensorData], Issues]:
+def _tensors(source: GgufSource, files: Mapping[Path, GgufData]) -> Result[dict[str, TensorData], Issues]:
+    """The tensor table's rows as views of the mapped shards, by name."""
     out: dict[str, TensorData] = {}
     issues: list[Issue] = []
-    for f in files:
-        for info in f.header.tensors:
-            got = f.tensor(info.name)
-            if isinstance(got, Err):
-                issues.extend(got.error)
-            elif info.name in out:
-                issues.append(_issue("load.gguf.tensor.duplicate", f"{quote(info.name)} is stored in two shards"))
-            else:
-                out[info.name] = got.value
+    for entry in source.tensors:
+        info = entry.info
+        if entry.nbytes is None or info.ggml_type not in GgmlType._value2member_map_:
+            issues.append(_issue("gguf.tensor.type_unsupported", f"tensor {info.name!r} has type id {info.ggml_type}, whose size is unknown",
+                                 None, "$.tensors"))
+        elif info.name in out:
+            issues.append(_issue("load.gguf.tensor.duplicate", f"{quote(info.name)} is stored in two shards"))
+        else:
+            out[info.name] = TensorData(info, GgmlType(info.ggml_type), files[entry.file].span(entry.start, entry.nbytes))
     return Err(tuple(issues[:100])) if issues else Ok(out)
 
 
@@ -206,32 +221,33 @@ def _dense(spec: ArchSpec, parts: Parts, shape: tuple[int, ...], dtype: torch.dt
 
 
 def _load(request: LoadRequest, *, packed: Preferred | None) -> Result[tuple[nn.Module, int], Issues]:
-    paths = request.gguf_files
-    if not paths:
+    source = request.gguf
+    if source is None or not source.shards:
         return Err((_issue("load.backend.mismatch", "the GGUF backends load .gguf files; this checkpoint has none"),))
-    opened = _open_all(paths)
-    if isinstance(opened, Err):
-        return opened
-    files = opened.value
+    mapped = _map_all(source)
+    if isinstance(mapped, Err):
+        return mapped
+    files = mapped.value
     try:
-        return _build(request, files, packed=packed)
+        return _build(request, source, files, packed=packed)
     finally:
-        for f in files:
+        for f in files.values():
             f.close()  # the map stays alive while kept-packed views of it do
 
 
-def _build(request: LoadRequest, files: list[GgufData], *, packed: Preferred | None) -> Result[tuple[nn.Module, int], Issues]:
-    metadata = gguf_metadata(files)
+def _build(request: LoadRequest, source: GgufSource, files: Mapping[Path, GgufData], *,
+           packed: Preferred | None) -> Result[tuple[nn.Module, int], Issues]:
+    metadata = source.metadata
     arch = metadata.get("general.architecture")
     spec = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
     if spec is None:
         return Err((_issue("load.gguf.architecture.unsupported", f"GGUF architecture {quote(arch)} is not one this version loads",
                            "supported: " + ", ".join(sorted(ARCHITECTURES)), '$.metadata["general.architecture"]'),))
-    found = _tensors(files)
+    found = _tensors(source, files)
     if isinstance(found, Err):
         return found
     tensors = found.value
-    checked = _architecture_issues(spec, files, tensors)
+    checked = _architecture_issues(spec, source.shards, tensors)
     if checked:
         return Err(checked)
     cfg = transformers_config(spec, metadata, tensors)
@@ -244,24 +260,33 @@ def _build(request: LoadRequest, files: list[GgufData], *, packed: Preferred | N
     if isinstance(named, Err):
         return named
     values: dict[str, Parts] = {hf: tuple((g, tensors[g]) for g in gnames) for hf, gnames in named.value.items()}
-    expected = {n: tuple(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
-    issues = _shape_issues(values, expected, tied=bool(cfg["tie_word_embeddings"]))
+    issues = _check(model, values, source)
     if issues:
         return Err(issues)
     read = sum(len(t.data) for t in tensors.values())
     if packed is not None:
         _keep_packed(model, spec, values, cfg, dtype, packed)
     _set_dense(model, spec, values, cfg, dtype)
-    if cfg["tie_word_embeddings"] and isinstance(model.get_submodule("lm_head"), nn.Linear):
-        model.get_submodule("lm_head").weight = model.get_input_embeddings().weight  # type: ignore[operator]
+    return _finish(model, request, read)
+
+
+def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[nn.Module, int], Issues]:
+    """The end of ``loading.stream.load_streamed`` from its public steps: tie a dense output layer
+    (a packed one reads the embedding's blocks already), check that nothing is left on the meta
+    device, place."""
+    try:
+        if tied_targets(model) & {n for n, _ in model.named_parameters(remove_duplicate=False)}:
+            model.tie_weights()  # type: ignore[operator]
+    except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
+        return Err((_issue("load.tie.failed", f"Transformers could not tie the output layer: {type(e).__name__}: {quote(str(e), 200)}"),))
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
         return Err(tuple(_issue("load.tensor.missing", f"the model needs {quote(n)}, which the GGUF file does not hold",
                                 None, f"$.tensors[{quote(n)}]") for n in left[:20]))
-    model.eval()
-    if request.plan.device.label != "cpu":
+    placed = dispatch(model.eval(), request)
+    if not isinstance(placed, Err) and request.device_map is None and request.plan.device.label != "cpu":
         model.to(request.plan.device.label)
-    return Ok((model, read))
+    return placed if isinstance(placed, Err) else Ok((model, read))
 
 
 def _named(spec: ArchSpec, tensors: Mapping[str, TensorData]) -> Result[dict[str, tuple[str, ...]], Issues]:
@@ -298,22 +323,28 @@ def _fits(found: tuple[int, ...], want: tuple[int, ...]) -> bool:
     return found == want or [d for d in found if d != 1] == [d for d in want if d != 1]
 
 
-def _shape_issues(values: Mapping[str, Parts], expected: Mapping[str, tuple[int, ...]], *, tied: bool) -> Issues:
-    issues: list[Issue] = []
+def _check(model: nn.Module, values: Mapping[str, Parts], source: GgufSource) -> Issues:
+    """``loading.stream.check_expected`` over the file's tensors by the model's names, before any
+    is read; each issue names the tensor as the file does too."""
+    expected = model.state_dict(keep_vars=True)
+    found = check_expected(expected, _as_checkpoint(values, expected, source), tied_targets(model), ignored_unexpected(model))
+    stored = {f"$.tensors[{quote(hf)}]": " + ".join(g for g, _ in parts) for hf, parts in values.items()}
+    return tuple(attrs.evolve(i, message=f"{i.message} (the file's {stored[i.path]})") if i.path in stored else i
+                 for i in (found.error if isinstance(found, Err) else ()))
+
+
+def _as_checkpoint(values: Mapping[str, Parts], expected: Mapping[str, torch.Tensor], source: GgufSource) -> Checkpoint:
+    """The file's tensors as the generic check reads a checkpoint's: by the model's names, each in
+    its first part's shard, floating point (as either mode makes them), its parts stacked (a shape
+    that differs from the model's only by dimensions of 1 counts as the model's)."""
+    stored_in = {e.name: str(e.file) for e in source.tensors}
+    where = {hf: stored_in[parts[0][0]] for hf, parts in values.items()}
+    entries: dict[str, dict[str, TensorEntry]] = {f: {} for f in where.values()}
     for hf, parts in values.items():
-        want = expected.get(hf)
-        gname = " + ".join(g for g, _ in parts)
-        if want is None:
-            issues.append(_issue("load.tensor.unexpected", f"the file holds {quote(gname)} ({hf}), which the model has no place for",
-                                 None, f"$.tensors[{quote(gname)}]"))
-        elif not _fits(_shape(parts), want):
-            issues.append(_issue("load.tensor.shape", f"{quote(gname)} has shape {list(_shape(parts))}, the model expects {list(want)} "
-                                 f"for {hf}", "the metadata does not describe these tensors", f"$.tensors[{quote(gname)}]"))
-    for hf in expected:
-        if hf not in values and not (tied and hf == "lm_head.weight"):
-            issues.append(_issue("load.tensor.missing", f"the model needs {quote(hf)}, which the GGUF file does not hold",
-                                 "the file is incomplete, or a shard is missing", f"$.tensors[{quote(hf)}]"))
-    return tuple(issues[:100])
+        want = tuple(expected[hf].shape) if hf in expected else None
+        shape = want if want is not None and _fits(_shape(parts), want) else _shape(parts)
+        entries[where[hf]][hf] = TensorEntry(hf, "F32", shape, 0, 0)
+    return Checkpoint(source.paths[0].parent, {f: SafetensorsFile(f, 0, 0, e, {}) for f, e in entries.items()}, where)
 
 
 def _keep_packed(model: nn.Module, spec: ArchSpec, values: dict[str, Parts], cfg: Mapping[str, object], dtype: torch.dtype,

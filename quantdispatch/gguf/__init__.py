@@ -43,6 +43,7 @@ __all__ = [
     "TensorInfo",
     # reading
     "read_gguf_header",
+    "read_gguf_file",
     "GgufLimits",
     "DEFAULT_LIMITS",
     "ISSUE_CODES",
@@ -54,9 +55,10 @@ if TYPE_CHECKING:
     from .reader import ISSUE_CODES as ISSUE_CODES
     from .reader import MAX_ISSUES as MAX_ISSUES
     from .reader import GgufLimits as GgufLimits
+    from .reader import read_gguf_file as read_gguf_file
     from .reader import read_gguf_header as read_gguf_header
 
-_READER = frozenset({"DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "GgufLimits", "read_gguf_header"})
+_READER = frozenset({"DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "GgufLimits", "read_gguf_header", "read_gguf_file"})
 
 
 def __getattr__(name: str) -> object:

@@ -4,8 +4,9 @@
 whole-block rows, alignment, extent and overlap against the file size), opens the file without
 blocking (a FIFO or device never hangs us), checks the extents again against the size of what it
 maps (the one rule, ``check_tensors``, reused: the file may have changed since the header was
-read), and maps it read-only. Nothing is allocated from a count in the file: a tensor is a
-``memoryview`` slice of the map.
+read), and maps it read-only. ``map_gguf_data`` is that second half alone, for a header read
+already: a load reads each header once, to plan, and maps the data afterwards. Nothing is
+allocated from a count in the file: a tensor is a ``memoryview`` slice of the map.
 
 A mapped file that another process truncates later can still fault on access (SIGBUS); that is
 the price of ``mmap``, as for safetensors and llama.cpp.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Final
 
@@ -31,7 +32,7 @@ from .header import GgufHeader, TensorInfo
 from .reader import read_gguf_header
 from .types import GgmlType
 
-__all__ = ["DATA_ISSUE_CODES", "GgufData", "TensorData", "open_gguf_data"]
+__all__ = ["DATA_ISSUE_CODES", "Expect", "GgufData", "TensorData", "open_gguf_data", "map_gguf_data"]
 
 DATA_ISSUE_CODES: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -85,8 +86,12 @@ class GgufData:
         if not isinstance(nbytes, int) or info.ggml_type not in GgmlType._value2member_map_:
             msg = f"tensor {name!r} has type id {info.ggml_type}, whose size is unknown"
             return Err((Issue("gguf.tensor.type_unsupported", "$.tensors", msg),))
-        start = self.header.data_offset + info.offset
-        return Ok(TensorData(info, GgmlType(info.ggml_type), self._view[start : start + nbytes]))
+        return Ok(TensorData(info, GgmlType(info.ggml_type), self.span(self.header.data_offset + info.offset, nbytes)))
+
+    def span(self, start: int, nbytes: int) -> memoryview:
+        """The ``nbytes`` bytes at absolute offset ``start``, a read-only view of the map (shorter
+        where the map ends first: ``map_gguf_data`` checked every tensor's extent against it)."""
+        return self._view[start : start + nbytes]
 
     def close(self) -> None:
         """Unmap the file, or leave that to the last live view of it."""
@@ -105,7 +110,7 @@ class GgufData:
 
 
 def open_gguf_data(path: str | os.PathLike[str]) -> Result[GgufData, Issues]:
-    """Open the GGUF file at ``path`` for reading tensor data.
+    """Open the GGUF file at ``path`` for reading tensor data: its header read, then its data mapped.
 
     Returns:
         ``Ok(GgufData)``, or ``Err(issues)``: the header's issues, each naming its tensor
@@ -118,7 +123,27 @@ def open_gguf_data(path: str | os.PathLike[str]) -> Result[GgufData, Issues]:
     found = read_gguf_header(path)
     if isinstance(found, Err):
         return found
-    header = found.value
+    return map_gguf_data(path, found.value)
+
+
+Expect = Callable[[os.stat_result], "Issue | None"]
+"""Judges the status of the file about to be mapped: ``None`` to map it, or the issue that refuses it."""
+
+
+def map_gguf_data(path: str | os.PathLike[str], header: GgufHeader, *, expect: Expect | None = None) -> Result[GgufData, Issues]:
+    """Map the tensor data of the GGUF file at ``path`` whose ``header`` was read already
+    (``read_gguf_file``): the header is not parsed again.
+
+    The file is opened without blocking and must still be a regular file; ``expect`` then judges
+    its status (``fstat`` of what is mapped: the caller compares it with the status the header
+    was read from), and the tensors' extents are checked again against its size.
+
+    >>> from quantdispatch.gguf.header import GgufHeader
+    >>> empty = GgufHeader(version=3, byte_order="little", metadata=(), value_types=(), tensors=(),
+    ...                    alignment=32, data_offset=32, file_size=0)
+    >>> map_gguf_data("/nonexistent.gguf", empty).error[0].code
+    'gguf.file.unreadable'
+    """
     if header.byte_order != "little":
         msg = "the file is big-endian; reading its tensor data is not supported"
         return Err((Issue("gguf.byte_order.unsupported", "$", msg, "convert it with gguf-py's gguf_convert_endian"),))
@@ -130,6 +155,9 @@ def open_gguf_data(path: str | os.PathLike[str]) -> Result[GgufData, Issues]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # replaced since the header was read
             return Err((_unreadable(path, "is not a regular file"),))
+        refused = expect(info) if expect is not None else None
+        if refused is not None:
+            return Err((refused,))
         issues = check_tensors(header.tensors, header.alignment, header.data_offset, info.st_size)
         if issues:
             return Err(tuple(issues))

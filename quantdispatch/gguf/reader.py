@@ -37,7 +37,7 @@ from ._layout import check_alignment, check_tensors, magic_issue
 from .header import GgufHeader, GgufValue, TensorInfo
 from .types import GgufValueType
 
-__all__ = ["GgufLimits", "DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "read_gguf_header"]
+__all__ = ["GgufLimits", "DEFAULT_LIMITS", "ISSUE_CODES", "MAX_ISSUES", "read_gguf_header", "read_gguf_file"]
 
 ISSUE_CODES: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -138,15 +138,30 @@ def read_gguf_header(
     >>> read_gguf_header("/nonexistent.gguf").error[0].code
     'gguf.file.unreadable'
     """
+    found = read_gguf_file(path, limits=limits)
+    return found if isinstance(found, Err) else Ok(found.value[0])
+
+
+def read_gguf_file(
+    path: str | os.PathLike[str], *, limits: GgufLimits = DEFAULT_LIMITS
+) -> Result[tuple[GgufHeader, os.stat_result], Issues]:
+    """``read_gguf_header``, with the status (``fstat``) of the very file the header was read
+    from: its device, inode, size and modification time let a later reader of the tensor data
+    check that it maps the file whose header this is, without parsing the header again.
+
+    Every header ``quantdispatch`` parses is parsed here, once per call.
+    """
     opened = open_regular(path, "gguf.file")
     if isinstance(opened, Issue):
         return Err((Issue("gguf.file.unreadable", opened.path, opened.message, opened.hint),))
     file, size = opened
     try:
         with file:
-            return _Reader(file, size, limits).read()
+            status = os.fstat(file.fileno())
+            found = _Reader(file, size, limits).read()
     except OSError as e:
         return Err((_unreadable(path, e),))
+    return found if isinstance(found, Err) else Ok((found.value, status))
 
 
 def _unreadable(path: str | os.PathLike[str], why: BaseException | str) -> Issue:

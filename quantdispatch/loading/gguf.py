@@ -1,7 +1,9 @@
-"""``load`` for a ``.gguf`` file: its shards found, headers read and planned, then the GGUF loader.
+"""``load`` for a ``.gguf`` file: its shards found, each header read once and planned, then the GGUF loader.
 
 A sharded model (``name-00001-of-00003.gguf``, as llama.cpp's ``gguf-split`` writes it) loads as
 one: naming any shard finds the others beside it, and every shard's tensors join the plan.
+
+The headers are read here, once, into a ``GgufSource`` that the request carries to the loader.
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..codec import parse
 from ..configs.base import AbstractQuantConfig
 from ..configs.gguf import Gguf
 from ..dtypes import DType
 from ..fileio import display
+from ..gguf.reader import read_gguf_file
 from ..plan import LoadOptions, plan
-from ..reading import read_config
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 from .checkpoint import Checkpoint
 from .request import LoadRequest
+from .source import FileStamp, GgufShard, GgufSource
 
 if TYPE_CHECKING:
     from . import Loaded
 
-__all__ = ["gguf_source", "shard_paths", "load_gguf", "gguf_nbytes"]
+__all__ = ["gguf_source", "shard_paths", "read_gguf_source", "load_gguf", "gguf_nbytes"]
 
 _SHARD = re.compile(r"(?P<stem>.+)-(?P<no>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf")
 
@@ -66,17 +70,34 @@ def shard_paths(path: Path) -> Result[tuple[Path, ...], Issues]:
     return Ok(shards)
 
 
-def _config(shards: tuple[Path, ...]) -> Result[Gguf, Issues]:
+def read_gguf_source(path: Path) -> Result[GgufSource, Issues]:
+    """The GGUF model at ``path`` (any of its shards), opened once: each shard's header read, with
+    the stamp of the file it was read from. The loader maps the files and reads no header again."""
+    shards = shard_paths(path)
+    if isinstance(shards, Err):
+        return shards
+    read: list[GgufShard] = []
+    for p in shards.value:
+        found = read_gguf_file(p)
+        if isinstance(found, Err):
+            return found
+        header, status = found.value
+        read.append(GgufShard(p, header, FileStamp.of(status)))
+    return Ok(GgufSource(tuple(read)))
+
+
+def _config(source: GgufSource) -> Result[Gguf, Issues]:
+    """The quantization config the shards' headers give, as ``read_config`` parses one file's."""
     configs: list[Gguf] = []
-    for p in shards:
-        found = read_config(p)
+    for shard in source.shards:
+        found = parse(shard.header)
         if isinstance(found, Err):
             return found
         if not isinstance(found.value, Gguf):
-            return Err((Issue("load.gguf.not_gguf", "$", f"{quote(display(p))} is not a GGUF file"),))
+            return Err((Issue("load.gguf.not_gguf", "$", f"{quote(display(shard.path))} is not a GGUF file"),))
         configs.append(found.value)
     tensors = tuple(t for c in configs for t in c.tensors)
-    return Ok(attrs.evolve(configs[0], tensors=tensors, gguf_file=shards[0].name))
+    return Ok(attrs.evolve(configs[0], tensors=tensors, gguf_file=source.paths[0].name))
 
 
 def load_gguf(path: Path, *, device: str, dtype: DType | None, quantization: AbstractQuantConfig | None, backend: str | None,
@@ -86,10 +107,10 @@ def load_gguf(path: Path, *, device: str, dtype: DType | None, quantization: Abs
     from ..probing import probe
     from . import _execute
 
-    shards = shard_paths(path)
-    if isinstance(shards, Err):
-        return shards
-    config = _config(shards.value)
+    source = read_gguf_source(path)
+    if isinstance(source, Err):
+        return source
+    config = _config(source.value)
     if isinstance(config, Err):
         return config
     user = quantization
@@ -100,12 +121,12 @@ def load_gguf(path: Path, *, device: str, dtype: DType | None, quantization: Abs
     if isinstance(made, Err):
         return made
     empty = Checkpoint(path.parent, {}, {})
-    request = LoadRequest(directory=path.parent, checkpoint=empty, plan=made.value, gguf_files=shards.value,
+    request = LoadRequest(directory=path.parent, checkpoint=empty, plan=made.value, gguf=source.value,
                           dequantize_at_load=dequantize_at_load, mmap=mmap)
     return _execute(request, started if started else time.perf_counter())
 
 
 def gguf_nbytes(request: LoadRequest) -> int:
-    """Bytes of the request's GGUF files."""
-    return sum(p.stat().st_size for p in request.gguf_files)
+    """Bytes of the request's GGUF files, as they were when their headers were read."""
+    return request.gguf.nbytes if request.gguf is not None else 0
 

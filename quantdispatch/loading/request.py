@@ -11,6 +11,7 @@ import attrs
 from ..plan import LoadPlan
 from ..result import Issues, Result
 from .checkpoint import Checkpoint
+from .source import GgufSource
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,8 +36,9 @@ class LoadRequest:
             ``{"model.layers.1": "disk", …}``), through accelerate; ``None``: all on the plan's device.
         max_memory: Per-device budgets for ``device_map="auto"`` (``{"cpu": "2GiB", "disk": …}``).
         offload_folder: Where modules mapped to ``"disk"`` are kept.
-        gguf_files: The ``.gguf`` file, or its shards in order, for the GGUF backends (the
-            safetensors ``checkpoint`` is then empty).
+        gguf: The GGUF model, its shards' headers read once while planning (``GgufSource``),
+            for the GGUF backends, which map its files and read no header again (the
+            safetensors ``checkpoint`` is then empty); ``None`` for a safetensors checkpoint.
     """
 
     directory: Path
@@ -49,7 +51,7 @@ class LoadRequest:
     device_map: str | Mapping[str, str | int] | None = None
     max_memory: Mapping[str | int, int | str] | None = None
     offload_folder: Path | None = None
-    gguf_files: tuple[Path, ...] = ()
+    gguf: GgufSource | None = None
 
 
 Loader = Callable[[LoadRequest], "Result[tuple[nn.Module, int], Issues]"]
