@@ -5,7 +5,7 @@ What is GGUF's own: the file's metadata becomes the ``config.json`` Transformers
 (``gguf.arch``), each tensor name the model's (``hf_tensor_name``), what llama.cpp's converter did
 is undone (the q/k row permutation, on the raw rows so both modes share it, and Gemma's ``1 + w``
 norms), and the blocks become packed or dense modules. The generic steps are ``loading.stream``'s:
-the check of every tensor before any is read (``check_expected``) and the placement (``dispatch``).
+the check of every tensor before any is read (``check_expected``) and the end of the load (``finish``: tie, nothing left on meta, place).
 The shards are mapped from the request's ``GgufSource``, whose headers were read once, to plan.
 All-or-nothing: a tensor with no place, a missing or mis-shaped one is an issue naming it.
 """
@@ -41,7 +41,7 @@ from ..loading.checkpoint import Checkpoint
 from ..loading.request import LoadRequest
 from ..loading.safetensors import SafetensorsFile, TensorEntry
 from ..loading.source import GgufShard, GgufSource
-from ..loading.stream import check_expected, dispatch, ignored_unexpected, tied_targets
+from ..loading.stream import check_expected, finish, ignored_unexpected, tied_targets
 from ..result import Err, Issue, Issues, Ok, Result
 from ..text import quote
 
@@ -267,26 +267,7 @@ def _build(request: LoadRequest, source: GgufSource, files: Mapping[Path, GgufDa
     if packed is not None:
         _keep_packed(model, spec, values, cfg, dtype, packed)
     _set_dense(model, spec, values, cfg, dtype)
-    return _finish(model, request, read)
-
-
-def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[nn.Module, int], Issues]:
-    """The end of ``loading.stream.load_streamed`` from its public steps: tie a dense output layer
-    (a packed one reads the embedding's blocks already), check that nothing is left on the meta
-    device, place."""
-    try:
-        if tied_targets(model) & {n for n, _ in model.named_parameters(remove_duplicate=False)}:
-            model.tie_weights()  # type: ignore[operator]
-    except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
-        return Err((_issue("load.tie.failed", f"Transformers could not tie the output layer: {type(e).__name__}: {quote(str(e), 200)}"),))
-    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
-    if left:
-        return Err(tuple(_issue("load.tensor.missing", f"the model needs {quote(n)}, which the GGUF file does not hold",
-                                None, f"$.tensors[{quote(n)}]") for n in left[:20]))
-    placed = dispatch(model.eval(), request)
-    if not isinstance(placed, Err) and request.device_map is None and request.plan.device.label != "cpu":
-        model.to(request.plan.device.label)
-    return placed if isinstance(placed, Err) else Ok((model, read))
+    return finish(model, request, read, missing="the model needs {name}, which the GGUF file does not hold", tie_hint=None)
 
 
 def _named(spec: ArchSpec, tensors: Mapping[str, TensorData]) -> Result[dict[str, tuple[str, ...]], Issues]:

@@ -141,6 +141,7 @@ def dequantize_gptq_kn(
 def gptq_linear(
     x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor, *,
     bits: int, v1: bool, group_size: int | None, bias: torch.Tensor | None = None, chunk: int = 256,
+    trivial: bool | None = None,
 ) -> torch.Tensor:
     """``F.linear(x, W, bias)`` for a GPTQ layer without materializing W.
 
@@ -149,10 +150,17 @@ def gptq_linear(
     ``x[:, rows] @ W[rows]``. The float32 result equals ``F.linear`` up to summation order. For
     other input dtypes the weight is rounded to that dtype, the products are accumulated in
     float32 and the result is rounded once, as a bf16/fp16 GEMM with float32 accumulation does.
+
+    ``trivial`` says whether ``g_idx`` is ``k // group_size`` when the caller knows already
+    (``None``: checked here, which reads ``g_idx``: a data-dependent branch ``torch.compile``
+    cannot trace). ``False`` is always correct (the gather path), only slower.
     """
     k, n = g_idx.shape[0], scales.shape[1]
     zeros, scale = _group_params(qzeros, scales, bits, v1)
-    size = _trivial_size(g_idx, group_size)
+    if trivial is None:
+        size = _trivial_size(g_idx, group_size)
+    else:
+        size = (k if group_size == -1 else group_size) if trivial and group_size is not None else None
     rows = x.reshape(-1, k).to(torch.float32)
     out = torch.zeros(rows.shape[0], n, dtype=torch.float32, device=x.device) if bias is None else \
         bias.to(torch.float32).expand(rows.shape[0], n).contiguous()

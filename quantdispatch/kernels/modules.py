@@ -31,7 +31,7 @@ from ..layouts.base import AbstractLayout
 from ..layouts.gptq import GptqPacked, gptq_layout
 from ._common import TensorSpec, specs_of
 from .awq import dequantize_awq_gemm, dequantize_awq_gemv, dequantize_awq_gemv_fast
-from .gptq import dequantize_gptq, gptq_linear
+from .gptq import dequantize_gptq, gptq_linear, gptq_trivial_g_idx
 
 __all__ = ["GptqLinear", "AwqLinear", "PackedLinear", "dense_linear", "features", "layout_of_module"]
 
@@ -124,6 +124,8 @@ class GptqLinear(_PackedLinear):
         self.derivable = layout.derivable()
         if self.g_idx.device.type != "meta":
             self.g_idx.copy_(self._trivial_g_idx(self.g_idx.device))
+        self._trivial: bool = False
+        self._trivial_key: tuple[int, int, torch.device] | None = None
 
     def _trivial_g_idx(self, device: torch.device) -> torch.Tensor:
         size = self.in_features if self.group_size == -1 else self.group_size
@@ -140,10 +142,28 @@ class GptqLinear(_PackedLinear):
         return dequantize_gptq(self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
                                group_size=self.group_size, dtype=dtype)
 
+    def after_load(self) -> None:
+        """Decide once, from the loaded ``g_idx``, whether its groups are runs of rows (the loader
+        calls this when every tensor is in), so that a compiled forward does not read ``g_idx``."""
+        self._trivial_g_idx_now()
+
+    def _trivial_g_idx_now(self) -> bool:
+        g = self.g_idx
+        if torch.compiler.is_compiling():
+            # Decided in eager (after_load, or the last eager call); False before that: the gather
+            # path, exact for any g_idx, only slower.
+            return self._trivial
+        key = (id(g), g._version, g.device)
+        if key != self._trivial_key and g.device.type != "meta":
+            size = self.in_features if self.group_size == -1 else self.group_size
+            self._trivial, self._trivial_key = gptq_trivial_g_idx(g, size), key
+        return self._trivial
+
     def linear_per_call(self, x: torch.Tensor) -> torch.Tensor:
         """Dequantize a few hundred input rows at a time and accumulate (see :func:`.gptq.gptq_linear`)."""
         return gptq_linear(x, self.qweight, self.qzeros, self.scales, self.g_idx, bits=self.bits, v1=self.v1,
-                           group_size=self.group_size, bias=self.bias, chunk=self.per_call_block // self.out_features)
+                           group_size=self.group_size, bias=self.bias, chunk=self.per_call_block // self.out_features,
+                           trivial=self._trivial_g_idx_now())
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, group_size={self.group_size}, v1={self.v1}, " + super().extra_repr()

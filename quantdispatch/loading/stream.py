@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import torch
@@ -34,7 +34,7 @@ from .checkpoint import Checkpoint
 from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "Replaced", "TORCH_DTYPES", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
+__all__ = ["ModuleFactory", "PostLoad", "Replaced", "TORCH_DTYPES", "finish", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
            "check_values", "tied_targets", "ignored_unexpected", "refusal_issues", "stream_weights", "load_streamed"]
 
 ModuleFactory = Callable[[str, nn.Linear], nn.Module]
@@ -483,13 +483,14 @@ def load_streamed(request: LoadRequest, layout: AbstractLayout | None, make: Mod
         derived = _derive(model, layout, replaced)
         if derived is not None:
             return Err((derived,))
+        _settle(model, replaced)
     if post_load is not None:
         try:
             post_load(model, tuple(replaced.layers))
         except (ValueError, RuntimeError, NotImplementedError) as e:  # a kernel's prepare: checked shapes should never get here
             return Err((_issue("load.repack.failed", f"{plan.backend.name} could not repack the loaded layers: "
                                f"{type(e).__name__}: {quote(str(e), 200)}", "choose the portable backend (torch-packed)"),))
-    return _finish(model, request, read.value)
+    return finish(model, request, read.value)
 
 
 def _derive(model: nn.Module, layout: AbstractLayout, replaced: Replaced) -> Issue | None:
@@ -505,8 +506,23 @@ def _derive(model: nn.Module, layout: AbstractLayout, replaced: Replaced) -> Iss
     return None
 
 
-def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[nn.Module, int], Issues]:
-    """Tie, check nothing is left on the meta device, and place."""
+def _settle(model: nn.Module, replaced: Replaced) -> None:
+    """Let each replaced module decide what its loaded values make fixed (``after_load``: a
+    module that would otherwise inspect its tensors at every call)."""
+    for name in replaced.layers:
+        settle = getattr(model.get_submodule(name), "after_load", None)
+        if callable(settle):
+            settle()
+
+
+_TIE_HINT: Final = "set tie_word_embeddings to false in config.json if the checkpoint stores its own output layer"
+
+
+def finish(model: nn.Module, request: LoadRequest, read: int, *, missing: str = "{name} was never loaded",
+           tie_hint: str | None = _TIE_HINT) -> Result[tuple[nn.Module, int], Issues]:
+    """The end of every load, whatever the source: tie a dense output layer, check that nothing
+    is left on the meta device, place. ``missing`` words the issue of a tensor never loaded
+    (``{name}``: its quoted name) and ``tie_hint`` the hint of a failed tie, for the source."""
     plan = request.plan
     tie = getattr(model, "tie_weights", None)
     # A tied layer the checkpoint stores quantized was swapped for a packed module: its stored
@@ -517,11 +533,11 @@ def _finish(model: nn.Module, request: LoadRequest, read: int) -> Result[tuple[n
             tie()
         except (KeyError, AttributeError, RuntimeError, ValueError, TypeError) as e:  # Transformers' tying, on modules we swapped
             return Err((_issue("load.tie.failed", f"the config ties the output embedding to the input one, and Transformers could "
-                               f"not tie them: {type(e).__name__}: {quote(str(e), 200)}",
-                               "set tie_word_embeddings to false in config.json if the checkpoint stores its own output layer"),))
+                               f"not tie them: {type(e).__name__}: {quote(str(e), 200)}", tie_hint),))
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if left:
-        return Err(tuple(_issue("load.tensor.missing", f"{quote(n)} was never loaded", None, f"$.tensors[{quote(n)}]") for n in left[:20]))
+        return Err(tuple(_issue("load.tensor.missing", missing.format(name=quote(n)), None, f"$.tensors[{quote(n)}]")
+                         for n in left[:20]))
     model.eval()
     if request.device_map is not None:
         placed = dispatch(model, request)

@@ -32,9 +32,9 @@ TOKENS = (1, 12)
 """A decode step (up to 8 rows take the fused kernels) and a prefill (more rows: dequantize + GEMM)."""
 
 OPS = {
-    "torch-gptq": set(),
-    "cpu-int4-gptq": {"aten::_weight_int4pack_mm_for_cpu"},
-    "cpu-q4-gptq": {"quantdispatch::q4_matmul"},
+    "torch-packed": set(),
+    "cpu-int4": {"aten::_weight_int4pack_mm_for_cpu"},
+    "cpu-q4": {"quantdispatch::q4_matmul"},
     "torch-gguf-packed": {"quantdispatch::gguf_linear"},
     "cpu-gguf-matvec": {"quantdispatch::gguf_matvec", "quantdispatch::gguf_linear"},
     "cpu-gguf-q8dot": {"quantdispatch::gguf_matvec", "quantdispatch::gguf_linear"},
@@ -45,12 +45,9 @@ no_q4 = pytest.mark.skipif(native_int4() is None, reason="the native int4 kernel
 no_matvec = pytest.mark.skipif(matvec_kernels() is None, reason="the fused GGUF kernels cannot be built here")
 
 GPTQ_BACKENDS = [
-    pytest.param("torch-gptq", marks=pytest.mark.xfail(
-        strict=True, raises=torch._dynamo.exc.Unsupported,
-        reason="GptqLinear.forward (kernels/modules.py) reaches kernels/gptq.py _trivial_size -> gptq_trivial_g_idx, "
-               "which calls torch.equal on g_idx at every call: a data-dependent Python bool dynamo cannot trace")),
-    pytest.param("cpu-int4-gptq", marks=needs_vector_int4),
-    pytest.param("cpu-q4-gptq", marks=[needs_avx2_fma, no_q4]),
+    pytest.param("torch-packed"),
+    pytest.param("cpu-int4", marks=needs_vector_int4),
+    pytest.param("cpu-q4", marks=[needs_avx2_fma, no_q4]),
 ]
 GGUF_BACKENDS = [
     pytest.param("torch-gguf-packed"),
@@ -153,10 +150,29 @@ def test_a_kept_packed_gguf_decoder_layer_compiles_whole(gguf_file: Path, backen
 def test_inductor_compiles_a_layer_around_the_native_op(gptq_checkpoint: Path) -> None:
     """Inductor (~30 s cold here) generates code around ``quantdispatch::q4_matmul``: the decode
     step's output is the eager layer's up to float32 rounding of the fused elementwise code."""
-    model: Any = qd.load(gptq_checkpoint, device="cpu", dtype="float32", backend="cpu-q4-gptq").unwrap().model
+    model: Any = qd.load(gptq_checkpoint, device="cpu", dtype="float32", backend="cpu-q4").unwrap().model
     layer = model.model.layers[0]
     hidden, kwargs = _inputs(model, 1)
     compiled: Callable[..., torch.Tensor] = torch.compile(layer, fullgraph=True, backend="inductor")
     with torch.no_grad():
         eager = layer(hidden, **kwargs)
         torch.testing.assert_close(compiled(hidden, **kwargs), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_the_portable_gptq_layer_decides_its_groups_once_and_sees_a_changed_g_idx(gptq_checkpoint: Path) -> None:
+    """``torch-packed`` decides at load whether each layer's ``g_idx`` is ``k // group_size`` (what
+    lets the compiled forward skip reading it); a ``g_idx`` changed afterwards is seen at the next
+    eager call, and the layer still computes ``F.linear`` with its dequantized weight."""
+    from quantdispatch.kernels.modules import GptqLinear
+
+    model: Any = qd.load(gptq_checkpoint, device="cpu", dtype="float32", backend="torch-packed").unwrap().model
+    layers = [m for m in model.modules() if isinstance(m, GptqLinear)]
+    assert layers and all(m._trivial for m in layers)
+    layer = layers[0]
+    x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.g_idx.copy_(torch.flip(layer.g_idx, [0]))  # act-order-like: groups are no longer runs of rows
+        got = layer(x)
+    assert not layer._trivial
+    want = torch.nn.functional.linear(x, layer.dequantize(torch.float32), layer.bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

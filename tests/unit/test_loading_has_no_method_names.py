@@ -25,7 +25,7 @@ from quantdispatch.codec.registry import families
 from quantdispatch.layouts import Dense, layouts
 
 LOADING: Final = Path(__file__).resolve().parents[2] / "quantdispatch" / "loading"
-NOT_SCANNED: Final = frozenset({"gguf.py"})
+NOT_SCANNED: Final = frozenset[str]()
 """loading/gguf.py opens GGUF sources (a file format); see the module docstring."""
 NOT_METHOD_WORDS: Final = frozenset({"gguf", "auto", "bit", "four", "metal", "gemma"})
 """``gguf``: the source format (see above). The others are first words of config type names that
