@@ -107,7 +107,7 @@ def custom_op(name: str, schema: str, impl: Callable[..., Any], fake: Callable[.
     """Define ``quantdispatch::name`` with ``schema`` (the argument list and return, e.g.
     ``"(Tensor x, int n) -> Tensor"``), ``impl`` its kernel for ``dispatch_key`` (the CPU, or
     ``CompositeExplicitAutograd`` for an op written in torch that runs on any device) and ``fake``
-    its fake (meta) implementation; return the op's default overload, the handle callers keep
+    its fake implementation (registered as the Meta kernel, which fake tensors run); return the op's default overload, the handle callers keep
     (calling it skips the attribute lookups of ``torch.ops.quantdispatch.name``).
 
     Registered on ``torch.library.Library`` directly rather than with ``torch.library.custom_op``:
@@ -119,6 +119,10 @@ def custom_op(name: str, schema: str, impl: Callable[..., Any], fake: Callable[.
     qualname = f"{NAMESPACE}::{name}"
     _LIBRARY.define(name + schema)  # type: ignore[no-untyped-call]
     torch.library.impl(qualname, dispatch_key, impl, lib=_LIBRARY)
-    torch.library.register_fake(qualname, fake, lib=_LIBRARY)
+    # The fake implementation is the op's Meta kernel: FakeTensorMode (torch.compile, opcheck)
+    # runs an op's Meta kernel when it has no registered fake, and registering one that way costs
+    # ~0.1 ms, where torch.library.register_fake imports the fake-tensor machinery (~30-50 ms) into
+    # every process that loads a model, compiled or not.
+    _LIBRARY.impl(name, fake, "Meta")
     op: torch._ops.OpOverload = getattr(getattr(torch.ops, NAMESPACE), name).default
     return op

@@ -7,9 +7,9 @@ of the built-in layouts (``qweight``, ``weight_packed``…). Every identifier, s
 comment of every file under ``loading/`` is split into words (snake_case, camelCase, punctuation)
 and compared; a hit names ``file:line``.
 
-Left out for now: the word ``gguf`` and ``loading/gguf.py``. GGUF is a file format as well as a
-method, and its source is opened by ``loading/gguf.py`` (being reworked into the one load path
-separately); the lead finishes that part.
+One word is allowed: ``gguf``. GGUF is a container format as well as a method, and ``loading/``
+opens GGUF files the way it opens safetensors ones (``loading/gguf.py`` finds the shards and reads
+each header once into a ``GgufSource``); what the blocks mean is the GGUF layout's and backend's.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from quantdispatch.layouts import Dense, layouts
 
 LOADING: Final = Path(__file__).resolve().parents[2] / "quantdispatch" / "loading"
 NOT_SCANNED: Final = frozenset[str]()
-"""loading/gguf.py opens GGUF sources (a file format); see the module docstring."""
+"""Every file is scanned."""
 NOT_METHOD_WORDS: Final = frozenset({"gguf", "auto", "bit", "four", "metal", "gemma"})
-"""``gguf``: the source format (see above). The others are first words of config type names that
+"""``gguf``: the container format (see above). The others are first words of config type names that
 are ordinary words here: ``auto`` (AutoRound; ``dtype="auto"``, ``AutoConfig``), ``bit`` (BitNet),
 ``four`` (FourOverSix), ``metal`` (a device), ``gemma`` (an architecture)."""
 
