@@ -28,20 +28,21 @@ portable module dequantizes per call, or once with ``dequantize_at_load``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import attrs
 
 from ..configs.compressed_tensors import CompressedTensors, CtArgs, CtScheme
 from ..configs.fp8 import FbgemmFp8, Fp8
 from ..configs.modelopt import ModeloptFp8
-from .base import FLOAT_CODES, AbstractLayout, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
+from .base import FLOAT_CODES, AbstractLayout, Lazy, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["Granularity", "AbstractFp8Layout", "Fp8ScaleInv", "Fp8Scaled", "fp8_layout", "fbgemm_fp8_layout", "modelopt_fp8_layout",
-           "ct_fp8_layout"]
+           "ct_fp8_layout", "fp8_blocks"]
 
 Granularity = Literal["tensor", "channel", "block"]
 E4M3: Final = "F8_E4M3"
@@ -67,6 +68,7 @@ class AbstractFp8Layout(AbstractLayout):
     """
 
     scale_name: ClassVar[str] = "weight_scale"
+    forms: ClassVar[Mapping[str, Lazy[Any]]] = MappingProxyType({"fp8": Lazy(__name__, "fp8_blocks")})
 
     granularity: Granularity
     block: tuple[int, int] | None = None
@@ -146,6 +148,27 @@ def _scale_blocks(weight: torch.Tensor, scale: torch.Tensor, block: tuple[int, i
     weight[:, :full * cols].view(n, full, cols).mul_(per_row[:, :full, None])  # splits the one column dimension: a view
     if k > full * cols:
         weight[:, full * cols:].mul_(per_row[:, full:])
+
+
+def fp8_blocks(module: Any) -> Any:
+    """A loaded layer's ``Fp8Blocks`` (the native FP8 kernel's input), or why it has none: every
+    granularity is a block (the tensor, a row); the bytes are the loaded weight's storage."""
+    import torch
+
+    from ..kernels.fp8_native import Fp8Blocks
+
+    layout: AbstractFp8Layout = module.layout
+    tensors = module.tensors()
+    weight, stored = tensors["weight"], tensors[layout.scale_name]
+    if layout.scale_rounding and stored.dtype != torch.float32:
+        return f"each weight is rounded to its {stored.dtype} scale's dtype, which a fused float32 sum does not do"
+    n, k = weight.shape
+    scale = stored.to(torch.float32)
+    if layout.granularity == "block" and layout.block is not None:
+        return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block)
+    if layout.granularity == "channel":
+        return Fp8Blocks(weight.view(torch.uint8), scale.reshape(n, 1).contiguous(), 1, k)
+    return Fp8Blocks(weight.view(torch.uint8), scale.reshape(1, 1).contiguous(), n, k)
 
 
 @declare_layout

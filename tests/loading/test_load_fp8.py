@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
 import quantdispatch as qd
+from quantdispatch.kernels.fp8_native import Fp8Linear, native_fp8
 from quantdispatch.kernels.modules import PackedLinear
 from quantdispatch.layouts import Fp8Scaled, Fp8ScaleInv, Unpackable, layout_of
 from quantdispatch.result import Err
@@ -256,8 +257,7 @@ def test_the_layout_declares_what_the_tools_write(written: dict[str, tuple[Path,
 def test_kept_packed_logits_equal_the_reference_model(written: dict[str, tuple[Path, LlamaForCausalLM]], name: str) -> None:
     """torch-packed keeps every projection's weight in e4m3 bytes, and computes the dense reference's logits."""
     out, dense = written[name]
-    loaded = qd.load(out, device="cpu", dtype=_dtype(name)).unwrap()
-    assert loaded.plan.backend.name == "torch-packed"
+    loaded = qd.load(out, device="cpu", dtype=_dtype(name), backend="torch-packed").unwrap()
     packed = [m for m in loaded.model.modules() if isinstance(m, PackedLinear)]
     assert len(packed) == PROJECTIONS and all(m.weight.dtype == E4M3 for m in packed)
     assert not any(isinstance(m, torch.nn.Linear) and "layers" in n for n, m in loaded.model.named_modules())
@@ -269,13 +269,29 @@ def test_kept_packed_logits_equal_the_reference_model(written: dict[str, tuple[P
 def test_dequantized_at_load_weights_are_the_references_bit_for_bit(written: dict[str, tuple[Path, LlamaForCausalLM]], name: str) -> None:
     """With ``dequantize_at_load`` every layer's one dense weight equals the tool's dequantized weight exactly."""
     out, dense = written[name]
-    loaded = qd.load(out, device="cpu", dtype=_dtype(name), dequantize_at_load=True).unwrap()
+    loaded = qd.load(out, device="cpu", dtype=_dtype(name), backend="torch-packed", dequantize_at_load=True).unwrap()
     _logits(loaded.model)  # the first forward makes each dense weight
     for module_name, module in loaded.model.named_modules():
         if isinstance(module, PackedLinear):
             reference = dense.get_submodule(module_name)
             assert isinstance(reference, torch.nn.Linear)
             assert module._dense is not None and torch.equal(module._dense, reference.weight.data), module_name
+
+
+@pytest.mark.skipif(native_fp8() is None, reason="the native FP8 kernel cannot be built here (no C compiler, or not Linux)")
+@pytest.mark.parametrize("name", NAMES)
+def test_the_native_kernel_takes_the_layers_it_computes_exactly(written: dict[str, tuple[Path, LlamaForCausalLM]], name: str) -> None:
+    """cpu-e4m3 is the CPU's first choice: every projection becomes an Fp8Linear on the stored bytes
+    (compressed-tensors layers with bfloat16 scales keep the portable module: their weights are
+    rounded to bfloat16, which a fused float32 sum does not do); logits within float32 summation error."""
+    out, dense = written[name]
+    loaded = qd.load(out, device="cpu", dtype=_dtype(name)).unwrap()
+    assert loaded.plan.backend.name == "cpu-e4m3" and "torch-packed" in {r.backend for r in loaded.plan.rejected}
+    native = [m for m in loaded.model.modules() if isinstance(m, Fp8Linear)]
+    assert len(native) == (0 if name.startswith("ct-") and "bfloat16" in name else PROJECTIONS)
+    assert all(m.weight.dtype == torch.uint8 for m in native)  # the stored bytes, not a float copy
+    got, want = _logits(loaded.model), _logits(dense)
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item()), (got - want).abs().max()
 
 
 def test_the_plan_names_the_layout_and_float_activations(written: dict[str, tuple[Path, LlamaForCausalLM]]) -> None:
