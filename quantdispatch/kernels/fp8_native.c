@@ -55,7 +55,8 @@ void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const fl
     }
 }
 
-/* out[(n - n0) * K + k] = value(w[n, k]) * scale[n / bn][k / bk] for rows n0 <= n < n1 (exact in float32). */
+/* out[(n - n0) * K + k] = value(w[n, k]) * scale[n / bn][k / bk] for rows n0 <= n < n1: one float32
+ * multiplication per weight, as the layout's dequantization computes it. */
 void fp8_dequant(const uint8_t *w, const float *scale, const float *lut, float *out, int64_t n0, int64_t n1, int64_t k,
                  int64_t bn, int64_t bk) {
     const int64_t gk = (k + bk - 1) / bk;
@@ -63,6 +64,20 @@ void fp8_dequant(const uint8_t *w, const float *scale, const float *lut, float *
         const uint8_t *row = w + r * k;
         const float *s = scale + (r / bn) * gk;
         float *o = out + (r - n0) * k;
-        for (int64_t c = 0; c < k; c++) o[c] = lut[row[c]] * s[c / bk];
+        for (int64_t j = 0; j < gk; j++) {
+            const int64_t k0 = j * bk, k1 = k0 + bk < k ? k0 + bk : k;
+            const float sj = s[j];
+            int64_t c = k0;
+#ifdef FP8_VECTOR
+            const __m256 up = _mm256_set1_ps(256.0f), scale_j = _mm256_set1_ps(sj);
+            const __m128i low7 = _mm_set1_epi16(0x7f), sign = _mm_set1_epi16(0x80);
+            for (; c + 8 <= k1; c += 8) {  /* value = half * 2^8 (exact), then one rounding by the scale */
+                __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(row + c)));
+                __m128i half = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(bytes, low7), 7), _mm_slli_epi16(_mm_and_si128(bytes, sign), 8));
+                _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(half), up), scale_j));
+            }
+#endif
+            for (; c < k1; c++) o[c] = lut[row[c]] * sj;
+        }
     }
 }

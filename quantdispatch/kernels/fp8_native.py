@@ -7,8 +7,9 @@ block's scale::
 
     y[m, n] = sum_j s[n // bn, j] * sum_{k in block j} value(w[n, k]) * x[m, k]
 
-Each weight ``value(w) * s`` is the layout's exact float32 weight; only the summation order differs
-from ``F.linear``. Per-tensor and per-row scales are blocks too (``bn = N, bk = K`` and ``bn = 1,
+The scale multiplies each block's sum rather than each weight, so the result differs from ``F.linear``
+of the layout's float32 weight by float32 rounding only (the prefill path's weights are the
+layout's, bit for bit). Per-tensor and per-row scales are blocks too (``bn = N, bk = K`` and ``bn = 1,
 bk = K``). Above ``FUSED_ROWS`` input rows (prefill), blocks of output rows are dequantized into a
 cache-sized float32 buffer and multiplied by torch's GEMM.
 

@@ -15,10 +15,11 @@ compressed-tensors pads the weight before it quantizes by blocks. The scale is c
 ``weight_scale_inv`` in Transformers' ``fp8`` checkpoints (it multiplies, despite the name) and
 ``weight_scale`` everywhere else.
 
-The product of an E4M3 value (4 significant bits) and a float32 scale is exact in float32, so the
-float32 weight here is the one every tool means. compressed-tensors computes it in the scale's own
-dtype (``_dequantize``: ``x_q.to(scale.dtype) * scale``): with bfloat16 or float16 scales its weight
-is the float32 product rounded once to that dtype, and so is this layout's for its checkpoints.
+The weight is one float32 multiplication of the byte's value by its scale (one rounding, exact for
+bfloat16 and float16 scales: 4 significant bits times 8 or 11 fit in float32's 24), as Transformers
+computes it. compressed-tensors computes it in the scale's own dtype (``_dequantize``:
+``x_q.to(scale.dtype) * scale``): with bfloat16 or float16 scales its weight is the exact float32
+product rounded once to that dtype, and so is this layout's for its checkpoints.
 
 The weight is computed in float; activations stay in the compute dtype (no FP8 matmul runs), so a
 checkpoint's activation scales are read and left unused. Only the e4m3 bytes stay in memory: the
@@ -121,7 +122,7 @@ class AbstractFp8Layout(AbstractLayout):
                 f"compute dtype{unused}")
 
     def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        """``float(w) * s`` in float32 (exact), rounded to the scale's dtype where the producer does, then to ``dtype``."""
+        """``float(w) * s`` in float32 (one rounding), rounded to the scale's dtype where the producer does, then to ``dtype``."""
         import torch
 
         stored = tensors[self.scale_name]

@@ -66,3 +66,14 @@ def test_fp8_matmul_refuses_what_it_would_read_out_of_bounds() -> None:
     for args in [(x, w, scale[:, :2], 16, 16), (x[:, :39], w, scale, 16, 16), (x, w.view(torch.int8), scale, 16, 16), (x, w, scale, 0, 16)]:
         with pytest.raises(ValueError, match="fp8_matmul needs"):
             FP8_MATMUL(*args)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 50), k=st.integers(9, 70), bn=st.integers(1, 24), bk=st.integers(1, 24), seed=st.integers(0, 2**16))
+def test_prefill_weights_are_the_layouts_bit_for_bit(n: int, k: int, bn: int, bk: int, seed: int) -> None:
+    """The prefill path's dequantized blocks are the layout's weights: with x the identity (K > 8 rows) the product returns them exactly."""
+    w = _bytes(n, k, seed)
+    scale = torch.exp2(torch.rand((-(-n // bn), -(-k // bk)), generator=torch.Generator().manual_seed(seed)) * 8 - 12) * 1.37
+    dense = Fp8ScaleInv(granularity="block", block=(bn, bk)).dequantize({"weight": w.view(torch.float8_e4m3fn), "weight_scale_inv": scale},
+                                                                         torch.float32)
+    assert torch.equal(fp8_matmul(torch.eye(k), Fp8Blocks(w, scale, bn, bk)).t(), dense)
