@@ -205,3 +205,14 @@ def test_gpus_keep_their_native_fp8_kernels_first() -> None:
         assert not isinstance(selection, qd.Refusal)
         names = [c.backend.name for c in selection]
         assert names[0] == first and "torch-packed" in names, names
+
+
+def test_a_full_precision_checkpoint_is_not_loaded_as_if_quantized() -> None:
+    """The layout's kernels read stored FP8 weights; with a user's FP8 config for a checkpoint that
+    is not quantized, none of them is usable (they quantize nothing while loading), so no plan
+    would return the full-precision weights as they are."""
+    options = qd.LoadOptions(device="cpu", user_config=qd.Fp8(), executable=True)
+    planned = qd.plan(None, CPU_ENV, options)
+    assert isinstance(planned, qd.Err) and [i.code for i in planned.error] == ["plan.no_usable_backend"]
+    assert "quantizes nothing while loading" in planned.error[0].message
+    assert qd.plan(qd.Fp8(), CPU_ENV, qd.LoadOptions(device="cpu", executable=True)).unwrap().backend.name == "cpu-e4m3"
