@@ -30,13 +30,14 @@ from .configs.base import AbstractQuantConfig
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Mps
 from .layouts.base import AbstractIntLayout, AbstractLayout, Lazy
+from .layouts.fp8 import AbstractFp8Layout
 from .layouts.gptq import GptqPacked
 from .rules import RegistrationError, _is_subclass, _Table, declare_backend
 
 __all__ = [
     "Kernel", "FitRule", "Rank", "Prepare", "LAYERED_LOADER", "register_kernel", "kernels", "kernel_named", "kernel_candidates",
     "device_kind", "Renamed", "declare_renamed", "renamed", "renames", "TORCH", "TORCH_INT4_CPU", "ATEN_INT4_GROUPS",
-    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE",
+    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8",
 ]
 
 Prepare = Callable[[Any, AbstractLayout, Any], Any]
@@ -286,6 +287,14 @@ CPU_DENSE = register_kernel(Kernel(
     "(one rounding to the compute dtype); a dense matmul per call",
     layouts=(GptqPacked,), prepare=Lazy("quantdispatch.backends.cpu_int4", "prepare_dense"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(20),
+))
+
+CPU_FP8 = register_kernel(Kernel(
+    name="cpu-e4m3", summary="quantdispatch's native FP8 kernel (C, AVX2+F16C+FMA where present, float32 accumulation): "
+    "e4m3 bytes read in place once per decode step, blocks dequantized in cache for prefill (layers it cannot take, or "
+    "a machine without a C compiler, keep the portable module)",
+    layouts=(AbstractFp8Layout,), takes="fp8", prepare=Lazy("quantdispatch.backends.cpu_fp8", "prepare_fp8"),
+    requires=(TORCH,), devices=("cpu",), rank=Rank(30),
 ))
 
 

@@ -21,7 +21,7 @@ from .configs.base import AbstractQuantConfig
 from .configs.unknown import UnknownMethod
 from .dtypes import DType
 from .environment import AbstractDevice, Cuda, Environment, Mps
-from .kernel import kernel_candidates, renamed
+from .kernel import kernel_candidates, kernel_named, renamed
 from .layouts import layout_of
 from .load_plan import RANKED_BELOW as RANKED_BELOW
 from .load_plan import LoadOptions, LoadPlan, Rejection, resolve_device
@@ -163,7 +163,7 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
     if isinstance(device, Issue):
         return Err((device,))
     dtype, why = (options.dtype, "requested") if options.dtype else compute_dtype(r.config, device)
-    selection = _with_layout_kernels(select_backend(r.config, device), r.config, device)
+    selection = _with_layout_kernels(select_backend(r.config, device), r.config, device, r.pre_quantized)
     if isinstance(selection, Refusal):
         return Err((Issue(selection.code, "$", selection.message, selection.hint),))
     forced, renamed_note = _current_name(options.backend, r.config)
@@ -177,15 +177,24 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
                        rejected=rejected, skip_modules=skip_modules(r.config), overrides=r.overrides, notes=notes))
 
 
-def _with_layout_kernels(selection: Selection, config: AbstractQuantConfig, device: AbstractDevice) -> Selection:
+def _with_layout_kernels(selection: Selection, config: AbstractQuantConfig, device: AbstractDevice, pre_quantized: bool = True) -> Selection:
     """The method's candidates, preceded by every kernel serving the config's layout that the
     method's rule did not rank itself: a layout file is enough for its kernels to be offered. A
-    refusal stands unless such kernels exist."""
+    refusal stands unless such kernels exist. Kernels read weights stored in their layout: for a
+    checkpoint that is not quantized yet (a method that quantizes while loading) each stays a
+    candidate with that reason, so that none loads the full-precision weights as they are."""
     served = kernel_candidates(layout_of(config), device)
     if isinstance(selection, Refusal):
-        return served or selection
-    named = {c.backend.name for c in selection}
-    return (*(c for c in served if c.backend.name not in named), *selection)
+        found: Selection = served or selection
+    else:
+        named = {c.backend.name for c in selection}
+        found = (*(c for c in served if c.backend.name not in named), *selection)
+    if pre_quantized or isinstance(found, Refusal):
+        return found
+    return tuple(Candidate(c.backend, (*c.unfit, _NOT_QUANTIZED)) if kernel_named(c.backend.name) is not None else c for c in found)
+
+
+_NOT_QUANTIZED = "reads weights a checkpoint stores in its layout, and these are not quantized yet: it quantizes nothing while loading"
 
 
 def _current_name(forced: str | None, config: AbstractQuantConfig) -> tuple[str | None, tuple[str, ...]]:

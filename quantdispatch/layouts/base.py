@@ -4,7 +4,7 @@ A layout says which tensors a layer holds (names, safetensors dtypes, shapes as 
 layer's ``in_features`` and ``out_features``), which stored tensor marks a layer as stored in it,
 how to read a stored layer's ``out_features`` back from its tensors' shapes, which tensors can be
 derived when missing, which ones index others (so their values are range-checked) and which must
-be finite. The shell reads only these declarations: nothing in ``quantdispatch.loading`` names a
+be finite or non-negative. The shell reads only these declarations: nothing in ``quantdispatch.loading`` names a
 method.
 
 Torch code a layout needs (its portable module, its conversions to a kernel's input form) is
@@ -121,6 +121,10 @@ class AbstractLayout:
 
     def finite(self) -> frozenset[str]:
         """Float tensors that must hold no NaN or infinity."""
+        return frozenset()
+
+    def nonnegative(self) -> frozenset[str]:
+        """Float tensors that must hold no negative value (scales that multiply symmetric codes)."""
         return frozenset()
 
     def describe(self) -> str:

@@ -158,6 +158,12 @@ def ct_layout(config: CompressedTensors) -> CtPackQuantized | None:
     return None
 
 
+if TYPE_CHECKING:
+    from .fp8 import Fp8Scaled
+
+
 @layout_of.register(CompressedTensors)
-def _ct_layout(config: CompressedTensors, /) -> CtPackQuantized | None:
-    return ct_layout(config)
+def _ct_layout(config: CompressedTensors, /) -> CtPackQuantized | Fp8Scaled | None:
+    from .fp8 import ct_fp8_layout  # 8-bit float weights have their own layout file
+
+    return ct_layout(config) or ct_fp8_layout(config)

@@ -203,8 +203,8 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLa
 def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, replaced: Replaced) -> Result[None, Issues]:
     """Check the loaded values the layout declares for each replaced layer: index tensors
     (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
-    scales) hold only values in ``[0, size)``, and ``finite`` tensors (scales) no NaN or
-    infinity. Run after the weights are read and before anything (a forward, a kernel's
+    scales) hold only values in ``[0, size)``, ``finite`` tensors (scales) no NaN or
+    infinity, and ``nonnegative`` ones no value below zero. Run after the weights are read and before anything (a forward, a kernel's
     ``prepare``) uses them: an index out of range would raise at the first forward, or, negative,
     silently read the wrong group; one non-finite scale makes every output of its layer NaN."""
     renames = replaced.renames
@@ -216,6 +216,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
         return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
 
     finite = sorted(layout.finite())
+    negative_free = sorted(layout.nonnegative())
     for module_name, (in_features, out_features) in replaced.layers.items():
         module = model.get_submodule(module_name)
         for buffer_name, (target, size) in layout.indexes(in_features, out_features).items():
@@ -234,13 +235,30 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
                                  f"$.tensors[{quote(stored)}]"))
         for buffer_name in finite:
             values = _loaded(module, buffer_name)
-            if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
+            if values is None or not values.is_floating_point():
+                continue
+            if values.dtype.itemsize == 1:  # 8-bit floats have no isfinite; bfloat16 holds each of their values exactly
+                values = values.to(torch.bfloat16)
+            if bool(values.isfinite().all()):
                 continue
             stored, file = located(module_name, buffer_name)
             first = tuple(int(i) for i in torch.nonzero(~values.isfinite())[0])
             at = "".join(f"[{i}]" for i in first)
             issues.append(_issue("load.tensor.not_finite", f"{quote(stored)}{at} in {file} is {values[first].item()}",
-                                 "a NaN or infinite scale makes the layer's every output NaN: the checkpoint is corrupt",
+                                 "a NaN or infinite scale (or weight) makes the layer's outputs NaN: the checkpoint is corrupt",
+                                 f"$.tensors[{quote(stored)}]"))
+        for buffer_name in negative_free:
+            values = _loaded(module, buffer_name)
+            if values is None or not values.is_floating_point():
+                continue
+            below = values.to(torch.float32) < 0
+            if not bool(below.any()):
+                continue
+            stored, file = located(module_name, buffer_name)
+            first = tuple(int(i) for i in torch.nonzero(below)[0])
+            at = "".join(f"[{i}]" for i in first)
+            issues.append(_issue("load.tensor.negative", f"{quote(stored)}{at} in {file} is {values[first].item()}",
+                                 "the layout's scales are magnitudes: a negative one flips its weights' signs, so the checkpoint is corrupt",
                                  f"$.tensors[{quote(stored)}]"))
     if issues:
         return Err(tuple(issues[:100]))
@@ -264,9 +282,9 @@ def tied_targets(model: nn.Module) -> set[str]:
 
 
 def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
-    if expected.dtype.is_floating_point:
+    if expected.dtype.is_floating_point and expected.dtype.itemsize > 1:
         return found.is_floating_point
-    return found == expected.dtype
+    return found == expected.dtype  # an 8-bit float's bytes mean something in its own format only
 
 
 def check_tensors(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout | None = None,
@@ -304,7 +322,8 @@ def check_expected(expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint,
     """``check_tensors`` for a list of expected tensors (meta tensors will do: only their shapes
     and dtypes are read), by the checkpoint's names; those in ``optional`` may be missing, and
     unexpected ones that ``ignored`` matches (``ignored_unexpected``) are not read. A floating
-    tensor may be stored in any floating dtype, any other only in its own. Returns the expected
+    tensor of 16 bits or more may be stored in any floating dtype, any other (an 8-bit float, an
+    integer) only in its own. Returns the expected
     names the checkpoint holds."""
     issues: list[Issue] = []
     for name, tensor in expected.items():

@@ -13,6 +13,8 @@ from ..configs.compressed_tensors import CompressedTensors
 from ..configs.modelopt import AbstractModelopt, ModeloptFp8, ModeloptMixed
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda
+from ..kernel import kernel_candidates
+from ..layouts.base import layout_of
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
 from ._common import TORCH, bf16_or_cpu_dtype
@@ -49,7 +51,7 @@ def _ct_cuda(config: CompressedTensors, device: Cuda, /) -> Selection:
     unfit = () if has_fp8_schemes(config) else ("no FP8 scheme: the FP8 kernels have nothing to run",)
     if config.effective_dequantize:
         unfit = (*unfit, "dequantize is set")
-    return (Candidate(CT_FP8, unfit), Candidate(CT_DECOMPRESS))
+    return (Candidate(CT_FP8, unfit), *kernel_candidates(layout_of(config), device), Candidate(CT_DECOMPRESS))
 
 
 @select_backend.register(CompressedTensors, AbstractDevice)
@@ -83,7 +85,7 @@ def _nvfp4_layers(config: AbstractModelopt) -> bool:
 
 @select_backend.register(AbstractModelopt, AbstractDevice)
 def _modelopt(config: AbstractModelopt, device: AbstractDevice, /) -> Selection:
-    return (Candidate(MODELOPT_NVFP4 if _nvfp4_layers(config) else MODELOPT_FP8),)
+    return (Candidate(MODELOPT_NVFP4 if _nvfp4_layers(config) else MODELOPT_FP8), *kernel_candidates(layout_of(config), device))
 
 
 @compute_dtype.register(AbstractModelopt, AbstractDevice)

@@ -13,6 +13,8 @@ from ..configs.fp4 import FourOverSix, FpQuant, Mxfp4, Nvfp4
 from ..configs.fp8 import AbstractFineGrainedFp8, FbgemmFp8, Fp8
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda
+from ..kernel import kernel_candidates
+from ..layouts.base import layout_of
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, quantizes_on_load, select_backend, skip_modules
 from ._common import ACCELERATE, TORCH, bf16_or_cpu_dtype
@@ -66,7 +68,8 @@ def _fp8_cuda(config: AbstractFineGrainedFp8, device: Cuda, /) -> Selection:
     native = () if isinstance(config, Fp8) else ("Transformers has no native MXFP8 kernel: it reuses the FP8 dequantization path",)
     if config.dequantize:
         native = (*native, "dequantize is set")
-    return (Candidate(FP8_TRITON, native), Candidate(FP8_DEQUANTIZE))
+    # The layout's kernels (the portable one keeps the e4m3 bytes) after Transformers' own paths on a GPU.
+    return (Candidate(FP8_TRITON, native), Candidate(FP8_DEQUANTIZE), *kernel_candidates(layout_of(config), device))
 
 
 @select_backend.register(AbstractFineGrainedFp8, AbstractDevice)
@@ -76,7 +79,7 @@ def _fp8_any(config: AbstractFineGrainedFp8, device: AbstractDevice, /) -> Selec
 
 @select_backend.register(FbgemmFp8, AbstractDevice)
 def _fbgemm(config: FbgemmFp8, device: AbstractDevice, /) -> Selection:
-    return (Candidate(FBGEMM_FP8),)
+    return (Candidate(FBGEMM_FP8), *kernel_candidates(layout_of(config), device))
 
 
 @select_backend.register(Mxfp4, AbstractDevice)

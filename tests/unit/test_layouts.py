@@ -99,7 +99,7 @@ def test_layout_of_answers_for_each_packing_and_none_for_the_rest() -> None:
     assert layout_of(AwqMarlin()) is None and layout_of(AwqLlm()) is None
     assert layout_of(Bnb4Bit(quant_type="nf4")) == Bnb4BitBlocks(quant_type="nf4", double_quant=False)
     assert isinstance(layout_of(Bnb8Bit()), Bnb8BitRows)
-    assert layout_of(qd.Fp8()) is None
+    assert layout_of(qd.Mxfp8()) is None
 
 
 def test_derivable_and_finite_follow_the_format() -> None:

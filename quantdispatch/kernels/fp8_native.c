@@ -1,0 +1,83 @@
+/* FP8 (E4M3) weights with float32 block scales: a fused matrix-vector product and a row dequantizer.
+ *
+ * w      uint8  [N, K]        e4m3 bytes (no NaN byte: the loader refuses them)
+ * scale  float  [GN, GK]      GN = ceil(N / bn), GK = ceil(K / bk); row n, column k uses scale[n / bn][k / bk]
+ * lut    float  [256]         the value of each byte (the scalar path; the vector path computes it)
+ *
+ * y[m, n] = sum_j scale[n / bn][j] * (sum over k in column block j of value(w[n, k]) * x[m, k]), in float32.
+ *
+ * The vector path (AVX2 + F16C + FMA) turns 8 bytes into halves by moving sign, exponent and
+ * mantissa into place: an e4m3 value v has the half bits ((b & 0x80) << 8) | ((b & 0x7f) << 7),
+ * whose value is v * 2^-8 for normal and subnormal bytes alike; the hardware converts halves to
+ * float32 exactly, and each block's sum is multiplied back by 2^8 (exact).
+ */
+#include <stdint.h>
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#define FP8_VECTOR 1
+#endif
+
+static float block_dot(const uint8_t *row, const float *x, const float *lut, int64_t k0, int64_t k1) {
+    float tail = 0.0f;
+    int64_t c = k0;
+#ifdef FP8_VECTOR
+    __m256 acc = _mm256_setzero_ps();
+    const __m128i low7 = _mm_set1_epi16(0x7f), sign = _mm_set1_epi16(0x80);
+    for (; c + 8 <= k1; c += 8) {
+        __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(row + c)));
+        __m128i half = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(bytes, low7), 7), _mm_slli_epi16(_mm_and_si128(bytes, sign), 8));
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(half), _mm256_loadu_ps(x + c), acc);
+    }
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    four = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    four = _mm_add_ss(four, _mm_movehdup_ps(four));
+    tail = _mm_cvtss_f32(four) * 256.0f;
+#endif
+    for (; c < k1; c++) tail += lut[row[c]] * x[c];
+    return tail;
+}
+
+void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const float *x, float *y,
+                int64_t m, int64_t n, int64_t k, int64_t bn, int64_t bk) {
+    const int64_t gk = (k + bk - 1) / bk;
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = w + r * k;
+        const float *s = scale + (r / bn) * gk;
+        for (int64_t i = 0; i < m; i++) {
+            const float *xi = x + i * k;
+            float total = 0.0f;
+            for (int64_t j = 0; j < gk; j++) {
+                const int64_t k0 = j * bk, k1 = k0 + bk < k ? k0 + bk : k;
+                total += block_dot(row, xi, lut, k0, k1) * s[j];
+            }
+            y[i * n + r] = total;
+        }
+    }
+}
+
+/* out[(n - n0) * K + k] = value(w[n, k]) * scale[n / bn][k / bk] for rows n0 <= n < n1: one float32
+ * multiplication per weight, as the layout's dequantization computes it. */
+void fp8_dequant(const uint8_t *w, const float *scale, const float *lut, float *out, int64_t n0, int64_t n1, int64_t k,
+                 int64_t bn, int64_t bk) {
+    const int64_t gk = (k + bk - 1) / bk;
+    for (int64_t r = n0; r < n1; r++) {
+        const uint8_t *row = w + r * k;
+        const float *s = scale + (r / bn) * gk;
+        float *o = out + (r - n0) * k;
+        for (int64_t j = 0; j < gk; j++) {
+            const int64_t k0 = j * bk, k1 = k0 + bk < k ? k0 + bk : k;
+            const float sj = s[j];
+            int64_t c = k0;
+#ifdef FP8_VECTOR
+            const __m256 up = _mm256_set1_ps(256.0f), scale_j = _mm256_set1_ps(sj);
+            const __m128i low7 = _mm_set1_epi16(0x7f), sign = _mm_set1_epi16(0x80);
+            for (; c + 8 <= k1; c += 8) {  /* value = half * 2^8 (exact), then one rounding by the scale */
+                __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(row + c)));
+                __m128i half = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(bytes, low7), 7), _mm_slli_epi16(_mm_and_si128(bytes, sign), 8));
+                _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(half), up), scale_j));
+            }
+#endif
+            for (; c < k1; c++) o[c] = lut[row[c]] * sj;
+        }
+    }
+}
