@@ -123,6 +123,6 @@ def custom_op(name: str, schema: str, impl: Callable[..., Any], fake: Callable[.
     # runs an op's Meta kernel when it has no registered fake, and registering one that way costs
     # ~0.1 ms, where torch.library.register_fake imports the fake-tensor machinery (~30-50 ms) into
     # every process that loads a model, compiled or not.
-    _LIBRARY.impl(name, fake, "Meta")
+    _LIBRARY.impl(name, fake, "Meta")  # type: ignore[no-untyped-call]
     op: torch._ops.OpOverload = getattr(getattr(torch.ops, NAMESPACE), name).default
     return op
