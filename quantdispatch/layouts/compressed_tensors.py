@@ -82,6 +82,10 @@ class CtPackQuantized(AbstractIntLayout):
     def finite(self) -> frozenset[str]:
         return frozenset({"weight_scale"})
 
+    def fixed(self, in_features: int, out_features: int) -> Mapping[str, tuple[int, ...]]:
+        """``weight_shape`` is ``[N, K]``."""
+        return {"weight_shape": (out_features, in_features)}
+
     def describe(self) -> str:
         groups = "one scale per output row (channel)" if self.group_size == -1 else f"groups of {self.group_size}"
         zeros = "symmetric" if self.symmetric else "asymmetric (zero points packed along the output dimension)"

@@ -203,10 +203,12 @@ def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLa
 def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, replaced: Replaced) -> Result[None, Issues]:
     """Check the loaded values the layout declares for each replaced layer: index tensors
     (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
-    scales) hold only values in ``[0, size)``, and ``finite`` tensors (scales) no NaN or
-    infinity. Run after the weights are read and before anything (a forward, a kernel's
-    ``prepare``) uses them: an index out of range would raise at the first forward, or, negative,
-    silently read the wrong group; one non-finite scale makes every output of its layer NaN."""
+    scales) hold only values in ``[0, size)``, ``finite`` tensors (scales) no NaN or
+    infinity, signed ones (``signs``) no value on the wrong side of zero, and shape-fixed ones
+    (``fixed``: a stored ``[N, K]``) the layer's sizes. Run after the
+    weights are read and before anything (a forward, a kernel's ``prepare``) uses them: an
+    index out of range would raise at the first forward, or, negative, silently read the wrong
+    group; one non-finite scale makes every output of its layer NaN."""
     renames = replaced.renames
     issues: list[Issue] = []
 
@@ -234,7 +236,10 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
                                  f"$.tensors[{quote(stored)}]"))
         for buffer_name in finite:
             values = _loaded(module, buffer_name)
-            if values is None or not values.is_floating_point() or bool(values.isfinite().all()):
+            if values is None or not values.is_floating_point():
+                continue
+            values = values.float() if values.element_size() == 1 else values  # torch has no isfinite for 8-bit floats
+            if bool(values.isfinite().all()):
                 continue
             stored, file = located(module_name, buffer_name)
             first = tuple(int(i) for i in torch.nonzero(~values.isfinite())[0])
@@ -242,9 +247,47 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
             issues.append(_issue("load.tensor.not_finite", f"{quote(stored)}{at} in {file} is {values[first].item()}",
                                  "a NaN or infinite scale makes the layer's every output NaN: the checkpoint is corrupt",
                                  f"$.tensors[{quote(stored)}]"))
+        issues.extend(_sign_issues(module, module_name, layout, located))
+        issues.extend(_fixed_issues(module, module_name, layout.fixed(in_features, out_features), located))
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(None)
+
+
+def _sign_issues(module: nn.Module, module_name: str, layout: AbstractLayout,
+                 located: Callable[[str, str], tuple[str, str]]) -> list[Issue]:
+    """The layout's signed tensors (``signs``) holding a value on the wrong side of zero."""
+    found: list[Issue] = []
+    for buffer_name, sign in sorted(layout.signs().items()):
+        values = _loaded(module, buffer_name)
+        if values is None or not values.is_floating_point():
+            continue
+        wide = values.float()  # 8-bit floats compare through float32
+        bad = wide <= 0 if sign == "positive" else wide < 0
+        if not bool(bad.any()):
+            continue
+        stored, file = located(module_name, buffer_name)
+        first = tuple(int(i) for i in torch.nonzero(bad)[0])
+        found.append(_issue("load.tensor.sign", f"{quote(stored)}{''.join(f'[{i}]' for i in first)} in {file} is "
+                            f"{wide[first].item()}; the format stores it {sign}",
+                            "a scale of the wrong sign flips or zeroes the layer's weights: the checkpoint is corrupt",
+                            f"$.tensors[{quote(stored)}]"))
+    return found
+
+
+def _fixed_issues(module: nn.Module, module_name: str, fixed: Mapping[str, tuple[int, ...]],
+                  located: Callable[[str, str], tuple[str, str]]) -> list[Issue]:
+    """The layout's shape-fixed tensors (``fixed``: a stored ``[N, K]``) holding other values than the layer's."""
+    found: list[Issue] = []
+    for buffer_name, expected in sorted(fixed.items()):
+        values = _loaded(module, buffer_name)
+        if values is None or values.flatten().tolist() == list(expected):
+            continue
+        stored, file = located(module_name, buffer_name)
+        found.append(_issue("load.tensor.value", f"{quote(stored)} in {file} is {values.flatten().tolist()[:8]}; the layer is "
+                            f"{list(expected)}", "the stored sizes disagree with the packed tensors: the checkpoint is corrupt "
+                            "or was written for another model", f"$.tensors[{quote(stored)}]"))
+    return found
 
 
 def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -264,7 +307,9 @@ def tied_targets(model: nn.Module) -> set[str]:
 
 
 def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
-    if expected.dtype.is_floating_point:
+    # Any float reads exactly as a wider one; an 8-bit float is a format's stored code (a block
+    # scale in 8 bits), read only as declared.
+    if expected.dtype.is_floating_point and expected.dtype.itemsize > 1:
         return found.is_floating_point
     return found == expected.dtype
 
