@@ -30,6 +30,7 @@ from .configs.base import AbstractQuantConfig
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Mps
 from .layouts.base import AbstractIntLayout, AbstractLayout, Lazy
+from .layouts.compressed_tensors import CtIntQuantized
 from .layouts.gptq import GptqPacked
 from .rules import RegistrationError, _is_subclass, _Table, declare_backend
 
@@ -284,7 +285,7 @@ CPU_Q4 = register_kernel(Kernel(
 CPU_DENSE = register_kernel(Kernel(
     name="cpu-dense", summary="8-bit weights dequantized once at load from their group scales into a dense weight "
     "(one rounding to the compute dtype); a dense matmul per call",
-    layouts=(GptqPacked,), prepare=Lazy("quantdispatch.backends.cpu_int4", "prepare_dense"),
+    layouts=(GptqPacked, CtIntQuantized), prepare=Lazy("quantdispatch.backends.cpu_int4", "prepare_dense"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(20),
 ))
 

@@ -23,6 +23,7 @@ from .base import layout_of as layout_of
 from .base import layouts as layouts
 from .bnb import Bnb4BitBlocks as Bnb4BitBlocks
 from .bnb import Bnb8BitRows as Bnb8BitRows
+from .compressed_tensors import CtIntQuantized as CtIntQuantized
 from .compressed_tensors import CtPackQuantized as CtPackQuantized
 from .dense import Dense as Dense
 from .gguf import GgufBlocks as GgufBlocks
@@ -30,6 +31,7 @@ from .gptq import GptqPacked as GptqPacked
 
 __all__ = [
     "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
-    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
+    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized",
+    "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
     "awq", "bnb", "compressed_tensors", "dense", "gguf", "gptq",
 ]
