@@ -9,6 +9,7 @@ from . import awq as awq
 from . import bnb as bnb
 from . import compressed_tensors as compressed_tensors
 from . import dense as dense
+from . import fp4 as fp4
 from . import gguf as gguf
 from . import gptq as gptq
 from .awq import AwqPacked as AwqPacked
@@ -26,12 +27,14 @@ from .bnb import Bnb8BitRows as Bnb8BitRows
 from .compressed_tensors import CtIntQuantized as CtIntQuantized
 from .compressed_tensors import CtPackQuantized as CtPackQuantized
 from .dense import Dense as Dense
+from .fp4 import CtNvfp4 as CtNvfp4
+from .fp4 import ModeloptNvfp4Blocks as ModeloptNvfp4Blocks
 from .gguf import GgufBlocks as GgufBlocks
 from .gptq import GptqPacked as GptqPacked
 
 __all__ = [
     "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
-    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized",
+    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized", "CtNvfp4", "ModeloptNvfp4Blocks",
     "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
-    "awq", "bnb", "compressed_tensors", "dense", "gguf", "gptq",
+    "awq", "bnb", "compressed_tensors", "dense", "fp4", "gguf", "gptq",
 ]

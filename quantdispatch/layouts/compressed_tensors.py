@@ -32,6 +32,7 @@ import attrs
 
 from ..configs.compressed_tensors import CompressedTensors, CtArgs, CtScheme
 from .base import FLOAT_CODES, AbstractIntLayout, AbstractLayout, Lazy, Sign, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
+from .fp4 import NVFP4_FORMAT, ct_nvfp4_layout
 
 if TYPE_CHECKING:
     import torch
@@ -288,12 +289,14 @@ def ct_int_layout(scheme: CtScheme) -> CtIntQuantized | None:
 
 
 def ct_layout(config: CompressedTensors) -> AbstractLayout | None:
-    """The layout of a ``pack-quantized`` weight-only integer checkpoint or an ``int-quantized`` 8-bit
-    one (``None`` for anything else: other formats, act-order,
+    """The layout of a ``pack-quantized`` weight-only integer checkpoint, an ``int-quantized`` 8-bit
+    one or an ``nvfp4-pack-quantized`` one (``None`` for anything else: other formats, act-order,
     mixed schemes)."""
     uniform = _uniform_scheme(config)
     if uniform is not None and uniform[1] in _INT_QUANTIZED:
         return ct_int_layout(uniform[0])
+    if uniform is not None and uniform[1] == NVFP4_FORMAT:
+        return ct_nvfp4_layout(uniform[0])
     weights = _weights(config)
     if weights is None or weights.type != "int" or weights.num_bits not in _BITS or weights.actorder is not None or weights.dynamic:
         return None
