@@ -46,6 +46,8 @@ __all__ = ["E2M1", "NVFP4_BLOCK", "NVFP4_FORMAT", "CtNvfp4", "ModeloptNvfp4Block
 
 E2M1: Final[tuple[float, ...]] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 """The value of each 4-bit E2M1 code: bit 3 the sign, bits 2..0 the magnitude's index."""
+_BYTE_PAIRS: Final = tuple((E2M1[b & 0x0F], E2M1[b >> 4]) for b in range(256))
+"""The two values of each byte, low nibble first."""
 NVFP4_BLOCK: Final = 16
 """Weights per FP8 block scale."""
 
@@ -175,9 +177,10 @@ def e2m1_unpack(packed: torch.Tensor) -> torch.Tensor:
     """The float32 values ``[..., 2 * C]`` of packed E2M1 codes ``[..., C]`` (uint8, low nibble first)."""
     import torch
 
-    table = torch.tensor(E2M1, dtype=torch.float32, device=packed.device)
-    codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2)
-    return table[codes.long()]
+    # One lookup per byte in a 256-entry table of value pairs: half the gathers of a nibble table
+    # and no interleaving step (about twice as fast on a CPU).
+    pairs = torch.tensor(_BYTE_PAIRS, dtype=torch.float32, device=packed.device)
+    return pairs.index_select(0, packed.reshape(-1).int()).view(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
 def _scaled(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
