@@ -31,18 +31,20 @@ here; a checkpoint that asks for FP4 activations gets a note in its plan.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import attrs
 
 from ..configs.compressed_tensors import CtArgs, CtScheme
 from ..configs.modelopt import ModeloptMixed, ModeloptNvfp4
-from .base import FLOAT_CODES, AbstractLayout, Sign, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
+from .base import FLOAT_CODES, AbstractLayout, Lazy, Sign, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["E2M1", "NVFP4_BLOCK", "NVFP4_FORMAT", "CtNvfp4", "ModeloptNvfp4Blocks", "ct_nvfp4_layout", "modelopt_nvfp4_layout", "e2m1_unpack"]
+__all__ = ["E2M1", "NVFP4_BLOCK", "NVFP4_FORMAT", "CtNvfp4", "ModeloptNvfp4Blocks", "ct_nvfp4_layout", "modelopt_nvfp4_layout",
+           "e2m1_unpack", "nvfp4_weights"]
 
 E2M1: Final[tuple[float, ...]] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 """The value of each 4-bit E2M1 code: bit 3 the sign, bits 2..0 the magnitude's index."""
@@ -55,6 +57,10 @@ NVFP4_FORMAT: Final = "nvfp4-pack-quantized"
 """compressed-tensors' format string."""
 _E4M3_SPELLINGS: Final = (None, "torch.float8_e4m3fn", "float8_e4m3fn")
 FP4Activations = Literal["float", "dynamic", "static"]
+
+
+_FORMS: Final[Mapping[str, Lazy[Any]]] = MappingProxyType({"nvfp4": Lazy(__name__, "nvfp4_weights")})
+"""The NVFP4 kernels' input: the stored codes and one float32 scale per block."""
 
 
 def _unpackable(in_features: int, out_features: int) -> Unpackable | None:
@@ -92,6 +98,7 @@ class CtNvfp4(AbstractLayout):
     activations: FP4Activations = "float"
 
     marker: ClassVar[str] = "weight_packed"
+    forms: ClassVar[Mapping[str, Lazy[Any]]] = _FORMS
 
     def tensors(self, in_features: int, out_features: int, bias: bool) -> Tensors | Unpackable:
         bad = _unpackable(in_features, out_features)
@@ -122,12 +129,15 @@ class CtNvfp4(AbstractLayout):
     def notes(self) -> tuple[str, ...]:
         return () if self.activations == "float" else _fp4_note(self.activations)
 
-    def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        """``e2m1(code) * (scale / global_scale)`` in float32, rounded once to ``dtype``."""
+    def block_scales(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The float32 scale of each block, ``scale / global_scale`` ``[N, K / 16]``."""
         import torch
 
-        scale = tensors["weight_scale"].to(torch.float32) / tensors["weight_global_scale"].to(torch.float32)
-        return _scaled(tensors["weight_packed"], scale, dtype)
+        return tensors["weight_scale"].to(torch.float32) / tensors["weight_global_scale"].to(torch.float32)
+
+    def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """``e2m1(code) * (scale / global_scale)`` in float32, rounded once to ``dtype``."""
+        return _scaled(tensors["weight_packed"], self.block_scales(tensors), dtype)
 
 
 @declare_layout
@@ -137,6 +147,7 @@ class ModeloptNvfp4Blocks(AbstractLayout):
     weights and activations; the stored per-tensor ``input_scale`` is loaded and not applied."""
 
     marker: ClassVar[str] = "weight_scale_2"
+    forms: ClassVar[Mapping[str, Lazy[Any]]] = _FORMS
 
     def tensors(self, in_features: int, out_features: int, bias: bool) -> Tensors | Unpackable:
         bad = _unpackable(in_features, out_features)
@@ -165,12 +176,15 @@ class ModeloptNvfp4Blocks(AbstractLayout):
     def notes(self) -> tuple[str, ...]:
         return _fp4_note("static, input_scale loaded and not applied")
 
-    def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        """``e2m1(code) * (weight_scale * weight_scale_2)`` in float32, rounded once to ``dtype``."""
+    def block_scales(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The float32 scale of each block, ``weight_scale * weight_scale_2`` ``[N, K / 16]``."""
         import torch
 
-        scale = tensors["weight_scale"].to(torch.float32) * tensors["weight_scale_2"].to(torch.float32)
-        return _scaled(tensors["weight"], scale, dtype)
+        return tensors["weight_scale"].to(torch.float32) * tensors["weight_scale_2"].to(torch.float32)
+
+    def dequantize(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """``e2m1(code) * (weight_scale * weight_scale_2)`` in float32, rounded once to ``dtype``."""
+        return _scaled(tensors["weight"], self.block_scales(tensors), dtype)
 
 
 def e2m1_unpack(packed: torch.Tensor) -> torch.Tensor:
@@ -181,6 +195,15 @@ def e2m1_unpack(packed: torch.Tensor) -> torch.Tensor:
     # and no interleaving step (about twice as fast on a CPU).
     pairs = torch.tensor(_BYTE_PAIRS, dtype=torch.float32, device=packed.device)
     return pairs.index_select(0, packed.reshape(-1).int()).view(*packed.shape[:-1], 2 * packed.shape[-1])
+
+
+def nvfp4_weights(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loaded NVFP4 layer's ``"nvfp4"`` form: its packed codes (uint8 ``[N, K / 2]``, as stored) and
+    its float32 block scales ``[N, K / 16]`` (the layout's ``block_scales``)."""
+    layout: CtNvfp4 | ModeloptNvfp4Blocks = module.layout
+    tensors = module.tensors()
+    packed = tensors["weight_packed" if isinstance(layout, CtNvfp4) else "weight"]
+    return packed, layout.block_scales(tensors)
 
 
 def _scaled(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -102,11 +102,11 @@ def test_ct_dequantized_at_load_is_bit_equal(ct: dict[str, Any]) -> None:
 
 
 def test_modelopt_kept_packed_matches_modelopt_formula(modelopt: tuple[Path, torch.nn.Module, Any]) -> None:
-    """The ModelOpt checkpoint plans to torch-packed on a CPU and its float32 logits equal those of the
-    dense model holding ModelOpt's published dequantization."""
+    """On torch-packed the ModelOpt checkpoint's float32 logits equal those of the dense model holding
+    ModelOpt's published dequantization."""
     out, reference, _ = modelopt
-    loaded = qd.load(out, device="cpu", dtype="float32").unwrap()
-    assert loaded.plan.backend.name == "torch-packed" and loaded.plan.layout == ModeloptNvfp4Blocks()
+    loaded = qd.load(out, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    assert loaded.plan.layout == ModeloptNvfp4Blocks()
     assert "ModelOpt NVFP4" in loaded.plan.explain()
     packed = [m for m in loaded.model.modules() if isinstance(m, PackedLinear)]
     assert len(packed) == 14 and all(m.weight.dtype == torch.uint8 for m in packed)
