@@ -135,6 +135,11 @@ class AbstractLayout:
         (compressed-tensors' ``weight_shape`` is ``[out_features, in_features]``)."""
         return {}
 
+    def unused(self) -> frozenset[str]:
+        """Tensors a stored layer may hold that this load does not read (KV-cache scales beside
+        a projection): accepted, and not loaded."""
+        return frozenset()
+
     def notes(self) -> tuple[str, ...]:
         """What loading this layout on its kernels does beyond them computing the stored weights,
         in plain words, for the plan's notes (activation quantization the kernels do not apply)."""

@@ -144,7 +144,15 @@ class CtNvfp4(AbstractLayout):
 @attrs.frozen(kw_only=True)
 class ModeloptNvfp4Blocks(AbstractLayout):
     """NVIDIA ModelOpt NVFP4 weights (``hf_quant_config.json``, ``quant_algo: "NVFP4"``): FP4
-    weights and activations; the stored per-tensor ``input_scale`` is loaded and not applied."""
+    weights and activations; the stored per-tensor ``input_scale`` is loaded and not applied.
+
+    Attributes:
+        kv_cache: The checkpoint quantizes the KV cache (``kv_cache_quant_algo``): ``k_proj`` and
+            ``v_proj`` also store ``k_scale`` / ``v_scale``, which are not read (the cache stays in
+            the compute dtype).
+    """
+
+    kv_cache: bool = False
 
     marker: ClassVar[str] = "weight_scale_2"
     forms: ClassVar[Mapping[str, Lazy[Any]]] = _FORMS
@@ -173,8 +181,12 @@ class ModeloptNvfp4Blocks(AbstractLayout):
         return ("ModelOpt NVFP4: E2M1 codes two per byte, an E4M3 scale per 16 inputs, times a float32 per-tensor scale "
                 "(weight_scale_2); FP4 activations computed in floating point")
 
+    def unused(self) -> frozenset[str]:
+        return frozenset({"k_scale", "v_scale"}) if self.kv_cache else frozenset()
+
     def notes(self) -> tuple[str, ...]:
-        return _fp4_note("static, input_scale loaded and not applied")
+        kv = ("the checkpoint quantizes the KV cache; it stays in the compute dtype here (k_scale/v_scale are not read)",)
+        return _fp4_note("static, input_scale loaded and not applied") + (kv if self.kv_cache else ())
 
     def block_scales(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The float32 scale of each block, ``weight_scale * weight_scale_2`` ``[N, K / 16]``."""
@@ -241,7 +253,7 @@ def modelopt_nvfp4_layout(config: ModeloptNvfp4 | ModeloptMixed) -> ModeloptNvfp
     if isinstance(config, ModeloptMixed):
         if config.algorithms() != ("NVFP4",) or any(layer.group_size not in (None, NVFP4_BLOCK) for _, layer in config.quantized_layers):
             return None
-    return ModeloptNvfp4Blocks() if config.group_size in (None, NVFP4_BLOCK) else None
+    return ModeloptNvfp4Blocks(kv_cache=config.kv_cache_quant_algo is not None) if config.group_size in (None, NVFP4_BLOCK) else None
 
 
 @layout_of.register(ModeloptNvfp4)

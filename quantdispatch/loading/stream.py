@@ -326,11 +326,25 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayo
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
     derivable = layout.derivable() if layout is not None else frozenset()
     optional = {renames.get(f"{n}.{b}", f"{n}.{b}") for n in replaced.layers for b in derivable}
-    found = check_expected(expected, checkpoint, tied_targets(model) | optional, ignored_unexpected(model))
+    found = check_expected(expected, checkpoint, tied_targets(model) | optional, _ignored(model, layout, replaced))
     if isinstance(found, Err):
         return found
     back = {v: k for k, v in renames.items()}
     return Ok(tuple(back.get(n, n) for n in found.value))
+
+
+def _ignored(model: nn.Module, layout: AbstractLayout | None, replaced: Replaced) -> re.Pattern[str] | None:
+    """``ignored_unexpected``, and the tensors the layout says a stored layer may hold unused
+    (``layout.unused()``), under each replaced layer's stored name."""
+    architecture = ignored_unexpected(model)
+    unused = sorted(layout.unused()) if layout is not None else []
+    if not unused or not replaced.layers:
+        return architecture
+    marker = layout.marker if layout is not None else ""
+    stored = sorted(replaced.renames.get(f"{n}.{marker}", f"{n}.{marker}").removesuffix(f".{marker}") for n in replaced.layers)
+    names = "|".join(re.escape(f"{prefix}.{suffix}") for prefix in stored for suffix in unused)
+    pattern = f"^({names})$" if architecture is None else f"^({names})$|{architecture.pattern}"
+    return re.compile(pattern)
 
 
 def ignored_unexpected(model: nn.Module) -> re.Pattern[str] | None:

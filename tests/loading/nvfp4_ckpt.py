@@ -110,9 +110,10 @@ def modelopt_reference(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return (values[codes].view(n, -1, 16) * per_block.unsqueeze(-1)).view(n, 2 * half)
 
 
-def write_modelopt(out: Path, seed: int = 4) -> tuple[LlamaForCausalLM, dict[str, dict[str, torch.Tensor]]]:
-    """A ModelOpt NVFP4 checkpoint (``hf_quant_config.json``, ``lm_head`` excluded); returns the
-    float32 model holding ModelOpt's dequantized weights and each layer's stored tensors."""
+def write_modelopt(out: Path, seed: int = 4, kv_cache: bool = False) -> tuple[LlamaForCausalLM, dict[str, dict[str, torch.Tensor]]]:
+    """A ModelOpt NVFP4 checkpoint (``hf_quant_config.json``, ``lm_head`` excluded; with
+    ``kv_cache``, an FP8 KV cache: ``k_scale``/``v_scale`` beside ``k_proj``/``v_proj``); returns
+    the float32 model holding ModelOpt's dequantized weights and each layer's stored tensors."""
     from safetensors.torch import save_file
 
     model = base_model(seed=seed)
@@ -130,10 +131,13 @@ def write_modelopt(out: Path, seed: int = 4) -> tuple[LlamaForCausalLM, dict[str
             tensors[name] = t.contiguous()
     for module_name, stored in layers.items():
         tensors.update({f"{module_name}.{k}": v for k, v in stored.items()})
+        if kv_cache and module_name.endswith(("k_proj", "v_proj")):
+            tensors[f"{module_name}.{module_name[-6]}_scale"] = torch.tensor(0.02, dtype=torch.float32)
     out.mkdir(parents=True)
     save_file(tensors, str(out / "model.safetensors"))
     model.config.save_pretrained(out)
     hf_quant = {"producer": {"name": "modelopt", "version": "0.33.0"},
-                "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16, "exclude_modules": ["lm_head"]}}
+                "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8" if kv_cache else None, "group_size": 16,
+                                 "exclude_modules": ["lm_head"]}}
     (out / "hf_quant_config.json").write_text(json.dumps(hf_quant, indent=4))
     return reference, layers

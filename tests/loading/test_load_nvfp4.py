@@ -133,3 +133,23 @@ def test_modelopt_matches_compressed_tensors_where_the_formats_coincide(modelopt
         assert isinstance(module, PackedLinear)
         got = module.dequantize(torch.bfloat16)
         assert got.view(torch.int16).equal(expected.to(torch.bfloat16).view(torch.int16)), name
+
+
+def test_modelopt_kv_cache_scales_are_accepted_and_not_read(tmp_path: Path) -> None:
+    """With an FP8 KV cache, k_proj/v_proj also store k_scale/v_scale: the load accepts them, keeps the
+    cache in the compute dtype and says so; the same tensors without kv_cache_quant_algo are unexpected."""
+    from safetensors import safe_open
+
+    out = tmp_path / "kv"
+    reference, _ = write_modelopt(out, kv_cache=True)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {"model.layers.0.self_attn.k_proj.k_scale", "model.layers.1.self_attn.v_proj.v_scale"} <= set(f.keys())
+    loaded = qd.load(out, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    assert loaded.plan.layout == ModeloptNvfp4Blocks(kv_cache=True)
+    assert any("KV cache" in n for n in loaded.plan.notes)
+    assert torch.equal(_logits(loaded.model), _logits(reference))
+    hf_quant = json.loads((out / "hf_quant_config.json").read_text())
+    hf_quant["quantization"]["kv_cache_quant_algo"] = None
+    (out / "hf_quant_config.json").write_text(json.dumps(hf_quant))
+    found = qd.load(out, device="cpu", dtype="float32", backend="torch-packed")
+    assert isinstance(found, qd.Err) and {i.code for i in found.error} == {"load.tensor.unexpected"}
