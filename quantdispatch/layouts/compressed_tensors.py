@@ -293,10 +293,11 @@ def ct_layout(config: CompressedTensors) -> AbstractLayout | None:
     one or an ``nvfp4-pack-quantized`` one (``None`` for anything else: other formats, act-order,
     mixed schemes)."""
     uniform = _uniform_scheme(config)
-    if uniform is not None and uniform[1] in _INT_QUANTIZED:
-        return ct_int_layout(uniform[0])
-    if uniform is not None and uniform[1] == NVFP4_FORMAT:
-        return ct_nvfp4_layout(uniform[0])
+    if uniform is not None:
+        scheme, fmt = uniform
+        found = ct_int_layout(scheme) if fmt in _INT_QUANTIZED else ct_nvfp4_layout(scheme) if fmt == NVFP4_FORMAT else None
+        if found is not None:
+            return found  # else fall through: naive-quantized float weights, for one, are not int8
     weights = _weights(config)
     if weights is None or weights.type != "int" or weights.num_bits not in _BITS or weights.actorder is not None or weights.dynamic:
         return None
