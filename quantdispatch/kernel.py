@@ -30,6 +30,7 @@ from .configs.base import AbstractQuantConfig
 from .dtypes import DType
 from .environment import AbstractDevice, Cpu, Cuda, Mps
 from .layouts.base import AbstractIntLayout, AbstractLayout, Lazy
+from .layouts.compressed_tensors import CtIntQuantized
 from .layouts.fp8 import AbstractFp8Layout
 from .layouts.gptq import GptqPacked
 from .rules import RegistrationError, _is_subclass, _Table, declare_backend
@@ -37,7 +38,7 @@ from .rules import RegistrationError, _is_subclass, _Table, declare_backend
 __all__ = [
     "Kernel", "FitRule", "Rank", "Prepare", "LAYERED_LOADER", "register_kernel", "kernels", "kernel_named", "kernel_candidates",
     "device_kind", "Renamed", "declare_renamed", "renamed", "renames", "TORCH", "TORCH_INT4_CPU", "ATEN_INT4_GROUPS",
-    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8",
+    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8", "CPU_FP4",
 ]
 
 Prepare = Callable[[Any, AbstractLayout, Any], Any]
@@ -285,7 +286,7 @@ CPU_Q4 = register_kernel(Kernel(
 CPU_DENSE = register_kernel(Kernel(
     name="cpu-dense", summary="8-bit weights dequantized once at load from their group scales into a dense weight "
     "(one rounding to the compute dtype); a dense matmul per call",
-    layouts=(GptqPacked,), prepare=Lazy("quantdispatch.backends.cpu_int4", "prepare_dense"),
+    layouts=(GptqPacked, CtIntQuantized), prepare=Lazy("quantdispatch.backends.cpu_int4", "prepare_dense"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(20),
 ))
 
@@ -295,6 +296,12 @@ CPU_FP8 = register_kernel(Kernel(
     "a machine without a C compiler, keep the portable module)",
     layouts=(AbstractFp8Layout,), takes="fp8", prepare=Lazy("quantdispatch.backends.cpu_fp8", "prepare_fp8"),
     requires=(TORCH,), devices=("cpu",), rank=Rank(30),
+))
+CPU_FP4 = register_kernel(Kernel(
+    name="cpu-fp4", summary="quantdispatch's native NVFP4 kernel (C, float32 sums): E2M1 codes read in place per decode "
+    "step with one float32 scale per block of 16 (folded once at load), blocks dequantized in cache for prefill",
+    layouts=(AbstractLayout,), takes="nvfp4", prepare=Lazy("quantdispatch.kernels.fp4_native", "prepare_fp4"),
+    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(30),
 ))
 
 

@@ -172,7 +172,8 @@ def plan(config: AbstractQuantConfig | None, environment: Environment, options: 
         detail = "; ".join(f"{x.backend}: {', '.join(x.reasons)}" for x in rejected)
         return Err((Issue("plan.no_usable_backend", "$", f"no backend can load {type(r.config).__name__} on {device.label}: {detail}",
                           "install what the first backend needs, or choose another device or dtype"),))
-    notes = (*r.notes, *renamed_note, f"dtype {dtype.value}: {why}", *backend_notes(r.config).get(chosen.name, ()))
+    notes = (*r.notes, *renamed_note, f"dtype {dtype.value}: {why}", *backend_notes(r.config).get(chosen.name, ()),
+             *_layout_notes(r.config, chosen, device))
     return Ok(LoadPlan(config=r.config, pre_quantized=r.pre_quantized, device=device, dtype=dtype, backend=chosen,
                        rejected=rejected, skip_modules=skip_modules(r.config), overrides=r.overrides, notes=notes))
 
@@ -195,6 +196,14 @@ def _with_layout_kernels(selection: Selection, config: AbstractQuantConfig, devi
 
 
 _NOT_QUANTIZED = "reads weights a checkpoint stores in its layout, and these are not quantized yet: it quantizes nothing while loading"
+
+
+def _layout_notes(config: AbstractQuantConfig, chosen: Backend, device: AbstractDevice) -> tuple[str, ...]:
+    """The layout's own notes (``AbstractLayout.notes``) when the chosen backend is a kernel serving it."""
+    layout = layout_of(config)
+    if layout is None or all(c.backend.name != chosen.name for c in kernel_candidates(layout, device)):
+        return ()
+    return layout.notes()
 
 
 def _current_name(forced: str | None, config: AbstractQuantConfig) -> tuple[str | None, tuple[str, ...]]:

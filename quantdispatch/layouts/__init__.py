@@ -9,6 +9,7 @@ from . import awq as awq
 from . import bnb as bnb
 from . import compressed_tensors as compressed_tensors
 from . import dense as dense
+from . import fp4 as fp4
 from . import fp8 as fp8
 from . import gguf as gguf
 from . import gptq as gptq
@@ -24,8 +25,11 @@ from .base import layout_of as layout_of
 from .base import layouts as layouts
 from .bnb import Bnb4BitBlocks as Bnb4BitBlocks
 from .bnb import Bnb8BitRows as Bnb8BitRows
+from .compressed_tensors import CtIntQuantized as CtIntQuantized
 from .compressed_tensors import CtPackQuantized as CtPackQuantized
 from .dense import Dense as Dense
+from .fp4 import CtNvfp4 as CtNvfp4
+from .fp4 import ModeloptNvfp4Blocks as ModeloptNvfp4Blocks
 from .fp8 import Fp8Scaled as Fp8Scaled
 from .fp8 import Fp8ScaleInv as Fp8ScaleInv
 from .gguf import GgufBlocks as GgufBlocks
@@ -33,6 +37,7 @@ from .gptq import GptqPacked as GptqPacked
 
 __all__ = [
     "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
-    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
-    "Fp8ScaleInv", "Fp8Scaled", "awq", "bnb", "compressed_tensors", "dense", "fp8", "gguf", "gptq",
+    "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized", "CtNvfp4", "ModeloptNvfp4Blocks",
+    "Fp8ScaleInv", "Fp8Scaled", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
+    "awq", "bnb", "compressed_tensors", "dense", "fp4", "fp8", "gguf", "gptq",
 ]

@@ -3,9 +3,9 @@
 A layout says which tensors a layer holds (names, safetensors dtypes, shapes as functions of the
 layer's ``in_features`` and ``out_features``), which stored tensor marks a layer as stored in it,
 how to read a stored layer's ``out_features`` back from its tensors' shapes, which tensors can be
-derived when missing, which ones index others (so their values are range-checked) and which must
-be finite or non-negative. The shell reads only these declarations: nothing in ``quantdispatch.loading`` names a
-method.
+derived when missing, which ones index others (so their values are range-checked), which must
+be finite or keep a sign, and which hold values the layer's shape fixes. The shell reads only
+these declarations: nothing in ``quantdispatch.loading`` names a method.
 
 Torch code a layout needs (its portable module, its conversions to a kernel's input form) is
 named by a ``Lazy`` reference and imported only when a load executes; a test imports every one.
@@ -21,14 +21,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 import attrs
 
 from ..configs.base import AbstractQuantConfig
 from ..rules import ConfigRule
 
-__all__ = ["Lazy", "TensorDecl", "Unpackable", "Tensors", "FLOAT_CODES", "AbstractLayout", "AbstractIntLayout",
+__all__ = ["Lazy", "TensorDecl", "Unpackable", "Tensors", "Sign", "FLOAT_CODES", "AbstractLayout", "AbstractIntLayout",
            "layout_of", "declare_layout", "layouts", "NO_FORMS"]
 
 T = TypeVar("T")
@@ -81,6 +81,7 @@ class Unpackable:
 
 
 Tensors = Mapping[str, TensorDecl]
+Sign = Literal["positive", "nonnegative"]
 NO_FORMS: Final[Mapping[str, Lazy[Any]]] = MappingProxyType({})
 
 
@@ -123,9 +124,26 @@ class AbstractLayout:
         """Float tensors that must hold no NaN or infinity."""
         return frozenset()
 
-    def nonnegative(self) -> frozenset[str]:
-        """Float tensors that must hold no negative value (scales that multiply symmetric codes)."""
+    def signs(self) -> Mapping[str, Sign]:
+        """Float tensors whose values the format keeps on one side of zero: ``"nonnegative"``
+        (block scales, where an all-zero block may have scale 0) or ``"positive"`` (a global
+        scale that divides)."""
+        return {}
+
+    def fixed(self, in_features: int, out_features: int) -> Mapping[str, tuple[int, ...]]:
+        """Integer tensors whose values the layer's shape fixes: name -> the values, in order
+        (compressed-tensors' ``weight_shape`` is ``[out_features, in_features]``)."""
+        return {}
+
+    def unused(self) -> frozenset[str]:
+        """Tensors a stored layer may hold that this load does not read (KV-cache scales beside
+        a projection): accepted, and not loaded."""
         return frozenset()
+
+    def notes(self) -> tuple[str, ...]:
+        """What loading this layout on its kernels does beyond them computing the stored weights,
+        in plain words, for the plan's notes (activation quantization the kernels do not apply)."""
+        return ()
 
     def describe(self) -> str:
         """The layout in words, for ``inspect``."""

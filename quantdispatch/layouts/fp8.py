@@ -37,7 +37,7 @@ import attrs
 from ..configs.compressed_tensors import CompressedTensors, CtArgs, CtScheme
 from ..configs.fp8 import FbgemmFp8, Fp8
 from ..configs.modelopt import ModeloptFp8
-from .base import FLOAT_CODES, AbstractLayout, Lazy, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
+from .base import FLOAT_CODES, AbstractLayout, Lazy, Sign, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +62,7 @@ class AbstractFp8Layout(AbstractLayout):
         granularity: What one scale covers: the ``tensor``, an output row (``channel``), a ``block``.
         block: ``(rows, columns)`` of a block, for ``block``.
         scalar_shape: The shape a per-tensor scale is stored in (``()`` or ``(1,)``, by producer).
-        unused: Float tensors a layer stores that weight-only compute does not read (activation scales).
+        activation_scales: Float tensors a layer stores that weight-only compute does not read (activation scales).
         scale_rounding: The weight is rounded to the scale's dtype, as the producer's own
             dequantization computes it (compressed-tensors).
         producer: Who writes this layout, for ``describe``.
@@ -74,7 +74,7 @@ class AbstractFp8Layout(AbstractLayout):
     granularity: Granularity
     block: tuple[int, int] | None = None
     scalar_shape: tuple[int, ...] = ()
-    unused: tuple[str, ...] = ()
+    activation_scales: tuple[str, ...] = ()
     scale_rounding: bool = False
     producer: str = "FP8"
 
@@ -97,7 +97,7 @@ class AbstractFp8Layout(AbstractLayout):
             return shape
         found = {"weight": TensorDecl((out_features, in_features), E4M3),
                  self.scale_name: TensorDecl(shape, "F32", SCALE_CODES)}
-        found.update((name, TensorDecl(self.scalar_shape, "F32", FLOAT_CODES)) for name in self.unused)
+        found.update((name, TensorDecl(self.scalar_shape, "F32", FLOAT_CODES)) for name in self.activation_scales)
         if bias:
             found["bias"] = TensorDecl((out_features,), "F16", FLOAT_CODES)
         return found
@@ -109,15 +109,15 @@ class AbstractFp8Layout(AbstractLayout):
     def finite(self) -> frozenset[str]:
         return frozenset({"weight", self.scale_name})
 
-    def nonnegative(self) -> frozenset[str]:
-        return frozenset({self.scale_name})
+    def signs(self) -> Mapping[str, Sign]:
+        return {self.scale_name: "nonnegative"}
 
     def describe(self) -> str:
         if self.granularity == "block" and self.block is not None:
             scope = f"one {self.scale_name} per block of {self.block[0]}x{self.block[1]}"
         else:
             scope = f"one {self.scale_name} per {'output row' if self.granularity == 'channel' else 'tensor'}"
-        unused = f"; {', '.join(self.unused)} read and unused" if self.unused else ""
+        unused = f"; {', '.join(self.activation_scales)} read and unused" if self.activation_scales else ""
         return (f"{self.producer} FP8 E4M3 weights kept as stored, {scope}; weight-only compute: activations stay in the "
                 f"compute dtype{unused}")
 
@@ -211,7 +211,7 @@ def fbgemm_fp8_layout(config: FbgemmFp8) -> Fp8Scaled:
 
 def modelopt_fp8_layout(config: ModeloptFp8) -> Fp8Scaled:
     """ModelOpt FP8: a scalar ``weight_scale`` and a scalar static ``input_scale`` per layer."""
-    return Fp8Scaled(granularity="tensor", unused=("input_scale",), producer="ModelOpt")
+    return Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt")
 
 
 def _ct_weights(config: CompressedTensors) -> CtScheme | None:
@@ -246,9 +246,9 @@ def ct_fp8_layout(config: CompressedTensors) -> Fp8Scaled | None:
     strategy = weights.effective_strategy
     block = weights.block_structure
     if strategy == "tensor" or strategy == "channel":
-        return Fp8Scaled(granularity=strategy, unused=unused, scale_rounding=True, scalar_shape=(1,), producer=producer)
+        return Fp8Scaled(granularity=strategy, activation_scales=unused, scale_rounding=True, scalar_shape=(1,), producer=producer)
     if strategy == "block" and block is not None and len(block) == 2:
-        return Fp8Scaled(granularity="block", block=(block[0], block[1]), unused=unused, scale_rounding=True, scalar_shape=(1,),
+        return Fp8Scaled(granularity="block", block=(block[0], block[1]), activation_scales=unused, scale_rounding=True, scalar_shape=(1,),
                          producer=producer)
     return None
 

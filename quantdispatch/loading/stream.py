@@ -204,9 +204,11 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
     """Check the loaded values the layout declares for each replaced layer: index tensors
     (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
     scales) hold only values in ``[0, size)``, ``finite`` tensors (scales) no NaN or
-    infinity, and ``nonnegative`` ones no value below zero. Run after the weights are read and before anything (a forward, a kernel's
-    ``prepare``) uses them: an index out of range would raise at the first forward, or, negative,
-    silently read the wrong group; one non-finite scale makes every output of its layer NaN."""
+    infinity, signed ones (``signs``) no value on the wrong side of zero, and shape-fixed ones
+    (``fixed``: a stored ``[N, K]``) the layer's sizes. Run after the
+    weights are read and before anything (a forward, a kernel's ``prepare``) uses them: an
+    index out of range would raise at the first forward, or, negative, silently read the wrong
+    group; one non-finite scale makes every output of its layer NaN."""
     renames = replaced.renames
     issues: list[Issue] = []
 
@@ -216,7 +218,6 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
         return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
 
     finite = sorted(layout.finite())
-    negative_free = sorted(layout.nonnegative())
     for module_name, (in_features, out_features) in replaced.layers.items():
         module = model.get_submodule(module_name)
         for buffer_name, (target, size) in layout.indexes(in_features, out_features).items():
@@ -237,7 +238,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
             values = _loaded(module, buffer_name)
             if values is None or not values.is_floating_point():
                 continue
-            if values.dtype.itemsize == 1:  # 8-bit floats have no isfinite; bfloat16 holds each of their values exactly
+            if values.element_size() == 1:  # torch has no isfinite for 8-bit floats; bfloat16 holds each of their values exactly
                 values = values.to(torch.bfloat16)
             if bool(values.isfinite().all()):
                 continue
@@ -247,22 +248,47 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
             issues.append(_issue("load.tensor.not_finite", f"{quote(stored)}{at} in {file} is {values[first].item()}",
                                  "a NaN or infinite scale (or weight) makes the layer's outputs NaN: the checkpoint is corrupt",
                                  f"$.tensors[{quote(stored)}]"))
-        for buffer_name in negative_free:
-            values = _loaded(module, buffer_name)
-            if values is None or not values.is_floating_point():
-                continue
-            below = values.to(torch.float32) < 0
-            if not bool(below.any()):
-                continue
-            stored, file = located(module_name, buffer_name)
-            first = tuple(int(i) for i in torch.nonzero(below)[0])
-            at = "".join(f"[{i}]" for i in first)
-            issues.append(_issue("load.tensor.negative", f"{quote(stored)}{at} in {file} is {values[first].item()}",
-                                 "the layout's scales are magnitudes: a negative one flips its weights' signs, so the checkpoint is corrupt",
-                                 f"$.tensors[{quote(stored)}]"))
+        issues.extend(_sign_issues(module, module_name, layout, located))
+        issues.extend(_fixed_issues(module, module_name, layout.fixed(in_features, out_features), located))
     if issues:
         return Err(tuple(issues[:100]))
     return Ok(None)
+
+
+def _sign_issues(module: nn.Module, module_name: str, layout: AbstractLayout,
+                 located: Callable[[str, str], tuple[str, str]]) -> list[Issue]:
+    """The layout's signed tensors (``signs``) holding a value on the wrong side of zero."""
+    found: list[Issue] = []
+    for buffer_name, sign in sorted(layout.signs().items()):
+        values = _loaded(module, buffer_name)
+        if values is None or not values.is_floating_point():
+            continue
+        wide = values.float()  # 8-bit floats compare through float32
+        bad = wide <= 0 if sign == "positive" else wide < 0
+        if not bool(bad.any()):
+            continue
+        stored, file = located(module_name, buffer_name)
+        first = tuple(int(i) for i in torch.nonzero(bad)[0])
+        found.append(_issue("load.tensor.sign", f"{quote(stored)}{''.join(f'[{i}]' for i in first)} in {file} is "
+                            f"{wide[first].item()}; the format stores it {sign}",
+                            "a scale of the wrong sign flips or zeroes the layer's weights: the checkpoint is corrupt",
+                            f"$.tensors[{quote(stored)}]"))
+    return found
+
+
+def _fixed_issues(module: nn.Module, module_name: str, fixed: Mapping[str, tuple[int, ...]],
+                  located: Callable[[str, str], tuple[str, str]]) -> list[Issue]:
+    """The layout's shape-fixed tensors (``fixed``: a stored ``[N, K]``) holding other values than the layer's."""
+    found: list[Issue] = []
+    for buffer_name, expected in sorted(fixed.items()):
+        values = _loaded(module, buffer_name)
+        if values is None or values.flatten().tolist() == list(expected):
+            continue
+        stored, file = located(module_name, buffer_name)
+        found.append(_issue("load.tensor.value", f"{quote(stored)} in {file} is {values.flatten().tolist()[:8]}; the layer is "
+                            f"{list(expected)}", "the stored sizes disagree with the packed tensors: the checkpoint is corrupt "
+                            "or was written for another model", f"$.tensors[{quote(stored)}]"))
+    return found
 
 
 def _loaded(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -282,6 +308,8 @@ def tied_targets(model: nn.Module) -> set[str]:
 
 
 def _accepts(expected: torch.Tensor, found: torch.dtype) -> bool:
+    # Any float reads exactly as a wider one; an 8-bit float is a format's stored code (a block
+    # scale in 8 bits), read only as declared.
     if expected.dtype.is_floating_point and expected.dtype.itemsize > 1:
         return found.is_floating_point
     return found == expected.dtype  # an 8-bit float's bytes mean something in its own format only
@@ -299,11 +327,25 @@ def check_tensors(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayo
     expected = {renames.get(n, n): t for n, t in model.state_dict(keep_vars=True).items()}
     derivable = layout.derivable() if layout is not None else frozenset()
     optional = {renames.get(f"{n}.{b}", f"{n}.{b}") for n in replaced.layers for b in derivable}
-    found = check_expected(expected, checkpoint, tied_targets(model) | optional, ignored_unexpected(model))
+    found = check_expected(expected, checkpoint, tied_targets(model) | optional, _ignored(model, layout, replaced))
     if isinstance(found, Err):
         return found
     back = {v: k for k, v in renames.items()}
     return Ok(tuple(back.get(n, n) for n in found.value))
+
+
+def _ignored(model: nn.Module, layout: AbstractLayout | None, replaced: Replaced) -> re.Pattern[str] | None:
+    """``ignored_unexpected``, and the tensors the layout says a stored layer may hold unused
+    (``layout.unused()``), under each replaced layer's stored name."""
+    architecture = ignored_unexpected(model)
+    unused = sorted(layout.unused()) if layout is not None else []
+    if not unused or not replaced.layers:
+        return architecture
+    marker = layout.marker if layout is not None else ""
+    stored = sorted(replaced.renames.get(f"{n}.{marker}", f"{n}.{marker}").removesuffix(f".{marker}") for n in replaced.layers)
+    names = "|".join(re.escape(f"{prefix}.{suffix}") for prefix in stored for suffix in unused)
+    pattern = f"^({names})$" if architecture is None else f"^({names})$|{architecture.pattern}"
+    return re.compile(pattern)
 
 
 def ignored_unexpected(model: nn.Module) -> re.Pattern[str] | None:

@@ -14,7 +14,7 @@ from ..configs.modelopt import AbstractModelopt, ModeloptFp8, ModeloptMixed
 from ..dtypes import DType
 from ..environment import AbstractDevice, Cuda
 from ..kernel import kernel_candidates
-from ..layouts.base import layout_of
+from ..layouts import layout_of
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, select_backend, skip_modules
 from ._common import TORCH, bf16_or_cpu_dtype
@@ -85,6 +85,7 @@ def _nvfp4_layers(config: AbstractModelopt) -> bool:
 
 @select_backend.register(AbstractModelopt, AbstractDevice)
 def _modelopt(config: AbstractModelopt, device: AbstractDevice, /) -> Selection:
+    # ModelOpt's own layers first where they run (Blackwell); then the kernels of the layout, if any.
     return (Candidate(MODELOPT_NVFP4 if _nvfp4_layers(config) else MODELOPT_FP8), *kernel_candidates(layout_of(config), device))
 
 

@@ -111,7 +111,7 @@ def test_shapes_and_declarations() -> None:
     assert {n: (d.shape, d.dtype, d.accepted) for n, d in declared.items()} == {
         "weight": ((576, 7168), "F8_E4M3", ()), "weight_scale_inv": ((5, 56), "F32", ("F16", "BF16", "F32", "F8_E8M0")),
         "bias": ((576,), "F16", ("F16", "BF16", "F32"))}
-    assert layout.finite() == {"weight", "weight_scale_inv"} and layout.nonnegative() == {"weight_scale_inv"}
+    assert layout.finite() == {"weight", "weight_scale_inv"} and layout.signs() == {"weight_scale_inv": "nonnegative"}
     modelopt = layout_of(qd.ModeloptFp8())
     assert isinstance(modelopt, Fp8Scaled)
     declared = modelopt.tensors(64, 32, False)
@@ -150,9 +150,9 @@ def test_ct_fp8_layout_reads_the_schemes() -> None:
     assert ct_fp8_layout(_ct_config(fp8)) == Fp8Scaled(granularity="tensor", scalar_shape=(1,), scale_rounding=True,
                                                        producer="compressed-tensors float-quantized")
     found = ct_fp8_layout(_ct_config({**fp8, "strategy": "block", "block_structure": [128, 64]}, static))
-    assert found is not None and found.block == (128, 64) and found.unused == ("input_scale",)
+    assert found is not None and found.block == (128, 64) and found.activation_scales == ("input_scale",)
     found = ct_fp8_layout(_ct_config({**fp8, "strategy": "channel"}, dynamic))
-    assert found is not None and found.granularity == "channel" and found.unused == ()
+    assert found is not None and found.granularity == "channel" and found.activation_scales == ()
     assert ct_fp8_layout(_ct_config({**fp8, "strategy": "channel"}, fmt="naive-quantized")) is not None
     assert ct_fp8_layout(_ct_config({**fp8, "strategy": "group", "group_size": 128})) is None
     assert ct_fp8_layout(_ct_config({**fp8, "symmetric": False})) is None

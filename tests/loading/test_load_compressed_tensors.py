@@ -162,3 +162,21 @@ def test_the_plan_offers_the_kernels_from_the_layout_alone() -> None:
     assert p.backend.name == "cpu-q4" and [r.backend for r in p.rejected][:2] == ["cpu-int4", "torch-packed"]
     fp8 = {**raw, "format": "float-quantized", "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float"}}}}
     assert not isinstance(layout_of(qd.parse(fp8).unwrap()), CtPackQuantized)  # FP8 weights: another layout
+
+
+def test_a_weight_shape_that_disagrees_with_the_layer_is_an_issue(written: dict[tuple[bool, str], Any], tmp_path: Path) -> None:
+    """A stored weight_shape other than the layer's [N, K] is refused with a coded issue naming it, before any forward."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out, _, _ = written[True, "group"]
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    tensors = load_file(str(out / "model.safetensors"))
+    name = "model.layers.1.mlp.up_proj.weight_shape"
+    tensors[name] = torch.tensor([256, 160], dtype=tensors[name].dtype)
+    save_file(tensors, str(bad / "model.safetensors"))
+    found = qd.load(bad, device="cpu", dtype="float32", backend="torch-packed")
+    assert isinstance(found, qd.Err)
+    assert [(i.code, i.path) for i in found.error] == [("load.tensor.value", f"$.tensors['{name}']")]

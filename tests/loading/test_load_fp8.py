@@ -335,9 +335,9 @@ DOWN = "model.layers.1.mlp.down_proj"
 BAD = [
     ("transformers", f"{DOWN}.weight_scale_inv", _poke((1, 2), float("nan")), "load.tensor.not_finite"),
     ("transformers", f"{DOWN}.weight_scale_inv", _poke((0, 0), float("inf")), "load.tensor.not_finite"),
-    ("transformers", f"{DOWN}.weight_scale_inv", _poke((2, 1), -0.5), "load.tensor.negative"),
-    ("fbgemm", f"{DOWN}.weight_scale", _poke((3, 0), -1.0), "load.tensor.negative"),
-    ("modelopt", f"{DOWN}.weight_scale", lambda t: -t, "load.tensor.negative"),
+    ("transformers", f"{DOWN}.weight_scale_inv", _poke((2, 1), -0.5), "load.tensor.sign"),
+    ("fbgemm", f"{DOWN}.weight_scale", _poke((3, 0), -1.0), "load.tensor.sign"),
+    ("modelopt", f"{DOWN}.weight_scale", lambda t: -t, "load.tensor.sign"),
     ("ct-channel-float32-weights", f"{DOWN}.weight_scale", _poke((5, 0), float("nan")), "load.tensor.not_finite"),
     ("transformers", f"{DOWN}.weight", _poke((7, 9), float("nan")), "load.tensor.not_finite"),
     ("transformers", f"{DOWN}.weight", lambda t: t.to(torch.float8_e5m2), "load.tensor.dtype"),

@@ -71,12 +71,13 @@ def test_every_type_gets_an_answer(cls: type[qd.AbstractQuantConfig]) -> None:
 
 
 def test_verdicts_follow_the_kernels_floors() -> None:
-    """FP8: dequantized on Turing and Ampere, native from Ada; NVFP4 ModelOpt only on Blackwell."""
+    """FP8: dequantized on Turing and Ampere, native from Ada; NVFP4 ModelOpt natively on Blackwell,
+    kept packed by the portable kernel before it."""
     fp8 = {v.machine: v.backend for v in verdicts(qd.Fp8())}
     assert fp8 == {"Turing (T4)": "fp8-dequantize", "Ampere (A100)": "fp8-dequantize", "Ada (L40S)": "transformers-fp8",
                    "Hopper (H100)": "transformers-fp8", "Blackwell (B200)": "transformers-fp8"}
     nvfp4 = verdicts(qd.ModeloptNvfp4())
-    assert [v.backend for v in nvfp4] == [None, None, None, None, "modelopt-nvfp4"]
+    assert [v.backend for v in nvfp4] == ["torch-packed"] * 4 + ["modelopt-nvfp4"]
     assert "10.0+" in nvfp4[0].why_not[0]
     gptq = {v.machine: v.backend for v in verdicts(qd.Gptq(bits=4))}
     assert gptq["Turing (T4)"] == "torch-packed" and gptq["Ampere (A100)"] == "gptqmodel-marlin"

@@ -1,0 +1,63 @@
+/* NVFP4 weights in place: E2M1 codes two per byte (low nibble first, column 2j; high nibble,
+ * column 2j+1), one float32 scale per block of 16 input columns (the stored E4M3 block scale with
+ * the per-tensor scale folded in once at load).
+ *
+ *   W[n, k] = E2M1[code(n, k)] * scale[n, k / 16]
+ *
+ * nvfp4_matvec: y[i, n] = sum_b scale[n, b] * sum_{j < 16} W'[n, 16 b + j] * x[i, 16 b + j] for up to
+ * NVFP4_ROWS input rows (decode): each row of codes is read once for every input row, in float32.
+ * nvfp4_dequant: rows n0..n1 of W as float32, for a GEMM on cache-sized blocks (prefill).
+ */
+#include <stdint.h>
+
+#define NVFP4_BLOCK 16
+#define NVFP4_ROWS 8
+
+static const float E2M1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                               -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+static void block_values(const uint8_t *bytes, float *w) {
+    for (int j = 0; j < NVFP4_BLOCK / 2; j++) {
+        w[2 * j] = E2M1[bytes[j] & 15];
+        w[2 * j + 1] = E2M1[bytes[j] >> 4];
+    }
+}
+
+void nvfp4_matvec(const uint8_t *packed, const float *scale, const float *x, float *y, int64_t m, int64_t n, int64_t k) {
+    const int64_t blocks = k / NVFP4_BLOCK;
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = packed + r * (k / 2);
+        const float *s = scale + r * blocks;
+        float acc[NVFP4_ROWS] = {0.0f};
+        for (int64_t b = 0; b < blocks; b++) {
+            float w[NVFP4_BLOCK];
+            block_values(row + b * (NVFP4_BLOCK / 2), w);
+            for (int64_t i = 0; i < m; i++) {
+                const float *xi = x + i * k + b * NVFP4_BLOCK;
+                float part = 0.0f;
+                for (int j = 0; j < NVFP4_BLOCK; j++) {
+                    part += w[j] * xi[j];
+                }
+                acc[i] += s[b] * part;
+            }
+        }
+        for (int64_t i = 0; i < m; i++) {
+            y[i * n + r] = acc[i];
+        }
+    }
+}
+
+void nvfp4_dequant(const uint8_t *packed, const float *scale, float *out, int64_t n0, int64_t n1, int64_t k) {
+    const int64_t blocks = k / NVFP4_BLOCK;
+    for (int64_t r = n0; r < n1; r++) {
+        float *o = out + (r - n0) * k;
+        for (int64_t b = 0; b < blocks; b++) {
+            float w[NVFP4_BLOCK];
+            const float s = scale[r * blocks + b];
+            block_values(packed + r * (k / 2) + b * (NVFP4_BLOCK / 2), w);
+            for (int j = 0; j < NVFP4_BLOCK; j++) {
+                o[b * NVFP4_BLOCK + j] = w[j] * s;
+            }
+        }
+    }
+}
