@@ -58,6 +58,23 @@ def read_source(package: str, name: str) -> str:
     return importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
+def native_library(package: str, name: str, flags: tuple[str, ...], functions: Mapping[str, tuple[int, int]]) -> ctypes.CDLL | None:
+    """The C file ``name.c`` of ``package`` built (``build_library``) with its functions declared,
+    or ``None`` where it cannot be built or ``QUANTDISPATCH_NATIVE=0``. ``functions`` maps each
+    function to ``(pointers, ints)``: it returns nothing and takes that many pointer arguments,
+    then that many int64 ones."""
+    if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
+        return None
+    lib = build_library(name, read_source(package, f"{name}.c"), flags)
+    if lib is None:
+        return None
+    for function, (pointers, ints) in functions.items():
+        entry = getattr(lib, function)
+        entry.restype = None
+        entry.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
+    return lib
+
+
 def build_library(name: str, source: str, flags: tuple[str, ...], *, headers: Mapping[str, str] | None = None,
                   defines: Mapping[str, int] | None = None) -> ctypes.CDLL | None:
     """Compile ``source`` into a shared library (once; cached on disk) and load it, or ``None``

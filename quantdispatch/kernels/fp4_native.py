@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import sys
 from typing import Any, Final
 
 import torch
 from torch import nn
 
 from ..layouts.base import AbstractLayout
-from ._native import build_library, custom_op, read_source
+from ._native import custom_op, native_library
 
 __all__ = ["native_fp4", "nvfp4_matmul", "Fp4Linear", "prepare_fp4", "NVFP4_MATMUL", "FUSED_ROWS"]
 
@@ -39,16 +37,7 @@ _BLOCK_WEIGHTS: Final = 1 << 20
 @functools.cache
 def native_fp4() -> ctypes.CDLL | None:
     """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot be built."""
-    if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
-        return None
-    lib = build_library("fp4_native", read_source(__package__ or "", "fp4_native.c"), _FLAGS)
-    if lib is None:
-        return None
-    lib.nvfp4_matvec.restype = None
-    lib.nvfp4_matvec.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
-    lib.nvfp4_dequant.restype = None
-    lib.nvfp4_dequant.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
-    return lib
+    return native_library(__package__ or "", "fp4_native", _FLAGS, {"nvfp4_matvec": (4, 3), "nvfp4_dequant": (3, 3)})
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> None:

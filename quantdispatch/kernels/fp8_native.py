@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import sys
 from typing import Final, NamedTuple
 
 import torch
 from torch import nn
 
-from ._native import build_library, custom_op, read_source
+from ._native import custom_op, native_library
 
 __all__ = ["Fp8Blocks", "native_fp8", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
 
@@ -59,16 +57,7 @@ class Fp8Blocks(NamedTuple):
 @functools.cache
 def native_fp8() -> ctypes.CDLL | None:
     """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot be built."""
-    if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
-        return None
-    found = build_library("fp8_native", read_source(__package__ or "", "fp8_native.c"), _FLAGS)
-    if found is None:
-        return None
-    found.fp8_matvec.restype = None
-    found.fp8_matvec.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5
-    found.fp8_dequant.restype = None
-    found.fp8_dequant.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
-    return found
+    return native_library(__package__ or "", "fp8_native", _FLAGS, {"fp8_matvec": (5, 5), "fp8_dequant": (4, 5)})
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> None:
