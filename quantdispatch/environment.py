@@ -86,6 +86,8 @@ class CpuFeatures:
         fma: Fused multiply-add (``fma``): with AVX2, what quantdispatch's native int4 kernel needs.
         avx512: AVX-512 foundation (``avx512f``).
         avx512_bf16: Native bfloat16 dot products (``avx512_bf16``): bf16 matmuls are fast.
+        avx512_vnni: 8-bit integer dot products on AVX-512 (``avx512_vnni``): the native kernels'
+            8-bit-activation paths use them.
         amx: Advanced Matrix Extensions with bf16 tiles (``amx_bf16``).
         hidden: Features the CPU has that a mask (``masked``) removed, as ``/proc/cpuinfo`` spells them.
         mask: The mask's text when one was applied (``QUANTDISPATCH_CPU_FEATURES``), else ``None``.
@@ -99,6 +101,7 @@ class CpuFeatures:
     avx512: bool = False
     avx512_bf16: bool = False
     amx: bool = False
+    avx512_vnni: bool = False
     hidden: tuple[str, ...] = ()
     mask: str | None = None
 
@@ -114,15 +117,16 @@ class CpuFeatures:
 
     def names(self) -> tuple[str, ...]:
         """The extensions present, as ``/proc/cpuinfo`` spells them."""
-        flags = (("avx2", self.avx2), ("fma", self.fma), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx))
+        flags = (("avx2", self.avx2), ("fma", self.fma), ("avx512f", self.avx512), ("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx),
+                 ("avx512_vnni", self.avx512_vnni))
         return tuple(name for name, present in flags if present)
 
     def masked(self, spec: str) -> CpuFeatures:
         """These features less those ``spec`` does not name: a mask only removes, never adds.
 
         ``spec`` is ``"none"``, or names separated by commas as ``/proc/cpuinfo`` spells them
-        (``FEATURE_NAMES``); a feature whose prerequisite is masked goes too (AVX512-BF16 needs
-        AVX-512). Names it does not know are ignored (they are kept in ``mask``, which
+        (``FEATURE_NAMES``); a feature whose prerequisite is masked goes too (AVX512-BF16 and
+        AVX512-VNNI need AVX-512). Names it does not know are ignored (they are kept in ``mask``, which
         ``Environment.summary`` prints). An empty ``spec`` or ``"native"`` masks nothing.
 
         >>> host = CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True)
@@ -141,9 +145,10 @@ class CpuFeatures:
         kept = {n for n in present if n in keep}
         if "avx512f" not in kept:
             kept.discard("avx512_bf16")
+            kept.discard("avx512_vnni")
         order = self.names()
         return CpuFeatures(avx2="avx2" in kept, fma="fma" in kept, avx512="avx512f" in kept, avx512_bf16="avx512_bf16" in kept,
-                           amx="amx_bf16" in kept, hidden=(*self.hidden, *(n for n in order if n not in kept)), mask=spec[:200])
+                           amx="amx_bf16" in kept, avx512_vnni="avx512_vnni" in kept, hidden=(*self.hidden, *(n for n in order if n not in kept)), mask=spec[:200])
 
     def describe(self) -> str:
         """One line: the features, and the mask with what it hid when one is active.
@@ -163,7 +168,7 @@ class CpuFeatures:
 MASK_VARIABLE: Final = "QUANTDISPATCH_CPU_FEATURES"
 """The environment variable that masks the probed CPU features for a process (``CpuFeatures.masked``)."""
 
-FEATURE_NAMES: Final = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+FEATURE_NAMES: Final = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
 """The CPU features kernels are chosen by, as ``/proc/cpuinfo`` and the mask spell them."""
 
 

@@ -51,7 +51,7 @@ def features_from_flags(flags: str) -> CpuFeatures:
     """
     names = set(flags.split())
     return CpuFeatures(avx2="avx2" in names, fma="fma" in names, avx512="avx512f" in names, avx512_bf16="avx512_bf16" in names,
-                       amx="amx_bf16" in names)
+                       amx="amx_bf16" in names, avx512_vnni="avx512_vnni" in names)
 
 
 def cpu_features() -> CpuFeatures:

@@ -21,17 +21,23 @@ import ctypes
 import hashlib
 import importlib.resources
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import torch
 
-__all__ = ["NAMESPACE", "cache_dir", "cpu_flags", "read_source", "build_library", "custom_op"]
+__all__ = ["NAMESPACE", "Isa", "cache_dir", "cpu_flags", "isa_level", "isa_flags", "threads", "read_source", "native_library", "build_library",
+           "custom_op"]
+
+Isa = Literal["avx2", "avx512", "avx512-vnni"]
+"""The SIMD level a native kernel is built for: AVX2 + FMA + F16C; AVX-512 F/BW/VL/DQ besides;
+and AVX512-VNNI besides (8-bit dot products)."""
 
 NAMESPACE: Final = "quantdispatch"
 """The ``torch.library`` namespace of the native kernels' ops (``torch.ops.quantdispatch.*``)."""
@@ -50,6 +56,43 @@ def cpu_flags() -> str:
             return next((line for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
         return ""
+
+
+def isa_level() -> Isa | None:
+    """The SIMD level native kernels are built for in this process, or ``None`` where none of
+    ours runs (not x86-64, or no AVX2/FMA/F16C).
+
+    It is the host CPU's level less what ``QUANTDISPATCH_CPU_FEATURES`` masks (``probing.cpu_features``),
+    so a test that masks ``avx2,fma`` on an AVX-512 machine builds and runs the AVX2 code of
+    every kernel: each branch is testable on one machine. Read at each call (cheap); libraries
+    are built and cached per level.
+    """
+    from ..probing import cpu_features
+
+    host = set(cpu_flags().split())
+    features = cpu_features()
+    if platform.machine() not in ("x86_64", "AMD64") or not (features.avx2 and features.fma and {"avx2", "fma", "f16c"} <= host):
+        return None
+    if features.avx512 and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= host:
+        return "avx512-vnni" if features.avx512_vnni and "avx512_vnni" in host else "avx512"
+    return "avx2"
+
+
+def isa_flags(level: Isa) -> tuple[str, ...]:
+    """Compiler flags for ``level``: ``-march=native`` less the extensions above the level (so a
+    masked build holds no instruction the mask hides), and OpenMP for the kernels' threads.
+
+    The C code selects its paths with the compiler's macros (``__AVX512F__``, ``__AVX512VNNI__``).
+    OpenMP links ``libgomp.so.1``; in a process that imported torch that is torch's own copy
+    (same soname), so our parallel regions share torch's thread pool instead of adding one.
+    """
+    cut = {"avx2": ("-mno-avx512f",), "avx512": ("-mno-avx512vnni",), "avx512-vnni": ()}[level]
+    return ("-O3", "-march=native", *cut, "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC", "-std=gnu99")
+
+
+def threads() -> int:
+    """The thread count native kernels use: torch's intra-op count (``torch.set_num_threads``)."""
+    return max(1, torch.get_num_threads())
 
 
 def read_source(package: str, name: str) -> str:
@@ -105,7 +148,14 @@ def build_library(name: str, source: str, flags: tuple[str, ...], *, headers: Ma
                 for file, text in included.items():
                     Path(tmp, file).write_text(text)
                 command = [compiler, *flags, *macros, "-I", tmp, "-o", str(built), str(src)]
-                subprocess.run(command, check=True, capture_output=True, timeout=120)
+                try:
+                    subprocess.run(command, check=True, capture_output=True, timeout=120)
+                except subprocess.CalledProcessError:
+                    if "-fopenmp" not in flags:
+                        raise
+                    # A compiler without OpenMP (clang without libomp): the same kernels, one thread.
+                    single = [part for part in command if part != "-fopenmp"]
+                    subprocess.run(single, check=True, capture_output=True, timeout=120)
                 os.replace(built, target)  # atomic: a concurrent build leaves one complete file
         except (OSError, subprocess.SubprocessError):
             return None
