@@ -4,6 +4,10 @@ So a user sees what the plan's choices buy: the backend and dtype the plan chose
 module each quantized layer ended up on, the load time, and the speed of a prompt (prefill, one
 forward over ``--prompt-tokens`` random tokens) and of greedy decoding (one token per forward,
 with the KV cache), medians over repeats. Random token ids need no tokenizer.
+
+On the CPU it also prints how near the memory that decode is: the bytes one step reads
+(``bandwidth.bytes_per_token``), this machine's copy bandwidth measured on the same threads
+(``bandwidth.copy_bandwidth``), the tokens/s those allow, and the fraction reached.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .bandwidth import bytes_per_token, copy_bandwidth, limit_tokens_per_s
 from .cli_support import MMAP_HELP, IntRange, backend_name, emit_json, issue_json
 from .jsonvalue import Json
 from .result import Err
@@ -81,11 +86,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 1
     loaded = found.value
     speed = measure(loaded.model, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat)
-    kernels = Counter(type(m).__name__ for m in loaded.model.modules()
-                      if type(m).__name__ in ("Int4Linear", "Q4Linear", "GptqLinear", "AwqLinear", "Linear4bit", "Linear8bitLt"))
+    kernels = Counter(type(m).__name__ for m in loaded.model.modules() if _quantized_module(m))
+    per_token = bytes_per_token(loaded.model)
+    device = next(loaded.model.parameters()).device
+    # The copy is measured on the CPU: on an accelerator the limit would need its own figure.
+    bandwidth = copy_bandwidth(threads=torch.get_num_threads()) if device.type == "cpu" else None
+    limit = limit_tokens_per_s(bandwidth, per_token) if bandwidth is not None else None
+    reached = speed["decode_tokens_per_s"] / limit if limit else None
     record: dict[str, Json] = {"source": args.source, "ok": True, "backend": loaded.plan.backend.name, "dtype": loaded.plan.dtype.value,
                                "threads": torch.get_num_threads(), "load_s": round(loaded.stats.seconds, 3),
-                               "layers": dict(sorted(kernels.items())), **{k: round(v, 3) for k, v in speed.items()}}
+                               "layers": dict(sorted(kernels.items())), **{k: round(v, 3) for k, v in speed.items()},
+                               "bytes_per_token": per_token, "copy_bandwidth_gb_s": _figure(bandwidth / 1e9) if bandwidth else None,
+                               "limit_tokens_per_s": _figure(limit) if limit else None,
+                               "fraction_of_limit": _figure(reached) if reached is not None else None}
     if args.json:
         emit_json(record)
         return 0
@@ -95,7 +108,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"  threads:  {record['threads']}; loaded in {loaded.stats.seconds:.2f} s")
     print(f"  prefill:  {speed['prefill_tokens_per_s']:.1f} tokens/s ({args.prompt_tokens}-token prompt, median of {args.repeat})")
     print(f"  decode:   {speed['decode_tokens_per_s']:.1f} tokens/s (median of {args.new_tokens} greedy steps)")
+    if bandwidth is not None and limit is not None and reached is not None:
+        print(f"  memory:   {per_token / 1e6:.1f} MB read per token; copy bandwidth {bandwidth / 1e9:.1f} GB/s (STREAM copy, "
+              f"{record['threads']} threads) → limit {limit:.1f} tokens/s; decode reached {100 * reached:.0f} % of it")
     return 0
+
+
+def _figure(value: float) -> float:
+    """``value`` to four significant digits (a measured figure holds no more)."""
+    return float(f"{value:.4g}")
+
+
+def _quantized_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a quantized layer: one of quantdispatch's kernel modules, or a
+    bitsandbytes layer."""
+    kind = type(module)
+    return (kind.__module__.startswith("quantdispatch.") and kind.__name__ != "Module") or kind.__name__ in ("Linear4bit", "Linear8bitLt")
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device_arg: object) -> None:

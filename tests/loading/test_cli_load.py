@@ -92,6 +92,11 @@ def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest
     record = json.loads(capsys.readouterr().out)
     assert record["backend"] == "torch-packed" and record["layers"] == {"GptqLinear": 14} and record["threads"] == 1
     assert record["prefill_tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
+    # The memory limit: bandwidth / bytes per token, and the fraction decode reached of it.
+    assert record["bytes_per_token"] > 0 and record["copy_bandwidth_gb_s"] > 0
+    limit = record["copy_bandwidth_gb_s"] * 1e9 / record["bytes_per_token"]
+    assert record["limit_tokens_per_s"] == pytest.approx(limit, rel=0.01, abs=0.1)
+    assert record["fraction_of_limit"] == pytest.approx(record["decode_tokens_per_s"] / record["limit_tokens_per_s"], rel=0.02)
     with pytest.raises(SystemExit) as e:  # a usage error, from argparse
         main(["bench", str(checkpoint), "--new-tokens", "0"])
     assert e.value.code == 2
