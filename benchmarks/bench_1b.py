@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--prefill", default="32,512", help="prompt lengths for prefill (default: 32,512)")
     parser.add_argument("--tokens", type=int, default=64, help="greedy decode steps (default: 64)")
     parser.add_argument("--cases", default="", help="comma-separated subset of cases to run (default: all)")
+    parser.add_argument("--files-only", action="store_true", help="make the files, run nothing")
     args = parser.parse_args()
     workdir: Path = args.workdir or Path(f"/tmp/quantdispatch-bench-{args.shape}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -278,6 +279,8 @@ def main() -> None:
     else:
         print("no --llama-python: the llama.cpp cases and its GGUF files are skipped")
     print(f"files ready in {time.perf_counter() - started:.0f} s ({workdir})")
+    if args.files_only:
+        return
 
     cases: dict[str, list[str] | None] = {}
     for kind, path in ggufs.items():

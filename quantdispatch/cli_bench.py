@@ -27,7 +27,7 @@ from .text import printable
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["add_command", "measure"]
+__all__ = ["add_command", "measure", "decode_split"]
 
 
 def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: int) -> dict[str, float]:
@@ -64,6 +64,67 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
             "decode_tokens_per_s": 1 / statistics.median(steps) if steps else 0.0}
 
 
+def decode_split(model: nn.Module, *, steps: int = 16) -> dict[str, float]:
+    """Where a decode step's time goes: ``linear_ms`` inside the weight layers (``nn.Linear``,
+    quantdispatch's kernel modules, bitsandbytes' layers; outermost only) and ``rest_ms`` outside
+    them (norms, rotary, attention, the cache, Transformers' Python), per token, medians over
+    ``steps`` greedy steps after a 16-token prompt.
+
+    The split is timed with forward hooks, which add a few microseconds per layer to the step;
+    ``step_ms`` is the step with the hooks on, so the two parts add up to it.
+    """
+    import torch
+
+    layers = [m for m in model.modules() if _weight_layer(m)]
+    inside = [0.0]
+    depth = [0]
+    begun = [0.0]
+
+    def enter(module: nn.Module, args: object) -> None:
+        if depth[0] == 0:
+            begun[0] = time.perf_counter()
+        depth[0] += 1
+
+    def leave(module: nn.Module, args: object, output: object) -> None:
+        depth[0] -= 1
+        if depth[0] == 0:
+            inside[0] += time.perf_counter() - begun[0]
+
+    handles = [h for m in layers for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        config: Any = getattr(model, "config", None)
+        vocab = int(getattr(config, "vocab_size", 32000) or 32000)
+        ids = torch.randint(min(3, vocab - 1), vocab, (1, 16), generator=torch.Generator().manual_seed(1))
+        ids = ids.to(next(model.parameters()).device)
+        forward: Any = model
+        totals: list[float] = []
+        linear: list[float] = []
+        with torch.inference_mode():
+            out = forward(ids, use_cache=True)
+            key = "cache" if "cache" in out else "past_key_values"
+            past, token = out[key], out.logits[:, -1:].argmax(-1)
+            for _ in range(steps):
+                inside[0] = 0.0
+                start = time.perf_counter()
+                out = forward(token, use_cache=True, **{key: past})
+                totals.append(time.perf_counter() - start)
+                linear.append(inside[0])
+                past, token = out[key], out.logits[:, -1:].argmax(-1)
+    finally:
+        for h in handles:
+            h.remove()
+    step, inner = statistics.median(totals), statistics.median(linear)
+    return {"step_ms": 1000 * step, "linear_ms": 1000 * inner, "rest_ms": 1000 * (step - inner)}
+
+
+def _weight_layer(module: nn.Module) -> bool:
+    """Whether ``module`` multiplies by a weight matrix: ``nn.Linear``, a quantized layer, or
+    mixture-of-experts weights (embedding tables are looked up, not multiplied)."""
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or (_quantized_module(module) and "Embedding" not in type(module).__name__)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -93,12 +154,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     bandwidth = copy_bandwidth(threads=torch.get_num_threads()) if device.type == "cpu" else None
     limit = limit_tokens_per_s(bandwidth, per_token) if bandwidth is not None else None
     reached = speed["decode_tokens_per_s"] / limit if limit else None
+    split = decode_split(loaded.model, steps=min(args.new_tokens, 16))
     record: dict[str, Json] = {"source": args.source, "ok": True, "backend": loaded.plan.backend.name, "dtype": loaded.plan.dtype.value,
                                "threads": torch.get_num_threads(), "load_s": round(loaded.stats.seconds, 3),
                                "layers": dict(sorted(kernels.items())), **{k: round(v, 3) for k, v in speed.items()},
                                "bytes_per_token": per_token, "copy_bandwidth_gb_s": _figure(bandwidth / 1e9) if bandwidth else None,
                                "limit_tokens_per_s": _figure(limit) if limit else None,
-                               "fraction_of_limit": _figure(reached) if reached is not None else None}
+                               "fraction_of_limit": _figure(reached) if reached is not None else None,
+                               "decode_split_ms": {k: _figure(v) for k, v in split.items()}}
     if args.json:
         emit_json(record)
         return 0
@@ -108,6 +171,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"  threads:  {record['threads']}; loaded in {loaded.stats.seconds:.2f} s")
     print(f"  prefill:  {speed['prefill_tokens_per_s']:.1f} tokens/s ({args.prompt_tokens}-token prompt, median of {args.repeat})")
     print(f"  decode:   {speed['decode_tokens_per_s']:.1f} tokens/s (median of {args.new_tokens} greedy steps)")
+    print(f"  split:    {split['linear_ms']:.2f} ms in the weight layers, {split['rest_ms']:.2f} ms outside them per token "
+          f"(timed with hooks: {split['step_ms']:.2f} ms a step)")
     if bandwidth is not None and limit is not None and reached is not None:
         print(f"  memory:   {per_token / 1e6:.1f} MB read per token; copy bandwidth {bandwidth / 1e9:.1f} GB/s (STREAM copy, "
               f"{record['threads']} threads) → limit {limit:.1f} tokens/s; decode reached {100 * reached:.0f} % of it")

@@ -97,6 +97,9 @@ def test_bench_reports_prefill_and_decode_speed(checkpoint: Path, capsys: pytest
     limit = record["copy_bandwidth_gb_s"] * 1e9 / record["bytes_per_token"]
     assert record["limit_tokens_per_s"] == pytest.approx(limit, rel=0.01, abs=0.1)
     assert record["fraction_of_limit"] == pytest.approx(record["decode_tokens_per_s"] / record["limit_tokens_per_s"], rel=0.02)
+    split = record["decode_split_ms"]  # the weight layers and the rest add up to the (hooked) step
+    assert split["linear_ms"] > 0 and split["rest_ms"] > 0
+    assert split["linear_ms"] + split["rest_ms"] == pytest.approx(split["step_ms"], rel=0.01)
     with pytest.raises(SystemExit) as e:  # a usage error, from argparse
         main(["bench", str(checkpoint), "--new-tokens", "0"])
     assert e.value.code == 2

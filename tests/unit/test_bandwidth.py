@@ -57,3 +57,26 @@ def test_copy_bandwidth_is_a_positive_rate_and_restores_the_thread_count() -> No
 def test_the_limit_divides_bandwidth_by_bytes() -> None:
     assert limit_tokens_per_s(36e9, 900_000_000) == pytest.approx(40.0)
     assert limit_tokens_per_s(1e9, 0) == math.inf
+
+
+def test_the_decode_split_puts_a_slow_weight_layer_on_the_linear_side() -> None:
+    """A head that sleeps 20 ms per call: at least that much is inside the weight layers, and the
+    parts add up to the step."""
+    import time
+
+    from quantdispatch.cli_bench import decode_split
+
+    model = _llama(tie=False)
+    head = model.get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear)
+    plain = head.forward
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)
+        return plain(x)
+
+    head.forward = slow  # type: ignore[method-assign, assignment]
+    split = decode_split(model, steps=3)
+    assert split["linear_ms"] >= 20.0
+    assert split["rest_ms"] >= 0.0
+    assert split["linear_ms"] + split["rest_ms"] == pytest.approx(split["step_ms"])
