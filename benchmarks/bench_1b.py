@@ -17,7 +17,8 @@ intermediate 2048, vocab 32000), never downloaded. Files, made once in ``--workd
 Each case runs in a fresh process: load, prefill of 32 and 512 random tokens (tokens/s; median
 of 3 and of 1 runs after a warm-up), a 16-token prompt then 64 greedy decode steps with the
 cache (tokens/s of the median step; llama.cpp: 64 over the time between the first and the 65th
-token), and the peak RSS (``VmHWM``). The copy bandwidth (STREAM convention: bytes read plus
+token), the peak RSS (``VmHWM``) and, for the torch cases, the decode step split into the time
+inside the weight layers and outside them (``quantdispatch.cli_bench.decode_split``). The copy bandwidth (STREAM convention: bytes read plus
 written) is measured by ``quantdispatch.bandwidth.copy_bandwidth`` at each thread count before
 the cases; the limit printed beside each case is that bandwidth over the bytes its decode step
 reads (ours: ``bytes_per_token`` of the loaded model; llama.cpp: the file's tensors less the
@@ -106,7 +107,10 @@ record = measure(model, model.config.vocab_size, prefills, tokens)
 if per_token is None:
     from quantdispatch.bandwidth import bytes_per_token
     per_token = bytes_per_token(model)
-print(json.dumps({**record, "load_s": loaded, "rss_mib": peak_mib(), "bytes_per_token": per_token}))
+from quantdispatch.cli_bench import decode_split
+split = decode_split(model, steps=16)
+print(json.dumps({**record, "load_s": loaded, "rss_mib": peak_mib(), "bytes_per_token": per_token,
+                  "linear_ms": split["linear_ms"], "rest_ms": split["rest_ms"]}))
 """
 
 LLAMA_CHILD = r"""
@@ -326,7 +330,7 @@ def _report(results: dict[int, dict[str, dict[str, Any]]], bandwidth: dict[int, 
     for n, cases in results.items():
         print(f"\n{n} thread(s); copy bandwidth {bandwidth[n] / 1e9:.1f} GB/s (STREAM copy: read + write bytes)")
         head = f"  {'case':<30} {'decode tok/s':>12} {'MB/token':>9} {'% limit':>8}"
-        head += "".join(f" {'prefill' + str(p):>11}" for p in prefills) + f" {'RSS MiB':>8} {'load s':>7}  vs reference / vs fp32 dense"
+        head += "".join(f" {'prefill' + str(p):>11}" for p in prefills) + f" {'RSS MiB':>8} {'load s':>7} {'linear/rest ms':>15}  vs reference / vs fp32 dense"
         print(head)
         dense = cases.get("transformers fp32", {})
         for name, r in cases.items():
@@ -338,6 +342,7 @@ def _report(results: dict[int, dict[str, dict[str, Any]]], bandwidth: dict[int, 
             line = f"  {name:<30} {r['decode']:>12.1f} {per_token / 1e6:>9.0f} {100 * r['decode'] / limit if limit else 0:>7.0f}%"
             line += "".join(f" {r.get(f'prefill{p}', 0):>11.1f}" for p in prefills)
             line += f" {r['rss_mib']:>8.0f} {r['load_s']:>7.1f}"
+            line += f" {r['linear_ms']:>7.1f}/{r['rest_ms']:<7.1f}" if "linear_ms" in r else f" {'':>15}"
             ref = cases.get(references.get(name, ""), {})
             notes = []
             if "decode" in ref:

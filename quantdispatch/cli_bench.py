@@ -25,15 +25,20 @@ from .result import Err
 from .text import printable
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = ["add_command", "measure", "decode_split"]
 
 
-def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: int) -> dict[str, float]:
+def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: int, compiled: bool = False) -> dict[str, float]:
     """Prefill and decode speed of a causal LM: ``prefill_tokens_per_s`` (median of ``repeat``
     prompt forwards), ``decode_tokens_per_s`` (median step over ``new_tokens`` greedy steps) and
-    ``first_token_s`` (the first prefill, warm-up included)."""
+    ``first_token_s`` (the first prefill, warm-up included).
+
+    ``compiled``: decode with ``decoding.StaticDecoder`` (a static cache and the step compiled by
+    inductor) instead of Transformers' eager step with its dynamic cache; ``compile_s`` is then the
+    first step's time, which compiles."""
     import torch
 
     config: Any = getattr(model, "config", None)
@@ -52,6 +57,9 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
             start = time.perf_counter()
             out = forward(ids, use_cache=True)
             prefill.append(time.perf_counter() - start)
+        if compiled:
+            return {"first_token_s": prefill[0], "prefill_tokens_per_s": prompt_tokens / statistics.median(prefill),
+                    **_compiled_decode(model, ids, new_tokens)}
         # Transformers 5.24 names the KV cache ``cache`` (``past_key_values`` before, deprecated since).
         key = "cache" if "cache" in out else "past_key_values"
         past, token = out[key], out.logits[:, -1:].argmax(-1)
@@ -62,6 +70,22 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
             past, token = out[key], out.logits[:, -1:].argmax(-1)
     return {"first_token_s": prefill[0], "prefill_tokens_per_s": prompt_tokens / statistics.median(prefill),
             "decode_tokens_per_s": 1 / statistics.median(steps) if steps else 0.0}
+
+
+def _compiled_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> dict[str, float]:
+    from .decoding import StaticDecoder
+
+    decoder = StaticDecoder(model, max_cache_len=ids.shape[-1] + new_tokens + 1)
+    token = decoder.prefill(ids)[:, -1:].argmax(-1)
+    start = time.perf_counter()
+    token = decoder.step(token)[:, -1:].argmax(-1)  # compiles
+    compile_s = time.perf_counter() - start
+    steps: list[float] = []
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        token = decoder.step(token)[:, -1:].argmax(-1)
+        steps.append(time.perf_counter() - start)
+    return {"decode_tokens_per_s": 1 / statistics.median(steps) if steps else 0.0, "compile_s": compile_s}
 
 
 def decode_split(model: nn.Module, *, steps: int = 16) -> dict[str, float]:
@@ -146,7 +170,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {printable(i.render())}")
         return 1
     loaded = found.value
-    speed = measure(loaded.model, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat)
+    speed = measure(loaded.model, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat, compiled=args.compile)
     kernels = Counter(type(m).__name__ for m in loaded.model.modules() if _quantized_module(m))
     per_token = bytes_per_token(loaded.model)
     device = next(loaded.model.parameters()).device
@@ -170,7 +194,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"  layers:   {', '.join(f'{n} {k}' for k, n in sorted(kernels.items())) or 'none quantized'}")
     print(f"  threads:  {record['threads']}; loaded in {loaded.stats.seconds:.2f} s")
     print(f"  prefill:  {speed['prefill_tokens_per_s']:.1f} tokens/s ({args.prompt_tokens}-token prompt, median of {args.repeat})")
-    print(f"  decode:   {speed['decode_tokens_per_s']:.1f} tokens/s (median of {args.new_tokens} greedy steps)")
+    how = f"static cache, step compiled in {speed['compile_s']:.1f} s" if args.compile else "eager, dynamic cache"
+    print(f"  decode:   {speed['decode_tokens_per_s']:.1f} tokens/s (median of {args.new_tokens} greedy steps; {how})")
     print(f"  split:    {split['linear_ms']:.2f} ms in the weight layers, {split['rest_ms']:.2f} ms outside them per token "
           f"(timed with hooks: {split['step_ms']:.2f} ms a step)")
     if bandwidth is not None and limit is not None and reached is not None:
@@ -206,5 +231,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], device
     p.add_argument("--repeat", type=IntRange(1, 100), default=3, help="prefill repeats, 1 to 100 (default: 3)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow architectures defined by code in the checkpoint")
     p.add_argument("--mmap", action="store_true", help=MMAP_HELP)
+    p.add_argument("--compile", action="store_true",
+                   help="decode with a static cache and the step compiled by torch.compile (the first step compiles: tens of seconds)")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.set_defaults(run=_cmd_bench)

@@ -148,7 +148,8 @@ class CpuFeatures:
             kept.discard("avx512_vnni")
         order = self.names()
         return CpuFeatures(avx2="avx2" in kept, fma="fma" in kept, avx512="avx512f" in kept, avx512_bf16="avx512_bf16" in kept,
-                           amx="amx_bf16" in kept, avx512_vnni="avx512_vnni" in kept, hidden=(*self.hidden, *(n for n in order if n not in kept)), mask=spec[:200])
+                           amx="amx_bf16" in kept, avx512_vnni="avx512_vnni" in kept,
+                           hidden=(*self.hidden, *(n for n in order if n not in kept)), mask=spec[:200])
 
     def describe(self) -> str:
         """One line: the features, and the mask with what it hid when one is active.
