@@ -18,7 +18,9 @@ Each case runs in a fresh process: load, prefill of 32 and 512 random tokens (to
 of 3 and of 1 runs after a warm-up), a 16-token prompt then 64 greedy decode steps with the
 cache (tokens/s of the median step; llama.cpp: 64 over the time between the first and the 65th
 token), the peak RSS (``VmHWM``) and, for the torch cases, the decode step split into the time
-inside the weight layers and outside them (``quantdispatch.cli_bench.decode_split``). The copy bandwidth (STREAM convention: bytes read plus
+inside the weight layers and outside them (``quantdispatch.cli_bench.decode_split``, eager).
+The ``compiled`` cases decode on ``quantdispatch.decoding.StaticDecoder`` (static cache, step
+compiled by inductor; the compile time is added to the load column, not to decode). The copy bandwidth (STREAM convention: bytes read plus
 written) is measured by ``quantdispatch.bandwidth.copy_bandwidth`` at each thread count before
 the cases; the limit printed beside each case is that bandwidth over the bytes its decode step
 reads (ours: ``bytes_per_token`` of the loaded model; llama.cpp: the file's tensors less the
@@ -95,8 +97,7 @@ if case.startswith("hf"):
 else:
     import quantdispatch as qd
     from quantdispatch.bandwidth import bytes_per_token
-    backend = None if case == "ours" else case.removeprefix("ours:")
-    model = qd.load(path, device="cpu", backend=backend).unwrap().model
+    model = qd.load(path, device="cpu").unwrap().model
     per_token = bytes_per_token(model)
 loaded = time.perf_counter() - start
 if check:
@@ -104,6 +105,10 @@ if check:
         logits = model(torch.arange(3, 19).unsqueeze(0)).logits.float()
     torch.save(logits, check)
 record = measure(model, model.config.vocab_size, prefills, tokens)
+if case == "ours-compiled":
+    from quantdispatch.cli_bench import compiled_decode
+    ids = torch.randint(3, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    record.update(compiled_decode(model, ids, tokens))
 if per_token is None:
     from quantdispatch.bandwidth import bytes_per_token
     per_token = bytes_per_token(model)
@@ -291,6 +296,9 @@ def main() -> None:
         cases[f"ours {kind}"] = [sys.executable, "-c", TORCH_CHILD, "ours", str(path)]
         cases[f"llama.cpp {kind}"] = [args.llama_python, "-c", LLAMA_CHILD, str(path)]
     cases["ours gptq"] = [sys.executable, "-c", TORCH_CHILD, "ours", str(workdir / "gptq")]
+    cases["ours gptq compiled"] = [sys.executable, "-c", TORCH_CHILD, "ours-compiled", str(workdir / "gptq")]
+    if "q4_0" in ggufs:
+        cases["ours q4_0 compiled"] = [sys.executable, "-c", TORCH_CHILD, "ours-compiled", str(ggufs["q4_0"])]
     cases["transformers+gptqmodel gptq"] = [sys.executable, "-c", TORCH_CHILD, "hf", str(workdir / "gptq")]
     cases["transformers fp32"] = [sys.executable, "-c", TORCH_CHILD, "hf-fp32", str(workdir / "dense")]
     cases["transformers bf16"] = [sys.executable, "-c", TORCH_CHILD, "hf-bf16", str(workdir / "dense")]
@@ -326,7 +334,8 @@ def main() -> None:
 
 def _report(results: dict[int, dict[str, dict[str, Any]]], bandwidth: dict[int, float], prefills: list[int], workdir: Path) -> None:
     references = {"ours q4_0": "llama.cpp q4_0", "ours q4_k_m": "llama.cpp q4_k_m", "ours q8_0": "llama.cpp q8_0",
-                  "ours gptq": "transformers+gptqmodel gptq"}
+                  "ours gptq": "transformers+gptqmodel gptq", "ours gptq compiled": "transformers+gptqmodel gptq",
+                  "ours q4_0 compiled": "llama.cpp q4_0"}
     for n, cases in results.items():
         print(f"\n{n} thread(s); copy bandwidth {bandwidth[n] / 1e9:.1f} GB/s (STREAM copy: read + write bytes)")
         head = f"  {'case':<30} {'decode tok/s':>12} {'MB/token':>9} {'% limit':>8}"
@@ -341,7 +350,7 @@ def _report(results: dict[int, dict[str, dict[str, Any]]], bandwidth: dict[int, 
             limit = bandwidth[n] / per_token if per_token else 0.0
             line = f"  {name:<30} {r['decode']:>12.1f} {per_token / 1e6:>9.0f} {100 * r['decode'] / limit if limit else 0:>7.0f}%"
             line += "".join(f" {r.get(f'prefill{p}', 0):>11.1f}" for p in prefills)
-            line += f" {r['rss_mib']:>8.0f} {r['load_s']:>7.1f}"
+            line += f" {r['rss_mib']:>8.0f} {r['load_s'] + r.get('compile_s', 0.0):>7.1f}"
             line += f" {r['linear_ms']:>7.1f}/{r['rest_ms']:<7.1f}" if "linear_ms" in r else f" {'':>15}"
             ref = cases.get(references.get(name, ""), {})
             notes = []

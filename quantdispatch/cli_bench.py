@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["add_command", "measure", "decode_split"]
+__all__ = ["add_command", "measure", "compiled_decode", "decode_split"]
 
 
 def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: int, compiled: bool = False) -> dict[str, float]:
@@ -59,7 +59,7 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
             prefill.append(time.perf_counter() - start)
         if compiled:
             return {"first_token_s": prefill[0], "prefill_tokens_per_s": prompt_tokens / statistics.median(prefill),
-                    **_compiled_decode(model, ids, new_tokens)}
+                    **compiled_decode(model, ids, new_tokens)}
         # Transformers 5.24 names the KV cache ``cache`` (``past_key_values`` before, deprecated since).
         key = "cache" if "cache" in out else "past_key_values"
         past, token = out[key], out.logits[:, -1:].argmax(-1)
@@ -72,7 +72,10 @@ def measure(model: nn.Module, *, prompt_tokens: int, new_tokens: int, repeat: in
             "decode_tokens_per_s": 1 / statistics.median(steps) if steps else 0.0}
 
 
-def _compiled_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> dict[str, float]:
+def compiled_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> dict[str, float]:
+    """``decode_tokens_per_s`` of ``new_tokens`` greedy steps after the prompt ``ids`` on
+    ``decoding.StaticDecoder`` (median step, the first excluded), and ``compile_s``, the first
+    step, which compiles."""
     from .decoding import StaticDecoder
 
     decoder = StaticDecoder(model, max_cache_len=ids.shape[-1] + new_tokens + 1)
