@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..kernel import Kernel, kernel_named
-from ..layouts.base import AbstractLayout, layout_of
+from ..layouts.base import AbstractLayout, Unpackable, layout_of
 from ..result import Err, Issue, Issues, Result
 from ..text import quote
 from .replace import replace_each
@@ -35,6 +35,9 @@ def portable_factory(layout: AbstractLayout, dequantize_at_load: bool) -> Module
         return Issue("load.layout.unavailable", "$", f"the portable module {quote(str(reference))} cannot be imported: {quote(str(e), 160)}")
 
     def make(name: str, linear: nn.Linear) -> nn.Module:
+        declared = layout.tensors(linear.in_features, linear.out_features, linear.bias is not None)
+        if isinstance(declared, Unpackable):  # before the portable: one that stores whole modules takes no linear layer
+            raise ValueError(declared.message)
         built: nn.Module = module(layout, linear.in_features, linear.out_features, linear.bias is not None, device="meta",
                                   dequantize_at_load=dequantize_at_load)
         return built

@@ -109,3 +109,15 @@ def test_intermediate_size_not_whole_blocks(good: Path, tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
     codes = [i.code for i in _issues(out, None)]
     assert codes == ["load.layer.shape", "load.layer.shape"]
+
+
+def test_a_marker_beside_a_module_that_is_not_an_experts_block(good: Path, tmp_path: Path) -> None:
+    """The experts' marker tensor stored beside a linear layer or a norm: each is a coded shape issue
+    naming the module (a linear layer is not stored in this layout; a norm is not an experts block)."""
+    def change(tensors: dict[str, torch.Tensor]) -> None:
+        for module in ("model.layers.0.self_attn.q_proj", "model.layers.0.input_layernorm"):
+            tensors[f"{module}.gate_up_proj_blocks"] = torch.zeros(4, 2, dtype=torch.uint8)
+
+    issues = _issues(_changed(good, tmp_path / "bad", change), None)
+    assert [(i.code, i.path) for i in issues] == [("load.layer.shape", "$.modules['model.layers.0.self_attn.q_proj']"),
+                                                  ("load.layer.shape", "$.modules['model.layers.0.input_layernorm']")]
