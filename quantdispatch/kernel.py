@@ -33,12 +33,13 @@ from .layouts.base import AbstractIntLayout, AbstractLayout, Lazy
 from .layouts.compressed_tensors import CtIntQuantized
 from .layouts.fp8 import AbstractFp8Layout
 from .layouts.gptq import GptqPacked
+from .layouts.mxfp4 import Mxfp4Experts
 from .rules import RegistrationError, _is_subclass, _Table, declare_backend
 
 __all__ = [
     "Kernel", "FitRule", "Rank", "Prepare", "LAYERED_LOADER", "register_kernel", "kernels", "kernel_named", "kernel_candidates",
     "device_kind", "Renamed", "declare_renamed", "renamed", "renames", "TORCH", "TORCH_INT4_CPU", "ATEN_INT4_GROUPS",
-    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8", "CPU_FP4",
+    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8", "CPU_FP4", "CPU_FP4_EXPERTS",
 ]
 
 Prepare = Callable[[Any, AbstractLayout, Any], Any]
@@ -303,6 +304,19 @@ CPU_FP4 = register_kernel(Kernel(
     layouts=(AbstractLayout,), takes="nvfp4", prepare=Lazy("quantdispatch.kernels.fp4_native", "prepare_fp4"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(30),
 ))
+
+CPU_FP4_EXPERTS = register_kernel(Kernel(
+    name="cpu-fp4-experts", summary="quantdispatch's native MXFP4 experts kernel (C, float32 sums, the cpu-fp4 library): each "
+    "picked expert's E2M1 codes and E8M0 scale bytes read in place per call, blocks dequantized in cache for many tokens "
+    "(a machine without a C compiler keeps the portable module)",
+    layouts=(Mxfp4Experts,), prepare=Lazy("quantdispatch.kernels.mxfp4", "prepare_mxfp4"),
+    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(30),
+))
+
+
+@CPU_FP4_EXPERTS.fit.register(Mxfp4Experts, Cpu)
+def _fp4_experts_fit(layout: Mxfp4Experts, device: Cpu, /) -> tuple[str, ...]:
+    return ("dequantize is set: the experts are dequantized at load (torch-packed)",) if layout.dense_at_load else ()
 
 
 @CPU_INT4.fit.register(AbstractIntLayout, Cpu)

@@ -61,3 +61,73 @@ void nvfp4_dequant(const uint8_t *packed, const float *scale, float *out, int64_
         }
     }
 }
+
+/* MXFP4 (gpt-oss experts): the same E2M1 codes, 32 per block with one E8M0 scale byte s, the
+ * power of two 2^(s - 127) (s = 0: 2^-127, a float32 subnormal; 255, NaN in E8M0, is refused at
+ * load and reads as infinity here, as Transformers' ldexp computes it). One expert's projection:
+ *
+ *   W[n, k] = E2M1[code(n, k)] * 2^(scale[n, k / 32] - 127)     codes [N, K/32, 16], scales [N, K/32]
+ *
+ * mxfp4_matvec and mxfp4_dequant are nvfp4_matvec and nvfp4_dequant with these blocks.
+ */
+#define MXFP4_BLOCK 32
+#define MXFP4_LANES 8
+
+static float e8m0(uint8_t s) {
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = s ? (uint32_t)s << 23 : 0x00400000u;
+    return v.f;
+}
+
+void mxfp4_matvec(const uint8_t *packed, const uint8_t *scale, const float *x, float *y, int64_t m, int64_t n, int64_t k) {
+    const int64_t blocks = k / MXFP4_BLOCK;
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = packed + r * (k / 2);
+        const uint8_t *s = scale + r * blocks;
+        float acc[NVFP4_ROWS] = {0.0f};
+        for (int64_t b = 0; b < blocks; b++) {
+            float w[MXFP4_BLOCK];
+            block_values(row + b * (MXFP4_BLOCK / 2), w);
+            block_values(row + b * (MXFP4_BLOCK / 2) + NVFP4_BLOCK / 2, w + NVFP4_BLOCK);
+            const float sb = e8m0(s[b]);
+            for (int64_t i = 0; i < m; i++) {
+                const float *xi = x + i * k + b * MXFP4_BLOCK;
+                /* Eight lanes (one AVX register), summed at the end of the block: a loop the
+                 * compiler vectorizes, still in float32. */
+                float lane[MXFP4_LANES] = {0.0f};
+                for (int j = 0; j < MXFP4_BLOCK; j += MXFP4_LANES) {
+                    for (int l = 0; l < MXFP4_LANES; l++) {
+                        lane[l] += w[j + l] * xi[j + l];
+                    }
+                }
+                float part = 0.0f;
+                for (int l = 0; l < MXFP4_LANES; l++) {
+                    part += lane[l];
+                }
+                acc[i] += sb * part;
+            }
+        }
+        for (int64_t i = 0; i < m; i++) {
+            y[i * n + r] = acc[i];
+        }
+    }
+}
+
+void mxfp4_dequant(const uint8_t *packed, const uint8_t *scale, float *out, int64_t n0, int64_t n1, int64_t k) {
+    const int64_t blocks = k / MXFP4_BLOCK;
+    for (int64_t r = n0; r < n1; r++) {
+        float *o = out + (r - n0) * k;
+        for (int64_t b = 0; b < blocks; b++) {
+            float w[MXFP4_BLOCK];
+            const float sb = e8m0(scale[r * blocks + b]);
+            block_values(packed + r * (k / 2) + b * (MXFP4_BLOCK / 2), w);
+            block_values(packed + r * (k / 2) + b * (MXFP4_BLOCK / 2) + NVFP4_BLOCK / 2, w + NVFP4_BLOCK);
+            for (int j = 0; j < MXFP4_BLOCK; j++) {
+                o[b * MXFP4_BLOCK + j] = w[j] * sb;
+            }
+        }
+    }
+}

@@ -36,8 +36,10 @@ _BLOCK_WEIGHTS: Final = 1 << 20
 
 @functools.cache
 def native_fp4() -> ctypes.CDLL | None:
-    """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot be built."""
-    return native_library(__package__ or "", "fp4_native", _FLAGS, {"nvfp4_matvec": (4, 3), "nvfp4_dequant": (3, 3)})
+    """The compiled kernel (NVFP4's functions, and MXFP4's for ``kernels.mxfp4``), built once per process (and
+    cached on disk), or ``None`` where it cannot be built."""
+    functions = {"nvfp4_matvec": (4, 3), "nvfp4_dequant": (3, 3), "mxfp4_matvec": (4, 3), "mxfp4_dequant": (3, 3)}
+    return native_library(__package__ or "", "fp4_native", _FLAGS, functions)
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> None:

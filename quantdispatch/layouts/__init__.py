@@ -13,6 +13,7 @@ from . import fp4 as fp4
 from . import fp8 as fp8
 from . import gguf as gguf
 from . import gptq as gptq
+from . import mxfp4 as mxfp4
 from .awq import AwqPacked as AwqPacked
 from .base import FLOAT_CODES as FLOAT_CODES
 from .base import AbstractIntLayout as AbstractIntLayout
@@ -34,10 +35,11 @@ from .fp8 import Fp8Scaled as Fp8Scaled
 from .fp8 import Fp8ScaleInv as Fp8ScaleInv
 from .gguf import GgufBlocks as GgufBlocks
 from .gptq import GptqPacked as GptqPacked
+from .mxfp4 import Mxfp4Experts as Mxfp4Experts
 
 __all__ = [
     "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
     "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized", "CtNvfp4", "ModeloptNvfp4Blocks",
-    "Fp8ScaleInv", "Fp8Scaled", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense",
-    "awq", "bnb", "compressed_tensors", "dense", "fp4", "fp8", "gguf", "gptq",
+    "Fp8ScaleInv", "Fp8Scaled", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense", "Mxfp4Experts",
+    "awq", "bnb", "compressed_tensors", "dense", "fp4", "fp8", "gguf", "gptq", "mxfp4",
 ]

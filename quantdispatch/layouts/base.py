@@ -103,6 +103,11 @@ class AbstractLayout:
     marker: ClassVar[str] = "weight"
     portable: ClassVar[Lazy[Any] | None] = Lazy("quantdispatch.kernels.modules", "PackedLinear")
     forms: ClassVar[Mapping[str, Lazy[Any]]] = NO_FORMS
+    whole_modules: ClassVar[bool] = False
+    """Whether the layout also stores model modules that are not linear layers (a mixture-of-experts
+    block whose experts are 3-D tensors): the loader then replaces any module whose ``marker``
+    tensor is stored with ``portable.from_module(layout, module, device=..., dequantize_at_load=...)``,
+    which raises ``ValueError`` for a module it cannot take."""
 
     def tensors(self, in_features: int, out_features: int, bias: bool) -> Tensors | Unpackable:
         """The tensors one layer holds, by name suffix, or why this shape cannot be stored."""
@@ -128,6 +133,12 @@ class AbstractLayout:
         """Float tensors whose values the format keeps on one side of zero: ``"nonnegative"``
         (block scales, where an all-zero block may have scale 0) or ``"positive"`` (a global
         scale that divides)."""
+        return {}
+
+    def views(self) -> Mapping[str, str]:
+        """Integer tensors whose bytes are values of a float format, by the safetensors code of that
+        format (MXFP4's ``U8`` block scales are E8M0: ``"F8_E8M0"``); the ``finite`` check reads
+        them as that format (E8M0's byte 255 is NaN)."""
         return {}
 
     def fixed(self, in_features: int, out_features: int) -> Mapping[str, tuple[int, ...]]:

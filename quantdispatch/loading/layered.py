@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 from ..kernel import Kernel, kernel_named
-from ..layouts.base import AbstractLayout, layout_of
+from ..layouts.base import AbstractLayout, Unpackable, layout_of
 from ..result import Err, Issue, Issues, Result
 from ..text import quote
 from .replace import replace_each
 from .request import LoadRequest
-from .stream import ModuleFactory, PostLoad, load_streamed
+from .stream import ModuleFactory, PostLoad, WholeFactory, load_streamed
 
-__all__ = ["load", "portable_factory"]
+__all__ = ["load", "portable_factory", "whole_factory"]
 
 
 def portable_factory(layout: AbstractLayout, dequantize_at_load: bool) -> ModuleFactory | Issue:
@@ -35,8 +35,29 @@ def portable_factory(layout: AbstractLayout, dequantize_at_load: bool) -> Module
         return Issue("load.layout.unavailable", "$", f"the portable module {quote(str(reference))} cannot be imported: {quote(str(e), 160)}")
 
     def make(name: str, linear: nn.Linear) -> nn.Module:
+        declared = layout.tensors(linear.in_features, linear.out_features, linear.bias is not None)
+        if isinstance(declared, Unpackable):  # before the portable: one that stores whole modules takes no linear layer
+            raise ValueError(declared.message)
         built: nn.Module = module(layout, linear.in_features, linear.out_features, linear.bias is not None, device="meta",
                                   dequantize_at_load=dequantize_at_load)
+        return built
+
+    return make
+
+
+def whole_factory(layout: AbstractLayout, dequantize_at_load: bool) -> WholeFactory | None:
+    """For a layout that stores whole modules (``whole_modules``: stacked experts), makes each one's
+    portable module from the model's module (``portable.from_module``), on the meta device; ``None``
+    for other layouts. Call after ``portable_factory`` (which reports a portable that cannot be imported)."""
+    reference = type(layout).portable
+    if not layout.whole_modules or reference is None:
+        return None
+    from_module: object = getattr(reference.resolve(), "from_module", None)
+
+    def make(name: str, module: nn.Module) -> nn.Module:
+        if not callable(from_module):
+            raise ValueError(f"{type(module).__name__} is not a linear layer, and {reference} replaces only those")
+        built: nn.Module = from_module(layout, module, device="meta", dequantize_at_load=dequantize_at_load)
         return built
 
     return make
@@ -74,4 +95,5 @@ def load(request: LoadRequest) -> Result[tuple[nn.Module, int], Issues]:
     post_load = _post_load(kernel, layout, getattr(torch, plan.dtype.value))
     if isinstance(post_load, Issue):
         return Err((post_load,))
-    return load_streamed(request, layout, make, post_load)
+    whole = whole_factory(layout, request.dequantize_at_load and kernel.prepare is None)
+    return load_streamed(request, layout, make, post_load, whole)

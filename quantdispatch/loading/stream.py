@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import torch
@@ -34,11 +34,15 @@ from .checkpoint import Checkpoint
 from .request import LoadRequest
 from .safetensors import TensorEntry, read_safetensors
 
-__all__ = ["ModuleFactory", "PostLoad", "Replaced", "TORCH_DTYPES", "finish", "build_skeleton", "replace_linears", "check_tensors", "check_expected",
+__all__ = ["ModuleFactory", "WholeFactory", "PostLoad", "Replaced", "TORCH_DTYPES", "finish", "build_skeleton", "replace_linears",
+           "check_tensors", "check_expected",
            "check_values", "tied_targets", "ignored_unexpected", "refusal_issues", "stream_weights", "load_streamed"]
 
 ModuleFactory = Callable[[str, nn.Linear], nn.Module]
 """Makes the quantized module (on the meta device) that replaces one linear layer."""
+WholeFactory = Callable[[str, nn.Module], nn.Module]
+"""Makes the quantized module (on the meta device) that replaces one whole module, for a layout
+that stores such (``whole_modules``: stacked experts); raises ``ValueError`` for a module it cannot take."""
 
 _IGNORED_UNEXPECTED = (".rotary_emb.inv_freq",)  # older checkpoints saved this buffer; it is recomputed
 
@@ -135,14 +139,24 @@ def _stored_shapes(checkpoint: Checkpoint, prefix: str) -> dict[str, tuple[int, 
     return {n[len(start):]: tuple(checkpoint.entry(n).shape) for n in checkpoint.where if n.startswith(start) and "." not in n[len(start):]}
 
 
-def _made(make: ModuleFactory, name: str, linear: nn.Linear) -> nn.Module | Issue:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _made(make: Callable[[str, M], nn.Module], name: str, module: M) -> nn.Module | Issue:
     """``make``'s module for one layer, or the issue naming the layer whose shape its packing cannot hold."""
     try:
-        return make(name, linear)
+        return make(name, module)
     except ValueError as e:  # the layout's shape rules (its tensors() answered Unpackable)
-        return _issue("load.layer.shape", f"{quote(name)} ({linear.in_features} -> {linear.out_features}): {quote(str(e), 200)}",
+        shape = f"{module.in_features} -> {module.out_features}" if isinstance(module, nn.Linear) else type(module).__name__
+        return _issue("load.layer.shape", f"{quote(name)} ({shape}): {quote(str(e), 200)}",
                       "this layer's shape cannot be stored in the configured packing: the config does not fit the model",
                       f"$.modules[{quote(name)}]")
+
+
+def _sizes(module: nn.Module) -> tuple[int, int]:
+    """A replacing module's ``(in_features, out_features)`` (0 where it does not say them)."""
+    found = (getattr(module, "in_features", 0), getattr(module, "out_features", 0))
+    return (found[0] if isinstance(found[0], int) else 0, found[1] if isinstance(found[1], int) else 0)
 
 
 @attrs.frozen
@@ -159,18 +173,28 @@ class Replaced:
     layers: dict[str, tuple[int, int]] = attrs.field(factory=dict)
 
 
-def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, make: ModuleFactory) -> Result[Replaced, Issues]:
+def replace_linears(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayout, make: ModuleFactory,
+                    whole: WholeFactory | None = None) -> Result[Replaced, Issues]:
     """Swap each ``nn.Linear`` the checkpoint stores in ``layout`` (its ``marker`` tensor is there)
-    for the module ``make`` builds, and each fused projection stored as separate parts for a
+    for the module ``make`` builds, each other module so stored for the one ``whole`` builds (a
+    layout that stores whole modules), and each fused projection stored as separate parts for a
     ``SplitLinear`` of them; or an issue for each layer whose shape the layout cannot hold
-    (``make`` raised ``ValueError``)."""
+    (``make`` or ``whole`` raised ``ValueError``)."""
     done = Replaced()
     issues: list[Issue] = []
     for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Linear):
-            continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        if not isinstance(module, nn.Linear):
+            # A layout that stores whole modules (stacked experts): the module whose marker is stored.
+            if whole is not None and layout.whole_modules and name and f"{name}.{layout.marker}" in checkpoint.where:
+                made = _made(whole, name, module)
+                if isinstance(made, Issue):
+                    issues.append(made)
+                else:
+                    setattr(parent, child, made)
+                    done.layers[name] = _sizes(made)
+            continue
         if f"{name}.{layout.marker}" in checkpoint.where:
             made = _made(make, name, module)
             if isinstance(made, Issue):
@@ -207,7 +231,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
     """Check the loaded values the layout declares for each replaced layer: index tensors
     (``indexes``: tensor -> (indexed tensor, its size); a group index picks a row of the
     scales) hold only values in ``[0, size)``, ``finite`` tensors (scales) no NaN or
-    infinity, signed ones (``signs``) no value on the wrong side of zero, and shape-fixed ones
+    infinity (integer ones read through ``views``), signed ones (``signs``) no value on the wrong side of zero, and shape-fixed ones
     (``fixed``: a stored ``[N, K]``) the layer's sizes. Run after the
     weights are read and before anything (a forward, a kernel's ``prepare``) uses them: an
     index out of range would raise at the first forward, or, negative, silently read the wrong
@@ -221,6 +245,7 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
         return stored, Path(checkpoint.where[stored]).name if stored in checkpoint.where else "the checkpoint"
 
     finite = sorted(layout.finite())
+    views = {name: TORCH_DTYPES[code] for name, code in layout.views().items() if code in TORCH_DTYPES}
     for module_name, (in_features, out_features) in replaced.layers.items():
         module = model.get_submodule(module_name)
         for buffer_name, (target, size) in layout.indexes(in_features, out_features).items():
@@ -239,6 +264,8 @@ def check_values(model: nn.Module, checkpoint: Checkpoint, layout: AbstractLayou
                                  f"$.tensors[{quote(stored)}]"))
         for buffer_name in finite:
             values = _loaded(module, buffer_name)
+            if values is not None and buffer_name in views and values.element_size() == views[buffer_name].itemsize:
+                values = values.view(views[buffer_name])  # integer bytes of a float format (E8M0 scales)
             if values is None or not values.is_floating_point():
                 continue
             if values.element_size() == 1:  # torch has no isfinite for 8-bit floats; bfloat16 holds each of their values exactly
@@ -522,15 +549,16 @@ replaced layers: a kernel's ``prepare`` swaps each portable layer for its own mo
 
 
 def load_streamed(request: LoadRequest, layout: AbstractLayout | None, make: ModuleFactory | None,
-                  post_load: PostLoad | None = None) -> Result[tuple[nn.Module, int], Issues]:
+                  post_load: PostLoad | None = None, whole: WholeFactory | None = None) -> Result[tuple[nn.Module, int], Issues]:
     """Skeleton, module swap, checks, streaming, ``post_load``, tying, the device: the whole execute
-    step, for the layers ``layout`` declares (``None``: a dense checkpoint)."""
+    step, for the layers ``layout`` declares (``None``: a dense checkpoint); ``whole`` makes the
+    modules a layout that stores whole modules replaces."""
     directory, checkpoint, plan = request.directory, request.checkpoint, request.plan
     built = build_skeleton(directory, plan, trust_remote_code=request.trust_remote_code, stored_bytes=checkpoint.nbytes)
     if isinstance(built, Err):
         return built
     model = built.value
-    swapped = replace_linears(model, checkpoint, layout, make) if layout is not None and make is not None else Ok(Replaced())
+    swapped = replace_linears(model, checkpoint, layout, make, whole) if layout is not None and make is not None else Ok(Replaced())
     if isinstance(swapped, Err):
         return swapped
     replaced = swapped.value

@@ -3,7 +3,8 @@
 Capabilities, from the kernels' documentation and Transformers' quantizers: native FP8 matmuls
 need Ada/Hopper (sm_89+); FBGEMM's FP8 kernels need Hopper (sm_90); the MX and NVFP4 tensor-core
 formats need Blackwell (sm_100+); gpt-oss' MXFP4 Triton kernels run from Turing (sm_75). Without
-them Transformers dequantizes FP8 and MXFP4 weights at load, which any device can do.
+them Transformers dequantizes FP8 and MXFP4 weights at load, which any device can do; here MXFP4
+experts load kept packed (``layouts.mxfp4``: ``cpu-fp4-experts`` on a CPU, ``torch-packed`` anywhere).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def _fbgemm(config: FbgemmFp8, device: AbstractDevice, /) -> Selection:
 
 @select_backend.register(Mxfp4, AbstractDevice)
 def _mxfp4(config: Mxfp4, device: AbstractDevice, /) -> Selection:
-    return (Candidate(MXFP4_TRITON, ("dequantize is set",) if config.dequantize else ()), Candidate(MXFP4_DEQUANTIZE))
+    # Transformers' Triton kernels on a GPU, then the layout's kernels (the experts kept packed, or
+    # dequantized at load when dequantize is set), then Transformers' fallback (planning only).
+    return (Candidate(MXFP4_TRITON, ("dequantize is set",) if config.dequantize else ()),
+            *kernel_candidates(layout_of(config), device), Candidate(MXFP4_DEQUANTIZE))
 
 
 @select_backend.register(Nvfp4, AbstractDevice)
