@@ -8,6 +8,10 @@ One linear layer with ``in_features`` K and ``out_features`` N holds::
                                ([ceil(N / bn), ceil(K / bk)] for blocks of bn rows and bk columns)
     input_scale       F32      ModelOpt and static compressed-tensors activations: read, not used
 
+MXFP8 (OCP MX, ``quant_method: "mxfp8"``, Transformers' fine-grained FP8 path) is the block case
+with ``[1, 32]`` blocks and E8M0 scales stored as bytes (``U8``): byte ``b`` is ``2 ** (b - 127)``,
+and 255 is NaN, refused at load as a non-finite scale.
+
 and ``W[n, k] = float(w[n, k]) * s`` with ``s`` the scale of the tensor, of row n, or of the
 block ``(n // bn, k // bk)``: a partial block at the bottom or right edge has its own scale, as
 Transformers' ``FP8Linear`` allocates them and its ``_dequantize_fp8_weight`` applies them, and as
@@ -35,20 +39,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 import attrs
 
 from ..configs.compressed_tensors import CompressedTensors, CtArgs, CtScheme
-from ..configs.fp8 import FbgemmFp8, Fp8
+from ..configs.fp8 import FbgemmFp8, Fp8, Mxfp8
 from ..configs.modelopt import ModeloptFp8
 from .base import FLOAT_CODES, AbstractLayout, Lazy, Sign, TensorDecl, Tensors, Unpackable, declare_layout, layout_of
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Granularity", "AbstractFp8Layout", "Fp8ScaleInv", "Fp8Scaled", "fp8_layout", "fbgemm_fp8_layout", "modelopt_fp8_layout",
-           "ct_fp8_layout", "fp8_blocks"]
+__all__ = ["Granularity", "AbstractFp8Layout", "Fp8ScaleInv", "Fp8Scaled", "fp8_layout", "mxfp8_layout", "fbgemm_fp8_layout",
+           "modelopt_fp8_layout", "ct_fp8_layout", "fp8_blocks", "float_scales", "MX_BLOCK"]
 
 Granularity = Literal["tensor", "channel", "block"]
 E4M3: Final = "F8_E4M3"
 SCALE_CODES: Final = (*FLOAT_CODES, "F8_E8M0")
 """Scale dtypes read: any float, and E8M0 (UE8M0 powers of two, as Transformers writes them)."""
+EXPONENT_CODES: Final = ("U8", "F8_E8M0")
+"""Scale dtypes of an exponent-scaled (MX) layout: E8M0 bytes as ``U8`` (as MXFP8 checkpoints ship them) or typed."""
+MX_BLOCK: Final = (1, 32)
+"""OCP MX's block: 32 consecutive weights of a row share one E8M0 scale."""
 _CT_FORMATS: Final = ("float-quantized", "naive-quantized")
 """compressed-tensors formats that store 8-bit float weights as e4m3 bytes (the naive compressor
 casts to the args' dtype; ``float-quantized`` is its FP8 alias)."""
@@ -65,6 +73,7 @@ class AbstractFp8Layout(AbstractLayout):
         activation_scales: Float tensors a layer stores that weight-only compute does not read (activation scales).
         scale_rounding: The weight is rounded to the scale's dtype, as the producer's own
             dequantization computes it (compressed-tensors).
+        exponent_scales: The scales are E8M0 exponents (MX), stored as bytes: ``2 ** (b - 127)``.
         producer: Who writes this layout, for ``describe``.
     """
 
@@ -76,6 +85,7 @@ class AbstractFp8Layout(AbstractLayout):
     scalar_shape: tuple[int, ...] = ()
     activation_scales: tuple[str, ...] = ()
     scale_rounding: bool = False
+    exponent_scales: bool = False
     producer: str = "FP8"
 
     def scale_shape(self, in_features: int, out_features: int) -> tuple[int, ...] | Unpackable:
@@ -95,8 +105,8 @@ class AbstractFp8Layout(AbstractLayout):
         shape = self.scale_shape(in_features, out_features)
         if isinstance(shape, Unpackable):
             return shape
-        found = {"weight": TensorDecl((out_features, in_features), E4M3),
-                 self.scale_name: TensorDecl(shape, "F32", SCALE_CODES)}
+        scale = TensorDecl(shape, "U8", EXPONENT_CODES) if self.exponent_scales else TensorDecl(shape, "F32", SCALE_CODES)
+        found = {"weight": TensorDecl((out_features, in_features), E4M3), self.scale_name: scale}
         found.update((name, TensorDecl(self.scalar_shape, "F32", FLOAT_CODES)) for name in self.activation_scales)
         if bias:
             found["bias"] = TensorDecl((out_features,), "F16", FLOAT_CODES)
@@ -110,7 +120,10 @@ class AbstractFp8Layout(AbstractLayout):
         return frozenset({"weight", self.scale_name})
 
     def signs(self) -> Mapping[str, Sign]:
-        return {self.scale_name: "nonnegative"}
+        return {} if self.exponent_scales else {self.scale_name: "nonnegative"}
+
+    def views(self) -> Mapping[str, str]:
+        return {self.scale_name: "F8_E8M0"} if self.exponent_scales else {}
 
     def describe(self) -> str:
         if self.granularity == "block" and self.block is not None:
@@ -127,7 +140,7 @@ class AbstractFp8Layout(AbstractLayout):
 
         stored = tensors[self.scale_name]
         weight = tensors["weight"].to(torch.float32)
-        scale = stored.to(torch.float32)
+        scale = float_scales(stored)
         if self.granularity == "block" and self.block is not None:
             _scale_blocks(weight, scale, self.block)
         else:
@@ -135,6 +148,16 @@ class AbstractFp8Layout(AbstractLayout):
         if self.scale_rounding and stored.dtype != torch.float32:
             weight = weight.to(stored.dtype)
         return weight.to(dtype)
+
+
+def float_scales(stored: torch.Tensor) -> torch.Tensor:
+    """Scales as float32: E8M0 bytes (``uint8``) are ``2 ** (b - 127)``, computed as Transformers'
+    ``Fp8Dequantize`` does (exact: every value is a power of two float32 holds); floats convert."""
+    import torch
+
+    if stored.dtype == torch.uint8:
+        return (stored.to(torch.float32) - 127.0).exp2()
+    return stored.to(torch.float32)
 
 
 def _scale_blocks(weight: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> None:
@@ -164,7 +187,7 @@ def fp8_blocks(module: Any) -> Any:
     if layout.scale_rounding and stored.dtype != torch.float32:
         return f"each weight is rounded to its {stored.dtype} scale's dtype, which a fused float32 sum does not do"
     n, k = weight.shape
-    scale = stored.to(torch.float32)
+    scale = float_scales(stored)
     if layout.granularity == "block" and layout.block is not None:
         return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block)
     if layout.granularity == "channel":
@@ -202,6 +225,13 @@ def fp8_layout(config: Fp8) -> Fp8ScaleInv | None:
     if len(block) != 2:
         return None
     return Fp8ScaleInv(granularity="block", block=(block[0], block[1]), producer=producer)
+
+
+def mxfp8_layout(config: Mxfp8) -> Fp8ScaleInv:
+    """MXFP8: E4M3 weights, one E8M0 byte per ``[1, 32]`` block. The block is the format's
+    definition, not the config's ``weight_block_size`` (which the shared fine-grained FP8 config
+    defaults to 128x128); Transformers likewise reads the block from the scale grid."""
+    return Fp8ScaleInv(granularity="block", block=MX_BLOCK, exponent_scales=True, producer="MXFP8 (OCP MX, E8M0 scales)")
 
 
 def fbgemm_fp8_layout(config: FbgemmFp8) -> Fp8Scaled:
@@ -256,6 +286,11 @@ def ct_fp8_layout(config: CompressedTensors) -> Fp8Scaled | None:
 @layout_of.register(Fp8)
 def _fp8(config: Fp8, /) -> Fp8ScaleInv | None:
     return fp8_layout(config)
+
+
+@layout_of.register(Mxfp8)
+def _mxfp8(config: Mxfp8, /) -> Fp8ScaleInv:
+    return mxfp8_layout(config)
 
 
 @layout_of.register(FbgemmFp8)
