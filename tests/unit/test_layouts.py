@@ -21,6 +21,7 @@ from quantdispatch.layouts import (
     AwqPacked,
     Bnb4BitBlocks,
     Bnb8BitRows,
+    Fp8ScaleInv,
     GptqPacked,
     Lazy,
     TensorDecl,
@@ -99,7 +100,9 @@ def test_layout_of_answers_for_each_packing_and_none_for_the_rest() -> None:
     assert layout_of(AwqMarlin()) is None and layout_of(AwqLlm()) is None
     assert layout_of(Bnb4Bit(quant_type="nf4")) == Bnb4BitBlocks(quant_type="nf4", double_quant=False)
     assert isinstance(layout_of(Bnb8Bit()), Bnb8BitRows)
-    assert layout_of(qd.Mxfp8()) is None
+    mx = layout_of(qd.Mxfp8(weight_block_size=(128, 128)))  # MX's block is the format's, not the shared config's default
+    assert isinstance(mx, Fp8ScaleInv) and mx.block == (1, 32) and mx.exponent_scales
+    assert layout_of(qd.FourOverSix()) is None  # no layout yet: planned, not loaded
 
 
 def test_derivable_and_finite_follow_the_format() -> None:
