@@ -19,7 +19,8 @@ import pytest
 
 PACKAGE: Final = Path(__file__).resolve().parents[1] / "quantdispatch"
 HEAVY: Final = ("torch", "transformers", "numpy", "gguf", "bitsandbytes")
-SHELL_FILES: Final = frozenset({"probe.py", "probing.py", "testing.py", "cli_load.py", "cli_bench.py", "demo_load.py", "gguf_cli.py", "quiet.py"})
+SHELL_FILES: Final = frozenset({"probe.py", "probing.py", "testing.py", "cli_load.py", "cli_bench.py", "demo_load.py", "gguf_cli.py", "quiet.py",
+                                "bandwidth.py", "decoding.py"})
 """Modules that may import torch at their top (``probe`` was renamed ``probing``; ``testing`` holds the
 writers tests use), besides ``backends/`` and ``kernels/``."""
 SHELL_DIRS: Final = frozenset({"backends", "kernels", "loading"})

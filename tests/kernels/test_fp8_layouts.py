@@ -119,7 +119,7 @@ def test_shapes_and_declarations() -> None:
     assert {n: d.shape for n, d in declared.items()} == {"weight": (32, 64), "weight_scale": (), "input_scale": ()}
     assert layout_of(qd.FbgemmFp8()) == Fp8Scaled(granularity="channel", producer="FBGEMM")
     assert layout_of(qd.Fp8(weight_block_size=None)) == Fp8ScaleInv(granularity="tensor", producer="Transformers fine-grained")
-    assert layout_of(qd.Mxfp8()) is None
+    assert layout_of(qd.Mxfp8()) == Fp8ScaleInv(granularity="block", block=(1, 32), exponent_scales=True, producer="MXFP8 (OCP MX, E8M0 scales)")
 
 
 @pytest.mark.parametrize(("layout", "k", "n", "code"), [
