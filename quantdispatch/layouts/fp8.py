@@ -66,6 +66,9 @@ class AbstractFp8Layout(AbstractLayout):
         scale_rounding: The weight is rounded to the scale's dtype, as the producer's own
             dequantization computes it (compressed-tensors).
         producer: Who writes this layout, for ``describe``.
+        kv_cache: The checkpoint quantizes the KV cache (ModelOpt ``kv_cache_quant_algo``):
+            ``k_proj`` and ``v_proj`` also store ``k_scale`` / ``v_scale``, which are not read (the
+            cache stays in the compute dtype).
     """
 
     scale_name: ClassVar[str] = "weight_scale"
@@ -77,6 +80,7 @@ class AbstractFp8Layout(AbstractLayout):
     activation_scales: tuple[str, ...] = ()
     scale_rounding: bool = False
     producer: str = "FP8"
+    kv_cache: bool = False
 
     def scale_shape(self, in_features: int, out_features: int) -> tuple[int, ...] | Unpackable:
         """The scale tensor's shape for a layer of this size, or why there is none."""
@@ -111,6 +115,13 @@ class AbstractFp8Layout(AbstractLayout):
 
     def signs(self) -> Mapping[str, Sign]:
         return {self.scale_name: "nonnegative"}
+
+    def unused(self) -> frozenset[str]:
+        return frozenset({"k_scale", "v_scale"}) if self.kv_cache else frozenset()
+
+    def notes(self) -> tuple[str, ...]:
+        return ("the checkpoint quantizes the KV cache; it stays in the compute dtype here (k_scale/v_scale are not read)",) if (
+            self.kv_cache) else ()
 
     def describe(self) -> str:
         if self.granularity == "block" and self.block is not None:
@@ -210,8 +221,10 @@ def fbgemm_fp8_layout(config: FbgemmFp8) -> Fp8Scaled:
 
 
 def modelopt_fp8_layout(config: ModeloptFp8) -> Fp8Scaled:
-    """ModelOpt FP8: a scalar ``weight_scale`` and a scalar static ``input_scale`` per layer."""
-    return Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt")
+    """ModelOpt FP8: a scalar ``weight_scale`` and a scalar static ``input_scale`` per layer; with an
+    FP8 KV cache, ``k_scale`` / ``v_scale`` beside ``k_proj`` / ``v_proj`` (declared unused)."""
+    return Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt",
+                     kv_cache=config.kv_cache_quant_algo is not None)
 
 
 def _ct_weights(config: CompressedTensors) -> CtScheme | None:
