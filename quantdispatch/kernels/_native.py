@@ -25,13 +25,30 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import torch
 
-__all__ = ["NAMESPACE", "cache_dir", "cpu_flags", "read_source", "build_library", "custom_op"]
+__all__ = ["NAMESPACE", "cache_dir", "cpu_flags", "read_source", "build_library", "custom_op", "scratch"]
+
+_SCRATCH: Final = threading.local()
+
+
+def scratch(rows: int, cols: int) -> torch.Tensor:
+    """A float32 ``[rows, cols]`` work buffer, this thread's own, reused across calls (grown when a
+    call needs more). The prefill paths dequantize blocks of a few MiB into it: a fresh tensor per
+    call is freed into glibc's heap, which (its mmap threshold raised after the first large free)
+    keeps the pages, so each layer left a few MiB of resident memory behind (34 MiB over a 134M
+    llama's prefill, measured in benchmarks/bench_formats.py's children)."""
+    need = rows * cols
+    buffer: torch.Tensor | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < need:
+        buffer = torch.empty(need, dtype=torch.float32)
+        _SCRATCH.buffer = buffer
+    return buffer[:need].view(rows, cols)
 
 NAMESPACE: Final = "quantdispatch"
 """The ``torch.library`` namespace of the native kernels' ops (``torch.ops.quantdispatch.*``)."""

@@ -30,7 +30,7 @@ from typing import Final, NamedTuple
 import torch
 from torch import nn
 
-from ._native import custom_op, native_library
+from ._native import custom_op, native_library, scratch
 
 __all__ = ["Fp8Blocks", "native_fp8", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
 
@@ -90,7 +90,7 @@ def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows
         lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k, rows, cols)
         return y
     step = max(1, _BLOCK_WEIGHTS // k)
-    block = torch.empty(step, k, dtype=torch.float32)
+    block = scratch(step, k)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols)
