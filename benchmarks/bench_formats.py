@@ -175,7 +175,7 @@ def _vm_hwm_mib() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def child(mode: str, directory: str, threads: int, new_tokens: int, repeat: int) -> dict[str, Any]:
+def child(mode: str, directory: str, threads: int, new_tokens: int, repeat: int, dtype: str | None = None) -> dict[str, Any]:
     """One measurement in this (fresh) process: ``baseline``, ``ours`` or ``transformers``."""
     import torch
     import transformers.models.llama.modeling_llama  # noqa: F401  (the baseline imports the llama code too)
@@ -188,8 +188,8 @@ def child(mode: str, directory: str, threads: int, new_tokens: int, repeat: int)
     if mode == "ours":
         import quantdispatch as qd
 
-        loaded = qd.load(directory, device="cpu").unwrap()
-        model, how = loaded.model, loaded.plan.backend.name
+        loaded = qd.load(directory, device="cpu", dtype=dtype or "auto").unwrap()
+        model, how = loaded.model, f"{loaded.plan.backend.name} {loaded.plan.dtype.value}"
     else:
         from transformers import AutoModelForCausalLM
 
@@ -258,7 +258,7 @@ def stored_bytes(directory: Path) -> tuple[int, int]:
 
 def _run_child(mode: str, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_formats", "--child", mode, str(directory), "--threads", str(args.threads),
-           "--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]
+           "--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat), *(["--dtype", args.dtype] if args.dtype else [])]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -277,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="ours: this compute dtype (default: the plan's)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.threads, args.new_tokens, args.repeat)))
+        print(json.dumps(child(args.child[0], args.child[1], args.threads, args.new_tokens, args.repeat, args.dtype)))
         return 0
     formats = [f for f in args.formats.split(",") if f]
     for fmt in formats:
