@@ -172,15 +172,16 @@ def fp8_blocks(module: Any) -> Any:
     layout: AbstractFp8Layout = module.layout
     tensors = module.tensors()
     weight, stored = tensors["weight"], tensors[layout.scale_name]
-    if layout.scale_rounding and stored.dtype != torch.float32:
-        return f"each weight is rounded to its {stored.dtype} scale's dtype, which a fused float32 sum does not do"
+    round_bf16 = layout.scale_rounding and stored.dtype == torch.bfloat16  # the kernel rounds each weight as the producer does
+    if layout.scale_rounding and stored.dtype not in (torch.float32, torch.bfloat16):
+        return f"each weight is rounded to its {stored.dtype} scale's dtype, which the kernel does only for bfloat16"
     n, k = weight.shape
     scale = stored.to(torch.float32)
     if layout.granularity == "block" and layout.block is not None:
-        return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block)
+        return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block, round_bf16=round_bf16)
     if layout.granularity == "channel":
-        return Fp8Blocks(weight.view(torch.uint8), scale.reshape(n, 1).contiguous(), 1, k)
-    return Fp8Blocks(weight.view(torch.uint8), scale.reshape(1, 1).contiguous(), n, k)
+        return Fp8Blocks(weight.view(torch.uint8), scale.reshape(n, 1).contiguous(), 1, k, round_bf16=round_bf16)
+    return Fp8Blocks(weight.view(torch.uint8), scale.reshape(1, 1).contiguous(), n, k, round_bf16=round_bf16)
 
 
 @declare_layout

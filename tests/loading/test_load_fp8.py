@@ -282,13 +282,14 @@ def test_dequantized_at_load_weights_are_the_references_bit_for_bit(written: dic
 @pytest.mark.parametrize("name", NAMES)
 def test_the_native_kernel_takes_the_layers_it_computes_exactly(written: dict[str, tuple[Path, LlamaForCausalLM]], name: str) -> None:
     """cpu-e4m3 is the CPU's first choice: every projection becomes an Fp8Linear on the stored bytes
-    (compressed-tensors layers with bfloat16 scales keep the portable module: their weights are
-    rounded to bfloat16, which a fused float32 sum does not do); logits within float32 summation error."""
+    (compressed-tensors layers with bfloat16 scales too: the kernel rounds each weight to bfloat16, as
+    compressed-tensors does); logits within float32 summation error."""
     out, dense = written[name]
     loaded = qd.load(out, device="cpu", dtype=_dtype(name)).unwrap()
     assert loaded.plan.backend.name == "cpu-e4m3" and "torch-packed" in {r.backend for r in loaded.plan.rejected}
     native = [m for m in loaded.model.modules() if isinstance(m, Fp8Linear)]
-    assert len(native) == (0 if name.startswith("ct-") and "bfloat16" in name else PROJECTIONS)
+    assert len(native) == PROJECTIONS
+    assert all(m.round_bf16 == (name.startswith("ct-") and "bfloat16" in name) for m in native)
     assert all(m.weight.dtype == torch.uint8 for m in native)  # the stored bytes, not a float copy
     got, want = _logits(loaded.model), _logits(dense)
     assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item()), (got - want).abs().max()
