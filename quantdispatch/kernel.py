@@ -300,7 +300,8 @@ CPU_FP8 = register_kernel(Kernel(
 ))
 CPU_FP4 = register_kernel(Kernel(
     name="cpu-fp4", summary="quantdispatch's native NVFP4 kernel (C, float32 sums): E2M1 codes read in place per decode "
-    "step with one float32 scale per block of 16 (folded once at load), blocks dequantized in cache for prefill",
+    "step with their E4M3 block scales as stored (times or over the float32 tensor scale per block of 16), blocks "
+    "dequantized in cache for prefill",
     layouts=(AbstractLayout,), takes="nvfp4", prepare=Lazy("quantdispatch.kernels.fp4_native", "prepare_fp4"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(30),
 ))

@@ -1,5 +1,6 @@
-"""Could a checkpoint load there? Its plan on hand-built CUDA machines (Turing, Ampere, Ada, Hopper,
-Blackwell) with every declared backend's packages installed, and what vLLM would say.
+"""Could a checkpoint load there? Its plan on hand-built machines (a CPU; Turing, Ampere, Ada, Hopper,
+Blackwell GPUs) with every declared backend's packages installed, and what Transformers, vLLM and
+llama.cpp would do there (``quantdispatch.engines``, with the source of each fact).
 
 Pure: the environments are values, so the answers hold without the GPUs.
 """
@@ -13,21 +14,24 @@ import attrs
 from .backend import Refusal
 from .configs.base import AbstractQuantConfig
 from .engine import vllm_args
+from .engines import EngineAnswer, device_name, llama_cpp_answer, transformers_answer, vllm_answer
 from .environment import Cpu, Cuda, Environment, Package, Version
 from .plan import LoadOptions, plan
 from .result import Err
 from .rules import backends
 
-__all__ = ["GPUS", "Verdict", "full_environment", "verdicts"]
+__all__ = ["GPUS", "MACHINES", "Verdict", "full_environment", "verdicts", "engine_answers", "quantdispatch_answer"]
 
 GPUS: Final[tuple[Cuda, ...]] = (
     Cuda(capability=(7, 5), name="Turing (T4)"), Cuda(capability=(8, 0), name="Ampere (A100)"),
     Cuda(capability=(8, 9), name="Ada (L40S)"), Cuda(capability=(9, 0), name="Hopper (H100)"),
     Cuda(capability=(10, 0), name="Blackwell (B200)"),
 )
+MACHINES: Final[tuple[Cpu | Cuda, ...]] = (Cpu(), *GPUS)
+"""The CPU, then each GPU generation: the devices ``where`` answers for."""
 
 
-def full_environment(device: Cuda) -> Environment:
+def full_environment(device: Cpu | Cuda) -> Environment:
     """A machine with ``device`` and every package any declared backend requires, at a version each accepts."""
     wanted: dict[str, str] = {}
     for b in backends():
@@ -35,7 +39,8 @@ def full_environment(device: Cuda) -> Environment:
             v = r.minimum or "1.0"
             if Version.parse(v) >= Version.parse(wanted.get(r.package, "0")):
                 wanted[r.package] = v
-    return Environment(packages=tuple(Package(n, Version.parse(v)) for n, v in sorted(wanted.items())), devices=(Cpu(), device))
+    devices = (Cpu(),) if isinstance(device, Cpu) else (Cpu(), device)
+    return Environment(packages=tuple(Package(n, Version.parse(v)) for n, v in sorted(wanted.items())), devices=devices)
 
 
 @attrs.frozen
@@ -61,3 +66,24 @@ def verdicts(config: AbstractQuantConfig, machines: tuple[Cuda, ...] = GPUS) -> 
             p = made.value
             out.append(Verdict(gpu.name, p.backend.name, tuple(f"{r.backend}: {'; '.join(r.reasons)}" for r in p.rejected), said))
     return tuple(out)
+
+
+def quantdispatch_answer(config: AbstractQuantConfig, device: Cpu | Cuda) -> EngineAnswer:
+    """quantdispatch's own answer on ``device``: the backend its plan picks, or every reason none fits."""
+    made = plan(config, full_environment(device), LoadOptions(device="cpu" if isinstance(device, Cpu) else "cuda"))
+    if isinstance(made, Err):
+        return EngineAnswer(engine="quantdispatch", device=device_name(device), status="refuses",
+                            reason="; ".join(i.message for i in made.error), source="quantdispatch.plan")
+    p = made.value
+    return EngineAnswer(engine="quantdispatch", device=device_name(device), status="runs", how=p.backend.name,
+                        source="quantdispatch.plan")
+
+
+def engine_answers(config: AbstractQuantConfig, machines: tuple[Cpu | Cuda, ...] = MACHINES) -> tuple[EngineAnswer, ...]:
+    """Every engine's answer for ``config`` on each machine: quantdispatch, Transformers, vLLM, llama.cpp.
+
+    >>> from quantdispatch import FbgemmFp8
+    >>> [(a.engine, a.status) for a in engine_answers(FbgemmFp8(), (Cpu(),))][:2]
+    [('quantdispatch', 'runs'), ('transformers', 'refuses')]
+    """
+    return tuple(answer(config, m) for m in machines for answer in (quantdispatch_answer, transformers_answer, vllm_answer, llama_cpp_answer))

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -33,11 +34,28 @@ from typing import Any, Final, Literal
 import torch
 
 __all__ = ["NAMESPACE", "Isa", "cache_dir", "cpu_flags", "isa_level", "isa_flags", "threads", "read_source", "native_library", "build_library",
-           "custom_op"]
+           "custom_op", "scratch"]
 
 Isa = Literal["avx2", "avx512", "avx512-vnni"]
 """The SIMD level a native kernel is built for: AVX2 + FMA + F16C; AVX-512 F/BW/VL/DQ besides;
 and AVX512-VNNI besides (8-bit dot products)."""
+
+_SCRATCH: Final = threading.local()
+
+
+def scratch(rows: int, cols: int) -> torch.Tensor:
+    """A float32 ``[rows, cols]`` work buffer, this thread's own, reused across calls (grown when a
+    call needs more). The prefill paths dequantize blocks of a few MiB into it: a fresh tensor per
+    call is freed into glibc's heap, which (its mmap threshold raised after the first large free)
+    keeps the pages, so each layer left a few MiB of resident memory behind (34 MiB over a 134M
+    llama's prefill, measured in benchmarks/bench_formats.py's children)."""
+    need = rows * cols
+    buffer: torch.Tensor | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < need:
+        buffer = torch.empty(need, dtype=torch.float32)
+        _SCRATCH.buffer = buffer
+    return buffer[:need].view(rows, cols)
+
 
 NAMESPACE: Final = "quantdispatch"
 """The ``torch.library`` namespace of the native kernels' ops (``torch.ops.quantdispatch.*``)."""

@@ -1,7 +1,9 @@
 /* NVFP4 weights in place: E2M1 codes two per byte (low nibble first, column 2j; high nibble,
- * column 2j+1), one float32 scale per block of 16 input columns (the stored E4M3 block scale with
- * the per-tensor scale folded in once at load).
+ * column 2j+1), one E4M3 scale byte per block of 16 input columns (as stored), and one float32
+ * per-tensor scale g, multiplied in (ModelOpt's weight_scale_2) or divided by (compressed-tensors'
+ * global scale): the block's float32 scale is computed as the layouts' block_scales compute it.
  *
+ *   scale[n, b] = divide ? E4M3[byte(n, b)] / g : E4M3[byte(n, b)] * g
  *   W[n, k] = E2M1[code(n, k)] * scale[n, k / 16]
  *
  * nvfp4_matvec: y[i, n] = sum_b scale[n, b] * sum_{j < 16} W'[n, 16 b + j] * x[i, 16 b + j] for up to
@@ -23,14 +25,21 @@ static void block_values(const uint8_t *bytes, float *w) {
     }
 }
 
-void nvfp4_matvec(const uint8_t *packed, const float *scale, const float *x, float *y, int64_t m, int64_t n, int64_t k) {
+static inline float block_scale(const uint8_t *scale8, const float *e4m3, float g, int64_t divide, int64_t i) {
+    return divide ? e4m3[scale8[i]] / g : e4m3[scale8[i]] * g;
+}
+
+/* g_ptr: the float32 per-tensor scale; e4m3: the 256 float32 values of the E4M3 bytes. */
+void nvfp4_matvec(const uint8_t *packed, const uint8_t *scale8, const float *e4m3, const float *g_ptr, const float *x, float *y,
+                  int64_t divide, int64_t m, int64_t n, int64_t k) {
     const int64_t blocks = k / NVFP4_BLOCK;
+    const float g = *g_ptr;
     for (int64_t r = 0; r < n; r++) {
         const uint8_t *row = packed + r * (k / 2);
-        const float *s = scale + r * blocks;
         float acc[NVFP4_ROWS] = {0.0f};
         for (int64_t b = 0; b < blocks; b++) {
             float w[NVFP4_BLOCK];
+            const float s = block_scale(scale8, e4m3, g, divide, r * blocks + b);
             block_values(row + b * (NVFP4_BLOCK / 2), w);
             for (int64_t i = 0; i < m; i++) {
                 const float *xi = x + i * k + b * NVFP4_BLOCK;
@@ -38,7 +47,7 @@ void nvfp4_matvec(const uint8_t *packed, const float *scale, const float *x, flo
                 for (int j = 0; j < NVFP4_BLOCK; j++) {
                     part += w[j] * xi[j];
                 }
-                acc[i] += s[b] * part;
+                acc[i] += s * part;
             }
         }
         for (int64_t i = 0; i < m; i++) {
@@ -47,13 +56,15 @@ void nvfp4_matvec(const uint8_t *packed, const float *scale, const float *x, flo
     }
 }
 
-void nvfp4_dequant(const uint8_t *packed, const float *scale, float *out, int64_t n0, int64_t n1, int64_t k) {
+void nvfp4_dequant(const uint8_t *packed, const uint8_t *scale8, const float *e4m3, const float *g_ptr, float *out, int64_t divide,
+                   int64_t n0, int64_t n1, int64_t k) {
     const int64_t blocks = k / NVFP4_BLOCK;
+    const float g = *g_ptr;
     for (int64_t r = n0; r < n1; r++) {
         float *o = out + (r - n0) * k;
         for (int64_t b = 0; b < blocks; b++) {
             float w[NVFP4_BLOCK];
-            const float s = scale[r * blocks + b];
+            const float s = block_scale(scale8, e4m3, g, divide, r * blocks + b);
             block_values(packed + r * (k / 2) + b * (NVFP4_BLOCK / 2), w);
             for (int j = 0; j < NVFP4_BLOCK; j++) {
                 o[b * NVFP4_BLOCK + j] = w[j] * s;

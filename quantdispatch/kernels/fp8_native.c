@@ -6,6 +6,11 @@
  *
  * y[m, n] = sum_j scale[n / bn][j] * (sum over k in column block j of value(w[n, k]) * x[m, k]), in float32.
  *
+ * rounding: 0, or 1: each weight value(w) * scale is rounded to bfloat16 (nearest even) before it is
+ * multiplied, as compressed-tensors computes weights whose scales are stored in bfloat16
+ * (value(w) * scale is exact in float32: 4 significant bits times 8); the scale then multiplies
+ * each weight rather than each block's sum.
+ *
  * The vector path (AVX2 + F16C + FMA) turns 8 bytes into halves by moving sign, exponent and
  * mantissa into place: an e4m3 value v has the half bits ((b & 0x80) << 8) | ((b & 0x7f) << 7),
  * whose value is v * 2^-8 for normal and subnormal bytes alike; the hardware converts halves to
@@ -16,6 +21,37 @@
 #include <immintrin.h>
 #define FP8_VECTOR 1
 #endif
+
+static inline float round_bf16(float v) {  /* nearest even; values are finite or infinite, never NaN */
+    union { float f; uint32_t u; } bits = {v};
+    bits.u = (bits.u + 0x7fffu + ((bits.u >> 16) & 1u)) & 0xffff0000u;
+    return bits.f;
+}
+
+static float block_dot_bf16(const uint8_t *row, const float *x, const float *lut, int64_t k0, int64_t k1, float s) {
+    float tail = 0.0f;
+    int64_t c = k0;
+#ifdef FP8_VECTOR
+    __m256 acc = _mm256_setzero_ps();
+    const __m256 scaled = _mm256_set1_ps(s * 256.0f);
+    const __m128i low7 = _mm_set1_epi16(0x7f), sign = _mm_set1_epi16(0x80);
+    const __m256i one = _mm256_set1_epi32(1), half_ulp = _mm256_set1_epi32(0x7fff), high = _mm256_set1_epi32((int)0xffff0000u);
+    for (; c + 8 <= k1; c += 8) {
+        __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(row + c)));
+        __m128i half = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(bytes, low7), 7), _mm_slli_epi16(_mm_and_si128(bytes, sign), 8));
+        /* value * 2^-8 * (s * 2^8): exact (s * 2^8 too, short of overflow), then rounded to bfloat16 */
+        __m256i b = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtph_ps(half), scaled));
+        b = _mm256_and_si256(_mm256_add_epi32(b, _mm256_add_epi32(half_ulp, _mm256_and_si256(_mm256_srli_epi32(b, 16), one))), high);
+        acc = _mm256_fmadd_ps(_mm256_castsi256_ps(b), _mm256_loadu_ps(x + c), acc);
+    }
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    four = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    four = _mm_add_ss(four, _mm_movehdup_ps(four));
+    tail = _mm_cvtss_f32(four);
+#endif
+    for (; c < k1; c++) tail += round_bf16(lut[row[c]] * s) * x[c];
+    return tail;
+}
 
 static float block_dot(const uint8_t *row, const float *x, const float *lut, int64_t k0, int64_t k1) {
     float tail = 0.0f;
@@ -38,7 +74,7 @@ static float block_dot(const uint8_t *row, const float *x, const float *lut, int
 }
 
 void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const float *x, float *y,
-                int64_t m, int64_t n, int64_t k, int64_t bn, int64_t bk) {
+                int64_t m, int64_t n, int64_t k, int64_t bn, int64_t bk, int64_t rounding) {
     const int64_t gk = (k + bk - 1) / bk;
     for (int64_t r = 0; r < n; r++) {
         const uint8_t *row = w + r * k;
@@ -48,7 +84,7 @@ void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const fl
             float total = 0.0f;
             for (int64_t j = 0; j < gk; j++) {
                 const int64_t k0 = j * bk, k1 = k0 + bk < k ? k0 + bk : k;
-                total += block_dot(row, xi, lut, k0, k1) * s[j];
+                total += rounding ? block_dot_bf16(row, xi, lut, k0, k1, s[j]) : block_dot(row, xi, lut, k0, k1) * s[j];
             }
             y[i * n + r] = total;
         }
@@ -58,7 +94,7 @@ void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const fl
 /* out[(n - n0) * K + k] = value(w[n, k]) * scale[n / bn][k / bk] for rows n0 <= n < n1: one float32
  * multiplication per weight, as the layout's dequantization computes it. */
 void fp8_dequant(const uint8_t *w, const float *scale, const float *lut, float *out, int64_t n0, int64_t n1, int64_t k,
-                 int64_t bn, int64_t bk) {
+                 int64_t bn, int64_t bk, int64_t rounding) {
     const int64_t gk = (k + bk - 1) / bk;
     for (int64_t r = n0; r < n1; r++) {
         const uint8_t *row = w + r * k;
@@ -78,6 +114,9 @@ void fp8_dequant(const uint8_t *w, const float *scale, const float *lut, float *
             }
 #endif
             for (; c < k1; c++) o[c] = lut[row[c]] * sj;
+            if (rounding) {
+                for (c = k0; c < k1; c++) o[c] = round_bf16(o[c]);
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ from typing import Final, NamedTuple
 import torch
 from torch import nn
 
-from ._native import custom_op, native_library
+from ._native import custom_op, native_library, scratch
 
 __all__ = ["Fp8Blocks", "native_fp8", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
 
@@ -52,12 +52,15 @@ class Fp8Blocks(NamedTuple):
     scale: torch.Tensor
     rows: int
     cols: int
+    round_bf16: bool = False
+    """Each weight is ``value * scale`` rounded to bfloat16 (compressed-tensors' weights with
+    bfloat16 scales), rather than exact in float32."""
 
 
 @functools.cache
 def native_fp8() -> ctypes.CDLL | None:
     """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot be built."""
-    return native_library(__package__ or "", "fp8_native", _FLAGS, {"fp8_matvec": (5, 5), "fp8_dequant": (4, 5)})
+    return native_library(__package__ or "", "fp8_native", _FLAGS, {"fp8_matvec": (5, 6), "fp8_dequant": (4, 6)})
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> None:
@@ -77,7 +80,7 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int, round_bf16: bool) -> torch.Tensor:
     """``quantdispatch::fp8_matmul``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float dtype (read as float32)."""
     lib = _lib()
     _check(x, weight, scale, rows, cols)
@@ -87,24 +90,26 @@ def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows
     n = weight.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
     if m <= FUSED_ROWS:
-        lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k, rows, cols)
+        lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k, rows, cols,
+                       int(round_bf16))
         return y
     step = max(1, _BLOCK_WEIGHTS // k)
-    block = torch.empty(step, k, dtype=torch.float32)
+    block = scratch(step, k)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols)
+        lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols,
+                        int(round_bf16))
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
 
 
-def _fp8_matmul_fake(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def _fp8_matmul_fake(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int, round_bf16: bool) -> torch.Tensor:
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
 
 
-FP8_MATMUL: Final = custom_op("fp8_matmul", "(Tensor x, Tensor weight, Tensor scale, int rows, int cols) -> Tensor",
+FP8_MATMUL: Final = custom_op("fp8_matmul", "(Tensor x, Tensor weight, Tensor scale, int rows, int cols, bool round_bf16) -> Tensor",
                               _fp8_matmul, _fp8_matmul_fake)
-"""``torch.ops.quantdispatch.fp8_matmul(x, weight, scale, rows, cols)``: the kernel as one op."""
+"""``torch.ops.quantdispatch.fp8_matmul(x, weight, scale, rows, cols, round_bf16)``: the kernel as one op."""
 
 
 def fp8_matmul(x: torch.Tensor, weights: Fp8Blocks) -> torch.Tensor:
@@ -113,7 +118,7 @@ def fp8_matmul(x: torch.Tensor, weights: Fp8Blocks) -> torch.Tensor:
     Raises:
         ValueError: the shapes or dtypes do not agree.
     """
-    out: torch.Tensor = FP8_MATMUL(x, weights.weight, weights.scale, weights.rows, weights.cols)
+    out: torch.Tensor = FP8_MATMUL(x, weights.weight, weights.scale, weights.rows, weights.cols, weights.round_bf16)
     return out
 
 
@@ -129,14 +134,14 @@ class Fp8Linear(nn.Module):
     def __init__(self, weights: Fp8Blocks, bias: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.out_features, self.in_features = weights.weight.shape
-        self.rows, self.cols = weights.rows, weights.cols
+        self.rows, self.cols, self.round_bf16 = weights.rows, weights.cols, weights.round_bf16
         self.register_buffer("weight", weights.weight)
         self.register_buffer("scale", weights.scale)
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, W, bias)`` through the native kernel."""
-        out = FP8_MATMUL(x.reshape(-1, self.in_features), self.weight, self.scale, self.rows, self.cols)
+        out = FP8_MATMUL(x.reshape(-1, self.in_features), self.weight, self.scale, self.rows, self.cols, self.round_bf16)
         if x.dtype is not torch.float32:
             out = out.to(x.dtype)
         if self.bias is not None:
@@ -145,4 +150,5 @@ class Fp8Linear(nn.Module):
         return result
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, block={self.rows}x{self.cols}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, block={self.rows}x{self.cols}, "
+                f"round_bf16={self.round_bf16}, bias={self.bias is not None}")

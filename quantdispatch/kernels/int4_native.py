@@ -42,7 +42,7 @@ from typing import Final
 import torch
 from torch import nn
 
-from ._native import build_library, cpu_flags, custom_op, read_source
+from ._native import build_library, cpu_flags, custom_op, read_source, scratch
 from .int4 import Int4Weights, int4_unfit, kernel_group
 
 __all__ = ["native_int4", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
@@ -129,7 +129,7 @@ def _q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offse
                       m, n, k, group_size)
         return y
     rows = max(1, _BLOCK_WEIGHTS // k)
-    block = torch.empty(rows, k, dtype=torch.float32)
+    block = scratch(rows, k)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
         lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size)

@@ -209,13 +209,20 @@ def e2m1_unpack(packed: torch.Tensor) -> torch.Tensor:
     return pairs.index_select(0, packed.reshape(-1).int()).view(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
-def nvfp4_weights(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loaded NVFP4 layer's ``"nvfp4"`` form: its packed codes (uint8 ``[N, K / 2]``, as stored) and
-    its float32 block scales ``[N, K / 16]`` (the layout's ``block_scales``)."""
+def nvfp4_weights(module: Any) -> Any:
+    """A loaded NVFP4 layer's ``"nvfp4"`` form (``Nvfp4Blocks``): its packed codes (uint8 ``[N, K / 2]``)
+    and E4M3 block scales (viewed as uint8 ``[N, K / 16]``), both the loaded storage as stored, and its
+    float32 per-tensor scale; the kernel computes each block's scale as ``block_scales`` does."""
+    import torch
+
+    from ..kernels.fp4_native import Nvfp4Blocks
+
     layout: CtNvfp4 | ModeloptNvfp4Blocks = module.layout
     tensors = module.tensors()
-    packed = tensors["weight_packed" if isinstance(layout, CtNvfp4) else "weight"]
-    return packed, layout.block_scales(tensors)
+    ct = isinstance(layout, CtNvfp4)
+    packed, scale = tensors["weight_packed" if ct else "weight"], tensors["weight_scale"]
+    tensor_scale = tensors["weight_global_scale" if ct else "weight_scale_2"].to(torch.float32).reshape(1)
+    return Nvfp4Blocks(packed, scale.view(torch.uint8), tensor_scale, ct)
 
 
 def _scaled(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -75,6 +75,9 @@ class AbstractFp8Layout(AbstractLayout):
             dequantization computes it (compressed-tensors).
         exponent_scales: The scales are E8M0 exponents (MX), stored as bytes: ``2 ** (b - 127)``.
         producer: Who writes this layout, for ``describe``.
+        kv_cache: The checkpoint quantizes the KV cache (ModelOpt ``kv_cache_quant_algo``):
+            ``k_proj`` and ``v_proj`` also store ``k_scale`` / ``v_scale``, which are not read (the
+            cache stays in the compute dtype).
     """
 
     scale_name: ClassVar[str] = "weight_scale"
@@ -87,6 +90,7 @@ class AbstractFp8Layout(AbstractLayout):
     scale_rounding: bool = False
     exponent_scales: bool = False
     producer: str = "FP8"
+    kv_cache: bool = False
 
     def scale_shape(self, in_features: int, out_features: int) -> tuple[int, ...] | Unpackable:
         """The scale tensor's shape for a layer of this size, or why there is none."""
@@ -124,6 +128,13 @@ class AbstractFp8Layout(AbstractLayout):
 
     def views(self) -> Mapping[str, str]:
         return {self.scale_name: "F8_E8M0"} if self.exponent_scales else {}
+
+    def unused(self) -> frozenset[str]:
+        return frozenset({"k_scale", "v_scale"}) if self.kv_cache else frozenset()
+
+    def notes(self) -> tuple[str, ...]:
+        return ("the checkpoint quantizes the KV cache; it stays in the compute dtype here (k_scale/v_scale are not read)",) if (
+            self.kv_cache) else ()
 
     def describe(self) -> str:
         if self.granularity == "block" and self.block is not None:
@@ -184,15 +195,16 @@ def fp8_blocks(module: Any) -> Any:
     layout: AbstractFp8Layout = module.layout
     tensors = module.tensors()
     weight, stored = tensors["weight"], tensors[layout.scale_name]
-    if layout.scale_rounding and stored.dtype != torch.float32:
-        return f"each weight is rounded to its {stored.dtype} scale's dtype, which a fused float32 sum does not do"
+    round_bf16 = layout.scale_rounding and stored.dtype == torch.bfloat16  # the kernel rounds each weight as the producer does
+    if layout.scale_rounding and stored.dtype not in (torch.float32, torch.bfloat16):
+        return f"each weight is rounded to its {stored.dtype} scale's dtype, which the kernel does only for bfloat16"
     n, k = weight.shape
     scale = float_scales(stored)
     if layout.granularity == "block" and layout.block is not None:
-        return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block)
+        return Fp8Blocks(weight.view(torch.uint8), scale.contiguous(), *layout.block, round_bf16=round_bf16)
     if layout.granularity == "channel":
-        return Fp8Blocks(weight.view(torch.uint8), scale.reshape(n, 1).contiguous(), 1, k)
-    return Fp8Blocks(weight.view(torch.uint8), scale.reshape(1, 1).contiguous(), n, k)
+        return Fp8Blocks(weight.view(torch.uint8), scale.reshape(n, 1).contiguous(), 1, k, round_bf16=round_bf16)
+    return Fp8Blocks(weight.view(torch.uint8), scale.reshape(1, 1).contiguous(), n, k, round_bf16=round_bf16)
 
 
 @declare_layout
@@ -240,8 +252,10 @@ def fbgemm_fp8_layout(config: FbgemmFp8) -> Fp8Scaled:
 
 
 def modelopt_fp8_layout(config: ModeloptFp8) -> Fp8Scaled:
-    """ModelOpt FP8: a scalar ``weight_scale`` and a scalar static ``input_scale`` per layer."""
-    return Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt")
+    """ModelOpt FP8: a scalar ``weight_scale`` and a scalar static ``input_scale`` per layer; with an
+    FP8 KV cache, ``k_scale`` / ``v_scale`` beside ``k_proj`` / ``v_proj`` (declared unused)."""
+    return Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt",
+                     kv_cache=config.kv_cache_quant_algo is not None)
 
 
 def _ct_weights(config: CompressedTensors) -> CtScheme | None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantdispatch.kernels.fp8_native import FP8_MATMUL, Fp8Blocks, fp8_matmul, native_fp8
-from quantdispatch.layouts import Fp8ScaleInv
+from quantdispatch.layouts import Fp8Scaled, Fp8ScaleInv
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(native_fp8() is None, reason="the native FP8 kernel cannot be built here (no C compiler, or not Linux)")
@@ -55,15 +55,17 @@ def test_matmul_is_the_dequantized_weights_product(m: int, n: int, k: int, bn: i
     assert torch.all((y.double() - exact).abs() <= bound)
 
 
+@pytest.mark.parametrize("round_bf16", [False, True])
 @pytest.mark.parametrize(("m", "dtype"), [(1, torch.float32), (3, torch.bfloat16), (12, torch.float32)])
-def test_opcheck_fp8_matmul(m: int, dtype: torch.dtype) -> None:
+def test_opcheck_fp8_matmul(m: int, dtype: torch.dtype, round_bf16: bool) -> None:
     w, scale = _bytes(24, 40, m), torch.rand(2, 3) + 0.5
-    torch.library.opcheck(FP8_MATMUL, (torch.randn(m, 40).to(dtype), w, scale, 16, 16))
+    torch.library.opcheck(FP8_MATMUL, (torch.randn(m, 40).to(dtype), w, scale, 16, 16, round_bf16))
 
 
 def test_fp8_matmul_refuses_what_it_would_read_out_of_bounds() -> None:
     w, scale, x = _bytes(24, 40, 0), torch.rand(2, 3), torch.randn(2, 40)
-    for args in [(x, w, scale[:, :2], 16, 16), (x[:, :39], w, scale, 16, 16), (x, w.view(torch.int8), scale, 16, 16), (x, w, scale, 0, 16)]:
+    for args in [(x, w, scale[:, :2], 16, 16, False), (x[:, :39], w, scale, 16, 16, False), (x, w.view(torch.int8), scale, 16, 16, False),
+                 (x, w, scale, 0, 16, False)]:
         with pytest.raises(ValueError, match="fp8_matmul needs"):
             FP8_MATMUL(*args)
 
@@ -77,3 +79,22 @@ def test_prefill_weights_are_the_layouts_bit_for_bit(n: int, k: int, bn: int, bk
     dense = Fp8ScaleInv(granularity="block", block=(bn, bk)).dequantize({"weight": w.view(torch.float8_e4m3fn), "weight_scale_inv": scale},
                                                                          torch.float32)
     assert torch.equal(fp8_matmul(torch.eye(k), Fp8Blocks(w, scale, bn, bk)).t(), dense)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(9, 70), channel=st.booleans(), seed=st.integers(0, 2**16))
+def test_bfloat16_scales_round_each_weight_as_compressed_tensors_does(n: int, k: int, channel: bool, seed: int) -> None:
+    """With bfloat16 scales (compressed-tensors from a bfloat16 model) each weight is value * scale
+    rounded to bfloat16: the prefill path returns the layout's weights bit for bit, and the fused
+    decode loop sums those weights (float32 summation error only)."""
+    w = _bytes(n, k, seed)
+    shape = (n, 1) if channel else (1,)
+    scale = (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 0.01 + 1e-4).to(torch.bfloat16)
+    layout = Fp8Scaled(granularity="channel" if channel else "tensor", scale_rounding=True, scalar_shape=(1,))
+    dense = layout.dequantize({"weight": w.view(torch.float8_e4m3fn), "weight_scale": scale}, torch.float32)
+    blocks = Fp8Blocks(w, scale.float().reshape(n, 1) if channel else scale.float().reshape(1, 1), 1 if channel else n, k, round_bf16=True)
+    assert torch.equal(fp8_matmul(torch.eye(k), blocks).t(), dense)
+    x = torch.randn(3, k, generator=torch.Generator().manual_seed(seed + 1))
+    exact = x.double() @ dense.double().T
+    bound = 1e-5 * (x.double().abs() @ dense.double().abs().T) + 1e-30
+    assert torch.all((fp8_matmul(x, blocks).double() - exact).abs() <= bound)

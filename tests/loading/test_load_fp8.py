@@ -282,13 +282,14 @@ def test_dequantized_at_load_weights_are_the_references_bit_for_bit(written: dic
 @pytest.mark.parametrize("name", NAMES)
 def test_the_native_kernel_takes_the_layers_it_computes_exactly(written: dict[str, tuple[Path, LlamaForCausalLM]], name: str) -> None:
     """cpu-e4m3 is the CPU's first choice: every projection becomes an Fp8Linear on the stored bytes
-    (compressed-tensors layers with bfloat16 scales keep the portable module: their weights are
-    rounded to bfloat16, which a fused float32 sum does not do); logits within float32 summation error."""
+    (compressed-tensors layers with bfloat16 scales too: the kernel rounds each weight to bfloat16, as
+    compressed-tensors does); logits within float32 summation error."""
     out, dense = written[name]
     loaded = qd.load(out, device="cpu", dtype=_dtype(name)).unwrap()
     assert loaded.plan.backend.name == "cpu-e4m3" and "torch-packed" in {r.backend for r in loaded.plan.rejected}
     native = [m for m in loaded.model.modules() if isinstance(m, Fp8Linear)]
-    assert len(native) == (0 if name.startswith("ct-") and "bfloat16" in name else PROJECTIONS)
+    assert len(native) == PROJECTIONS
+    assert all(m.round_bf16 == (name.startswith("ct-") and "bfloat16" in name) for m in native)
     assert all(m.weight.dtype == torch.uint8 for m in native)  # the stored bytes, not a float copy
     got, want = _logits(loaded.model), _logits(dense)
     assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item()), (got - want).abs().max()
@@ -370,3 +371,28 @@ def test_a_block_size_that_does_not_match_the_scales_is_a_coded_issue(written: d
     result = qd.load(out, device="cpu", dtype="float32")
     assert isinstance(result, Err)
     assert {i.code for i in result.error} == {code}
+
+
+def test_modelopt_fp8_kv_cache_scales_are_accepted_and_not_read(tmp_path: Path) -> None:
+    """ModelOpt FP8 with an FP8 KV cache: k_proj/v_proj also store k_scale/v_scale, which the layout
+    declares unused; the cache stays in the compute dtype (a plan note) and the logits are the
+    reference's. Without kv_cache_quant_algo the same tensors are unexpected."""
+    out = tmp_path / "kv"
+
+    def with_kv(module: str, w: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        stored, dense = modelopt_quantize(module, w)
+        if module.endswith(("k_proj", "v_proj")):
+            stored[f"{module[-6]}_scale"] = torch.tensor(0.02)
+        return stored, dense
+
+    side = {"producer": MODELOPT["producer"], "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}}
+    dense = _write(out, with_kv, None, side=side)
+    loaded = qd.load(out, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    assert loaded.plan.layout == Fp8Scaled(granularity="tensor", activation_scales=("input_scale",), producer="ModelOpt", kv_cache=True)
+    assert any("k_scale/v_scale are not read" in n for n in loaded.plan.notes)
+    got, want = _logits(loaded.model), _logits(dense)
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item())
+    (out / "hf_quant_config.json").write_text(json.dumps(MODELOPT))
+    found = qd.load(out, device="cpu", dtype="float32", backend="torch-packed")
+    assert isinstance(found, Err) and {i.code for i in found.error} == {"load.tensor.unexpected"}
+    assert "k_scale" in found.error[0].message or "v_scale" in found.error[0].message
