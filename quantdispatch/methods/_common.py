@@ -55,8 +55,17 @@ ACCELERATE: Final = Requirement("accelerate", "1.1")
 
 
 def bf16_or_cpu_dtype(device: AbstractDevice) -> tuple[DType, str]:
-    """Floating-point formats with scales (FP8, FP4, codebooks): bfloat16 on GPUs, as their
-    kernels and Transformers compute; float32 on the CPU."""
+    """Floating-point formats with scales (FP8, FP4, codebooks, compressed-tensors): bfloat16 on
+    GPUs, as their kernels and Transformers compute; on the CPU bfloat16 where it is native
+    (AVX512-BF16 or AMX), else float32.
+
+    On a CPU with native bfloat16 the dense parts of the model (embeddings, head, norms) stay in the
+    checkpoint's bfloat16 instead of doubling to float32, which keeps a kept-packed load within
+    ~1.15x of the checkpoint's bytes, and the kernels read bfloat16 activations (measured faster on
+    an AVX512-BF16 EPYC, ``benchmarks/bench_formats.py``); without it bfloat16 would be emulated."""
     if isinstance(device, (Cuda, Mps)):
         return DType.BFLOAT16, "the method's GPU kernels compute in bfloat16"
-    return DType.FLOAT32, "float32 on the CPU: weights are dequantized to it"
+    if isinstance(device, Cpu) and device.features.native_bf16:
+        return DType.BFLOAT16, ("bfloat16: this CPU computes it natively (AVX512-BF16/AMX); the dense embeddings and head stay in "
+                                "the checkpoint's bfloat16 and the kernels read bfloat16 activations; pass dtype=float32 for float32")
+    return DType.FLOAT32, "float32 on the CPU: it has no native bfloat16 (no AVX512-BF16 or AMX), where bfloat16 would be emulated"
