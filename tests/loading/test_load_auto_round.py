@@ -195,3 +195,25 @@ def test_cpu_int4_kernels_take_signed_scales(tmp_path: Path, packing_format: str
         pytest.skip(f"{backend} does not run here: {found.error[0].message[:120]}")
     ours, dense = _logits(found.value.model), _logits(reference)
     assert (ours - dense).abs().max() <= 0.05 * (_logits(model) - dense).abs().max()
+
+
+def test_layers_extra_config_leaves_in_full_precision_load_dense(tmp_path: Path) -> None:
+    """AutoRound writes ``extra_config: {layer: {"bits": 16}}`` for a layer it keeps in full
+    precision, stored as its ``weight``: that layer loads dense, the others packed."""
+    from safetensors.torch import load_file, save_file
+
+    model, reference = write_auto_round(tmp_path, "auto_round:auto_gptq", 4, 32, True)
+    kept = "model.layers.1.self_attn.o_proj"
+    source, target = model.get_submodule(kept), reference.get_submodule(kept)
+    assert isinstance(source, torch.nn.Linear) and isinstance(target, torch.nn.Linear)
+    weight = source.weight.detach().clone()
+    target.weight.data.copy_(weight)
+    tensors = {k: v for k, v in load_file(str(tmp_path / "model.safetensors")).items() if not k.startswith(f"{kept}.")}
+    save_file({**tensors, f"{kept}.weight": weight.contiguous()}, str(tmp_path / "model.safetensors"))
+    document = json.loads((tmp_path / "config.json").read_text())
+    document["quantization_config"]["extra_config"] = {kept: {"bits": 16, "data_type": "float"}}
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    loaded = qd.load(tmp_path, device="cpu", dtype="float32", backend="torch-packed").unwrap()
+    assert isinstance(loaded.model.get_submodule(kept), torch.nn.Linear)
+    assert not isinstance(loaded.model.get_submodule("model.layers.1.self_attn.q_proj"), torch.nn.Linear)
+    assert torch.allclose(_logits(loaded.model), _logits(reference), atol=1e-5, rtol=0)
