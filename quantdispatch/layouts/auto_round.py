@@ -19,7 +19,11 @@ integer schemes and ``auto_round:auto_awq`` for asymmetric 4-bit ones
 (``auto_round/export/formats/backends/autoround.py``), so the bare ``auto_round`` string is left
 for asymmetric 2/3/8-bit weights. Symmetric scales may be negative (``quant_tensor_sym`` in
 ``auto_round/data_type/int.py`` keeps the sign of the larger extreme); zero points are then
-``2 ** (bits - 1)``.
+``2 ** (bits - 1)``. ``auto_gptq`` packs each zero-point word as the int32 sum of ``(z - 1) << (bits * j)``,
+so a zero point of 0 borrows from the next field; for 2, 4 and 8 bits that is exactly the word-wise
+offset ``GptqPacked(v1=True)`` undoes (``tests/unit/test_auto_round_layouts.py``); the 3-bit packer's
+split fields are not checked for that case (asymmetric zero points of 0 need a group with no
+negative weight).
 
 Not an integer layout here: activation-quantized exports (``act_bits`` ≤ 8, packed by
 ``qlinear_triton_act``), non-integer ``data_type`` (``mx_fp``, ``nv_fp``, ``fp8``, ``mx_int`` …,

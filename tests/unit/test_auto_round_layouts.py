@@ -100,3 +100,21 @@ def test_extra_config_is_kept_as_written() -> None:
     """The per-layer overrides stay in extras, so dump writes them back."""
     config = _config(extra_config={"lm_head": {"bits": 16}})
     assert isinstance(config.extras.get("extra_config"), JsonObject)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_auto_gptq_zero_points_of_zero_survive_the_borrow(bits: int) -> None:
+    """qlinear_torch_zp.py packs each word as the int32 sum of ``(z - 1) << (bits * j)``, so a zero
+    point of 0 borrows from the next field; the v1 reader undoes it word-wise (as GPTQModel does), and
+    our v1 writer produces the same words."""
+    import torch
+
+    from quantdispatch.kernels.gptq import pack_gptq_qzeros, unpack_gptq_qzeros
+
+    per = 32 // bits
+    zeros = torch.randint(0, 1 << bits, (3, 2 * per), generator=torch.Generator().manual_seed(bits))
+    zeros[:, 0] = zeros[:, per + 1] = 0
+    words = ((zeros - 1).reshape(3, 2, per) << (torch.arange(per) * bits)).sum(-1)
+    words = ((words + (1 << 31)) % (1 << 32) - (1 << 31)).to(torch.int32)
+    assert torch.equal(unpack_gptq_qzeros(words, bits, True).long(), zeros)
+    assert torch.equal(pack_gptq_qzeros(zeros, bits, True), words)
