@@ -5,6 +5,7 @@ layout file holds everything about its packing: the tensors, what can be derived
 what, and lazy references to its torch side. See ``base`` for what a layout declares.
 """
 
+from . import auto_round as auto_round
 from . import awq as awq
 from . import bnb as bnb
 from . import compressed_tensors as compressed_tensors
@@ -41,5 +42,5 @@ __all__ = [
     "AbstractLayout", "AbstractIntLayout", "Lazy", "TensorDecl", "Unpackable", "FLOAT_CODES", "layout_of", "declare_layout",
     "layouts", "GptqPacked", "AwqPacked", "CtPackQuantized", "CtIntQuantized", "CtNvfp4", "ModeloptNvfp4Blocks",
     "Fp8ScaleInv", "Fp8Scaled", "Bnb4BitBlocks", "Bnb8BitRows", "GgufBlocks", "Dense", "Mxfp4Experts",
-    "awq", "bnb", "compressed_tensors", "dense", "fp4", "fp8", "gguf", "gptq", "mxfp4",
+    "auto_round", "awq", "bnb", "compressed_tensors", "dense", "fp4", "fp8", "gguf", "gptq", "mxfp4",
 ]

@@ -2,7 +2,9 @@
 
 Each backend is the package Transformers' quantizer imports (``validate_environment``), with the
 devices its kernels run on: EETQ, VPTQ-like CUDA-only libraries; Metal and MLX on Apple GPUs
-(MPS) only; HQQ, Quanto, SINQ, AutoRound and BitNet's unpacking also on the CPU.
+(MPS) only; HQQ, Quanto, SINQ, AutoRound and BitNet's unpacking also on the CPU. AutoRound's
+integer exports are GPTQ or AWQ bytes (``layouts/auto_round.py``): the kernels serving that layout
+load them, and the auto-round package takes what no layout holds.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from typing import Final
 
 from ..backend import Backend, Candidate, DeviceKind, Refusal, Requirement
 from ..codec.spec import child_path
-from ..configs.integer import AbstractAutoRound, BitNet, Eetq, Gemma, Hqq, Metal, Quanto, Sinq, auto_round_packing
+from ..configs.integer import AbstractAutoRound, AutoRoundAwq, BitNet, Eetq, Gemma, Hqq, Metal, Quanto, Sinq, auto_round_packing
 from ..configs.mlx import MLX_BITS, MLX_GROUPS, MLX_MODES, Mlx
 from ..dtypes import DType
 from ..environment import AbstractDevice, Mps
 from ..jsonvalue import JsonObject
+from ..kernel import TORCH_PACKED, kernel_candidates
+from ..layouts.auto_round import auto_round_layout
 from ..result import Issue, Issues
 from ..rules import Selection, compute_dtype, cross_field_issues, declare_backend, quantizes_on_load, select_backend, skip_modules
 from ..text import quote
@@ -89,7 +93,12 @@ def _bitnet(config: BitNet, device: AbstractDevice, /) -> Selection:
 
 @select_backend.register(AbstractAutoRound, AbstractDevice)
 def _auto_round(config: AbstractAutoRound, device: AbstractDevice, /) -> Selection:
-    return (Candidate(AUTO_ROUND),)
+    # AutoRound's integer exports are GPTQ or AWQ bytes (layouts/auto_round.py): the kernels serving
+    # that layout first, the auto-round package after them and for every export that is no layout.
+    layout = auto_round_layout(config)
+    if isinstance(layout, str):
+        return (Candidate(TORCH_PACKED.backend, (layout,)), Candidate(AUTO_ROUND))
+    return (*kernel_candidates(layout, device), Candidate(AUTO_ROUND))
 
 
 @select_backend.register(Mlx, AbstractDevice)
@@ -105,6 +114,11 @@ def _mlx_dtype(config: Mlx, device: AbstractDevice, /) -> tuple[DType, str]:
 @compute_dtype.register(Metal, AbstractDevice)
 def _metal_dtype(config: Metal, device: AbstractDevice, /) -> tuple[DType, str]:
     return gpu_or_cpu_dtype(device)
+
+
+@compute_dtype.register(AbstractAutoRound, AbstractDevice)
+def _auto_round_dtype(config: AbstractAutoRound, device: AbstractDevice, /) -> tuple[DType, str]:
+    return gpu_or_cpu_dtype(device, config.bits)  # as GPTQ and AWQ, whose layouts these are
 
 
 @compute_dtype.register(Eetq, AbstractDevice)
@@ -181,6 +195,10 @@ def _auto_round_rules(config: AbstractAutoRound, /) -> Issues:
         return (Issue("auto-round.packing_format.conflict", "$.packing_format",
                       f"packing_format {quote(config.packing_format)} names the {named} packing, but this is {type(config).__name__}",
                       "use the type of that packing, or a packing_format naming this one"),)
+    if isinstance(config, AutoRoundAwq) and config.bits != 4:
+        # auto_round/export/formats/backends/auto_awq.py refuses any other width, and WQLinear_GEMM packs 4 bits only.
+        return (Issue("auto-round.bits.awq", "$.bits", f"AutoRound's AWQ packing holds 4-bit weights, not {config.bits}-bit",
+                      "a packing_format naming gptq (or auto_round) stores 2, 3, 4 or 8 bits"),)
     return ()
 
 

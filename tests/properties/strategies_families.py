@@ -186,10 +186,12 @@ METHOD_STRATEGIES: dict[type[qd.AbstractQuantConfig], st.SearchStrategy[Any]] = 
     qd.BitNet: st.builds(qd.BitNet, linear_class=st.sampled_from(["bitlinear", "autobitlinear"]),
                          quantization_mode=st.sampled_from(["online", "offline"]), use_rms_norm=st.booleans(),
                          rms_norm_eps=st.none() | st.floats(1e-9, 1e-3), modules_to_not_convert=_modules),
-    **{cls: st.builds(cls, bits=st.integers(2, 8), group_size=st.sampled_from([-1, 32, 128]), sym=st.booleans(),
+    **{cls: st.builds(cls, bits=bits, group_size=st.sampled_from([-1, 32, 128]), sym=st.booleans(),
                       packing_format=st.sampled_from(formats), backend=st.sampled_from(["auto", "marlin", "torch"]))
-       for cls, formats in ((qd.AutoRoundGptq, ["auto_round:gptq", "auto_round:auto_gptq", "auto_round:gptqmodel"]),
-                            (qd.AutoRoundAwq, ["auto_round:auto_awq", "auto_round:awq"]), (qd.AutoRound, ["auto_round"]))},
+       for cls, formats, bits in (
+           (qd.AutoRoundGptq, ["auto_round:gptq", "auto_round:auto_gptq", "auto_round:gptqmodel"], st.integers(2, 8)),
+           (qd.AutoRoundAwq, ["auto_round:auto_awq", "auto_round:awq"], st.just(4)),  # AutoRound's AWQ packer: 4 bits only
+           (qd.AutoRound, ["auto_round"], st.integers(2, 8)))},
     qd.Aqlm: st.builds(qd.Aqlm, in_group_size=st.sampled_from([8, 16]), out_group_size=st.sampled_from([1, 2]),
                        num_codebooks=st.integers(1, 4), nbits_per_codebook=st.sampled_from([8, 16]), linear_weights_not_to_quantize=_modules),
     qd.Vptq: st.builds(qd.Vptq, config_for_layers=st.dictionaries(_names, _vptq_layer, max_size=2).map(_obj),
