@@ -56,20 +56,19 @@ from typing import Final, Literal, get_args
 import attrs
 import torch
 
+from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.gguf.native import FUSED_MATVEC_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .._native import build_library, cpu_flags, custom_op
+from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, isa_level, threads
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
 
-__all__ = ["MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
+__all__ = ["current_level", "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
            "matvec_linears", "GGUF_MATVEC"]
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows a forward runs the fused kernel; above it, dequantize + GEMM."""
-
-_FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-std=c99")
 
 MATVEC_TYPES: Final[frozenset[GgmlType]] = FUSED_MATVEC_TYPES
 """The block types with fused matrix-vector kernels (both arithmetics): the one table,
@@ -85,37 +84,64 @@ _Fn = Callable[..., object]
 
 @attrs.frozen
 class MatvecKernels:
-    """The compiled kernels by type: ``float32[type]`` (``mv_*``) and ``int8[type]`` (``qx_*``:
-    quantize the float32 activations, then ``qv_*``). Both are called as
-    ``kernel(blocks, x, y, M, N, K)``; the 8-bit ones return nonzero when out of memory."""
+    """The compiled kernels by type for one SIMD level: ``float32[type]`` (``mv_*``) and
+    ``int8[type]`` (``qx_*``: quantize the float32 activations, then ``qv_*``). Both are called as
+    ``kernel(blocks, x, y, M, N, K, threads)``; the 8-bit ones return nonzero when out of memory."""
 
+    level: Isa
     float32: Mapping[GgmlType, _Fn]
     int8: Mapping[GgmlType, _Fn]
 
 
 @functools.cache
-def matvec_kernels() -> MatvecKernels | None:
-    """The compiled kernels (built once per process, cached on disk), or ``None`` where they
-    cannot run here."""
-    flags = cpu_flags().split()
+def _level_for(mask: str | None) -> Isa | None:
+    return isa_level()
+
+
+def current_level() -> Isa | None:
+    """``isa_level()`` for this process's ``QUANTDISPATCH_CPU_FEATURES`` (cached per value of the
+    mask: the op reads it at every call, and reading ``/proc/cpuinfo`` costs ~50 us)."""
+    return _level_for(os.environ.get(MASK_VARIABLE))
+
+
+def matvec_kernels(level: Isa | None = None) -> MatvecKernels | None:
+    """The kernels compiled for ``level`` (default: this process's ``current_level()``; built once
+    per level and process, cached on disk), or ``None`` where they cannot run here (no compiler,
+    not x86-64 Linux, no AVX2/FMA/F16C, a level above the CPU's, ``QUANTDISPATCH_NATIVE=0``)."""
     if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
         return None
-    if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= set(flags):
+    here = current_level()
+    if here is None:
+        return None
+    if level is None:
+        level = here
+    elif _RANK[level] > _RANK[here]:
+        return None
+    return _level_kernels(level)
+
+
+_RANK: Final[Mapping[Isa, int]] = {"avx2": 0, "avx512": 1, "avx512-vnni": 2}
+
+
+@functools.cache
+def _level_kernels(level: Isa) -> MatvecKernels | None:
+    if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= set(cpu_flags().split()):
         return None
     source, headers = c_sources("matvec.c")
     # A NaN scale gives a NaN output whatever its payload: h2f may take F16C alone (half.h).
+    # No contraction of the C expressions: the levels' float operations stay the same ones.
     defines = {**block_defines(MATVEC_TYPES), "QUANTDISPATCH_H2F_QUIET_NAN": 1}
-    lib = build_library("gguf_matvec", source, _FLAGS, headers=headers, defines=defines)
+    lib = build_library(f"gguf_matvec_{level}", source, (*isa_flags(level), "-ffp-contract=off"), headers=headers, defines=defines)
     if lib is None:
         return None
 
     def bind(symbol: str, restype: type[ctypes.c_int] | None) -> _Fn:
         fn = getattr(lib, symbol)
         fn.restype = restype
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
         return fn  # type: ignore[no-any-return]
 
-    return MatvecKernels(float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
+    return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
                          int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES})
 
 
@@ -134,10 +160,10 @@ def _shape_error(ggml_type: GgmlType, blocks: torch.Tensor, k: int, out_features
 
 
 @functools.cache
-def _entries() -> Mapping[tuple[int, str], tuple[int, int, _Fn]]:
-    """``(type id, activations)`` → ``(weights per block, bytes per block, C function)``: what the op
-    looks up once per call."""
-    kernels = matvec_kernels()
+def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn]]:
+    """``(type id, activations)`` → ``(weights per block, bytes per block, C function)`` at
+    ``level``: what the op looks up once per call."""
+    kernels = matvec_kernels(level) if level is not None else None
     if kernels is None:
         return {}
     return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t])
@@ -147,7 +173,7 @@ def _entries() -> Mapping[tuple[int, str], tuple[int, int, _Fn]]:
 def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
     """``quantdispatch::gguf_matvec``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float
     dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds."""
-    entry = _entries().get((ggml_type, activations))
+    entry = _entries(current_level()).get((ggml_type, activations))
     if entry is None:
         raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations here")
     per_block, size, fn = entry
@@ -161,7 +187,7 @@ def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features:
     if not blocks.is_contiguous():
         blocks = blocks.contiguous()
     y = torch.empty(m, out_features, dtype=torch.float32)
-    if fn(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k):
+    if fn(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k, threads()):
         raise MemoryError(f"no memory for the 8-bit activations of a [{m}, {k}] input")
     return y
 
