@@ -64,7 +64,7 @@ def _packed_here() -> str:
     """The kept-packed backend the plan picks on this CPU: the fused kernels' where it has AVX2 and FMA."""
     cpu = qd.probe().devices[0]
     fused = isinstance(cpu, Cpu) and cpu.features.avx2 and cpu.features.fma
-    return "cpu-gguf-matvec" if fused else "torch-gguf-packed"
+    return "cpu-gguf-q8dot" if fused else "torch-gguf-packed"
 
 
 def test_the_plan_keeps_weights_packed_by_default(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_the_plan_keeps_weights_packed_by_default(tmp_path: Path) -> None:
     path = write_gguf(tiny_model("llama", layers=1), "llama", tmp_path / "m.gguf", T.Q4_0)
     found = qd.load(path, device="cpu")
     assert not isinstance(found, Err) and found.value.plan.backend.name == _packed_here()
-    fused = _packed_here() == "cpu-gguf-matvec" and matvec_kernels() is not None
+    fused = _packed_here() == "cpu-gguf-q8dot" and matvec_kernels() is not None
     model: Any = found.value.model
     assert type(model.model.layers[0].mlp.down_proj).__name__ == ("GgufMatvecLinear" if fused else "GgufLinear")
     dense = qd.load(path, device="cpu", dequantize_at_load=True)

@@ -190,7 +190,7 @@ def test_inspect_shows_the_mode(capsys: pytest.CaptureFixture[str]) -> None:
     """``inspect`` names a kept-packed backend, and the dequantizing one as a fallback."""
     assert main(["inspect", str(STORIES)]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"backend:  (cpu-gguf-matvec|torch-gguf-packed) ", out) and "fallback: torch-gguf:" in out
+    assert re.search(r"backend:  (cpu-gguf-q8dot|torch-gguf-packed) ", out) and "fallback: torch-gguf:" in out
 
 
 def test_packed_memory_stays_near_the_file_size(files: dict[str, Path]) -> None:

@@ -473,3 +473,181 @@ QENTRY(qx_q4_1, qv_q4_1, 0)
 QENTRY(qx_q4_k, qv_q4_k, 0)
 QENTRY(qx_q8_0, qv_q8_0, 128)
 QENTRY(qx_q6_k, qv_q6_k, 32)
+
+/* ---- Prefill: a blocked int8 GEMM (AVX-512 VNNI) ----
+   y[M, N] = x[M, K] W[N, K]^T for many input rows, with the q8dot arithmetic's inputs (the
+   activations quantized per run of 32 as quant_x does). A thread unpacks GP panels of 16 weight
+   rows into unsigned codes laid out for dpbusd (k-group g of 4 codes: 16 rows x 4 bytes = one
+   512-bit register), a float scale per row and unit (32 weights; Q6_K: 16) and, for Q4_K, the
+   min per row and run; then each block of up to 8 input rows runs over the panels with 8 int32
+   accumulators (16 rows each) that a unit's 4 or 8 dpbusd fill, converted and scaled into 8 float
+   accumulators at the end of each unit. Each output is one exact int32 per unit times the same
+   float scales as the matrix-vector kernels, summed in another order (closeness, not bit
+   equality, with the decode kernels). */
+#define GR 16          /* weight rows per panel (one 512-bit register of int32 lanes) */
+#define GP 4           /* panels a thread unpacks at once */
+#define GN 8           /* input rows per register block */
+
+#if defined(QD_AVX512) && defined(__AVX512VNNI__)
+typedef struct { uint8_t *codes; float *ws, *wm; } panel_t;
+
+static inline void put_codes(uint8_t *codes, int64_t g0, int i, __m256i q) {   /* 8 k-groups from g0 */
+    uint32_t tmp[8];
+    _mm256_storeu_si256((__m256i *)tmp, q);
+    uint32_t *dst = (uint32_t *)codes + g0 * GR + i;
+    for (int g = 0; g < 8; g++) dst[g * GR] = tmp[g];
+}
+
+static void unpack_q4_0(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = wr + u * Q4_0_BYTES;
+        put_codes(p->codes, 8 * u, i, nib32(b + 2)); p->ws[u * GR + i] = h2f(b);
+    }
+}
+static void unpack_q8_0(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = wr + u * Q8_0_BYTES;
+        put_codes(p->codes, 8 * u, i, _mm256_xor_si256(XQ(b + 2), _mm256_set1_epi8((char)0x80))); p->ws[u * GR + i] = h2f(b);
+    }
+}
+static void unpack_q4_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
+        const uint8_t *b = wr + bi * Q4_K_BYTES; ctx_t t; prep_q4_k(b, &t);
+        for (int q = 0; q < 4; q++) {
+            const int64_t u = bi * RUNS(Q4_K) + 2 * q;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * q));
+            put_codes(p->codes, 8 * u, i, _mm256_and_si256(v, m4));
+            put_codes(p->codes, 8 * u + 8, i, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            p->ws[u * GR + i] = t.s[2 * q]; p->ws[(u + 1) * GR + i] = t.s[2 * q + 1];
+            p->wm[u * GR + i] = t.c[2 * q]; p->wm[(u + 1) * GR + i] = t.c[2 * q + 1];
+        }
+    }
+}
+static void unpack_q6_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {   /* units of 16 */
+    for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
+        const uint8_t *b = wr + bi * Q6_K_BYTES; ctx_t t; prep_q6_k(b, &t);
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_codes(b, h, q);
+            for (int r = 0; r < 4; r++) {
+                const int64_t u = bi * RUNS(Q6_K) + 4 * h + r;
+                put_codes(p->codes, 8 * u, i, q[r]);
+                p->ws[2 * u * GR + i] = t.s[8 * h + 2 * r]; p->ws[(2 * u + 1) * GR + i] = t.s[8 * h + 2 * r + 1];
+            }
+        }
+    }
+}
+
+/* Rows n0.. of one panel against input rows j0..j0+nr-1 (nr <= GN). U: weights per unit. */
+static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U, int has_min, const int8_t *xq, const float *xd,
+        const float *xs, const int32_t *cu, int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {
+    const int64_t units = K / U, R = K / 32;
+    __m512 f[GN];
+    for (int j = 0; j < nr; j++) f[j] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < units; t++) {
+        __m512i a[GN];
+        for (int j = 0; j < nr; j++) a[j] = _mm512_set1_epi32(cu[j * units + t]);
+        const uint8_t *cw = p->codes + t * (U / 4) * 64;
+        const int8_t *xk = xq + t * U;
+        for (int g = 0; g < U / 4; g++) {
+            const __m512i wv = _mm512_loadu_si512((const void *)(cw + 64 * g));
+            for (int j = 0; j < nr; j++) {
+                int32_t xv; memcpy(&xv, xk + j * K + 4 * g, 4);
+                a[j] = _mm512_dpbusd_epi32(a[j], wv, _mm512_set1_epi32(xv));
+            }
+        }
+        const __m512 ws = _mm512_loadu_ps(p->ws + t * GR);
+        const int64_t run = t * U / 32;
+        for (int j = 0; j < nr; j++)
+            f[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[j]), _mm512_set1_ps(xd[j * R + run])), ws, f[j]);
+        if (has_min) {
+            const __m512 wm = _mm512_loadu_ps(p->wm + run * GR);
+            for (int j = 0; j < nr; j++) f[j] = _mm512_fmadd_ps(wm, _mm512_set1_ps(xs[j * R + run]), f[j]);
+        }
+    }
+    for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * N, rows, f[j]);
+}
+
+#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z)                                                   \
+static void NAME##_tile(const panel_t *p, const int8_t *xq, const float *xd, const float *xs, const int32_t *cu, \
+                        int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {              \
+    switch (nr) {                                                                              \
+    case 8: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 8, y, N, rows); break;                     \
+    case 7: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 7, y, N, rows); break;                     \
+    case 6: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 6, y, N, rows); break;                     \
+    case 5: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 5, y, N, rows); break;                     \
+    case 4: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 4, y, N, rows); break;                     \
+    case 3: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 3, y, N, rows); break;                     \
+    case 2: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 2, y, N, rows); break;                     \
+    default: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 1, y, N, rows); break;                    \
+    }                                                                                          \
+}                                                                                              \
+int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    const int64_t R = M * K / 32, units = K / U, row_bytes = K / T##_WEIGHTS * T##_BYTES;       \
+    const int64_t groups = (N + GR * GP - 1) / (GR * GP);                                      \
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K) + 64);                                       \
+    float *xf = (float *)malloc((size_t)(2 * R) * sizeof(float));                              \
+    int32_t *xc = (int32_t *)malloc((size_t)(8 * R) * sizeof(int32_t) + 64);                   \
+    int32_t *cu = (int32_t *)malloc((size_t)(M * units) * sizeof(int32_t));                   \
+    int failed = xq == NULL || xf == NULL || xc == NULL || cu == NULL;                         \
+    if (!failed) {                                                                             \
+        quant_x(x, xq, xf, xf + R, xc, M, K, Z, nt);                                           \
+        for (int64_t e = 0; e < M * units; e++) {      /* -Z x (sum of the unit's codes) */     \
+            int32_t s = 0;                                                                     \
+            for (int l = 0; l < U / 4; l++) s += xc[e * (U / 4) + l];                          \
+            cu[e] = s;                                                                         \
+        }                                                                                      \
+        const int team_ = (int)(nt < groups ? nt : groups);                                    \
+        _Pragma("omp parallel num_threads(team_ > 0 ? team_ : 1) reduction(|:failed)")         \
+        {                                                                                      \
+            uint8_t *codes = (uint8_t *)malloc((size_t)(GP * GR * K));                         \
+            float *sc = (float *)malloc((size_t)(2 * GP * GR * (K / 16)) * sizeof(float));     \
+            if (codes == NULL || sc == NULL) failed = 1;                                       \
+            else {                                                                             \
+                _Pragma("omp for schedule(static)")                                            \
+                for (int64_t g = 0; g < groups; g++) {                                         \
+                    panel_t p[GP];                                                             \
+                    for (int q = 0; q < GP; q++) {                                             \
+                        p[q].codes = codes + (int64_t)q * GR * K;                              \
+                        p[q].ws = sc + (int64_t)q * GR * (K / 16);                             \
+                        p[q].wm = sc + (int64_t)(GP + q) * GR * (K / 16);                      \
+                        for (int i = 0; i < GR; i++) {                                         \
+                            const int64_t n = (g * GP + q) * GR + i;                           \
+                            if (n < N) UNPACK(w + n * row_bytes, K, &p[q], i);                 \
+                            else {                                                             \
+                                for (int64_t k = 0; k < K / 4; k++) memset(p[q].codes + (k * GR + i) * 4, 0, 4); \
+                                for (int64_t t = 0; t < K / 16; t++) { p[q].ws[t * GR + i] = 0.0f; p[q].wm[t * GR + i] = 0.0f; } \
+                            }                                                                  \
+                        }                                                                      \
+                    }                                                                          \
+                    for (int64_t j0 = 0; j0 < M; j0 += GN) {                                   \
+                        const int nr = (int)(M - j0 < GN ? M - j0 : GN);                       \
+                        for (int q = 0; q < GP; q++) {                                         \
+                            const int64_t n0 = (g * GP + q) * GR;                              \
+                            if (n0 >= N) break;                                                \
+                            const __mmask16 rows = N - n0 >= GR ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1); \
+                            NAME##_tile(&p[q], xq + j0 * K, xf + j0 * (K / 32), xf + R + j0 * (K / 32), \
+                                        cu + j0 * units, K, nr, y + j0 * N + n0, N, rows);     \
+                        }                                                                      \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+            free(codes); free(sc);                                                             \
+        }                                                                                      \
+    }                                                                                          \
+    free(xq); free(xf); free(xc); free(cu);                                                    \
+    return failed ? -1 : 0;                                                                    \
+}
+GEMM(gx_q4_0, Q4_0, unpack_q4_0, 32, 0, 8)
+GEMM(gx_q8_0, Q8_0, unpack_q8_0, 32, 0, 128)
+GEMM(gx_q4_k, Q4_K, unpack_q4_k, 32, 1, 0)
+GEMM(gx_q6_k, Q6_K, unpack_q6_k, 16, 0, 32)
+#else
+#define NOGEMM(NAME) int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    (void)w; (void)x; (void)y; (void)M; (void)N; (void)K; (void)nt; return -2; }
+NOGEMM(gx_q4_0)
+NOGEMM(gx_q8_0)
+NOGEMM(gx_q4_k)
+NOGEMM(gx_q6_k)
+#endif

@@ -64,11 +64,15 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, isa_l
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
 
-__all__ = ["current_level", "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
+__all__ = ["current_level", "has_gemm", "GEMM_TYPES",
+           "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
            "matvec_linears", "GGUF_MATVEC"]
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows a forward runs the fused kernel; above it, dequantize + GEMM."""
+
+GEMM_TYPES: Final[frozenset[GgmlType]] = frozenset({GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q6_K})
+"""The block types with a prefill GEMM on 8-bit activations (``gx_*``, AVX-512 VNNI)."""
 
 MATVEC_TYPES: Final[frozenset[GgmlType]] = FUSED_MATVEC_TYPES
 """The block types with fused matrix-vector kernels (both arithmetics): the one table,
@@ -91,6 +95,8 @@ class MatvecKernels:
     level: Isa
     float32: Mapping[GgmlType, _Fn]
     int8: Mapping[GgmlType, _Fn]
+    gemm: Mapping[GgmlType, _Fn]
+    """``gx_*``: the prefill GEMM on 8-bit activations (AVX-512 VNNI only; empty below it)."""
 
 
 @functools.cache
@@ -141,8 +147,9 @@ def _level_kernels(level: Isa) -> MatvecKernels | None:
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
         return fn  # type: ignore[no-any-return]
 
+    gemm = {t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if level == "avx512-vnni" else {}
     return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
-                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES})
+                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES}, gemm=gemm)
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -160,23 +167,31 @@ def _shape_error(ggml_type: GgmlType, blocks: torch.Tensor, k: int, out_features
 
 
 @functools.cache
-def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn]]:
-    """``(type id, activations)`` → ``(weights per block, bytes per block, C function)`` at
-    ``level``: what the op looks up once per call."""
+def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn, _Fn | None]]:
+    """``(type id, activations)`` → ``(weights per block, bytes per block, C function, prefill GEMM
+    or None)`` at ``level``: what the op looks up once per call."""
     kernels = matvec_kernels(level) if level is not None else None
     if kernels is None:
         return {}
-    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t])
+    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
+                          kernels.gemm.get(t) if a == "int8" else None)
             for t in MATVEC_TYPES for a in get_args(Activations)}
+
+
+def has_gemm(ggml_type: GgmlType) -> bool:
+    """Whether ``ggml_type`` has the prefill GEMM on 8-bit activations here (AVX-512 VNNI)."""
+    entry = _entries(current_level()).get((int(ggml_type), "int8"))
+    return entry is not None and entry[3] is not None
 
 
 def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
     """``quantdispatch::gguf_matvec``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float
-    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds."""
+    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds.
+    With ``"int8"`` activations, more than ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
     entry = _entries(current_level()).get((ggml_type, activations))
     if entry is None:
         raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations here")
-    per_block, size, fn = entry
+    per_block, size, fn, gemm = entry
     m, k = x.shape
     if k % per_block or blocks.numel() != out_features * (k // per_block) * size or blocks.dtype is not torch.uint8 \
             or not x.dtype.is_floating_point:
@@ -187,7 +202,8 @@ def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features:
     if not blocks.is_contiguous():
         blocks = blocks.contiguous()
     y = torch.empty(m, out_features, dtype=torch.float32)
-    if fn(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k, threads()):
+    run = gemm if gemm is not None and m > FUSED_ROWS else fn
+    if run(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k, threads()):
         raise MemoryError(f"no memory for the 8-bit activations of a [{m}, {k}] input")
     return y
 
@@ -219,7 +235,8 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
 
 class GgufMatvecLinear(GgufLinear):
     """``GgufLinear`` whose few-row forwards (decode) run a fused kernel on the blocks in place;
-    more rows (prefill), other devices and autograd keep ``GgufLinear``'s path.
+    more rows (prefill) run the int8 GEMM with ``"int8"`` activations where there is one
+    (``has_gemm``: AVX-512 VNNI), else, like other devices and autograd, ``GgufLinear``'s path.
 
     ``activations`` picks the arithmetic: ``"float32"`` (``cpu-gguf-matvec``) or ``"int8"``
     (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``.
@@ -237,10 +254,14 @@ class GgufMatvecLinear(GgufLinear):
         if self.bias is not None:
             self.bias = self.bias.to(torch.float32)
         self.activations: Activations = activations
+        # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
+        # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
+        self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = x.numel() // self.in_features
-        if m > FUSED_ROWS or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
+        prefill = m > FUSED_ROWS and not self.gemm_prefill
+        if prefill or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
             return super().forward(x)
         y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations)
         if self.bias is not None:
