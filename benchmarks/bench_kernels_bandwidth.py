@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 MASKS: Final = {"avx2": "avx2,fma", "avx512": "avx2,fma,avx512f,avx512_bf16", "avx512-vnni": "native"}
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.isa is not None:
         os.environ["QUANTDISPATCH_CPU_FEATURES"] = MASKS[args.isa]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's quantdispatch, not an installed one
 
     import torch
 
