@@ -213,7 +213,7 @@ FDRIVER(mv_q6_k, frow_q6_k, Q6_K)
    order; then sums a0 + a1 the same way. So the levels agree bit for bit. */
 static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *xc, int64_t M, int64_t K, int z, int64_t nt) {
     const int64_t runs = M * K / 32;
-    PARALLEL_ROWS(nt, runs, runs * 32 * 64)
+    PARALLEL_ROWS(nt, runs, runs * 32 * 4)       /* one thread for a decode row: M K < 2^16 */
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
         float amax = 0.0f, probe = 0.0f;
