@@ -1,4 +1,4 @@
-"""Fused GGUF matrix-vector products on the blocks as the file stores them (C, AVX2 + FMA + F16C).
+"""Fused GGUF matrix-vector products on the blocks as the file stores them (C: AVX2 + FMA + F16C, AVX-512, VNNI).
 
 A kept-packed weight (``GgufLinear``) dequantizes its whole matrix at every forward, then calls
 ``F.linear``: for one token that writes and reads four bytes per weight to use each once. This
@@ -31,9 +31,20 @@ same float32 scale gguf-py computes (exact for Q4_0, Q4_1, Q8_0 and Q6_K, within
 gguf-py's two for Q4_K); only the order of the sums differs from ``F.linear`` on the dequantized
 matrix.
 
-Above ``FUSED_ROWS`` input rows (prefill) the kernel would read the blocks once per four rows,
-so ``GgufLinear``'s dequantize-then-GEMM path is used instead. Single-threaded, like the int4
-kernel and for the same reason (no second OpenMP runtime beside torch's). ``matvec_kernels()``
+Threads and SIMD levels: every entry point takes the thread count (``_native.threads()``, torch's
+intra-op count, read inside the op) and splits the output rows with OpenMP (torch's own libgomp),
+one thread on tiny problems; each output is computed by one thread with the same code, so any
+thread count gives the same bits. The library is built per SIMD level (``_native.isa_level()``:
+AVX2, AVX-512, AVX-512 VNNI, less what ``QUANTDISPATCH_CPU_FEATURES`` masks; ``matvec_kernels(level)``
+builds any level up to the CPU's). The 8-bit kernels compute at every level the exact int32 sum of
+each 4-byte lane of a run of 32 (AVX2 and AVX-512BW ``maddubs``, VNNI ``dpbusd`` on unsigned codes
+from a per-run correction), then the same float operations in the same order: the levels agree
+bit for bit (``tests/kernels/test_gguf_levels.py``).
+
+Above ``FUSED_ROWS`` input rows (prefill) the 8-bit module runs an int8 GEMM (``gx_*``: Q4_0, Q8_0,
+Q4_K, Q6_K on AVX-512 VNNI; panels of 16 weight rows unpacked into ``dpbusd`` order, blocks of 8
+input rows in registers), the same 8-bit arithmetic summed in another order; the float32 module,
+and the 8-bit one without VNNI, use ``GgufLinear``'s dequantize-then-GEMM path. ``matvec_kernels()``
 is ``None`` without a C compiler, off x86-64 Linux, without AVX2/FMA/F16C, or when
 ``QUANTDISPATCH_NATIVE=0``; then every type keeps ``GgufLinear``.
 

@@ -14,6 +14,10 @@ Bit-exactness holds by construction: each weight is the same float32 expression 
 multiply-add) and without ``-ffast-math``; the differential tests run both paths. float16 and
 bfloat16 outputs are cast from float32 chunks by torch, as on the eager path.
 
+Built per SIMD level (``_native.isa_flags``; a portable build where there is none), with OpenMP:
+each call splits its blocks into one range per thread (``_native.threads()``), each block written
+by one thread with the same code, so the output does not depend on the thread count.
+
 ``native_kernels()`` returns ``None`` where there is no C compiler or the build fails (then the
 eager path serves every type), and always when ``QUANTDISPATCH_NATIVE=0``.
 """
