@@ -6,7 +6,8 @@ Q4_K, Q6_K, Q8_0), kernel (``matvec``: ``cpu-gguf-matvec``, float32 activations;
 ``cpu-gguf-q8dot``, activations quantized to 8 bits per block of 32 as llama.cpp does) and thread
 count (1, 2):
 
-- decode: the median time of one ``GgufMatvecLinear`` forward of one row; GB/s of the packed
+- decode: the median (over rounds) of the mean time of 4 back-to-back ``GgufMatvecLinear``
+  forwards of one row, after one untimed call (as a decode step's layers follow each other); GB/s of the packed
   weight's bytes (what a decode step must read); that as a % of the copy bandwidth measured at
   the same thread count in the same run;
 - prefill: the median time of the module's forward on 32 and 512 rows (q8dot: the int8 GEMM
@@ -15,11 +16,16 @@ count (1, 2):
 
 Copy bandwidth is STREAM's "copy" convention: (bytes read + bytes written) / time for
 ``dst.copy_(src)`` of a 256 MiB tensor, median. Cases are interleaved (each round times every case
-once, so a noisy neighbour hits them alike), and decode weights rotate through copies totalling
+once per thread count, so a noisy neighbour hits them alike), and decode weights rotate through copies totalling
 >= 96 MiB so that each call reads from DRAM, not the 32 MB L3. The machine is shared: compare
 ratios within a run.
 
 ``--isa avx2|avx512|avx512-vnni`` forces a SIMD level through ``QUANTDISPATCH_CPU_FEATURES``.
+
+On a machine with more runnable threads than cores (shared), run with ``OMP_WAIT_POLICY=passive``:
+libgomp's default spin-waiting then makes each 2-thread region cost milliseconds (measured here:
+a 4096x4096 Q4_0 decode call 12 ms with 2 threads spinning, 0.66 ms passive, 0.57 ms on 1 thread).
+The policy in effect is printed.
 
 Run: ``.venv/bin/python benchmarks/bench_kernels_bandwidth.py [--isa LEVEL] [--rounds N] [--no-prefill]``
 """
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     scale_at = {GgmlType.Q4_0: 0, GgmlType.Q4_K: 0, GgmlType.Q6_K: 208, GgmlType.Q8_0: 0}
     print(f"CPU: {_cpu_model()}; ISA level: {current_level()} (QUANTDISPATCH_CPU_FEATURES="
           f"{os.environ.get('QUANTDISPATCH_CPU_FEATURES', 'unset')}); torch {torch.__version__}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print("copy bandwidth convention: (bytes read + bytes written) / time of dst.copy_(src), 256 MiB, median")
 
     def blocks(t: GgmlType, n: int, k: int, seed: int) -> torch.Tensor:
@@ -132,23 +139,26 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, list[float]] = {}
 
-    def run(todo: list[Case], rounds: int) -> None:
+    def run(todo: list[Case], rounds: int, burst: int) -> None:
+        # By thread count, then each case: one untimed call (the OpenMP workers awake, as between
+        # a decode step's back-to-back layers; a worker left asleep while other cases ran costs a
+        # scheduler wake-up, milliseconds on a loaded machine), then the mean of `burst` calls.
         with torch.no_grad():
             for _ in range(rounds):
-                for key, nt, call in todo:
+                for nt in thread_counts:
                     torch.set_num_threads(nt)
-                    start = time.perf_counter()
-                    call()
-                    times.setdefault(key, []).append(time.perf_counter() - start)
+                    for key, _nt, call in (case for case in todo if case[1] == nt):
+                        call()
+                        start = time.perf_counter()
+                        for _ in range(burst):
+                            call()
+                        times.setdefault(key, []).append((time.perf_counter() - start) / burst)
 
-    run(cases, 1)  # warm-up: builds, page faults
+    run(cases, 1, 1)  # warm-up: builds, page faults
     times.clear()
-    run(cases, args.rounds)
+    run(cases, args.rounds, 4)
     if not args.no_prefill:
-        run(prefill, 1)
-        for key in [key for key in times if key.split("/")[-2] in {str(m) for m in PREFILL_ROWS}]:
-            times.pop(key, None)
-        run(prefill, max(1, args.rounds // 2))
+        run(prefill, max(1, args.rounds // 2), 1)
 
     copy_gbs = {nt: 2 * COPY_BYTES / _median(times[f"copy/{nt}"]) / 1e9 for nt in thread_counts}
     print("copy GB/s: " + ", ".join(f"{nt} thr {v:.1f}" for nt, v in copy_gbs.items()))
