@@ -1,5 +1,5 @@
-"""Decode tokens/s of a ~134M-parameter llama as Q4_0 and as Q4_K_M: ours (kept packed on the
-fused float32 kernels, kept packed with llama.cpp's 8-bit-activation arithmetic, and dequantized
+"""Decode tokens/s of a ~134M-parameter llama as Q4_0 and as Q4_K_M: ours (kept packed with
+llama.cpp's 8-bit-activation arithmetic, the default; kept packed on the fused float32 kernels; and dequantized
 at load) vs llama.cpp through llama-cpp-python, same threads, fresh processes.
 
 llama-cpp-python (0.3.36) is a benchmark extra, never CI: it builds llama.cpp from source (several
@@ -41,8 +41,8 @@ print('RATE', {tokens} / (run({tokens} + 1) - run(1)))
 """
 
 OUR_SIDES = {
-    "packed": None,  # the plan's choice: kept packed, the fused float32 kernels (cpu-gguf-matvec) where they run
-    "packed q8dot": "cpu-gguf-q8dot",  # kept packed, llama.cpp's arithmetic (8-bit activations)
+    "packed": None,  # the plan's choice: kept packed, llama.cpp's arithmetic (cpu-gguf-q8dot) where the kernels run
+    "packed float32": "cpu-gguf-matvec",  # kept packed, the fused float32 kernels
     "dequantized": "torch-gguf",  # dense float32 weights
 }
 

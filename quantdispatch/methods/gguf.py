@@ -38,7 +38,8 @@ CPU_GGUF_MATVEC = declare_backend(Backend(
 ))
 CPU_GGUF_Q8DOT = declare_backend(Backend(
     name="cpu-gguf-q8dot", summary="as cpu-gguf-matvec, with llama.cpp's arithmetic: activations quantized to 8 bits per "
-    "run of 32 and integer dot products; faster at decode, logits within activation-rounding error, not float32's",
+    "block of 32 and integer dot products (AVX2, AVX-512, AVX-512 VNNI), prefill an int8 GEMM on AVX-512 VNNI; faster, "
+    "logits within activation-rounding error, not float32's",
     requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_q8dot",
 ))
 
@@ -69,18 +70,20 @@ def _gguf_backends(config: Gguf, device: AbstractDevice, /) -> Selection:
 
 @select_backend.register(Gguf, Cpu)
 def _gguf_cpu(config: Gguf, device: Cpu, /) -> Selection:
-    # Kept packed on a CPU with AVX2 and FMA, the fused float32 kernels take decode; the plain
-    # packed module stays the fallback (it computes the same function; the kernels also need
-    # F16C, which every AVX2 CPU has, and fall back per type where it is missing or they cannot be
-    # built). The 8-bit-activation kernels are faster but change the numbers: ranked last, so
-    # they run when asked for by name.
+    # Kept packed on a CPU with AVX2 and FMA, the fused kernels take decode. First the 8-bit
+    # activation kernels (llama.cpp's own arithmetic: activations quantized to 8 bits per block
+    # of 32, integer dot products): measured 1.6-2x faster at decode than the float32 ones
+    # (benchmarks/bench_kernels_bandwidth.py), and they have the prefill GEMM (AVX-512 VNNI).
+    # Then the float32 kernels (the float32 numbers, by name or where the first cannot load),
+    # then the plain packed module (the same function; the kernels also need F16C, which every
+    # AVX2 CPU has, and fall back per type where it is missing or they cannot be built).
     reasons = _odd_tensors(config)
     cpu = () if device.features.avx2 and device.features.fma else (
         "the fused GGUF kernels need AVX2 and FMA, and this CPU does not report both",)
-    packed = (Candidate(CPU_GGUF_MATVEC, reasons + cpu), Candidate(TORCH_GGUF_PACKED, reasons),
-              Candidate(CPU_GGUF_Q8DOT, reasons + cpu))
+    packed = (Candidate(CPU_GGUF_Q8DOT, reasons + cpu), Candidate(CPU_GGUF_MATVEC, reasons + cpu),
+              Candidate(TORCH_GGUF_PACKED, reasons))
     dense = Candidate(TORCH_GGUF, reasons)
-    return (dense, *packed) if config.dequantize else (*packed[:2], dense, packed[2])
+    return (dense, *packed) if config.dequantize else (*packed, dense)
 
 
 @compute_dtype.register(Gguf, AbstractDevice)
@@ -107,9 +110,13 @@ def _gguf_notes(config: Gguf, /) -> Mapping[str, tuple[str, ...]]:
     fused = [t for t in counts if t in FUSED_GGUF_TYPES]
     per_call = [t for t in counts if t not in FUSED_GGUF_TYPES]
     packed = f"kept packed (tensors by type): {listed(list(counts))}; each linear dequantizes per call"
-    lines = []
+    lines, q8 = [], []
     if fused:
         lines.append(f"fused kernels at decode (up to 8 rows) for {listed(fused)}; prefill dequantizes per call")
+        q8.append(f"fused kernels at decode (up to 8 rows) for {listed(fused)}, activations quantized to 8 bits per block "
+                  "of 32 as llama.cpp does (integer dot products); prefill: an int8 GEMM for Q4_0, Q8_0, Q4_K and Q6_K "
+                  "where the CPU has AVX-512 VNNI, else dequantizes per call")
     if per_call:
         lines.append(f"dequantized per call: {listed(per_call)}")
-    return {TORCH_GGUF_PACKED.name: (packed,), CPU_GGUF_MATVEC.name: tuple(lines), CPU_GGUF_Q8DOT.name: tuple(lines)}
+        q8.append(lines[-1])
+    return {TORCH_GGUF_PACKED.name: (packed,), CPU_GGUF_MATVEC.name: tuple(lines), CPU_GGUF_Q8DOT.name: tuple(q8)}

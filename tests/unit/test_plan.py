@@ -244,8 +244,12 @@ def test_gguf_plan_says_which_tensors_run_the_fused_kernels() -> None:
                qd.GgufTensor("blk.0.attn_norm.weight", qd.GgmlType.F32, (256,)))
     fast = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
     p = _ok(qd.plan(qd.Gguf(tensors=tensors), qd.Environment(packages=(TORCH,), devices=(fast,))))
-    assert p.backend.name == "cpu-gguf-matvec"
-    assert "fused kernels at decode (up to 8 rows) for Q4_K (2), Q6_K (1); prefill dequantizes per call" in p.notes
+    assert p.backend.name == "cpu-gguf-q8dot"
+    assert any(n.startswith("fused kernels at decode (up to 8 rows) for Q4_K (2), Q6_K (1), activations quantized to 8 bits "
+                            "per block of 32 as llama.cpp does") for n in p.notes)
+    matvec = _ok(qd.plan(qd.Gguf(tensors=tensors), qd.Environment(packages=(TORCH,), devices=(fast,)),
+                         qd.LoadOptions(backend="cpu-gguf-matvec")))
+    assert "fused kernels at decode (up to 8 rows) for Q4_K (2), Q6_K (1); prefill dequantizes per call" in matvec.notes
     assert "dequantized per call: F16 (1)" in p.notes
     plain = _ok(qd.plan(qd.Gguf(tensors=tensors), _env(TORCH)))
     assert plain.backend.name == "torch-gguf-packed"

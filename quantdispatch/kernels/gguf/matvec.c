@@ -7,6 +7,16 @@
 
 #include "half.h"
 
+/* Threads: every entry point takes nt and splits the output rows N into static chunks (each
+   output is computed by one thread with the same code, so the result does not depend on nt);
+   tiny problems stay on one thread, where the fork/join costs more than the work. */
+static inline int team(int64_t nt, int64_t N, int64_t work) {
+    if (nt < 1 || work < ((int64_t)1 << 18)) return 1;
+    return (int)(nt < N ? nt : N);
+}
+#define PARALLEL_ROWS(nt, N, work) const int team_ = team(nt, N, work); (void)team_;                 \
+    _Pragma("omp parallel for num_threads(team_) schedule(static)")
+
 #define RUNS(T) (T##_WEIGHTS / 32)                    /* runs of 32 weights per block */
 
 /* Eight codes (bytes) of a 128-bit lane half as floats. */
@@ -69,8 +79,9 @@ static inline float hsum(__m256 v) {
    Four input rows share each expanded run; one input row keeps four accumulators. (Q4_0, Q4_1,
    Q8_0; the super-block types have their own loops below.) */
 #define KERNEL(NAME, PREP, RUN, T)                                                             \
-void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {      \
+void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
     const int64_t blocks = K / T##_WEIGHTS, row_bytes = blocks * T##_BYTES;                    \
+    PARALLEL_ROWS(nt, N, M * N * K)                                                            \
     for (int64_t n = 0; n < N; n++) {                                                          \
         const uint8_t *wr = w + n * row_bytes;                                                 \
         int64_t mi = 0;                                                                        \
@@ -120,18 +131,11 @@ KERNEL(mv_q4_1, prep_q4_1, run_q4_1, Q4_1)
    bytes are expanded from one load (Q4_K's runs 2p and 2p+1 are the low and high nibbles of the
    same 32 bytes; a Q6_K half's four runs share its ql and qh). */
 #define FDRIVER(NAME, ROW, T)                                                                  \
-void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {      \
+void NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    PARALLEL_ROWS(nt, N, M * N * K)                                                            \
     for (int64_t n = 0; n < N; n++)                                                            \
         for (int64_t mi = 0; mi < M; mi++) y[mi * N + n] = ROW(w + n * (K / T##_WEIGHTS) * T##_BYTES, x + mi * K, K / T##_WEIGHTS); \
 }
-#define QDRIVER(NAME, ROW, T)                                                                  \
-void NAME(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y,      \
-          int64_t M, int64_t N, int64_t K) {                                                   \
-    for (int64_t n = 0; n < N; n++)                                                            \
-        for (int64_t mi = 0; mi < M; mi++)                                                     \
-            y[mi * N + n] = ROW(w + n * (K / T##_WEIGHTS) * T##_BYTES, xq + mi * K, xd + mi * (K / 32), xs + mi * (K / 32), K / T##_WEIGHTS); \
-}
-
 static inline float frow_q4_k(const uint8_t *wr, const float *xm, int64_t blocks) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -195,11 +199,21 @@ static inline float frow_q6_k(const uint8_t *wr, const float *xm, int64_t blocks
 }
 FDRIVER(mv_q6_k, frow_q6_k, Q6_K)
 
-/* ---- 8-bit activations: llama.cpp's arithmetic (its Q8_0/Q8_K dot products) ----
+/* ---- 8-bit activations: llama.cpp's arithmetic (its Q8_0 dot products) ----
    quant_x: each run of 32 activations as int8 codes xq with scale xd = max|x| / 127 (round to
-   nearest), and xs = xd * sum(xq), which carries the offset term of types with a min. */
-static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int64_t M, int64_t K) {
+   nearest), xs = xd * sum(xq) (the offset term of types with a min), and xc: for each run, 8 int32,
+   -z * (the sum of the 4 codes of each 4-byte lane), z the type's code offset (a weight is its
+   unsigned code less z): the AVX-512 paths start their unsigned x signed dot products from it.
+
+   Every path (AVX2, AVX-512BW, AVX-512 VNNI) computes, for each run of 32 and each of its 8
+   lanes of 4 bytes, the exact int32 sum of (weight code) x (activation code) over the lane (no
+   int16 saturation: |weight| <= 128, |code| <= 127, two products per int16); converts it to float
+   and multiplies it into the run's accumulator (even runs in a0, odd runs in a1; a 512-bit
+   register holds a0 in its low half, a1 in its high half) with the same float scale, in the same
+   order; then sums a0 + a1 the same way. So the levels agree bit for bit. */
+static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *xc, int64_t M, int64_t K, int z, int64_t nt) {
     const int64_t runs = M * K / 32;
+    PARALLEL_ROWS(nt, runs, runs * 32 * 4)       /* one thread for a decode row: M K < 2^16 */
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
         float amax = 0.0f, probe = 0.0f;
@@ -210,15 +224,17 @@ static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int64_t M,
         }
         if (probe != 0.0f) {                               /* no codes for it: the outputs it feeds become NaN */
             for (int i = 0; i < 32; i++) xq[32 * r + i] = 0;
+            for (int i = 0; i < 8; i++) xc[8 * r + i] = 0;
             xd[r] = probe; xs[r] = probe;
             continue;
         }
         const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
+        int sum = 0, lane = 0;
         for (int i = 0; i < 32; i++) {
             const float f = v[i] * id;
             const int q = (int)(f + (f < 0.0f ? -0.5f : 0.5f));
-            xq[32 * r + i] = (int8_t)q; sum += q;
+            xq[32 * r + i] = (int8_t)q; sum += q; lane += q;
+            if ((i & 3) == 3) { xc[8 * r + i / 4] = -z * lane; lane = 0; }
         }
         xd[r] = d; xs[r] = d * (float)sum;
     }
@@ -235,68 +251,188 @@ static inline __m256i nib32(const uint8_t *p) {        /* 16 bytes: low nibbles 
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 #define XQ(p) _mm256_loadu_si256((const __m256i *)(p))
+#define CV(v) _mm256_cvtepi32_ps(v)
 
-static inline __m256i qrun_q4_0(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
-    (void)j; *s = _mm256_set1_ps(t->s[0] * d); return dot_us(nib32(b + 2), XQ(x));
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+#define QD_AVX512 1
+#define XQ512(p) _mm512_loadu_si512((const void *)(p))
+/* corr + the 16 lane sums of unsigned u x signed s (VNNI: one instruction; else BW's maddubs,
+   exact while two products fit int16, i.e. u <= 128). */
+static inline __m512i dot512(__m512i corr, __m512i u, __m512i s) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(corr, u, s);
+#else
+    return _mm512_add_epi32(corr, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
 }
-static inline __m256i qrun_q4_1(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
-    (void)j; *s = _mm256_set1_ps(t->s[0] * d); return dot_us(nib32(b + 4), XQ(x));
+static inline __m512 scale2(float lo, float hi) {     /* lo in the low 8 lanes (even run), hi in the high 8 */
+    return _mm512_insertf32x8(_mm512_set1_ps(lo), _mm256_set1_ps(hi), 1);
 }
-static inline __m256i qrun_q8_0(const uint8_t *b, const ctx_t *t, int j, const int8_t *x, float d, __m256 *s) {
-    (void)j; *s = _mm256_set1_ps(t->s[0] * d); return dot_ss(XQ(b + 2), XQ(x));
-}
+static inline float hsum512(__m512 a) { return hsum(_mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1))); }
+#endif
 
-/* y[m, n] = sum over runs u of scale_u * xd[m, u] * <codes, xq[m, run u]> + offset_u * xs[m, u]. */
-#define QKERNEL(NAME, PREP, QRUN, T)                                                           \
-void NAME(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, float *y,      \
-          int64_t M, int64_t N, int64_t K) {                                                   \
-    const int64_t blocks = K / T##_WEIGHTS, row_bytes = blocks * T##_BYTES, R = K / 32;        \
-    for (int64_t n = 0; n < N; n++) {                                                          \
-        const uint8_t *wr = w + n * row_bytes;                                                 \
-        for (int64_t mi = 0; mi < M; mi++) {                                                   \
-            const int8_t *xm = xq + mi * K;                                                    \
-            const float *dm = xd + mi * R, *sm = xs + mi * R;                                  \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;                                          \
-            float off = 0.0f;                                                                  \
-            for (int64_t bi = 0; bi < blocks; bi++) {                                          \
-                const uint8_t *bp = wr + bi * T##_BYTES; ctx_t t; PREP(bp, &t);                \
-                for (int j = 0; j < RUNS(T); j++) {                                            \
-                    const int64_t u = bi * RUNS(T) + j; __m256 sc;                             \
-                    const __m256 p = _mm256_cvtepi32_ps(QRUN(bp, &t, j, xm + 32 * u, dm[u], &sc)); \
-                    if (u & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0); \
-                    off += t.c[j] * sm[u];                                                     \
-                }                                                                              \
-            }                                                                                  \
-            y[mi * N + n] = hsum(_mm256_add_ps(a0, a1)) + off;                                 \
-        }                                                                                      \
-    }                                                                                          \
+/* y[m, n] = sum over runs u of scale_u * xd[m, u] * <codes, xq[m, run u]> (+ offset_u * xs[m, u]). */
+#define QDRIVER(NAME, ROW, T)                                                                  \
+void NAME(const uint8_t *w, const int8_t *xq, const float *xd, const float *xs, const int32_t *xc, float *y, \
+          int64_t M, int64_t N, int64_t K, int64_t nt) {                                       \
+    const int64_t R = K / 32, blocks = K / T##_WEIGHTS, row_bytes = blocks * T##_BYTES;        \
+    PARALLEL_ROWS(nt, N, M * N * K)                                                            \
+    for (int64_t n = 0; n < N; n++)                                                            \
+        for (int64_t mi = 0; mi < M; mi++)                                                     \
+            y[mi * N + n] = ROW(w + n * row_bytes, xq + mi * K, xd + mi * R, xs + mi * R, xc + mi * R * 8, blocks); \
 }
 
-QKERNEL(qv_q4_0, prep_q4_0, qrun_q4_0, Q4_0)
-QKERNEL(qv_q4_1, prep_q4_1, qrun_q4_1, Q4_1)
-QKERNEL(qv_q8_0, prep_q8_0, qrun_q8_0, Q8_0)
+/* Q4_0: weight q - 8 (q a nibble); z = 8. */
+static inline __m256 q4_0_run(const uint8_t *b, const int8_t *x) {
+    return CV(dot_ss(_mm256_sub_epi8(nib32(b + 2), _mm256_set1_epi8(8)), XQ(x)));
+}
+static inline float qrow_q4_0(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, const int32_t *cm, int64_t blocks) {
+    (void)sm; (void)cm;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t u = 0;
+#if defined(QD_AVX512)
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    for (; u + 2 <= blocks; u += 2) {
+        const uint8_t *b0 = wr + u * Q4_0_BYTES, *b1 = b0 + Q4_0_BYTES;
+        const __m256i c0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 2)));
+        const __m256i c1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b1 + 2)));
+        __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);          /* [q0 q0 q1 q1] */
+        q = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFF00FF00u, q, 4), m4); /* [lo0 hi0 lo1 hi1] */
+        const __m512i p = dot512(XQ512(cm + 8 * u), q, XQ512(xm + 32 * u));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale2(h2f(b0) * dm[u], h2f(b1) * dm[u + 1]), acc);
+    }
+    a0 = _mm512_castps512_ps256(acc); a1 = _mm512_extractf32x8_ps(acc, 1);
+#else
+    for (; u + 2 <= blocks; u += 2) {
+        const uint8_t *b0 = wr + u * Q4_0_BYTES, *b1 = b0 + Q4_0_BYTES;
+        a0 = _mm256_fmadd_ps(q4_0_run(b0, xm + 32 * u), _mm256_set1_ps(h2f(b0) * dm[u]), a0);
+        a1 = _mm256_fmadd_ps(q4_0_run(b1, xm + 32 * u + 32), _mm256_set1_ps(h2f(b1) * dm[u + 1]), a1);
+    }
+#endif
+    if (u < blocks) {
+        const uint8_t *b0 = wr + u * Q4_0_BYTES;
+        a0 = _mm256_fmadd_ps(q4_0_run(b0, xm + 32 * u), _mm256_set1_ps(h2f(b0) * dm[u]), a0);
+    }
+    return hsum(_mm256_add_ps(a0, a1));
+}
+QDRIVER(qv_q4_0, qrow_q4_0, Q4_0)
 
-static inline float qrow_q4_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, int64_t blocks) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+/* Q8_0: weight the signed byte; z = 128 (VNNI reads it as the unsigned byte ^ 0x80). */
+static inline __m256 q8_0_run(const uint8_t *b, const int8_t *x) { return CV(dot_ss(XQ(b + 2), XQ(x))); }
+static inline float qrow_q8_0(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, const int32_t *cm, int64_t blocks) {
+    (void)sm; (void)cm;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t u = 0;
+#if defined(QD_AVX512)
+    __m512 acc = _mm512_setzero_ps();
+    for (; u + 2 <= blocks; u += 2) {
+        const uint8_t *b0 = wr + u * Q8_0_BYTES, *b1 = b0 + Q8_0_BYTES;
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(XQ(b0 + 2)), XQ(b1 + 2), 1);
+#if defined(__AVX512VNNI__)
+        const __m512i p = _mm512_dpbusd_epi32(XQ512(cm + 8 * u), _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80)), XQ512(xm + 32 * u));
+#else
+        const __m512i xs = _mm512_mask_sub_epi8(XQ512(xm + 32 * u), _mm512_movepi8_mask(q), _mm512_setzero_si512(), XQ512(xm + 32 * u));
+        const __m512i p = dot512(_mm512_setzero_si512(), _mm512_abs_epi8(q), xs);
+#endif
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale2(h2f(b0) * dm[u], h2f(b1) * dm[u + 1]), acc);
+    }
+    a0 = _mm512_castps512_ps256(acc); a1 = _mm512_extractf32x8_ps(acc, 1);
+#else
+    for (; u + 2 <= blocks; u += 2) {
+        const uint8_t *b0 = wr + u * Q8_0_BYTES, *b1 = b0 + Q8_0_BYTES;
+        a0 = _mm256_fmadd_ps(q8_0_run(b0, xm + 32 * u), _mm256_set1_ps(h2f(b0) * dm[u]), a0);
+        a1 = _mm256_fmadd_ps(q8_0_run(b1, xm + 32 * u + 32), _mm256_set1_ps(h2f(b1) * dm[u + 1]), a1);
+    }
+#endif
+    if (u < blocks) {
+        const uint8_t *b0 = wr + u * Q8_0_BYTES;
+        a0 = _mm256_fmadd_ps(q8_0_run(b0, xm + 32 * u), _mm256_set1_ps(h2f(b0) * dm[u]), a0);
+    }
+    return hsum(_mm256_add_ps(a0, a1));
+}
+QDRIVER(qv_q8_0, qrow_q8_0, Q8_0)
+
+/* Q4_1: weight d q + m (q a nibble): AVX2 at every level. */
+static inline float qrow_q4_1(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, const int32_t *cm, int64_t blocks) {
+    (void)cm;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     float off = 0.0f;
+    for (int64_t u = 0; u < blocks; u++) {
+        const uint8_t *b = wr + u * Q4_1_BYTES;
+        const __m256 p = CV(dot_us(nib32(b + 4), XQ(xm + 32 * u))), sc = _mm256_set1_ps(h2f(b) * dm[u]);
+        if (u & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0);
+        off += h2f(b + 2) * sm[u];
+    }
+    return hsum(_mm256_add_ps(a0, a1)) + off;
+}
+QDRIVER(qv_q4_1, qrow_q4_1, Q4_1)
+
+/* Q4_K: sub-block j's weight d sc[j] q - dmin m[j]; the mins ride on xs; z = 0. */
+static inline float qrow_q4_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, const int32_t *cm, int64_t blocks) {
+    (void)cm;
+    float off = 0.0f;
+#if defined(QD_AVX512)
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+#else
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+#endif
     for (int64_t bi = 0; bi < blocks; bi++) {
         const uint8_t *b = wr + bi * Q4_K_BYTES; ctx_t t; prep_q4_k(b, &t);
         for (int p = 0; p < 4; p++) {
             const int64_t u = bi * RUNS(Q4_K) + 2 * p;
             const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+#if defined(QD_AVX512)
+            const __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
+            const __m512i d = dot512(_mm512_setzero_si512(), q, XQ512(xm + 32 * u));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale2(t.s[2 * p] * dm[u], t.s[2 * p + 1] * dm[u + 1]), acc);
+#else
             const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(lo, XQ(xm + 32 * u))), _mm256_set1_ps(t.s[2 * p] * dm[u]), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(hi, XQ(xm + 32 * u + 32))), _mm256_set1_ps(t.s[2 * p + 1] * dm[u + 1]), a1);
+            a0 = _mm256_fmadd_ps(CV(dot_us(lo, XQ(xm + 32 * u))), _mm256_set1_ps(t.s[2 * p] * dm[u]), a0);
+            a1 = _mm256_fmadd_ps(CV(dot_us(hi, XQ(xm + 32 * u + 32))), _mm256_set1_ps(t.s[2 * p + 1] * dm[u + 1]), a1);
+#endif
             off += t.c[2 * p] * sm[u] + t.c[2 * p + 1] * sm[u + 1];
         }
     }
+#if defined(QD_AVX512)
+    return hsum512(acc) + off;
+#else
     return hsum(_mm256_add_ps(a0, a1)) + off;
+#endif
 }
 QDRIVER(qv_q4_k, qrow_q4_k, Q4_K)
 
-static inline float qrow_q6_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, int64_t blocks) {
-    (void)sm;
+/* Q6_K: weight d sc[i] (q - 32), q 6 bits; z = 32. */
+static inline float qrow_q6_k(const uint8_t *wr, const int8_t *xm, const float *dm, const float *sm, const int32_t *cm, int64_t blocks) {
+    (void)sm; (void)cm;
+#if defined(QD_AVX512)
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    const __m512i c01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i c23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const uint8_t *b = wr + bi * Q6_K_BYTES; ctx_t t; prep_q6_k(b, &t);
+        for (int h = 0; h < 2; h++) {
+            const int64_t u = bi * RUNS(Q6_K) + 4 * h;
+            const __m512i l = XQ512(b + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(XQ(b + 128 + 32 * h));
+            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, c01), m2), 4));
+            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, c23), m2), 4));
+            const __m512i p01 = dot512(XQ512(cm + 8 * u), q01, XQ512(xm + 32 * u));
+            const __m512i p23 = dot512(XQ512(cm + 8 * u + 16), q23, XQ512(xm + 32 * u + 64));
+            const float *s = t.s + 8 * h;
+            const __m512 s01 = _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_setr_ps(s[0] * dm[u], s[1] * dm[u], s[2] * dm[u + 1], s[3] * dm[u + 1])));
+            const __m512 s23 = _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_setr_ps(s[4] * dm[u + 2], s[5] * dm[u + 2], s[6] * dm[u + 3], s[7] * dm[u + 3])));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), s01, acc);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), s23, acc);
+        }
+    }
+    return hsum512(acc);
+#else
     const __m256i o32 = _mm256_set1_epi8(32);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     for (int64_t bi = 0; bi < blocks; bi++) {
@@ -306,31 +442,212 @@ static inline float qrow_q6_k(const uint8_t *wr, const int8_t *xm, const float *
             q6_codes(b, h, q);
             for (int r = 0; r < 4; r++) {
                 const int64_t u = bi * RUNS(Q6_K) + 4 * h + r;
-                const __m256 p = _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
+                const __m256 p = CV(dot_ss(_mm256_sub_epi8(q[r], o32), XQ(xm + 32 * u)));
                 const __m256 sc = _mm256_set_m128(_mm_set1_ps(t.s[8 * h + 2 * r + 1] * dm[u]), _mm_set1_ps(t.s[8 * h + 2 * r] * dm[u]));
                 if (r & 1) a1 = _mm256_fmadd_ps(p, sc, a1); else a0 = _mm256_fmadd_ps(p, sc, a0);
             }
         }
     }
     return hsum(_mm256_add_ps(a0, a1));
+#endif
 }
 QDRIVER(qv_q6_k, qrow_q6_k, Q6_K)
 
-/* The 8-bit entry points take float32 activations like the float32 ones: they quantize them
-   (quant_x) into a buffer of their own, then run the integer kernel. One call from Python. */
-#define QENTRY(NAME, KERNEL)                                                                   \
-int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K) {       \
+/* The 8-bit entry points take float32 activations like the float32 ones: they quantize them once
+   (quant_x, before the parallel region of the rows) into buffers of their own, then run the
+   integer kernel. One call from Python; nonzero when out of memory. */
+#define QENTRY(NAME, KERNEL, Z)                                                                \
+int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
     const int64_t R = M * K / 32;                                                              \
-    int8_t *xq = (int8_t *)malloc((size_t)(M * K));                                           \
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K) + 64);                                       \
     float *xf = (float *)malloc((size_t)(2 * R) * sizeof(float));                              \
-    if (xq == NULL || xf == NULL) { free(xq); free(xf); return -1; }                           \
-    quant_x(x, xq, xf, xf + R, M, K);                                                          \
-    KERNEL(w, xq, xf, xf + R, y, M, N, K);                                                     \
-    free(xq); free(xf);                                                                        \
+    int32_t *xc = (int32_t *)malloc((size_t)(8 * R) * sizeof(int32_t) + 64);                   \
+    if (xq == NULL || xf == NULL || xc == NULL) { free(xq); free(xf); free(xc); return -1; }   \
+    quant_x(x, xq, xf, xf + R, xc, M, K, Z, nt);                                               \
+    KERNEL(w, xq, xf, xf + R, xc, y, M, N, K, nt);                                             \
+    free(xq); free(xf); free(xc);                                                              \
     return 0;                                                                                  \
 }
-QENTRY(qx_q4_0, qv_q4_0)
-QENTRY(qx_q4_1, qv_q4_1)
-QENTRY(qx_q4_k, qv_q4_k)
-QENTRY(qx_q8_0, qv_q8_0)
-QENTRY(qx_q6_k, qv_q6_k)
+QENTRY(qx_q4_0, qv_q4_0, 8)
+QENTRY(qx_q4_1, qv_q4_1, 0)
+QENTRY(qx_q4_k, qv_q4_k, 0)
+QENTRY(qx_q8_0, qv_q8_0, 128)
+QENTRY(qx_q6_k, qv_q6_k, 32)
+
+/* ---- Prefill: a blocked int8 GEMM (AVX-512 VNNI) ----
+   y[M, N] = x[M, K] W[N, K]^T for many input rows, with the q8dot arithmetic's inputs (the
+   activations quantized per run of 32 as quant_x does). A thread unpacks GP panels of 16 weight
+   rows into unsigned codes laid out for dpbusd (k-group g of 4 codes: 16 rows x 4 bytes = one
+   512-bit register), a float scale per row and unit (32 weights; Q6_K: 16) and, for Q4_K, the
+   min per row and run; then each block of up to 8 input rows runs over the panels with 8 int32
+   accumulators (16 rows each) that a unit's 4 or 8 dpbusd fill, converted and scaled into 8 float
+   accumulators at the end of each unit. Each output is one exact int32 per unit times the same
+   float scales as the matrix-vector kernels, summed in another order (closeness, not bit
+   equality, with the decode kernels). */
+#define GR 16          /* weight rows per panel (one 512-bit register of int32 lanes) */
+#define GP 4           /* panels a thread unpacks at once */
+#define GN 8           /* input rows per register block */
+
+#if defined(QD_AVX512) && defined(__AVX512VNNI__)
+typedef struct { uint8_t *codes; float *ws, *wm; } panel_t;
+
+static inline void put_codes(uint8_t *codes, int64_t g0, int i, __m256i q) {   /* 8 k-groups from g0 */
+    uint32_t tmp[8];
+    _mm256_storeu_si256((__m256i *)tmp, q);
+    uint32_t *dst = (uint32_t *)codes + g0 * GR + i;
+    for (int g = 0; g < 8; g++) dst[g * GR] = tmp[g];
+}
+
+static void unpack_q4_0(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = wr + u * Q4_0_BYTES;
+        put_codes(p->codes, 8 * u, i, nib32(b + 2)); p->ws[u * GR + i] = h2f(b);
+    }
+}
+static void unpack_q8_0(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = wr + u * Q8_0_BYTES;
+        put_codes(p->codes, 8 * u, i, _mm256_xor_si256(XQ(b + 2), _mm256_set1_epi8((char)0x80))); p->ws[u * GR + i] = h2f(b);
+    }
+}
+static void unpack_q4_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
+        const uint8_t *b = wr + bi * Q4_K_BYTES; ctx_t t; prep_q4_k(b, &t);
+        for (int q = 0; q < 4; q++) {
+            const int64_t u = bi * RUNS(Q4_K) + 2 * q;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * q));
+            put_codes(p->codes, 8 * u, i, _mm256_and_si256(v, m4));
+            put_codes(p->codes, 8 * u + 8, i, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            p->ws[u * GR + i] = t.s[2 * q]; p->ws[(u + 1) * GR + i] = t.s[2 * q + 1];
+            p->wm[u * GR + i] = t.c[2 * q]; p->wm[(u + 1) * GR + i] = t.c[2 * q + 1];
+        }
+    }
+}
+static void unpack_q6_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {   /* units of 16 */
+    for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
+        const uint8_t *b = wr + bi * Q6_K_BYTES; ctx_t t; prep_q6_k(b, &t);
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_codes(b, h, q);
+            for (int r = 0; r < 4; r++) {
+                const int64_t u = bi * RUNS(Q6_K) + 4 * h + r;
+                put_codes(p->codes, 8 * u, i, q[r]);
+                p->ws[2 * u * GR + i] = t.s[8 * h + 2 * r]; p->ws[(2 * u + 1) * GR + i] = t.s[8 * h + 2 * r + 1];
+            }
+        }
+    }
+}
+
+/* Rows n0.. of one panel against input rows j0..j0+nr-1 (nr <= GN). U: weights per unit. */
+static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U, int has_min, const int8_t *xq, const float *xd,
+        const float *xs, const int32_t *cu, int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {
+    const int64_t units = K / U, R = K / 32;
+    __m512 f[GN];
+    for (int j = 0; j < nr; j++) f[j] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < units; t++) {
+        __m512i a[GN];
+        for (int j = 0; j < nr; j++) a[j] = _mm512_set1_epi32(cu[j * units + t]);
+        const uint8_t *cw = p->codes + t * (U / 4) * 64;
+        const int8_t *xk = xq + t * U;
+        for (int g = 0; g < U / 4; g++) {
+            const __m512i wv = _mm512_loadu_si512((const void *)(cw + 64 * g));
+            for (int j = 0; j < nr; j++) {
+                int32_t xv; memcpy(&xv, xk + j * K + 4 * g, 4);
+                a[j] = _mm512_dpbusd_epi32(a[j], wv, _mm512_set1_epi32(xv));
+            }
+        }
+        const __m512 ws = _mm512_loadu_ps(p->ws + t * GR);
+        const int64_t run = t * U / 32;
+        for (int j = 0; j < nr; j++)
+            f[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[j]), _mm512_set1_ps(xd[j * R + run])), ws, f[j]);
+        if (has_min) {
+            const __m512 wm = _mm512_loadu_ps(p->wm + run * GR);
+            for (int j = 0; j < nr; j++) f[j] = _mm512_fmadd_ps(wm, _mm512_set1_ps(xs[j * R + run]), f[j]);
+        }
+    }
+    for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * N, rows, f[j]);
+}
+
+#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z)                                                   \
+static void NAME##_tile(const panel_t *p, const int8_t *xq, const float *xd, const float *xs, const int32_t *cu, \
+                        int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {              \
+    switch (nr) {                                                                              \
+    case 8: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 8, y, N, rows); break;                     \
+    case 7: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 7, y, N, rows); break;                     \
+    case 6: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 6, y, N, rows); break;                     \
+    case 5: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 5, y, N, rows); break;                     \
+    case 4: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 4, y, N, rows); break;                     \
+    case 3: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 3, y, N, rows); break;                     \
+    case 2: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 2, y, N, rows); break;                     \
+    default: gtile(p, U, HAS_MIN, xq, xd, xs, cu, K, 1, y, N, rows); break;                    \
+    }                                                                                          \
+}                                                                                              \
+int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    const int64_t R = M * K / 32, units = K / U, row_bytes = K / T##_WEIGHTS * T##_BYTES;       \
+    const int64_t groups = (N + GR * GP - 1) / (GR * GP);                                      \
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K) + 64);                                       \
+    float *xf = (float *)malloc((size_t)(2 * R) * sizeof(float));                              \
+    int32_t *xc = (int32_t *)malloc((size_t)(8 * R) * sizeof(int32_t) + 64);                   \
+    int32_t *cu = (int32_t *)malloc((size_t)(M * units) * sizeof(int32_t));                   \
+    int failed = xq == NULL || xf == NULL || xc == NULL || cu == NULL;                         \
+    if (!failed) {                                                                             \
+        quant_x(x, xq, xf, xf + R, xc, M, K, Z, nt);                                           \
+        for (int64_t e = 0; e < M * units; e++) {      /* -Z x (sum of the unit's codes) */     \
+            int32_t s = 0;                                                                     \
+            for (int l = 0; l < U / 4; l++) s += xc[e * (U / 4) + l];                          \
+            cu[e] = s;                                                                         \
+        }                                                                                      \
+        const int team_ = (int)(nt < groups ? nt : groups);                                    \
+        _Pragma("omp parallel num_threads(team_ > 0 ? team_ : 1) reduction(|:failed)")         \
+        {                                                                                      \
+            uint8_t *codes = (uint8_t *)malloc((size_t)(GP * GR * K));                         \
+            float *sc = (float *)malloc((size_t)(2 * GP * GR * (K / 16)) * sizeof(float));     \
+            if (codes == NULL || sc == NULL) failed = 1;                                       \
+            else {                                                                             \
+                _Pragma("omp for schedule(static)")                                            \
+                for (int64_t g = 0; g < groups; g++) {                                         \
+                    panel_t p[GP];                                                             \
+                    for (int q = 0; q < GP; q++) {                                             \
+                        p[q].codes = codes + (int64_t)q * GR * K;                              \
+                        p[q].ws = sc + (int64_t)q * GR * (K / 16);                             \
+                        p[q].wm = sc + (int64_t)(GP + q) * GR * (K / 16);                      \
+                        for (int i = 0; i < GR; i++) {                                         \
+                            const int64_t n = (g * GP + q) * GR + i;                           \
+                            if (n < N) UNPACK(w + n * row_bytes, K, &p[q], i);                 \
+                            else {                                                             \
+                                for (int64_t k = 0; k < K / 4; k++) memset(p[q].codes + (k * GR + i) * 4, 0, 4); \
+                                for (int64_t t = 0; t < K / 16; t++) { p[q].ws[t * GR + i] = 0.0f; p[q].wm[t * GR + i] = 0.0f; } \
+                            }                                                                  \
+                        }                                                                      \
+                    }                                                                          \
+                    for (int64_t j0 = 0; j0 < M; j0 += GN) {                                   \
+                        const int nr = (int)(M - j0 < GN ? M - j0 : GN);                       \
+                        for (int q = 0; q < GP; q++) {                                         \
+                            const int64_t n0 = (g * GP + q) * GR;                              \
+                            if (n0 >= N) break;                                                \
+                            const __mmask16 rows = N - n0 >= GR ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1); \
+                            NAME##_tile(&p[q], xq + j0 * K, xf + j0 * (K / 32), xf + R + j0 * (K / 32), \
+                                        cu + j0 * units, K, nr, y + j0 * N + n0, N, rows);     \
+                        }                                                                      \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+            free(codes); free(sc);                                                             \
+        }                                                                                      \
+    }                                                                                          \
+    free(xq); free(xf); free(xc); free(cu);                                                    \
+    return failed ? -1 : 0;                                                                    \
+}
+GEMM(gx_q4_0, Q4_0, unpack_q4_0, 32, 0, 8)
+GEMM(gx_q8_0, Q8_0, unpack_q8_0, 32, 0, 128)
+GEMM(gx_q4_k, Q4_K, unpack_q4_k, 32, 1, 0)
+GEMM(gx_q6_k, Q6_K, unpack_q6_k, 16, 0, 32)
+#else
+#define NOGEMM(NAME) int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    (void)w; (void)x; (void)y; (void)M; (void)N; (void)K; (void)nt; return -2; }
+NOGEMM(gx_q4_0)
+NOGEMM(gx_q8_0)
+NOGEMM(gx_q4_k)
+NOGEMM(gx_q6_k)
+#endif

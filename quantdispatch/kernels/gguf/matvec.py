@@ -1,4 +1,4 @@
-"""Fused GGUF matrix-vector products on the blocks as the file stores them (C, AVX2 + FMA + F16C).
+"""Fused GGUF matrix-vector products on the blocks as the file stores them (C: AVX2 + FMA + F16C, AVX-512, VNNI).
 
 A kept-packed weight (``GgufLinear``) dequantizes its whole matrix at every forward, then calls
 ``F.linear``: for one token that writes and reads four bytes per weight to use each once. This
@@ -31,9 +31,20 @@ same float32 scale gguf-py computes (exact for Q4_0, Q4_1, Q8_0 and Q6_K, within
 gguf-py's two for Q4_K); only the order of the sums differs from ``F.linear`` on the dequantized
 matrix.
 
-Above ``FUSED_ROWS`` input rows (prefill) the kernel would read the blocks once per four rows,
-so ``GgufLinear``'s dequantize-then-GEMM path is used instead. Single-threaded, like the int4
-kernel and for the same reason (no second OpenMP runtime beside torch's). ``matvec_kernels()``
+Threads and SIMD levels: every entry point takes the thread count (``_native.threads()``, torch's
+intra-op count, read inside the op) and splits the output rows with OpenMP (torch's own libgomp),
+one thread on tiny problems; each output is computed by one thread with the same code, so any
+thread count gives the same bits. The library is built per SIMD level (``_native.isa_level()``:
+AVX2, AVX-512, AVX-512 VNNI, less what ``QUANTDISPATCH_CPU_FEATURES`` masks; ``matvec_kernels(level)``
+builds any level up to the CPU's). The 8-bit kernels compute at every level the exact int32 sum of
+each 4-byte lane of a run of 32 (AVX2 and AVX-512BW ``maddubs``, VNNI ``dpbusd`` on unsigned codes
+from a per-run correction), then the same float operations in the same order: the levels agree
+bit for bit (``tests/kernels/test_gguf_levels.py``).
+
+Above ``FUSED_ROWS`` input rows (prefill) the 8-bit module runs an int8 GEMM (``gx_*``: Q4_0, Q8_0,
+Q4_K, Q6_K on AVX-512 VNNI; panels of 16 weight rows unpacked into ``dpbusd`` order, blocks of 8
+input rows in registers), the same 8-bit arithmetic summed in another order; the float32 module,
+and the 8-bit one without VNNI, use ``GgufLinear``'s dequantize-then-GEMM path. ``matvec_kernels()``
 is ``None`` without a C compiler, off x86-64 Linux, without AVX2/FMA/F16C, or when
 ``QUANTDISPATCH_NATIVE=0``; then every type keeps ``GgufLinear``.
 
@@ -56,20 +67,23 @@ from typing import Final, Literal, get_args
 import attrs
 import torch
 
+from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.gguf.native import FUSED_MATVEC_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .._native import build_library, cpu_flags, custom_op
+from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, isa_level, threads
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
 
-__all__ = ["MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
+__all__ = ["current_level", "has_gemm", "GEMM_TYPES",
+           "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
            "matvec_linears", "GGUF_MATVEC"]
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows a forward runs the fused kernel; above it, dequantize + GEMM."""
 
-_FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC", "-std=c99")
+GEMM_TYPES: Final[frozenset[GgmlType]] = frozenset({GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q6_K})
+"""The block types with a prefill GEMM on 8-bit activations (``gx_*``, AVX-512 VNNI)."""
 
 MATVEC_TYPES: Final[frozenset[GgmlType]] = FUSED_MATVEC_TYPES
 """The block types with fused matrix-vector kernels (both arithmetics): the one table,
@@ -85,38 +99,68 @@ _Fn = Callable[..., object]
 
 @attrs.frozen
 class MatvecKernels:
-    """The compiled kernels by type: ``float32[type]`` (``mv_*``) and ``int8[type]`` (``qx_*``:
-    quantize the float32 activations, then ``qv_*``). Both are called as
-    ``kernel(blocks, x, y, M, N, K)``; the 8-bit ones return nonzero when out of memory."""
+    """The compiled kernels by type for one SIMD level: ``float32[type]`` (``mv_*``) and
+    ``int8[type]`` (``qx_*``: quantize the float32 activations, then ``qv_*``). Both are called as
+    ``kernel(blocks, x, y, M, N, K, threads)``; the 8-bit ones return nonzero when out of memory."""
 
+    level: Isa
     float32: Mapping[GgmlType, _Fn]
     int8: Mapping[GgmlType, _Fn]
+    gemm: Mapping[GgmlType, _Fn]
+    """``gx_*``: the prefill GEMM on 8-bit activations (AVX-512 VNNI only; empty below it)."""
 
 
 @functools.cache
-def matvec_kernels() -> MatvecKernels | None:
-    """The compiled kernels (built once per process, cached on disk), or ``None`` where they
-    cannot run here."""
-    flags = cpu_flags().split()
+def _level_for(mask: str | None) -> Isa | None:
+    return isa_level()
+
+
+def current_level() -> Isa | None:
+    """``isa_level()`` for this process's ``QUANTDISPATCH_CPU_FEATURES`` (cached per value of the
+    mask: the op reads it at every call, and reading ``/proc/cpuinfo`` costs ~50 us)."""
+    return _level_for(os.environ.get(MASK_VARIABLE))
+
+
+def matvec_kernels(level: Isa | None = None) -> MatvecKernels | None:
+    """The kernels compiled for ``level`` (default: this process's ``current_level()``; built once
+    per level and process, cached on disk), or ``None`` where they cannot run here (no compiler,
+    not x86-64 Linux, no AVX2/FMA/F16C, a level above the CPU's, ``QUANTDISPATCH_NATIVE=0``)."""
     if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
         return None
-    if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= set(flags):
+    here = current_level()
+    if here is None:
+        return None
+    if level is None:
+        level = here
+    elif _RANK[level] > _RANK[here]:
+        return None
+    return _level_kernels(level)
+
+
+_RANK: Final[Mapping[Isa, int]] = {"avx2": 0, "avx512": 1, "avx512-vnni": 2}
+
+
+@functools.cache
+def _level_kernels(level: Isa) -> MatvecKernels | None:
+    if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= set(cpu_flags().split()):
         return None
     source, headers = c_sources("matvec.c")
     # A NaN scale gives a NaN output whatever its payload: h2f may take F16C alone (half.h).
+    # No contraction of the C expressions: the levels' float operations stay the same ones.
     defines = {**block_defines(MATVEC_TYPES), "QUANTDISPATCH_H2F_QUIET_NAN": 1}
-    lib = build_library("gguf_matvec", source, _FLAGS, headers=headers, defines=defines)
+    lib = build_library(f"gguf_matvec_{level}", source, (*isa_flags(level), "-ffp-contract=off"), headers=headers, defines=defines)
     if lib is None:
         return None
 
     def bind(symbol: str, restype: type[ctypes.c_int] | None) -> _Fn:
         fn = getattr(lib, symbol)
         fn.restype = restype
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
         return fn  # type: ignore[no-any-return]
 
-    return MatvecKernels(float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
-                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES})
+    gemm = {t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if level == "avx512-vnni" else {}
+    return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
+                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES}, gemm=gemm)
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -134,23 +178,31 @@ def _shape_error(ggml_type: GgmlType, blocks: torch.Tensor, k: int, out_features
 
 
 @functools.cache
-def _entries() -> Mapping[tuple[int, str], tuple[int, int, _Fn]]:
-    """``(type id, activations)`` → ``(weights per block, bytes per block, C function)``: what the op
-    looks up once per call."""
-    kernels = matvec_kernels()
+def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn, _Fn | None]]:
+    """``(type id, activations)`` → ``(weights per block, bytes per block, C function, prefill GEMM
+    or None)`` at ``level``: what the op looks up once per call."""
+    kernels = matvec_kernels(level) if level is not None else None
     if kernels is None:
         return {}
-    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t])
+    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
+                          kernels.gemm.get(t) if a == "int8" else None)
             for t in MATVEC_TYPES for a in get_args(Activations)}
+
+
+def has_gemm(ggml_type: GgmlType) -> bool:
+    """Whether ``ggml_type`` has the prefill GEMM on 8-bit activations here (AVX-512 VNNI)."""
+    entry = _entries(current_level()).get((int(ggml_type), "int8"))
+    return entry is not None and entry[3] is not None
 
 
 def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
     """``quantdispatch::gguf_matvec``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float
-    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds."""
-    entry = _entries().get((ggml_type, activations))
+    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds.
+    With ``"int8"`` activations, more than ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
+    entry = _entries(current_level()).get((ggml_type, activations))
     if entry is None:
         raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations here")
-    per_block, size, fn = entry
+    per_block, size, fn, gemm = entry
     m, k = x.shape
     if k % per_block or blocks.numel() != out_features * (k // per_block) * size or blocks.dtype is not torch.uint8 \
             or not x.dtype.is_floating_point:
@@ -161,7 +213,8 @@ def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features:
     if not blocks.is_contiguous():
         blocks = blocks.contiguous()
     y = torch.empty(m, out_features, dtype=torch.float32)
-    if fn(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k):
+    run = gemm if gemm is not None and m > FUSED_ROWS else fn
+    if run(blocks.data_ptr(), x.data_ptr(), y.data_ptr(), m, out_features, k, threads()):
         raise MemoryError(f"no memory for the 8-bit activations of a [{m}, {k}] input")
     return y
 
@@ -193,7 +246,8 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
 
 class GgufMatvecLinear(GgufLinear):
     """``GgufLinear`` whose few-row forwards (decode) run a fused kernel on the blocks in place;
-    more rows (prefill), other devices and autograd keep ``GgufLinear``'s path.
+    more rows (prefill) run the int8 GEMM with ``"int8"`` activations where there is one
+    (``has_gemm``: AVX-512 VNNI), else, like other devices and autograd, ``GgufLinear``'s path.
 
     ``activations`` picks the arithmetic: ``"float32"`` (``cpu-gguf-matvec``) or ``"int8"``
     (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``.
@@ -211,10 +265,14 @@ class GgufMatvecLinear(GgufLinear):
         if self.bias is not None:
             self.bias = self.bias.to(torch.float32)
         self.activations: Activations = activations
+        # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
+        # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
+        self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = x.numel() // self.in_features
-        if m > FUSED_ROWS or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
+        prefill = m > FUSED_ROWS and not self.gemm_prefill
+        if prefill or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
             return super().forward(x)
         y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations)
         if self.bias is not None:

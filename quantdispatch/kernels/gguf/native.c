@@ -5,7 +5,19 @@
 
 #include "half.h"
 
-void q4_0(const uint8_t *restrict b, float *restrict o, int64_t n) {
+/* Threads: each entry point takes nt and splits the n blocks into one contiguous range per thread
+   (each block is written by one thread with the same code, so the output does not depend on nt);
+   small tensors stay on one thread, where the fork/join costs more than the work. */
+#define SPLIT(T, CALL)                                                                         \
+    const int64_t team = (nt > 1 && n * T##_WEIGHTS >= ((int64_t)1 << 18)) ? (nt < n ? nt : n) : 1; \
+    const int64_t per = (n + team - 1) / team;                                                 \
+    _Pragma("omp parallel for num_threads((int)team) schedule(static)")                        \
+    for (int64_t c = 0; c < team; c++) {                                                       \
+        const int64_t lo = c * per, count = n - lo < per ? n - lo : per;                       \
+        if (count > 0) CALL;                                                                   \
+    }
+
+static void q4_0_run(const uint8_t *restrict b, float *restrict o, int64_t n) {
     for (int64_t i = 0; i < n; i++, b += Q4_0_BYTES, o += Q4_0_WEIGHTS) {
         const float d = h2f(b);
         for (int j = 0; j < 16; j++) o[j] = d * (float)((int)(b[2 + j] & 15) - 8);
@@ -13,7 +25,7 @@ void q4_0(const uint8_t *restrict b, float *restrict o, int64_t n) {
     }
 }
 
-void q8_0(const uint8_t *restrict b, float *restrict o, int64_t n) {
+static void q8_0_run(const uint8_t *restrict b, float *restrict o, int64_t n) {
     for (int64_t i = 0; i < n; i++, b += Q8_0_BYTES, o += Q8_0_WEIGHTS) {
         const float d = h2f(b);
         for (int j = 0; j < 32; j++) o[j] = (float)(int8_t)b[2 + j] * d;
@@ -28,7 +40,7 @@ static void scale_min_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
     }
 }
 
-void q4_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
+static void q4_k_run(const uint8_t *restrict b, float *restrict o, int64_t n) {
     uint8_t sc[8], mn[8];
     for (int64_t i = 0; i < n; i++, b += Q4_K_BYTES, o += Q4_K_WEIGHTS) {
         const float d = h2f(b), dmin = h2f(b + 2);
@@ -44,7 +56,7 @@ void q4_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
     }
 }
 
-void q5_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
+static void q5_k_run(const uint8_t *restrict b, float *restrict o, int64_t n) {
     uint8_t sc[8], mn[8];
     for (int64_t i = 0; i < n; i++, b += Q5_K_BYTES, o += Q5_K_WEIGHTS) {
         const float d = h2f(b), dmin = h2f(b + 2);
@@ -62,7 +74,7 @@ void q5_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
     }
 }
 
-void q6_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
+static void q6_k_run(const uint8_t *restrict b, float *restrict o, int64_t n) {
     for (int64_t i = 0; i < n; i++, b += Q6_K_BYTES, o += Q6_K_WEIGHTS) {
         const float d = h2f(b + 208);
         float ds[16];
@@ -83,7 +95,7 @@ void q6_k(const uint8_t *restrict b, float *restrict o, int64_t n) {
     }
 }
 
-void iq4_xs(const uint8_t *restrict b, float *restrict o, int64_t n, const float *restrict kv) {
+static void iq4_xs_run(const uint8_t *restrict b, float *restrict o, int64_t n, const float *restrict kv) {
     for (int64_t i = 0; i < n; i++, b += IQ4_XS_BYTES, o += IQ4_XS_WEIGHTS) {
         const float d = h2f(b);
         const uint32_t sh = (uint32_t)b[2] | ((uint32_t)b[3] << 8);
@@ -98,7 +110,7 @@ void iq4_xs(const uint8_t *restrict b, float *restrict o, int64_t n, const float
 }
 
 /* signs: 128 x 8 words, the float sign bit (or 0) of each weight for a 7-bit sign index. */
-void iq2_xs(const uint8_t *restrict b, float *restrict o, int64_t n, const float *restrict grid,
+static void iq2_xs_run(const uint8_t *restrict b, float *restrict o, int64_t n, const float *restrict grid,
             const uint32_t *restrict signs) {
     for (int64_t i = 0; i < n; i++, b += IQ2_XS_BYTES, o += IQ2_XS_WEIGHTS) {
         const float d = h2f(b);
@@ -113,4 +125,28 @@ void iq2_xs(const uint8_t *restrict b, float *restrict o, int64_t n, const float
             memcpy(o + 8 * r, w, sizeof w);                    /* x * -1 is x with its sign bit flipped */
         }
     }
+}
+
+/* The entry points: (blocks, out, n, threads, tables...). */
+void q4_0(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt) {
+    SPLIT(Q4_0, q4_0_run(b + lo * Q4_0_BYTES, o + lo * Q4_0_WEIGHTS, count))
+}
+void q8_0(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt) {
+    SPLIT(Q8_0, q8_0_run(b + lo * Q8_0_BYTES, o + lo * Q8_0_WEIGHTS, count))
+}
+void q4_k(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt) {
+    SPLIT(Q4_K, q4_k_run(b + lo * Q4_K_BYTES, o + lo * Q4_K_WEIGHTS, count))
+}
+void q5_k(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt) {
+    SPLIT(Q5_K, q5_k_run(b + lo * Q5_K_BYTES, o + lo * Q5_K_WEIGHTS, count))
+}
+void q6_k(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt) {
+    SPLIT(Q6_K, q6_k_run(b + lo * Q6_K_BYTES, o + lo * Q6_K_WEIGHTS, count))
+}
+void iq4_xs(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt, const float *restrict kv) {
+    SPLIT(IQ4_XS, iq4_xs_run(b + lo * IQ4_XS_BYTES, o + lo * IQ4_XS_WEIGHTS, count, kv))
+}
+void iq2_xs(const uint8_t *restrict b, float *restrict o, int64_t n, int64_t nt, const float *restrict grid,
+            const uint32_t *restrict signs) {
+    SPLIT(IQ2_XS, iq2_xs_run(b + lo * IQ2_XS_BYTES, o + lo * IQ2_XS_WEIGHTS, count, grid, signs))
 }

@@ -14,6 +14,10 @@ Bit-exactness holds by construction: each weight is the same float32 expression 
 multiply-add) and without ``-ffast-math``; the differential tests run both paths. float16 and
 bfloat16 outputs are cast from float32 chunks by torch, as on the eager path.
 
+Built per SIMD level (``_native.isa_flags``; a portable build where there is none), with OpenMP:
+each call splits its blocks into one range per thread (``_native.threads()``), each block written
+by one thread with the same code, so the output does not depend on the thread count.
+
 ``native_kernels()`` returns ``None`` where there is no C compiler or the build fails (then the
 eager path serves every type), and always when ``QUANTDISPATCH_NATIVE=0``.
 """
@@ -28,10 +32,11 @@ from typing import Final
 
 import torch
 
+from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.gguf.native import NATIVE_DEQUANT_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .._native import build_library, custom_op, read_source
+from .._native import Isa, build_library, custom_op, isa_flags, isa_level, read_source, threads
 from .tables import IQ4NL_VALUES, grid_table, sign_mask_table
 
 __all__ = ["NATIVE_TYPES", "NativeKernel", "native_kernels", "block_defines", "c_sources", "GGUF_DEQUANT_BLOCKS"]
@@ -42,7 +47,8 @@ NativeKernel = Callable[[torch.Tensor, torch.Tensor], None]
 NATIVE_TYPES: Final = NATIVE_DEQUANT_TYPES
 """The block types with a fused C kernel (the ones the benchmark measures)."""
 
-_FLAGS: Final = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-shared", "-fPIC")
+_FLAGS: Final = ("-ffp-contract=off", "-fno-fast-math")
+"""Added to ``isa_flags(level)``: no fused multiply-add, no fast math (bit-exact against gguf-py)."""
 
 HEADER: Final = "half.h"
 """The header the GGUF C files share (``h2f``, the guard that the block sizes were passed)."""
@@ -79,13 +85,29 @@ def _tables(t: GgmlType) -> tuple[torch.Tensor, ...]:
     return ()
 
 
+_Bound = Mapping[int, tuple[Callable[..., object], tuple[ctypes.c_void_p, ...]]]
+
+
 @functools.cache
-def _library() -> Mapping[int, tuple[Callable[..., object], tuple[ctypes.c_void_p, ...]]] | None:
-    """Each type's C function and its table pointers, by type id; ``None`` when they cannot be built."""
+def _level_for(mask: str | None) -> Isa | None:
+    return isa_level()
+
+
+def _library() -> _Bound | None:
+    """Each type's C function and its table pointers, by type id, built for this process's SIMD
+    level (``isa_level``, cached per value of ``QUANTDISPATCH_CPU_FEATURES``; a portable build
+    where there is none); ``None`` when they cannot be built."""
     if os.environ.get("QUANTDISPATCH_NATIVE", "1") == "0":
         return None
+    return _level_library(_level_for(os.environ.get(MASK_VARIABLE)))
+
+
+@functools.cache
+def _level_library(level: Isa | None) -> _Bound | None:
     source, headers = c_sources("native.c")
-    lib = build_library("gguf_native", source, _FLAGS, headers=headers, defines=block_defines(NATIVE_TYPES))
+    flags = (*isa_flags(level), *_FLAGS) if level is not None else \
+        ("-O3", "-fopenmp", "-std=gnu99", "-shared", "-fPIC", *_FLAGS)
+    lib = build_library(f"gguf_native_{level or 'portable'}", source, flags, headers=headers, defines=block_defines(NATIVE_TYPES))
     if lib is None:
         return None
     bound: dict[int, tuple[Callable[..., object], tuple[ctypes.c_void_p, ...]]] = {}
@@ -116,7 +138,7 @@ def _dequant_blocks(blocks: torch.Tensor, ggml_type: int, out: torch.Tensor) -> 
     if out.dtype != torch.float32 or out.shape != (n, per_block) or not out.is_contiguous():
         raise ValueError(f"need a contiguous float32 output [{n}, {per_block}], got {out.dtype} {list(out.shape)}")
     fn, tables = found
-    fn(_ptr(blocks), _ptr(out), ctypes.c_int64(n), *tables)
+    fn(_ptr(blocks), _ptr(out), ctypes.c_int64(n), ctypes.c_int64(threads()), *tables)
 
 
 def _dequant_blocks_fake(blocks: torch.Tensor, ggml_type: int, out: torch.Tensor) -> None:
