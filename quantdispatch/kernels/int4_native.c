@@ -21,6 +21,7 @@
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define UP 16777216.0f   /* 2^24: the codes are read as q * 2^-24 */
 #define PAR_MIN (1 << 16) /* weights below which a call stays on one thread */
@@ -172,6 +173,99 @@ void q4_matmul(const uint8_t *q, const float *s, const float *c, const float *x,
         default: break;
         }
     }
+}
+
+#if defined(__AVX512BF16__)
+/* bfloat16 activations with AVX512-BF16, groups of 128 or 256: each 128 columns are one 64-byte load
+ * of codes (two runs); nibble j of every word, shifted down, indexes a 32-entry table of the codes
+ * as bfloat16 (vpermw reads the low 5 bits, so the next nibble's bit is ignored by repeating the
+ * table), and vdpbf16ps multiplies pairs exactly (8-bit by 8-bit significands) and sums in float32:
+ * the same products as the float32 path, 32 per instruction. The activations are first put in the
+ * codes' lane order, once per call: per 128 columns and nibble j, columns 16 j + l (l < 16) then
+ * 64 + 16 j + l. */
+static void bf16_split_x(const uint16_t *x, uint16_t *xp, int64_t K) {
+    for (int64_t b = 0; b < K; b += 128)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) {
+                xp[b + 32 * j + l] = x[b + 16 * j + l];
+                xp[b + 32 * j + 16 + l] = x[b + 64 + 16 * j + l];
+            }
+}
+
+static inline __attribute__((always_inline)) void rows_bf16(const uint8_t *qn, const float *sn, const float *cn, const uint16_t *xp,
+                                                            const float *xs, float *y, int64_t K, int64_t gs, int64_t G, int64_t N,
+                                                            const int R) {
+    const __m512i table = _mm512_set_epi16(0x4170, 0x4160, 0x4150, 0x4140, 0x4130, 0x4120, 0x4110, 0x4100, 0x40E0, 0x40C0, 0x40A0,
+                                           0x4080, 0x4040, 0x4000, 0x3F80, 0x0000, 0x4170, 0x4160, 0x4150, 0x4140, 0x4130, 0x4120,
+                                           0x4110, 0x4100, 0x40E0, 0x40C0, 0x40A0, 0x4080, 0x4040, 0x4000, 0x3F80, 0x0000);
+    __m512 tot[4];
+    for (int r = 0; r < R; r++) tot[r] = _mm512_setzero_ps();
+    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += gs) {
+        __m512 a[4][2];
+        for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        for (int64_t k = k0; k < k0 + gs; k += 128) {
+            const __m512i w = _mm512_loadu_si512((const void *)(qn + k / 2));
+            __m512i v[4];
+            v[0] = _mm512_permutexvar_epi16(w, table);
+            v[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+            v[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
+            v[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
+            for (int r = 0; r < R; r++) {
+                const uint16_t *xr = xp + r * K + k;
+                for (int j = 0; j < 4; j++)
+                    a[r][j & 1] = _mm512_dpbf16_ps(a[r][j & 1], (__m512bh)v[j], (__m512bh)_mm512_loadu_si512((const void *)(xr + 32 * j)));
+            }
+        }
+        const __m512 sv = _mm512_set1_ps(sn[g]);
+        for (int r = 0; r < R; r++) tot[r] = _mm512_fmadd_ps(_mm512_add_ps(a[r][0], a[r][1]), sv, tot[r]);
+    }
+    for (int r = 0; r < R; r++) {
+        float offsets = 0.0f;
+        for (int64_t g = 0; g < G; g++) offsets += cn[g] * xs[r * G + g];
+        y[r * N] = _mm512_reduce_add_ps(tot[r]) + offsets;
+    }
+}
+#endif
+
+/* q4_matmul for bfloat16 x [M, K] (bits as uint16): the AVX512-BF16 loop above where the build has
+ * it and the groups are 128 or 256 columns; elsewhere x is widened to float32 (exact) for q4_matmul. */
+void q4_matmul_bf16(const uint8_t *q, const float *s, const float *c, const uint16_t *x, const float *xs, float *y,
+                    int64_t M, int64_t N, int64_t K, int64_t gs, int64_t nt) {
+    const int64_t G = K / gs;
+#if defined(__AVX512BF16__)
+    if (gs % 128 == 0) {
+        uint16_t *xp = malloc(sizeof(uint16_t) * (size_t)(M * K));
+        if (xp != NULL) {
+            for (int64_t m = 0; m < M; m++) bf16_split_x(x + m * K, xp + m * K, K);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && N * K >= PAR_MIN)
+            for (int64_t n = 0; n < N; n++) {
+                const uint8_t *qn = q + n * (K / 2);
+                const float *sn = s + n * G, *cn = c + n * G;
+                int64_t m = 0;
+                for (; m + 4 <= M; m += 4) rows_bf16(qn, sn, cn, xp + m * K, xs + m * G, y + m * N + n, K, gs, G, N, 4);
+                switch (M - m) {
+                case 3: rows_bf16(qn, sn, cn, xp + m * K, xs + m * G, y + m * N + n, K, gs, G, N, 3); break;
+                case 2: rows_bf16(qn, sn, cn, xp + m * K, xs + m * G, y + m * N + n, K, gs, G, N, 2); break;
+                case 1: rows_bf16(qn, sn, cn, xp + m * K, xs + m * G, y + m * N + n, K, gs, G, N, 1); break;
+                default: break;
+                }
+            }
+            free(xp);
+            return;
+        }
+    }
+#endif
+    (void)G;
+    float *xf = malloc(sizeof(float) * (size_t)(M * K));
+    if (xf == NULL) return;
+    for (int64_t i = 0; i < M * K; i++) {
+        const uint32_t bits = (uint32_t)x[i] << 16;
+        float v;
+        __builtin_memcpy(&v, &bits, sizeof v);
+        xf[i] = v;
+    }
+    q4_matmul(q, s, c, xf, xs, y, M, N, K, gs, nt);
+    free(xf);
 }
 
 /* Row n of W = q * s + c (one rounding: fma of the exact q * s and c) as float32 into o [K]. */

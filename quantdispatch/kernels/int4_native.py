@@ -58,7 +58,7 @@ __all__ = ["native_int4", "native_int4_at", "pack_q4", "q4_matmul", "q4_unfit", 
 NATIVE_UNIT: Final = 32
 """Input columns per packed run: ``in_features`` and the group size must be multiples of it."""
 
-_FUNCTIONS: Final = {"q4_matmul": (6, 5), "q4_dequant": (4, 5), "q4_dequant_bf16": (4, 5)}
+_FUNCTIONS: Final = {"q4_matmul": (6, 5), "q4_matmul_bf16": (6, 5), "q4_dequant": (4, 5), "q4_dequant_bf16": (4, 5)}
 
 
 @functools.cache
@@ -153,10 +153,16 @@ def _q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offse
     m, k = x.shape
     if m > FUSED_ROWS:
         return _prefill(lib, x, packed, scale, offset, group_size, threads())
-    if x.dtype is not torch.float32 or not x.is_contiguous():
-        x = x.to(torch.float32).contiguous()
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
+    if x.dtype is torch.bfloat16:  # read in place: AVX512-BF16 products where built, else widened in C
+        x = x.contiguous()
+        xsum = x.to(torch.float32).view(m, k // group_size, group_size).sum(dim=2)
+        lib.q4_matmul_bf16(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
+                           m, n, k, group_size, threads())
+        return y
+    if x.dtype is not torch.float32 or not x.is_contiguous():
+        x = x.to(torch.float32).contiguous()
     xsum = x.view(m, k // group_size, group_size).sum(dim=2)
     lib.q4_matmul(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
                   m, n, k, group_size, threads())
