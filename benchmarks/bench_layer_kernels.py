@@ -4,7 +4,8 @@ For each shape (out × in: 4096×4096 and 2048×8192) and thread count (1, 2), i
 
 - ``copy GB/s``: a STREAM-like copy of 256 MiB (``dst.copy_(src)``), bytes read plus bytes written
   over the time, median of 5, measured at that thread count just before the layers;
-- decode (one input row): median time per call, the layer's packed bytes (codes and scales, what a
+- decode (one input row): median and best time per call (the best is the kernel without its
+  neighbours, on a shared machine), the layer's packed bytes (codes and scales, what a
   call must read) over that time in GB/s, and that as a percent of the copy bandwidth;
 - prefill (32 and 512 rows): the float32 dense layer's median time over the kernel's (× fp32 dense).
 
@@ -113,8 +114,8 @@ def _dense(weight: torch.Tensor) -> Forward:
     return lambda x: F.linear(x, weight)
 
 
-def _median_ms(layers: dict[str, tuple[list[Forward], torch.dtype]], x: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Median milliseconds per call of each layer on ``x`` (cast to its dtype), interleaved by rounds."""
+def _times_ms(layers: dict[str, tuple[list[Forward], torch.dtype]], x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each layer on ``x`` (cast to its dtype), interleaved by rounds."""
     inputs = {name: x.to(dtype) for name, (_, dtype) in layers.items()}
     for name, (copies, _) in layers.items():
         copies[0](inputs[name])  # first-call work (builds, packing) is not timed
@@ -124,7 +125,7 @@ def _median_ms(layers: dict[str, tuple[list[Forward], torch.dtype]], x: torch.Te
             start = time.perf_counter()
             copies[r % len(copies)](inputs[name])
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    return {name: [t * 1e3 for t in found] for name, found in times.items()}
 
 
 def run_shape(n: int, k: int, threads: int, rounds: int, prefill_rows: tuple[int, ...], prefill_rounds: int) -> None:
@@ -136,16 +137,20 @@ def run_shape(n: int, k: int, threads: int, rounds: int, prefill_rows: tuple[int
     nbytes = {c.name: c.nbytes for c in found}
     g = torch.Generator().manual_seed(threads)
     with torch.inference_mode():
-        ms = _median_ms(decode, torch.randn(1, k, generator=g), rounds)
+        times = _times_ms(decode, torch.randn(1, k, generator=g), rounds)
+        ms = {name: statistics.median(t) for name, t in times.items()}
+        best = {name: min(t) for name, t in times.items()}
         single = {name: ([copies[0]], dtype) for name, (copies, dtype) in decode.items()}
-        prefill = {m: _median_ms(single, torch.randn(m, k, generator=g), prefill_rounds) for m in prefill_rows}
+        prefill = {m: {name: statistics.median(t) for name, t in _times_ms(single, torch.randn(m, k, generator=g), prefill_rounds).items()}
+                   for m in prefill_rows}
     print(f"\n{n}x{k} (out x in), {threads} thread(s), copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     head = "".join(f"{f'M={m} x fp32':>13}" for m in prefill_rows)
-    print(f"  {'kernel':<26} {'decode us':>10} {'MB read':>8} {'GB/s':>7} {'% copy':>7}{head}")
+    print(f"  {'kernel':<26} {'decode us':>10} {'best us':>8} {'MB read':>8} {'GB/s':>7} {'% copy':>7}{head}")
     for name in decode:
         rate = nbytes[name] / (ms[name] * 1e-3)
         ratios = "".join(f"{prefill[m]['fp32 dense'] / prefill[m][name]:>12.2f}x" for m in prefill_rows)
-        print(f"  {name:<26} {ms[name] * 1e3:>10.0f} {nbytes[name] / 1e6:>8.1f} {rate / 1e9:>7.1f} {100 * rate / bandwidth:>6.0f}%{ratios}")
+        print(f"  {name:<26} {ms[name] * 1e3:>10.0f} {best[name] * 1e3:>8.0f} {nbytes[name] / 1e6:>8.1f} {rate / 1e9:>7.1f} "
+              f"{100 * rate / bandwidth:>6.0f}%{ratios}")
 
 
 def main() -> None:
