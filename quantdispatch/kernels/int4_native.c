@@ -81,6 +81,17 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* sum_g c[g] * xs[g]: the offsets' share of one output (vector sums: a scalar chain of G dependent
+ * adds would cost about as much as the row's codes at G = 64). */
+static inline float offsets_dot(const float *c, const float *xs, int64_t G) {
+    vf acc = vzero();
+    int64_t g = 0;
+    for (; g + VL <= G; g += VL) acc = vfma(vload(c + g), vload(xs + g), acc);
+    float total = vsum(acc);
+    for (; g < G; g++) total += c[g] * xs[g];
+    return total;
+}
+
 /* A last run of 32 codes -> 4 vectors of 8 floats, vector j holding columns 8 j .. 8 j + 7. */
 static inline void expand32(const uint8_t *p, __m256 w[4]) {
     const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi16(0xF);
@@ -149,11 +160,7 @@ static inline __attribute__((always_inline)) void rows(const uint8_t *qn, const 
         }
     }
     for (int r = 0; r < R; r++) tot[r] = vadd(tot[r], tot2[r]);
-    for (int r = 0; r < R; r++) {
-        float offsets = 0.0f;
-        for (int64_t g = 0; g < G; g++) offsets += cn[g] * xs[r * G + g];
-        y[r * N] = vsum(tot[r]) + tail[r] + offsets;
-    }
+    for (int r = 0; r < R; r++) y[r * N] = vsum(tot[r]) + tail[r] + offsets_dot(cn, xs + r * G, G);
 }
 
 /* q [N, K/2] codes; s, c [N, G] scale and offset; x [M, K]; xs [M, G] group sums of x; y [M, N]. */
@@ -201,8 +208,8 @@ static inline __attribute__((always_inline)) void rows_bf16(const uint8_t *qn, c
     __m512 tot[4];
     for (int r = 0; r < R; r++) tot[r] = _mm512_setzero_ps();
     for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += gs) {
-        __m512 a[4][2];
-        for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        __m512 a[4][4];
+        for (int r = 0; r < R; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm512_setzero_ps();
         for (int64_t k = k0; k < k0 + gs; k += 128) {
             const __m512i w = _mm512_loadu_si512((const void *)(qn + k / 2));
             __m512i v[4];
@@ -213,17 +220,13 @@ static inline __attribute__((always_inline)) void rows_bf16(const uint8_t *qn, c
             for (int r = 0; r < R; r++) {
                 const uint16_t *xr = xp + r * K + k;
                 for (int j = 0; j < 4; j++)
-                    a[r][j & 1] = _mm512_dpbf16_ps(a[r][j & 1], (__m512bh)v[j], (__m512bh)_mm512_loadu_si512((const void *)(xr + 32 * j)));
+                    a[r][j] = _mm512_dpbf16_ps(a[r][j], (__m512bh)v[j], (__m512bh)_mm512_loadu_si512((const void *)(xr + 32 * j)));
             }
         }
         const __m512 sv = _mm512_set1_ps(sn[g]);
-        for (int r = 0; r < R; r++) tot[r] = _mm512_fmadd_ps(_mm512_add_ps(a[r][0], a[r][1]), sv, tot[r]);
+        for (int r = 0; r < R; r++) tot[r] = _mm512_fmadd_ps(_mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3])), sv, tot[r]);
     }
-    for (int r = 0; r < R; r++) {
-        float offsets = 0.0f;
-        for (int64_t g = 0; g < G; g++) offsets += cn[g] * xs[r * G + g];
-        y[r * N] = _mm512_reduce_add_ps(tot[r]) + offsets;
-    }
+    for (int r = 0; r < R; r++) y[r * N] = _mm512_reduce_add_ps(tot[r]) + offsets_dot(cn, xs + r * G, G);
 }
 #endif
 

@@ -30,7 +30,8 @@ AVX2 + F16C + FMA otherwise) with ``_native.isa_flags``, cached per user and lev
 (``Q4_MATMUL``), which ``Q4Linear.forward`` calls so that ``torch.compile`` sees one node. Each call
 splits the output rows over torch's intra-op thread count (``_native.threads()``, read inside the op,
 so its schema carries no thread argument) with OpenMP on torch's own libgomp; every output is one
-thread's fixed-order sum, so results are bit-identical for any thread count.
+thread's fixed-order sum, so results are bit-identical for any thread count. (Prefill dequantizes on one thread and
+leaves the threads to torch's GEMM: ``_prefill`` says why.)
 
 Prefill (more than ``FUSED_ROWS`` rows): blocks of output rows are dequantized in cache and
 multiplied by torch's GEMM; in float32 for float32 activations (each weight exact), in bfloat16 for
@@ -92,7 +93,10 @@ above it, blocks of output rows are dequantized in cache and multiplied by torch
 (prefill), which reuses each weight across rows far better than the fused loop."""
 
 _BLOCK_WEIGHTS: Final = 1 << 20
-"""Weights dequantized per block on the prefill path (4 MiB of float32: stays in L2/L3)."""
+"""Weights dequantized per block on the float32 prefill path (4 MiB of float32: stays in L2/L3)."""
+_BF16_BLOCK_WEIGHTS: Final = 1 << 22
+"""Weights dequantized per block on the bf16 prefill path (8 MiB of bf16, in L3): fewer, larger GEMM
+calls, each of which is a parallel region of torch's (see ``_prefill``)."""
 
 
 def _lib() -> ctypes.CDLL:
@@ -117,29 +121,33 @@ def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: t
                          f"{list(offset.shape)}, group_size {group_size}")
 
 
-def _prefill(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int,
-             nt: int) -> torch.Tensor:
-    """More than ``FUSED_ROWS`` rows: cache-sized blocks of W dequantized (on ``nt`` threads), then torch's GEMM."""
+def _prefill(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
+    """More than ``FUSED_ROWS`` rows: cache-sized blocks of W dequantized, then torch's GEMM on torch's threads.
+
+    The blocks are dequantized on one thread: the dequantization is a few percent of a prefill,
+    and on the shared 2-core machine where this was measured, OpenMP regions of ours alternating
+    with the GEMM's own made 2-thread prefills 1.3-2x slower than dequantizing on one thread
+    (4096x4096, 32 and 512 rows)."""
     m, k = x.shape
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
-    rows = max(1, _BLOCK_WEIGHTS // k)
     if x.dtype is torch.bfloat16 and native_bf16():
         x = x.contiguous()
-        rows *= 2  # the same 4 MiB in bfloat16: half the GEMM calls
-        block = torch.empty(rows, k, dtype=torch.bfloat16)
-        part = torch.empty(m, rows, dtype=torch.bfloat16)
+        rows = max(1, _BF16_BLOCK_WEIGHTS // k)
+        block = torch.empty(min(rows, n), k, dtype=torch.bfloat16)
+        part = torch.empty(m, min(rows, n), dtype=torch.bfloat16)
         for n0 in range(0, n, rows):
             n1 = min(n, n0 + rows)
-            lib.q4_dequant_bf16(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, nt)
+            lib.q4_dequant_bf16(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, 1)
             torch.mm(x, block[:n1 - n0].t(), out=part[:, :n1 - n0])
             y[:, n0:n1] = part[:, :n1 - n0]
         return y
     x = x.to(torch.float32).contiguous()
-    block = torch.empty(rows, k, dtype=torch.float32)
+    rows = max(1, _BLOCK_WEIGHTS // k)
+    block = torch.empty(min(rows, n), k, dtype=torch.float32)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
-        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, nt)
+        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, 1)
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
 
@@ -152,7 +160,7 @@ def _q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offse
         packed, scale, offset = packed.contiguous(), scale.contiguous(), offset.contiguous()
     m, k = x.shape
     if m > FUSED_ROWS:
-        return _prefill(lib, x, packed, scale, offset, group_size, threads())
+        return _prefill(lib, x, packed, scale, offset, group_size)
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
     if x.dtype is torch.bfloat16:  # read in place: AVX512-BF16 products where built, else widened in C
