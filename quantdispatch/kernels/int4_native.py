@@ -207,9 +207,10 @@ def q4_unfit(in_features: int, out_features: int, group_size: int) -> str | None
 class Q4Linear(nn.Module):
     """A linear layer on the native int4 kernel, built from a loaded portable layer's weights.
 
-    Buffers: ``packed`` (uint8 ``[N, K/2]``, the Q4_0 nibble order above), ``scale`` and
+    Buffers: ``packed`` (uint8 ``[N, K/2]``, the word layout above), ``scale`` and
     ``offset`` (float32 ``[N, K/G]``), ``perm`` (int64 ``[K]``, only under act-order), ``bias`` (in
-    the model's dtype). Activations of any float dtype are read as float32; the output is cast back.
+    the model's dtype). Activations of any float dtype are read exactly (bf16 in place at decode, others as
+    float32); bf16 prefill rounds each weight once to bf16 where the CPU has native bf16; the output is cast back.
     """
 
     packed: torch.Tensor
