@@ -18,8 +18,9 @@ call reads them from DRAM, as a model's layers do; each round times every kernel
 neighbour hits all of them alike. The machine this was written on is shared: compare ratios within
 one run.
 
-Run: ``.venv/bin/python benchmarks/bench_layer_kernels.py [--isa avx2|avx512|avx512-vnni] [--rounds N]``
-(``--isa`` masks the CPU's features with ``QUANTDISPATCH_CPU_FEATURES`` before anything is built).
+Run from the repository root as a module, so that this checkout's ``quantdispatch`` is the one
+imported (the header prints its path): ``.venv/bin/python -m benchmarks.bench_layer_kernels
+[--isa avx2|avx512|avx512-vnni] [--rounds N]`` (``--isa`` masks the CPU's features with ``QUANTDISPATCH_CPU_FEATURES`` before anything is built).
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.isa is not None:
         os.environ["QUANTDISPATCH_CPU_FEATURES"] = MASKS[args.isa]
+    import quantdispatch
     from quantdispatch.kernels._native import isa_level
     from quantdispatch.probing import cpu_features
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; features: {', '.join(cpu_features().names()) or 'none'}; "
-          f"kernels' SIMD level: {isa_level()}; torch {torch.__version__}")
+          f"kernels' SIMD level: {isa_level()}; torch {torch.__version__}; quantdispatch from {os.path.dirname(quantdispatch.__file__)}")
     print(f"decode: median of {args.rounds} rounds; prefill: median of {args.prefill_rounds}; 4-bit groups of {GROUP}")
     for n, k in SHAPES:
         for threads in args.threads:
