@@ -29,10 +29,30 @@ static inline __m128i fp8_halves8(const uint8_t *p) {
     return _mm_or_si128(_mm_slli_epi16(_mm_and_si128(bytes, low7), 7), _mm_slli_epi16(_mm_and_si128(bytes, sign), 8));
 }
 #if defined(__AVX512F__)
-static inline __m512 fp8_values16(const uint8_t *p) { /* 16 bytes -> 16 floats, each v * 2^-8 */
-    const __m256i low7 = _mm256_set1_epi16(0x7f), sign = _mm256_set1_epi16(0x80);
+/* 16 bytes -> 16 floats, each v * 2^-8: the byte in the high half of a 16-bit lane, shifted right
+ * arithmetically by one, puts the mantissa and exponent in place and copies the sign into bit 14,
+ * which the and clears. */
+static inline __m512 fp8_values16(const uint8_t *p) {
     const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-    return _mm512_cvtph_ps(_mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(bytes, low7), 7), _mm256_slli_epi16(_mm256_and_si256(bytes, sign), 8)));
+    return _mm512_cvtph_ps(_mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(bytes, 8), 1), _mm256_set1_epi16((short)0xBFFF)));
+}
+
+/* One output of one input row when blocks and K are whole runs of 16 columns: each block's vector
+ * sum times its scale is added to a vector total, reduced once at the end (not once per block). */
+static float fp8_row16(const uint8_t *row, const float *x, const float *s, int64_t k, int64_t bk) {
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t j = 0, k0 = 0; k0 < k; j++, k0 += bk) {
+        const int64_t k1 = k0 + bk < k ? k0 + bk : k;
+        __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+        int64_t c = k0;
+        for (; c + 32 <= k1; c += 32) {
+            a = _mm512_fmadd_ps(fp8_values16(row + c), _mm512_loadu_ps(x + c), a);
+            b = _mm512_fmadd_ps(fp8_values16(row + c + 16), _mm512_loadu_ps(x + c + 16), b);
+        }
+        if (c < k1) a = _mm512_fmadd_ps(fp8_values16(row + c), _mm512_loadu_ps(x + c), a);
+        total = _mm512_fmadd_ps(_mm512_add_ps(a, b), _mm512_set1_ps(s[j]), total);
+    }
+    return _mm512_reduce_add_ps(total) * 256.0f;
 }
 #endif
 #endif
@@ -71,6 +91,12 @@ void fp8_matvec(const uint8_t *w, const float *scale, const float *lut, const fl
         const float *s = scale + (r / bn) * gk;
         for (int64_t i = 0; i < m; i++) {
             const float *xi = x + i * k;
+#if defined(FP8_VECTOR) && defined(__AVX512F__)
+            if (bk % 16 == 0 && k % 16 == 0) {
+                y[i * n + r] = fp8_row16(row, xi, s, k, bk);
+                continue;
+            }
+#endif
             float total = 0.0f;
             for (int64_t j = 0; j < gk; j++) {
                 const int64_t k0 = j * bk, k1 = k0 + bk < k ? k0 + bk : k;
