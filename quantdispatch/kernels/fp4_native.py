@@ -2,11 +2,14 @@
 
 The loaded bytes stay as stored: the codes (``[N, K/2]``, low nibble first) and the E4M3 block
 scales (``[N, K/16]``, one byte per 16 inputs); the per-tensor scale is one float32, multiplied in
-(ModelOpt) or divided by (compressed-tensors) per block in the C loop, exactly as the layout's own
-``block_scales`` computes it. Nothing is expanded at load, so memory stays at the checkpoint's size
-(a float32 copy of the block scales would add half the codes' bytes). Up to
-``FUSED_ROWS`` input rows (decode) the C loop reads each row of codes once, expands each block of 16
-through a 16-entry table and sums in float32; more rows (prefill) dequantize blocks of output rows
+(ModelOpt) or divided by (compressed-tensors) through a 256-entry table the C code makes once per
+call, exactly as the layout's own ``block_scales`` computes it. Nothing is expanded at load, so
+memory stays at the checkpoint's size (a float32 copy of the block scales would add half the codes'
+bytes). Up to ``FUSED_ROWS`` input rows (decode) the C loop reads each row of codes once, expands the
+codes through a 16-entry table held in a vector register (AVX-512 ``permutexvar``, AVX2
+``permutevar8x32`` with the sign bit set apart; a portable loop elsewhere), multiplies each by its
+block's scale and sums in float32, output rows split over torch's intra-op threads (OpenMP,
+bit-identical for any count); more rows (prefill) dequantize blocks of output rows
 to float32 in cache (exactly the portable module's weights) and multiply with torch's GEMM.
 
 The op is ``torch.ops.quantdispatch.nvfp4_matmul`` with a fake implementation, so ``torch.compile``
@@ -24,11 +27,13 @@ import torch
 from torch import nn
 
 from ..layouts.base import AbstractLayout
-from ._native import custom_op, native_library, scratch
+from ._native import Isa, custom_op, scratch, threads
+from ._simd import level_library, simd_level
 
-__all__ = ["Nvfp4Blocks", "native_fp4", "nvfp4_matmul", "Fp4Linear", "prepare_fp4", "NVFP4_MATMUL", "FUSED_ROWS"]
+__all__ = ["Nvfp4Blocks", "native_fp4", "native_fp4_at", "nvfp4_matmul", "Fp4Linear", "prepare_fp4", "NVFP4_MATMUL", "FUSED_ROWS"]
 
-_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+_FUNCTIONS: Final = {"nvfp4_matvec": (6, 5), "nvfp4_dequant": (5, 5), "mxfp4_matvec": (4, 3), "mxfp4_dequant": (3, 3)}
+"""The C entry points (NVFP4's, and MXFP4's for ``kernels.mxfp4``): pointer and int64 argument counts."""
 FUSED_ROWS: Final = 8
 """Input rows up to which the fused loop runs (``NVFP4_ROWS`` in the C file)."""
 _BLOCK: Final = 16
@@ -51,11 +56,15 @@ class Nvfp4Blocks(NamedTuple):
 
 
 @functools.cache
+def native_fp4_at(level: Isa | None) -> ctypes.CDLL | None:
+    """The kernel built for ``level`` (``None``: the portable C loops), once per process and cached on
+    disk per level, or ``None`` where it cannot be built."""
+    return level_library(__package__ or "", "fp4_native", _FUNCTIONS, level)
+
+
 def native_fp4() -> ctypes.CDLL | None:
-    """The compiled kernel (NVFP4's functions, and MXFP4's for ``kernels.mxfp4``), built once per process (and
-    cached on disk), or ``None`` where it cannot be built."""
-    functions = {"nvfp4_matvec": (6, 4), "nvfp4_dequant": (5, 4), "mxfp4_matvec": (4, 3), "mxfp4_dequant": (3, 3)}
-    return native_library(__package__ or "", "fp4_native", _FLAGS, functions)
+    """The kernel for this process's SIMD level (``_simd.simd_level``), or ``None`` where it cannot be built."""
+    return native_fp4_at(simd_level())
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, tensor_scale: torch.Tensor) -> None:
@@ -83,13 +92,13 @@ def _nvfp4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, te
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
     if m <= FUSED_ROWS:
-        lib.nvfp4_matvec(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), x.data_ptr(), y.data_ptr(), int(divide), m, n, k)
+        lib.nvfp4_matvec(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), x.data_ptr(), y.data_ptr(), int(divide), m, n, k, threads())
         return y
     rows = max(1, _BLOCK_WEIGHTS // k)
     block = scratch(rows, k)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
-        lib.nvfp4_dequant(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), block.data_ptr(), int(divide), n0, n1, k)
+        lib.nvfp4_dequant(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), block.data_ptr(), int(divide), n0, n1, k, threads())
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
 

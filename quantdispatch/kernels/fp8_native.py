@@ -14,8 +14,10 @@ bk = K``). Above ``FUSED_ROWS`` input rows (prefill), blocks of output rows are 
 cache-sized float32 buffer and multiplied by torch's GEMM.
 
 Built like the int4 kernel (``kernels/_native.py``): ``fp8_native.c`` beside this module, the
-system C compiler, ``-O3 -march=native`` (the AVX2 + F16C + FMA path where the CPU has them, a
-scalar table path otherwise), a per-user cache, ``ctypes`` inside the op ``quantdispatch::fp8_matmul``
+system C compiler, one build per SIMD level (``_native.isa_flags``: AVX-512 converts 16 bytes a
+step, AVX2 + F16C + FMA 8; without a level, a portable build with the scalar table path), a
+per-user cache, output rows split over torch's intra-op threads with OpenMP (``_native.threads()``,
+read inside the op; bit-identical for any count), ``ctypes`` inside the op ``quantdispatch::fp8_matmul``
 (``FP8_MATMUL``) with a fake implementation, so ``torch.compile`` sees one node. ``native_fp8()`` is
 ``None`` without a compiler, off Linux, or when ``QUANTDISPATCH_NATIVE=0``; the loader then keeps
 the portable module.
@@ -30,11 +32,12 @@ from typing import Final, NamedTuple
 import torch
 from torch import nn
 
-from ._native import custom_op, native_library, scratch
+from ._native import Isa, custom_op, scratch, threads
+from ._simd import level_library, simd_level
 
-__all__ = ["Fp8Blocks", "native_fp8", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
+__all__ = ["Fp8Blocks", "native_fp8", "native_fp8_at", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
 
-_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+_FUNCTIONS: Final = {"fp8_matvec": (5, 7), "fp8_dequant": (4, 7)}
 FUSED_ROWS: Final = 8
 """Up to this many input rows the fused loop reads the bytes once for all of them (decode)."""
 _BLOCK_WEIGHTS: Final = 1 << 20
@@ -58,9 +61,15 @@ class Fp8Blocks(NamedTuple):
 
 
 @functools.cache
+def native_fp8_at(level: Isa | None) -> ctypes.CDLL | None:
+    """The kernel built for ``level`` (``None``: the table path), once per process and cached on disk
+    per level, or ``None`` where it cannot be built."""
+    return level_library(__package__ or "", "fp8_native", _FUNCTIONS, level)
+
+
 def native_fp8() -> ctypes.CDLL | None:
-    """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot be built."""
-    return native_library(__package__ or "", "fp8_native", _FLAGS, {"fp8_matvec": (5, 6), "fp8_dequant": (4, 6)})
+    """The kernel for this process's SIMD level (``_simd.simd_level``), or ``None`` where it cannot be built."""
+    return native_fp8_at(simd_level())
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> None:
@@ -91,14 +100,14 @@ def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows
     y = torch.empty(m, n, dtype=torch.float32)
     if m <= FUSED_ROWS:
         lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k, rows, cols,
-                       int(round_bf16))
+                       int(round_bf16), threads())
         return y
     step = max(1, _BLOCK_WEIGHTS // k)
     block = scratch(step, k)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols,
-                        int(round_bf16))
+                        int(round_bf16), threads())
         torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
     return y
 

@@ -1,4 +1,4 @@
-"""A fused int4 matmul in C (AVX2 + FMA), compiled at first use: reads 4-bit codes once, computes in float32.
+"""A fused int4 matmul in C (AVX-512 or AVX2, FMA, OpenMP threads), compiled at first use: reads 4-bit codes once, computes in float32.
 
 torch's ``_weight_int4pack_mm_for_cpu`` is fast only with bfloat16 activations on CPUs with native
 bf16 (AVX512-BF16); on an AVX2-only CPU it runs at about the speed of a float32 dense layer, eight
@@ -12,83 +12,91 @@ with ``offset = -z * s`` for GPTQ/AWQ and the stored scaled zero for AWQ GEMV_FA
 is exact in float32 (a 4-bit code times an fp16 scale); only summation order differs from
 ``F.linear`` of the float32 weight, so it is more precise than the bf16 kernel, not less.
 
-Code layout (ggml's Q4_0 nibble order): each run of 32 input columns is 16 bytes, byte j holding
-column j in its low nibble and column 16 + j in its high nibble::
+Code layout (``pack_q4``): each run of 64 input columns is 32 bytes read as 16 little-endian 16-bit
+words, word i holding columns i, 16 + i, 32 + i, 48 + i in its four nibbles (a last run of 32
+columns: 8 words, columns i, 8 + i, 16 + i, 24 + i). A nibble masked into a 16-bit lane is the
+half-precision subnormal ``q * 2^-24``, which F16C converts to float32 exactly, so 16 codes become 16
+floats with a shift, an and and one conversion (``int4_native.c`` draws it)::
 
-    byte:   0        1        …  15
-    low:    k=0      k=1      …  k=15
-    high:   k=16     k=17     …  k=31
+    word:        0       1       ...  15
+    bits 0-3:    k=0     k=1     ...  k=15
+    bits 4-7:    k=16    k=17    ...  k=31
+    bits 8-11:   k=32    k=33    ...  k=47
+    bits 12-15:  k=48    k=49    ...  k=63
 
-Built like the GGUF native kernels (``kernels/gguf/native.py``): ``int4_native.c`` beside this
-module (package data), the system C compiler, ``-O3 -march=native``, a per-user cache keyed on the
-source, flags and CPU flags, loaded through ``ctypes`` (which releases the GIL during the call)
-inside the op ``quantdispatch::q4_matmul`` (``Q4_MATMUL``), which ``Q4Linear.forward`` calls so
-that ``torch.compile`` sees one node. Single-threaded on purpose: an OpenMP build
-brings a second OpenMP runtime beside torch's, and on the shared 2-core box the two thread pools
-spinning against each other made 2-thread calls 4-20x *slower*; the prefill path's GEMM still
-uses torch's threads. ``native_int4()`` is ``None`` without a compiler, off x86-64 Linux, on a CPU
-without AVX2 and FMA, or when ``QUANTDISPATCH_NATIVE=0``; callers then use the aten kernel.
+Built per SIMD level (``_native.isa_level``: AVX-512 paths where the build has ``__AVX512F__``,
+AVX2 + F16C + FMA otherwise) with ``_native.isa_flags``, cached per user and level, loaded through
+``ctypes`` (which releases the GIL during the call) inside the op ``quantdispatch::q4_matmul``
+(``Q4_MATMUL``), which ``Q4Linear.forward`` calls so that ``torch.compile`` sees one node. Each call
+splits the output rows over torch's intra-op thread count (``_native.threads()``, read inside the op,
+so its schema carries no thread argument) with OpenMP on torch's own libgomp; every output is one
+thread's fixed-order sum, so results are bit-identical for any thread count. (Prefill dequantizes on one thread and
+leaves the threads to torch's GEMM: ``_prefill`` says why.)
+
+Prefill (more than ``FUSED_ROWS`` rows): blocks of output rows are dequantized in cache and
+multiplied by torch's GEMM; in float32 for float32 activations (each weight exact), in bfloat16 for
+bfloat16 activations on a CPU that computes bf16 natively (each weight rounded once to bf16, as a
+bf16 model's portable module rounds it; sums in float32 inside the GEMM). ``native_int4()`` is
+``None`` without a compiler, off x86-64 Linux, on a CPU without AVX2 and FMA, or when
+``QUANTDISPATCH_NATIVE=0``; callers then use the aten kernel.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import platform
-import sys
 from typing import Final
 
 import torch
 from torch import nn
 
-from ._native import build_library, cpu_flags, custom_op, read_source, scratch
+from ._native import Isa, custom_op, scratch, threads
+from ._simd import level_library, native_bf16, simd_level
 from .int4 import Int4Weights, int4_unfit, kernel_group
 
-__all__ = ["native_int4", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
+__all__ = ["native_int4", "native_int4_at", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
 
 NATIVE_UNIT: Final = 32
 """Input columns per packed run: ``in_features`` and the group size must be multiples of it."""
 
-_FLAGS: Final = ("-O3", "-march=native", "-mavx2", "-mfma", "-shared", "-fPIC", "-std=c99")
+_FUNCTIONS: Final = {"q4_matmul": (6, 5), "q4_matmul_bf16": (6, 5), "q4_dequant": (4, 5), "q4_dequant_bf16": (4, 5)}
 
 
 @functools.cache
+def native_int4_at(level: Isa) -> ctypes.CDLL | None:
+    """The kernel built for ``level`` (once per process, cached on disk), or ``None`` where it cannot be built."""
+    return level_library(__package__ or "", "int4_native", _FUNCTIONS, level)
+
+
 def native_int4() -> ctypes.CDLL | None:
-    """The compiled kernel, built once per process (and cached on disk), or ``None`` where it cannot run."""
-    flags = cpu_flags().split()
-    if os.environ.get("QUANTDISPATCH_NATIVE") == "0" or not sys.platform.startswith("linux"):
-        return None
-    if platform.machine() not in ("x86_64", "AMD64") or "avx2" not in flags or "fma" not in flags:
-        return None
-    found = build_library("int4_native", read_source(__package__ or "", "int4_native.c"), _FLAGS)
-    if found is None:
-        return None
-    return _declare(found)
-
-
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    lib.q4_matmul.restype = None
-    lib.q4_matmul.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4
-    lib.q4_dequant.restype = None
-    lib.q4_dequant.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
-    return lib
+    """The kernel for this process's SIMD level (``_simd.simd_level``), or ``None`` where it cannot run."""
+    level = simd_level()
+    return None if level is None else native_int4_at(level)
 
 
 def pack_q4(codes: torch.Tensor) -> torch.Tensor:
     """Codes ``[N, K]`` in 0..15 (K a multiple of 32) as the kernel's bytes ``[N, K/2]`` (see the module docstring)."""
     n, k = codes.shape
-    runs = codes.to(torch.uint8).reshape(n, k // NATIVE_UNIT, 2, 16)
-    return (runs[:, :, 0] | (runs[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    c = codes.to(torch.uint8)
+    whole = k // 64 * 64
+    runs = c[:, :whole].reshape(n, k // 64, 4, 16)          # [run, nibble j, word i]: column 16 j + i
+    parts = [torch.stack((runs[:, :, 0] | (runs[:, :, 1] << 4), runs[:, :, 2] | (runs[:, :, 3] << 4)), dim=-1).reshape(n, whole // 2)]
+    if whole < k:
+        last = c[:, whole:].reshape(n, 4, 8)                # [nibble j, word i]: column 8 j + i
+        parts.append(torch.stack((last[:, 0] | (last[:, 1] << 4), last[:, 2] | (last[:, 3] << 4)), dim=-1).reshape(n, 16))
+    return torch.cat(parts, dim=1).contiguous()
 
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows the fused kernel reads the codes once for all of them (decode);
-above it, blocks of output rows are dequantized to float32 in cache and multiplied by torch's
-GEMM (prefill), which reuses each weight across rows far better than the fused loop."""
+above it, blocks of output rows are dequantized in cache and multiplied by torch's GEMM
+(prefill), which reuses each weight across rows far better than the fused loop."""
 
 _BLOCK_WEIGHTS: Final = 1 << 20
-"""Weights dequantized per block on the prefill path (4 MiB of float32: stays in L2/L3)."""
+"""Weights dequantized per block on the float32 prefill path (4 MiB of float32: stays in L2/L3)."""
+_BF16_BLOCK_WEIGHTS: Final = 1 << 22
+"""Weights dequantized per block on the bf16 prefill path (8 MiB of bf16, in L3): fewer, larger GEMM
+calls, each of which is a parallel region of torch's (see ``_prefill``)."""
 
 
 def _lib() -> ctypes.CDLL:
@@ -100,40 +108,72 @@ def _lib() -> ctypes.CDLL:
 
 def _check(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> None:
     """Refuse what the C loop would read out of bounds: it indexes flat buffers by ``M, N, K`` and
-    the group size, so sizes and dtypes are what matter (cheap: a decode step calls this per layer)."""
+    the group size, so sizes and dtypes are what matter (cheap: a decode step calls this per layer).
+    The C loops take groups of 32 or of a multiple of 64 columns (``kernel_group`` gives 32 to 256)."""
     k, n = x.shape[-1], packed.shape[0]
     groups = k // group_size if group_size > 0 else 0
-    if (x.dim() != 2 or group_size % NATIVE_UNIT or groups * group_size != k or packed.numel() != n * (k // 2)
-            or scale.numel() != n * groups or offset.numel() != n * groups or packed.dtype is not torch.uint8
+    if (x.dim() != 2 or group_size % NATIVE_UNIT or (group_size != 32 and group_size % 64) or groups * group_size != k
+            or packed.numel() != n * (k // 2) or scale.numel() != n * groups or offset.numel() != n * groups or packed.dtype is not torch.uint8
             or scale.dtype is not torch.float32 or offset.dtype is not torch.float32 or not x.dtype.is_floating_point):
-        raise ValueError(f"q4_matmul needs float x [M, K], uint8 packed [N, K/2], float32 scale and offset [N, K/group] with K and "
-                         f"the group size positive multiples of {NATIVE_UNIT}; got x {x.dtype} {list(x.shape)}, packed {packed.dtype} "
-                         f"{list(packed.shape)}, scale {scale.dtype} {list(scale.shape)}, offset {offset.dtype} {list(offset.shape)}, "
-                         f"group_size {group_size}")
+        raise ValueError(f"q4_matmul needs float x [M, K], uint8 packed [N, K/2], float32 scale and offset [N, K/group] with K a "
+                         f"positive multiple of {NATIVE_UNIT} and the group size 32 or a multiple of 64; got x {x.dtype} {list(x.shape)}, "
+                         f"packed {packed.dtype} {list(packed.shape)}, scale {scale.dtype} {list(scale.shape)}, offset {offset.dtype} "
+                         f"{list(offset.shape)}, group_size {group_size}")
+
+
+def _prefill(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
+    """More than ``FUSED_ROWS`` rows: cache-sized blocks of W dequantized, then torch's GEMM on torch's threads.
+
+    The blocks are dequantized on one thread: the dequantization is a few percent of a prefill,
+    and on the shared 2-core machine where this was measured, OpenMP regions of ours alternating
+    with the GEMM's own made 2-thread prefills 1.3-2x slower than dequantizing on one thread
+    (4096x4096, 32 and 512 rows)."""
+    m, k = x.shape
+    n = packed.shape[0]
+    y = torch.empty(m, n, dtype=torch.float32)
+    if x.dtype is torch.bfloat16 and native_bf16():
+        x = x.contiguous()
+        rows = max(1, _BF16_BLOCK_WEIGHTS // k)
+        block = torch.empty(min(rows, n), k, dtype=torch.bfloat16)
+        part = torch.empty(m, min(rows, n), dtype=torch.bfloat16)
+        for n0 in range(0, n, rows):
+            n1 = min(n, n0 + rows)
+            lib.q4_dequant_bf16(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, 1)
+            torch.mm(x, block[:n1 - n0].t(), out=part[:, :n1 - n0])
+            y[:, n0:n1] = part[:, :n1 - n0]
+        return y
+    x = x.to(torch.float32).contiguous()
+    rows = max(1, _BLOCK_WEIGHTS // k)
+    block = scratch(min(rows, n), k)  # one per thread, reused: a fresh block per call stays resident in glibc's heap
+    for n0 in range(0, n, rows):
+        n1 = min(n, n0 + rows)
+        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size, 1)
+        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
+    return y
 
 
 def _q4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int) -> torch.Tensor:
     """``quantdispatch::q4_matmul``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float dtype (read as float32)."""
     lib = _lib()
     _check(x, packed, scale, offset, group_size)
-    if x.dtype is not torch.float32 or not x.is_contiguous():
-        x = x.to(torch.float32).contiguous()
     if not (packed.is_contiguous() and scale.is_contiguous() and offset.is_contiguous()):
         packed, scale, offset = packed.contiguous(), scale.contiguous(), offset.contiguous()
     m, k = x.shape
+    if m > FUSED_ROWS:
+        return _prefill(lib, x, packed, scale, offset, group_size)
     n = packed.shape[0]
     y = torch.empty(m, n, dtype=torch.float32)
-    if m <= FUSED_ROWS:
-        xsum = x.view(m, k // group_size, group_size).sum(dim=2)
-        lib.q4_matmul(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
-                      m, n, k, group_size)
+    if x.dtype is torch.bfloat16:  # read in place: AVX512-BF16 products where built, else widened in C
+        x = x.contiguous()
+        xsum = x.to(torch.float32).view(m, k // group_size, group_size).sum(dim=2)
+        lib.q4_matmul_bf16(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
+                           m, n, k, group_size, threads())
         return y
-    rows = max(1, _BLOCK_WEIGHTS // k)
-    block = scratch(rows, k)
-    for n0 in range(0, n, rows):
-        n1 = min(n, n0 + rows)
-        lib.q4_dequant(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), block.data_ptr(), n0, n1, k, group_size)
-        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
+    if x.dtype is not torch.float32 or not x.is_contiguous():
+        x = x.to(torch.float32).contiguous()
+    xsum = x.view(m, k // group_size, group_size).sum(dim=2)
+    lib.q4_matmul(packed.data_ptr(), scale.data_ptr(), offset.data_ptr(), x.data_ptr(), xsum.data_ptr(), y.data_ptr(),
+                  m, n, k, group_size, threads())
     return y
 
 
@@ -167,9 +207,10 @@ def q4_unfit(in_features: int, out_features: int, group_size: int) -> str | None
 class Q4Linear(nn.Module):
     """A linear layer on the native int4 kernel, built from a loaded portable layer's weights.
 
-    Buffers: ``packed`` (uint8 ``[N, K/2]``, the Q4_0 nibble order above), ``scale`` and
+    Buffers: ``packed`` (uint8 ``[N, K/2]``, the word layout above), ``scale`` and
     ``offset`` (float32 ``[N, K/G]``), ``perm`` (int64 ``[K]``, only under act-order), ``bias`` (in
-    the model's dtype). Activations of any float dtype are read as float32; the output is cast back.
+    the model's dtype). Activations of any float dtype are read exactly (bf16 in place at decode, others as
+    float32); bf16 prefill rounds each weight once to bf16 where the CPU has native bf16; the output is cast back.
     """
 
     packed: torch.Tensor

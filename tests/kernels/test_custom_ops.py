@@ -25,11 +25,12 @@ import torch
 from quantdispatch.gguf.native import FUSED_MATVEC_TYPES, NATIVE_DEQUANT_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 from quantdispatch.kernels._native import build_library, read_source
+from quantdispatch.kernels._simd import native_bf16
 from quantdispatch.kernels.gguf.dequant import GGUF_DEQUANTIZE, dequantize
 from quantdispatch.kernels.gguf.matvec import GGUF_MATVEC, matvec_kernels
 from quantdispatch.kernels.gguf.modules import GGUF_LINEAR
 from quantdispatch.kernels.gguf.native import GGUF_DEQUANT_BLOCKS, block_defines, native_kernels
-from quantdispatch.kernels.int4_native import Q4_MATMUL, native_int4
+from quantdispatch.kernels.int4_native import FUSED_ROWS, Q4_MATMUL, native_int4
 
 torch.set_num_threads(1)
 
@@ -172,8 +173,15 @@ def test_opcheck_q4_matmul(m: int, n: int, k: int, group: int, dtype: torch.dtyp
     x, packed, scale, offset, _ = args
     assert isinstance(x, torch.Tensor) and isinstance(packed, torch.Tensor)
     assert isinstance(scale, torch.Tensor) and isinstance(offset, torch.Tensor)
-    codes = torch.stack([packed.reshape(n, k // 32, 16) & 15, packed.reshape(n, k // 32, 16) >> 4], dim=2).reshape(n, k)
+    # The documented layout: per 64 columns, 16 little-endian words; word i holds column 16 j + i in nibble j.
+    words = packed.reshape(n, k // 64, 16, 2)
+    codes = torch.stack([words[..., 0] & 15, words[..., 0] >> 4, words[..., 1] & 15, words[..., 1] >> 4], dim=2).reshape(n, k)
     weight = codes.float() * scale.repeat_interleave(group, dim=1) + offset.repeat_interleave(group, dim=1)
+    if dtype is torch.bfloat16 and m > FUSED_ROWS and native_bf16():
+        # bf16 prefill on a CPU with native bf16: each weight rounded once to bf16, a bf16 GEMM (float32 sums, bf16 output)
+        expected = x.double() @ weight.to(torch.bfloat16).double().T
+        torch.testing.assert_close(Q4_MATMUL(*args).double(), expected, rtol=2**-7, atol=1e-3)
+        return
     expected = x.double() @ weight.double().T
     torch.testing.assert_close(Q4_MATMUL(*args).double(), expected, rtol=0, atol=1e-4)
 
