@@ -76,7 +76,7 @@ def copy_bandwidth() -> float:
 
 def cases(n: int, k: int) -> list[Case]:
     """Every kernel that runs here, on an ``n`` × ``k`` layer with random weights."""
-    from quantdispatch.kernels.fp4_native import Fp4Linear, native_fp4
+    from quantdispatch.kernels.fp4_native import Fp4Linear, Nvfp4Blocks, native_fp4
     from quantdispatch.kernels.fp8_native import Fp8Blocks, Fp8Linear, native_fp8
     from quantdispatch.kernels.int4 import Int4Linear, Int4Weights
     from quantdispatch.kernels.int4_native import Q4Linear, native_int4
@@ -106,8 +106,9 @@ def cases(n: int, k: int) -> list[Case]:
     if native_fp4() is not None:
         def fp4() -> Forward:
             packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=g)
-            return Fp4Linear(packed, torch.rand(n, k // 16, generator=g) * 0.01, None, torch.float32)
-        found.append(Case("cpu-fp4 (ours, fp32 in)", fp4, n * k // 2 + 4 * n * k // 16, torch.float32))
+            scale8 = torch.randint(0x20, 0x40, (n, k // 16), dtype=torch.uint8, generator=g)  # E4M3 block scales as stored
+            return Fp4Linear(Nvfp4Blocks(packed, scale8, torch.tensor([0.01]), False), None, torch.float32)
+        found.append(Case("cpu-fp4 (ours, fp32 in)", fp4, n * k // 2 + n * k // 16, torch.float32))
     return found
 
 
