@@ -145,11 +145,14 @@ def decode_split(model: nn.Module, *, steps: int = 16) -> dict[str, float]:
 
 
 def _weight_layer(module: nn.Module) -> bool:
-    """Whether ``module`` multiplies by a weight matrix: ``nn.Linear``, a quantized layer, or
-    mixture-of-experts weights (embedding tables are looked up, not multiplied)."""
+    """Whether ``module`` multiplies by a weight matrix: ``nn.Linear``, a quantized layer of ours or
+    of another library (a class named ``…Linear``: gptqmodel's ``TorchAtenLinear``, bitsandbytes'
+    ``Linear4bit``), or mixture-of-experts weights (embedding tables are looked up, not multiplied)."""
     import torch
 
-    return isinstance(module, torch.nn.Linear) or (_quantized_module(module) and "Embedding" not in type(module).__name__)
+    name = type(module).__name__
+    return (isinstance(module, torch.nn.Linear) or name.endswith("Linear")
+            or (_quantized_module(module) and "Embedding" not in name))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -80,3 +80,15 @@ def test_the_decode_split_puts_a_slow_weight_layer_on_the_linear_side() -> None:
     assert split["linear_ms"] >= 20.0
     assert split["rest_ms"] >= 0.0
     assert split["linear_ms"] + split["rest_ms"] == pytest.approx(split["step_ms"])
+
+
+def test_another_librarys_quantized_linear_counts_as_a_weight_layer() -> None:
+    """A layer class of another library named ``…Linear`` (gptqmodel's ``TorchAtenLinear``) is a weight
+    layer, not "the rest"; a norm is not."""
+    from quantdispatch.cli_bench import _weight_layer
+
+    class TorchAtenLinear(torch.nn.Module):
+        pass
+
+    assert _weight_layer(TorchAtenLinear()) and _weight_layer(torch.nn.Linear(2, 2))
+    assert not _weight_layer(torch.nn.LayerNorm(2)) and not _weight_layer(torch.nn.Embedding(3, 2))
