@@ -221,22 +221,6 @@ def _decode(model: Any, new_tokens: int) -> float:
     return 1.0 / statistics.median(steps)
 
 
-def copy_bandwidth(threads: int, mib: int = 256, rounds: int = 7) -> float:
-    """Bytes per second of a STREAM-like copy (read + write) of a ``mib`` MiB tensor, median of ``rounds``."""
-    import torch
-
-    torch.set_num_threads(threads)
-    src = torch.ones(mib * 2**20 // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t)
-    return 2 * src.numel() * 4 / statistics.median(times)
-
-
 def stored_bytes(directory: Path) -> tuple[int, int]:
     """The checkpoint's bytes, and the bytes a decode step reads (all but an untied input embedding)."""
     total = read = 0
@@ -294,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{fmt}: writing failed (exit {done.returncode})")
                 continue
             print(f"wrote {fmt} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    bandwidth = copy_bandwidth(args.threads)
+    from quantdispatch.bandwidth import copy_bandwidth
+
+    bandwidth = copy_bandwidth(threads=args.threads)
     base = _run_child("baseline", args.dir, args)["rss_mib"]
     print(f"shape {args.shape}, {args.threads} thread(s), copy bandwidth {bandwidth / 1e9:.1f} GB/s, baseline VmHWM {base:.0f} MiB "
           f"(torch + Transformers' llama code), {args.new_tokens} new tokens after {PROMPT}, median of {args.repeat}")
