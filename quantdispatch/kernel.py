@@ -39,7 +39,7 @@ from .rules import RegistrationError, _is_subclass, _Table, declare_backend
 __all__ = [
     "Kernel", "FitRule", "Rank", "Prepare", "LAYERED_LOADER", "register_kernel", "kernels", "kernel_named", "kernel_candidates",
     "device_kind", "Renamed", "declare_renamed", "renamed", "renames", "TORCH", "TORCH_INT4_CPU", "ATEN_INT4_GROUPS",
-    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_FP8", "CPU_FP4", "CPU_FP4_EXPERTS",
+    "cpu_int4_unfit", "cpu_q4_unfit", "TORCH_PACKED", "CPU_INT4", "CPU_Q4", "CPU_DENSE", "CPU_INT8", "CPU_FP8", "CPU_FP4", "CPU_FP4_EXPERTS",
 ]
 
 Prepare = Callable[[Any, AbstractLayout, Any], Any]
@@ -296,6 +296,17 @@ CPU_DENSE = register_kernel(Kernel(
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(20),
 ))
 
+CPU_INT8 = register_kernel(Kernel(
+    name="cpu-int8", summary="8-bit weights kept as stored on torch's int8 CPU kernel (_weight_int8pack_mm, bf16 "
+    "activations, one scale per output row): the bytes read in place per decode step, blocks dequantized to bf16 for "
+    "prefill; layers it cannot take are made dense at load",
+    layouts=(CtIntQuantized,), prepare=Lazy("quantdispatch.kernels.int8", "prepare_int8"),
+    requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16,), rank=Rank(15),
+))
+"""Before ``cpu-dense`` where it fits: symmetric per-row int8 weights on a CPU with native bfloat16,
+where it measured ~3x a bf16 dense matmul at decode and keeps the checkpoint's bytes (a quarter of
+float32's); with float32 activations torch's kernel was ~10x slower than dense, so it is not planned."""
+
 CPU_FP8 = register_kernel(Kernel(
     name="cpu-e4m3", summary="quantdispatch's native FP8 kernel (C, AVX-512 or AVX2+F16C+FMA where present, OpenMP "
     "threads, float32 accumulation): "
@@ -334,6 +345,18 @@ def _int4_fit(layout: AbstractIntLayout, device: Cpu, /) -> tuple[str, ...]:
 @CPU_Q4.fit.register(AbstractIntLayout, Cpu)
 def _q4_fit(layout: AbstractIntLayout, device: Cpu, /) -> tuple[str, ...]:
     return cpu_q4_unfit(layout.bits, layout.group_size, device)
+
+
+@CPU_INT8.fit.register(CtIntQuantized, Cpu)
+def _int8_fit(layout: CtIntQuantized, device: Cpu, /) -> tuple[str, ...]:
+    reasons = []
+    if not device.features.native_bf16:
+        reasons.append("torch's int8 kernel is fast only with bfloat16 activations on a CPU with native bfloat16 (AVX512-BF16/AMX)")
+    if not layout.symmetric:
+        reasons.append("zero points are stored: torch's int8 kernel takes symmetric weights")
+    if layout.strategy != "channel":
+        reasons.append(f"one scale per {layout.strategy}: torch's int8 kernel takes one scale per output row")
+    return tuple(reasons)
 
 
 @CPU_DENSE.fit.register(AbstractIntLayout, Cpu)
