@@ -19,6 +19,7 @@ from quantdispatch.environment import Cpu, CpuFeatures
 from quantdispatch.kernel import CPU_INT8
 from quantdispatch.kernels.int8 import Int8Linear, int8_unfit
 from quantdispatch.layouts import CtIntQuantized
+from tests.cpu import FEATURES, needs_native_bf16
 
 from .test_load_ct_int8 import IDS, _write
 
@@ -52,6 +53,7 @@ def test_the_fit_rule_takes_symmetric_row_scales_on_a_native_bf16_cpu() -> None:
     assert int8_unfit(64, torch.float32) is not None
 
 
+@needs_native_bf16
 def test_bf16_keeps_the_int8_bytes_and_computes_the_decompressed_models_logits(
         written: dict[tuple[Any, ...], tuple[Path, torch.nn.Module]]) -> None:
     out, dense = written[W8A16]
@@ -80,6 +82,8 @@ def test_the_plan_chooses_it_only_where_it_fits(written: dict[tuple[Any, ...], t
     loaded = qd.load(grouped, device="cpu", dtype="bfloat16").unwrap()
     assert loaded.plan.backend.name == "cpu-dense"
     assert "cpu-int8" in {r.backend for r in loaded.plan.rejected}
+    rows = qd.load(out, device="cpu", dtype="bfloat16").unwrap().plan.backend.name
+    assert rows == ("cpu-int8" if FEATURES.native_bf16 else "cpu-dense")  # the masked CPU decides
 
 
 def test_a_layer_torch_cannot_take_is_made_dense(monkeypatch: pytest.MonkeyPatch) -> None:
