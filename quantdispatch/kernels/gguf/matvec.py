@@ -67,11 +67,11 @@ from typing import Final, Literal, get_args
 import attrs
 import torch
 
-from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.gguf.native import FUSED_MATVEC_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, isa_level, threads
+from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threads
+from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
 
@@ -110,15 +110,10 @@ class MatvecKernels:
     """``gx_*``: the prefill GEMM on 8-bit activations (AVX-512 VNNI only; empty below it)."""
 
 
-@functools.cache
-def _level_for(mask: str | None) -> Isa | None:
-    return isa_level()
-
-
 def current_level() -> Isa | None:
-    """``isa_level()`` for this process's ``QUANTDISPATCH_CPU_FEATURES`` (cached per value of the
-    mask: the op reads it at every call, and reading ``/proc/cpuinfo`` costs ~50 us)."""
-    return _level_for(os.environ.get(MASK_VARIABLE))
+    """``isa_level()`` for this process's ``QUANTDISPATCH_CPU_FEATURES`` (``_simd.simd_level``: cached
+    per value of the mask, since the op reads it at every call and reading ``/proc/cpuinfo`` costs ~50 us)."""
+    return simd_level()
 
 
 def matvec_kernels(level: Isa | None = None) -> MatvecKernels | None:

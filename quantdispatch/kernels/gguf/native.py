@@ -32,11 +32,11 @@ from typing import Final
 
 import torch
 
-from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.gguf.native import NATIVE_DEQUANT_TYPES, c_name
 from quantdispatch.gguf.types import BLOCK, GgmlType
 
-from .._native import Isa, build_library, custom_op, isa_flags, isa_level, read_source, threads
+from .._native import Isa, build_library, custom_op, isa_flags, read_source, threads
+from .._simd import PORTABLE_FLAGS, simd_level
 from .tables import IQ4NL_VALUES, grid_table, sign_mask_table
 
 __all__ = ["NATIVE_TYPES", "NativeKernel", "native_kernels", "block_defines", "c_sources", "GGUF_DEQUANT_BLOCKS"]
@@ -88,25 +88,20 @@ def _tables(t: GgmlType) -> tuple[torch.Tensor, ...]:
 _Bound = Mapping[int, tuple[Callable[..., object], tuple[ctypes.c_void_p, ...]]]
 
 
-@functools.cache
-def _level_for(mask: str | None) -> Isa | None:
-    return isa_level()
-
-
 def _library() -> _Bound | None:
     """Each type's C function and its table pointers, by type id, built for this process's SIMD
     level (``isa_level``, cached per value of ``QUANTDISPATCH_CPU_FEATURES``; a portable build
     where there is none); ``None`` when they cannot be built."""
     if os.environ.get("QUANTDISPATCH_NATIVE", "1") == "0":
         return None
-    return _level_library(_level_for(os.environ.get(MASK_VARIABLE)))
+    return _level_library(simd_level())
 
 
 @functools.cache
 def _level_library(level: Isa | None) -> _Bound | None:
     source, headers = c_sources("native.c")
     flags = (*isa_flags(level), *_FLAGS) if level is not None else \
-        ("-O3", "-fopenmp", "-std=gnu99", "-shared", "-fPIC", *_FLAGS)
+        (*PORTABLE_FLAGS, *_FLAGS)
     lib = build_library(f"gguf_native_{level or 'portable'}", source, flags, headers=headers, defines=block_defines(NATIVE_TYPES))
     if lib is None:
         return None
