@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import mmap
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Literal, TypeAlias
 
 import torch
@@ -115,7 +114,7 @@ def dequantize(
     >>> dequantize(block, GgmlType.Q4_0, (32,))[[0, 16]].tolist()
     [0.0, 1.0]
     """
-    kernel, native = kernel_for(ggml_type, path)
+    kernel, _ = kernel_for(ggml_type, path)
     per_block, size = BLOCK[ggml_type]
     n = math.prod(shape)
     if shape and shape[-1] % per_block:
@@ -134,7 +133,7 @@ def dequantize(
     dst = out.view(n_blocks, per_block)
     step = max(1, CHUNK_WEIGHTS // per_block)
     scratch = None if dtype is torch.float32 else torch.empty((min(step, n_blocks), per_block), dtype=torch.float32)
-    run = _threaded(kernel) if native and torch.get_num_threads() > 1 else kernel
+    run = kernel  # native kernels split large tensors over torch's threads themselves (OpenMP)
     for start in range(0, n_blocks, step):
         chunk = packed[start : start + step]
         target = dst[start : start + step]
@@ -145,18 +144,6 @@ def dequantize(
             run(chunk, work)
             target.copy_(work)
     return out
-
-
-def _threaded(kernel: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """Split each chunk across torch's intra-op thread count (native kernels release the GIL)."""
-    threads = torch.get_num_threads()
-
-    def run(packed: torch.Tensor, out: torch.Tensor) -> None:
-        parts = list(zip(packed.tensor_split(threads), out.tensor_split(threads), strict=True))
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda p: kernel(*p), parts))
-
-    return run
 
 
 def _dequantize_op(raw: torch.Tensor, ggml_type: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
