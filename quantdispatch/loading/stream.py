@@ -637,4 +637,8 @@ def finish(model: nn.Module, request: LoadRequest, read: int, *, missing: str = 
             return placed
     elif plan.device.label != "cpu":
         model.to(plan.device.label)
+    else:
+        from ..kernels.dense_native import use_gemv
+
+        use_gemv(model)  # large dense bf16 layers (an unquantized output layer) decode on the native bf16 kernel
     return Ok((model, read))
