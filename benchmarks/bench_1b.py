@@ -29,8 +29,14 @@ input embedding table where a separate head exists).
 llama-cpp-python (0.3.36, a ~10-minute source build) is a benchmark extra, never CI; without
 ``--llama-python`` the llama.cpp cases and the GGUF files that need its quantizer are skipped.
 
+``--isa avx2`` runs every case as an AVX2-only CPU would, on an AVX-512 machine: quantdispatch's
+kernels through its CPU-feature mask (``QUANTDISPATCH_CPU_FEATURES=avx2,fma``), torch's own kernels
+through ``ATEN_CPU_CAPABILITY=avx2`` and oneDNN's through ``ONEDNN_MAX_CPU_ISA=AVX2``, and llama.cpp
+as the interpreter given builds it (give one built with ``-DGGML_NATIVE=OFF -DGGML_AVX2=ON
+-DGGML_AVX512=OFF``; the header prints what llama.cpp reports). The header says which level ran.
+
 Run: ``GPTQMODEL_CPU_WORKERS=2 .venv/bin/python benchmarks/bench_1b.py --llama-python PATH
-[--shape 1b] [--threads 1,2] [--cases ...] [--workdir D]``
+[--shape 1b] [--threads 1,2] [--cases ...] [--workdir D] [--isa avx2]``
 """
 
 from __future__ import annotations
@@ -221,9 +227,18 @@ def write_files(shape: str, workdir: Path) -> None:
         (workdir / "gptq" / "config.json").write_text(_json.dumps({**config, "quantization_config": dump(gptq, style="transformers")}))
 
 
+ISA_ENV: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"QUANTDISPATCH_CPU_FEATURES": "avx2,fma", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+"""The environment each case runs under, per ``--isa``."""
+
+_ISA: dict[str, str] = {}
+
+
 def _child(command: list[str], threads: int) -> dict[str, Any]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads), TRANSFORMERS_VERBOSITY="error",
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), **_ISA)
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()
@@ -267,13 +282,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="greedy decode steps (default: 64)")
     parser.add_argument("--cases", default="", help="comma-separated subset of cases to run (default: all)")
     parser.add_argument("--files-only", action="store_true", help="make the files, run nothing")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV), default="native",
+                        help="avx2: run every case as an AVX2-only CPU would (see the module docstring)")
     args = parser.parse_args()
+    _ISA.update(ISA_ENV[args.isa])
     workdir: Path = args.workdir or Path(f"/tmp/quantdispatch-bench-{args.shape}")
     workdir.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, 2, cores} & set(range(1, cores + 1)))
     prefills = [int(n) for n in args.prefill.split(",") if n]
     print(f"CPU: {_cpu()}")
+    if args.isa != "native":
+        print(f"emulating {args.isa}: cases run with " + " ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()))
+    if args.llama_python:
+        info = subprocess.run([args.llama_python, "-c", "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"],
+                              capture_output=True, text=True, check=False)
+        print("llama.cpp system info: " + (info.stdout.strip() or info.stderr.strip()[-200:]))
     started = time.perf_counter()
     write_files(args.shape, workdir)
     ggufs: dict[str, Path] = {}
