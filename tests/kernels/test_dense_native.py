@@ -8,7 +8,6 @@ user would) and thread counts must give the same bits: the kernel documents one 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.kernels._native import isa_level
 from quantdispatch.kernels._simd import LEVELS
 from quantdispatch.kernels.dense_native import BF16_GEMV, GEMV_ROWS, GemvLinear, bf16_gemv, native_dense, use_gemv
+from tests.cpu import cpu_mask
 
 _HOST = isa_level()
 RUNNABLE = LEVELS[:LEVELS.index(_HOST) + 1] if _HOST is not None else ()
@@ -31,19 +30,6 @@ _MASKS = {"avx2": "avx2,fma", "avx512": "avx2,fma,avx512f", "avx512-vnni": "avx2
 needs_kernel = pytest.mark.skipif(native_dense() is None, reason="no SIMD level (or no C compiler) here: the kernel is not built")
 
 EPS32 = 2.0**-24
-
-
-@contextmanager
-def _mask(mask: str) -> Iterator[None]:
-    before = os.environ.get(MASK_VARIABLE)
-    os.environ[MASK_VARIABLE] = mask
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(MASK_VARIABLE, None)
-        else:
-            os.environ[MASK_VARIABLE] = before
 
 
 @contextmanager
@@ -95,7 +81,7 @@ def test_levels_agree_bit_for_bit() -> None:
     x = torch.randn(3, 1000, generator=g).to(torch.bfloat16)
     outs = {}
     for level in RUNNABLE:
-        with _mask(_MASKS[level]):
+        with cpu_mask(_MASKS[level]):
             assert isa_level() == level
             outs[level] = BF16_GEMV(x, w)
     first = outs[RUNNABLE[0]]
