@@ -13,66 +13,40 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from transformers import LlamaForCausalLM
 
 from .ckpt import base_model
+from .ct_ckpt import ct, write_with_compressed_tensors
 
 E2M1_REFERENCE = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 """The E2M1 magnitudes as compressed-tensors' ``kE2M1ToFloat`` and ModelOpt's ``e2m1_values`` list them."""
-
-
-def quiet() -> warnings.catch_warnings[None]:
-    """compressed-tensors' imports and calls warn (torchao's, its own deprecations); none of it is ours to check."""
-    return warnings.catch_warnings(action="ignore")
 
 
 def write_ct_nvfp4(out: Path, preset: str = "NVFP4A16", seed: int = 3) -> LlamaForCausalLM:
     """A checkpoint in compressed-tensors' ``nvfp4-pack-quantized`` format, written by compressed-tensors
     (scales from its ``generate_gparam`` and ``calculate_qparams``); returns the model holding its
     own decompressed (bfloat16) weights."""
-    with quiet():
-        compressors: Any = pytest.importorskip("compressed_tensors.compressors")
-        quantization: Any = pytest.importorskip("compressed_tensors.quantization")
-        helpers: Any = pytest.importorskip("compressed_tensors.quantization.utils.helpers")
-    from safetensors.torch import save_file
-
+    quantization, helpers = ct("quantization"), ct("quantization.utils.helpers")
     model = base_model(seed=seed)
-    scheme = quantization.preset_name_to_scheme(preset, ["Linear"])
-    config = quantization.QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], format="nvfp4-pack-quantized")
-    with quiet():
-        quantization.apply_quantization_config(model, config)
-    for module in model.modules():
-        scale: Any = getattr(module, "weight_scale", None)
-        if scale is None:
-            continue
-        w: torch.Tensor = getattr(module, "weight").data  # noqa: B009 (a Linear's weight, typed as Tensor | Module)
+
+    def calibrate(module: Any, w: torch.Tensor) -> None:
         n, k = w.shape
         g = helpers.generate_gparam(w.min(), w.max())
-        getattr(module, "weight_global_scale").data.copy_(g)  # noqa: B009
+        module.weight_global_scale.data.copy_(g)
         blocks = w.view(n, k // 16, 16)
-        scheme_of: Any = getattr(module, "quantization_scheme")  # noqa: B009 (set by compressed-tensors)
-        s, _ = helpers.calculate_qparams(blocks.amin(-1), blocks.amax(-1), scheme_of.weights, global_scale=g)
-        scale.data.copy_(s.to(scale.dtype))
+        s, _ = helpers.calculate_qparams(blocks.amin(-1), blocks.amax(-1), module.quantization_scheme.weights, global_scale=g)
+        module.weight_scale.data.copy_(s.to(module.weight_scale.dtype))
         input_global: Any = getattr(module, "input_global_scale", None)
         if input_global is not None:
             input_global.data.fill_(1024.0)
-    with quiet():
-        compressor = compressors.ModelCompressor.from_pretrained_model(model, "nvfp4-pack-quantized")
-        compressor.compress_model(model)
-    out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    model.config.save_pretrained(out)
-    compressor.update_config(str(out))
-    with quiet():
-        compressor.decompress_model(model)
+
+    scheme = quantization.preset_name_to_scheme(preset, ["Linear"])
+    kept = write_with_compressed_tensors(out, model, scheme, "nvfp4-pack-quantized", calibrate, ("weight_scale", "weight_global", "input_"))
     dense: LlamaForCausalLM = LlamaForCausalLM(model.config).eval()
-    kept = {k: v for k, v in model.state_dict().items() if not k.rpartition(".")[2].startswith(("weight_scale", "weight_global", "input_"))}
     dense.load_state_dict(kept)
     return dense
 

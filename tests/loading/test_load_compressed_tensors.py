@@ -17,7 +17,6 @@ in size; only ``dequantize=True`` works, at dense size). Ours must, and these te
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from quantdispatch.layouts import CtPackQuantized, Unpackable, layout_of
 from tests.cpu import needs_avx2_fma, needs_vector_int4
 
 from .ckpt import base_model
+from .ct_ckpt import ct, write_with_compressed_tensors
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(11))
@@ -42,11 +42,7 @@ CASES = [(False, "group"), (True, "group"), (False, "channel"), (True, "channel"
 
 def _write(out: Path, symmetric: bool, strategy: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A checkpoint compressed by compressed-tensors, the dense model of its decompressed weights, and the unquantized model."""
-    with _quiet():
-        compressors: Any = pytest.importorskip("compressed_tensors.compressors")
-        quantization: Any = pytest.importorskip("compressed_tensors.quantization")
-        utils: Any = pytest.importorskip("compressed_tensors.quantization.utils")
-    from safetensors.torch import save_file
+    quantization, utils = ct("quantization"), ct("quantization.utils")
     from transformers import LlamaForCausalLM
 
     model = base_model(seed=7)
@@ -54,40 +50,21 @@ def _write(out: Path, symmetric: bool, strategy: str) -> tuple[torch.nn.Module, 
     full.load_state_dict(model.state_dict())
     args = quantization.QuantizationArgs(num_bits=4, type="int", symmetric=symmetric, strategy=strategy,
                                          group_size=32 if strategy == "group" else None)
-    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=args)
-    config = quantization.QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], format="pack-quantized")
-    with _quiet():
-        quantization.apply_quantization_config(model, config)
-    for module in model.modules():
-        scale: Any = getattr(module, "weight_scale", None)
-        if scale is None:
-            continue
-        w: torch.Tensor = getattr(module, "weight").data  # noqa: B009 (a Linear's weight, typed as Tensor | Module)
+
+    def calibrate(module: Any, w: torch.Tensor) -> None:
         n, k = w.shape
         groups = w.view(n, k // 32, 32) if strategy == "group" else w.view(n, 1, k)
         s, z = utils.calculate_qparams(groups.amin(-1), groups.amax(-1), args)
-        scale.data.copy_(s)
+        module.weight_scale.data.copy_(s)
         zero: Any = getattr(module, "weight_zero_point", None)
         if zero is not None:
             zero.data.copy_(z)
-    with _quiet():
-        compressor = compressors.ModelCompressor.from_pretrained_model(model, "pack-quantized")
-        compressor.compress_model(model)
-    out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    model.config.save_pretrained(out)
-    compressor.update_config(str(out))
-    with _quiet():
-        compressor.decompress_model(model)
+
+    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=args)
+    kept = write_with_compressed_tensors(out, model, scheme, "pack-quantized", calibrate, ("weight_scale", "weight_zero", "weight_shape"))
     dense = LlamaForCausalLM(model.config).eval()
-    kept = {k: v for k, v in model.state_dict().items() if not k.rpartition(".")[2].startswith(("weight_scale", "weight_zero", "weight_shape"))}
     dense.load_state_dict(kept)
     return dense, full
-
-
-def _quiet() -> warnings.catch_warnings[None]:
-    """compressed-tensors' imports and calls warn (torchao's, its own deprecations); none of it is ours to check."""
-    return warnings.catch_warnings(action="ignore")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ once) and ``cpu-dense`` hold the same float32 weights, so the logits are equal.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from quantdispatch.kernels.modules import PackedLinear
 from quantdispatch.layouts import CtIntQuantized, Unpackable, layout_of
 
 from .ckpt import base_model
+from .ct_ckpt import ct, write_with_compressed_tensors
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(12))
@@ -41,13 +41,8 @@ _STRATEGY_GROUP = 32
 _KEPT_OUT = ("weight_scale", "weight_zero", "weight_shape", "input_scale", "input_zero")
 
 
-def _quiet() -> warnings.catch_warnings[None]:
-    """compressed-tensors' imports and calls warn (torchao's, its own deprecations); none of it is ours to check."""
-    return warnings.catch_warnings(action="ignore")
-
-
 def _args(strategy: str, symmetric: bool, activations: str | None) -> tuple[Any, Any]:
-    quantization: Any = pytest.importorskip("compressed_tensors.quantization")
+    quantization = ct("quantization")
     weights = quantization.QuantizationArgs(num_bits=8, type="int", symmetric=symmetric, strategy=strategy,
                                             group_size=_STRATEGY_GROUP if strategy == "group" else None)
     inputs = None
@@ -60,46 +55,28 @@ def _args(strategy: str, symmetric: bool, activations: str | None) -> tuple[Any,
 
 def _write(out: Path, fmt: str, strategy: str, symmetric: bool, activations: str | None) -> torch.nn.Module:
     """A checkpoint compressed by compressed-tensors, and the dense model of its decompressed weights."""
-    with _quiet():
-        compressors: Any = pytest.importorskip("compressed_tensors.compressors")
-        quantization: Any = pytest.importorskip("compressed_tensors.quantization")
-        utils: Any = pytest.importorskip("compressed_tensors.quantization.utils")
-    from safetensors.torch import save_file
+    quantization, utils = ct("quantization"), ct("quantization.utils")
     from transformers import LlamaForCausalLM
 
     model = base_model(seed=5)
     weights, inputs = _args(strategy, symmetric, activations)
-    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=weights, input_activations=inputs)
-    config = quantization.QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], format=fmt)
-    with _quiet():
-        quantization.apply_quantization_config(model, config)
-    for module in model.modules():
-        scale: Any = getattr(module, "weight_scale", None)
-        if scale is None:
-            continue
-        w: torch.Tensor = getattr(module, "weight").data  # noqa: B009 (a Linear's weight, typed as Tensor | Module)
+
+    def calibrate(module: Any, w: torch.Tensor) -> None:
         n, k = w.shape
         shaped = {"group": w.view(n, k // _STRATEGY_GROUP, _STRATEGY_GROUP), "channel": w.view(n, 1, k), "tensor": w.view(1, 1, n * k)}
         groups = shaped[strategy]
         s, z = utils.calculate_qparams(groups.amin(-1), groups.amax(-1), weights)
-        scale.data.copy_(s.reshape(scale.shape))
+        module.weight_scale.data.copy_(s.reshape(module.weight_scale.shape))
         zero: Any = getattr(module, "weight_zero_point", None)
         if zero is not None:
             zero.data.copy_(z.reshape(zero.shape))
         input_scale: Any = getattr(module, "input_scale", None)
         if input_scale is not None:
             input_scale.data.fill_(0.03)
-    with _quiet():
-        compressor = compressors.ModelCompressor.from_pretrained_model(model, fmt)
-        compressor.compress_model(model)
-    out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    model.config.save_pretrained(out)
-    compressor.update_config(str(out))
-    with _quiet():
-        compressor.decompress_model(model)
+
+    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=weights, input_activations=inputs)
+    kept = write_with_compressed_tensors(out, model, scheme, fmt, calibrate, _KEPT_OUT)
     dense: torch.nn.Module = LlamaForCausalLM(model.config).eval()
-    kept = {k: v for k, v in model.state_dict().items() if not k.rpartition(".")[2].startswith(_KEPT_OUT)}
     dense.load_state_dict(kept)
     return dense
 

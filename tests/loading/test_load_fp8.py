@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from quantdispatch.layouts import Fp8Scaled, Fp8ScaleInv, Unpackable, layout_of
 from quantdispatch.result import Err
 
 from .ckpt import base_model
+from .ct_ckpt import ct, write_with_compressed_tensors
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(5))
@@ -49,10 +49,6 @@ def _fp8_integration() -> Any:
     from transformers.integrations import finegrained_fp8
 
     return finegrained_fp8
-
-
-def _quiet() -> warnings.catch_warnings[None]:
-    return warnings.catch_warnings(action="ignore")
 
 
 def _write(out: Path, quantize: Quantize, quantization_config: dict[str, Any] | None, *, side: dict[str, Any] | None = None,
@@ -147,24 +143,14 @@ MODELOPT = {"producer": {"name": "modelopt", "version": "0.31.0"}, "quantization
 
 def _ct_write(out: Path, strategy: str, dtype: torch.dtype, static_inputs: bool) -> Any:
     """A checkpoint compressed by compressed-tensors (float-quantized), the dense model of its decompressed weights."""
-    with _quiet():
-        compressors: Any = pytest.importorskip("compressed_tensors.compressors")
-        quantization: Any = pytest.importorskip("compressed_tensors.quantization")
-        utils: Any = pytest.importorskip("compressed_tensors.quantization.utils")
+    quantization, utils = ct("quantization"), ct("quantization.utils")
     model: Any = base_model(seed=9)
     model = model.to(dtype)
     block = [32, 48] if strategy == "block" else None
     args = quantization.QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy=strategy, block_structure=block)
     inputs = quantization.QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="tensor", dynamic=False) if static_inputs else None
-    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=args, input_activations=inputs)
-    config = quantization.QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], format="float-quantized")
-    with _quiet():
-        quantization.apply_quantization_config(model, config)
-    for module in model.modules():
-        scale: Any = getattr(module, "weight_scale", None)
-        if scale is None:
-            continue
-        w: torch.Tensor = getattr(module, "weight").data  # noqa: B009 (a Linear's weight, typed as Tensor | Module)
+
+    def calibrate(module: Any, w: torch.Tensor) -> None:
         n, k = w.shape
         if strategy == "tensor":
             lo, hi = w.amin().reshape(1), w.amax().reshape(1)
@@ -178,23 +164,16 @@ def _ct_write(out: Path, strategy: str, dtype: torch.dtype, static_inputs: bool)
             view = padded.view(gn, rows, gk, cols)
             lo, hi = view.amin(dim=(1, 3)), view.amax(dim=(1, 3))
         s, _ = utils.calculate_qparams(lo, hi, args)
-        scale.data.copy_(s.reshape(scale.shape))
+        module.weight_scale.data.copy_(s.reshape(module.weight_scale.shape))
         given: Any = getattr(module, "input_scale", None)
         if given is not None:
             given.data.fill_(0.02)
-    with _quiet():
-        compressor = compressors.ModelCompressor.from_pretrained_model(model, "float-quantized")
-        compressor.compress_model(model)
-    out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    model.config.save_pretrained(out)
-    compressor.update_config(str(out))
-    with _quiet():
-        compressor.decompress_model(model)
+
+    scheme = quantization.QuantizationScheme(targets=["Linear"], weights=args, input_activations=inputs)
+    kept = write_with_compressed_tensors(out, model, scheme, "float-quantized", calibrate, ("weight_scale", "input_scale"))
     from transformers import AutoModelForCausalLM
 
     dense = AutoModelForCausalLM.from_config(model.config, dtype=dtype).eval()  # built as the loader builds it (rotary in float32)
-    kept = {k: v for k, v in model.state_dict().items() if not k.rpartition(".")[2].startswith(("weight_scale", "input_scale"))}
     dense.load_state_dict(kept)
     return dense
 

@@ -23,7 +23,8 @@ import quantdispatch as qd
 from quantdispatch.kernels.modules import PackedLinear
 from quantdispatch.layouts import CtNvfp4, ModeloptNvfp4Blocks, Unpackable, layout_of
 
-from .nvfp4_ckpt import quiet, write_ct_nvfp4, write_modelopt
+from .ct_ckpt import quiet
+from .nvfp4_ckpt import write_ct_nvfp4, write_modelopt
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(13))
