@@ -16,14 +16,13 @@ the same float32 weights, so its logits are equal.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
 import quantdispatch as qd
@@ -33,6 +32,7 @@ from quantdispatch.layouts import Fp8Scaled, Fp8ScaleInv, Unpackable, layout_of
 from quantdispatch.result import Err
 
 from .ckpt import base_model
+from .corrupt import Change, changed
 from .ct_ckpt import ct, write_with_compressed_tensors
 
 torch.set_num_threads(1)
@@ -283,21 +283,11 @@ def test_the_plan_names_the_layout_and_float_activations(written: dict[str, tupl
 
 # ------------------------------------------------------------------------------ bad checkpoints
 def _broken(written: dict[str, tuple[Path, LlamaForCausalLM]], tmp_path: Path, name: str,
-            change: Callable[[dict[str, torch.Tensor]], None], config: dict[str, Any] | None = None) -> Path:
-    source, _ = written[name]
-    out = tmp_path / "broken"
-    shutil.copytree(source, out)
-    tensors = load_file(str(out / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(out / "model.safetensors"))
-    if config is not None:
-        document = json.loads((out / "config.json").read_text())
-        document["quantization_config"] = config
-        (out / "config.json").write_text(json.dumps(document))
-    return out
+            change: Change, config: dict[str, Any] | None = None) -> Path:
+    return changed(written[name][0], tmp_path / "broken", change, quantization_config=config)
 
 
-def _set(name: str, value: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[dict[str, torch.Tensor]], None]:
+def _set(name: str, value: Callable[[torch.Tensor], torch.Tensor]) -> Change:
     def change(tensors: dict[str, torch.Tensor]) -> None:
         tensors[name] = value(tensors[name]).contiguous()
     return change

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,48 +16,26 @@ import torch
 
 import quantdispatch as qd
 
+from .corrupt import Change, cast, changed, cut_last, drop, set_entry
 from .mxfp4_ckpt import write_mxfp4
 
 torch.set_num_threads(1)
 EXPERTS = "model.layers.1.mlp.experts"
-Change = Callable[[dict[str, torch.Tensor]], None]
 
 
 def _nan_scale(name: str, index: tuple[int, ...]) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        t = tensors[f"{EXPERTS}.{name}"].clone()
-        t[index] = 255
-        tensors[f"{EXPERTS}.{name}"] = t
-    return change
-
-
-def _cast(name: str, dtype: torch.dtype) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        tensors[f"{EXPERTS}.{name}"] = tensors[f"{EXPERTS}.{name}"].to(dtype)
-    return change
-
-
-def _truncate(name: str) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        tensors[f"{EXPERTS}.{name}"] = tensors[f"{EXPERTS}.{name}"][..., :-1].contiguous()
-    return change
-
-
-def _drop(name: str) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        del tensors[f"{EXPERTS}.{name}"]
-    return change
+    return set_entry(f"{EXPERTS}.{name}", index, 255)  # the E8M0 byte of NaN
 
 
 CASES = {
     "gate_up scale NaN": (_nan_scale("gate_up_proj_scales", (2, 5, 1)), "load.tensor.not_finite"),
     "down scale NaN": (_nan_scale("down_proj_scales", (0, 0, 0)), "load.tensor.not_finite"),
-    "blocks truncated": (_truncate("gate_up_proj_blocks"), "load.tensor.shape"),
-    "scales truncated": (_truncate("down_proj_scales"), "load.tensor.shape"),
-    "blocks stored as int8": (_cast("gate_up_proj_blocks", torch.int8), "load.tensor.dtype"),
-    "scales stored as float32": (_cast("down_proj_scales", torch.float32), "load.tensor.dtype"),
-    "scales missing": (_drop("gate_up_proj_scales"), "load.tensor.missing"),
-    "bias missing": (_drop("down_proj_bias"), "load.tensor.missing"),
+    "blocks truncated": (cut_last(f"{EXPERTS}.gate_up_proj_blocks", 1), "load.tensor.shape"),
+    "scales truncated": (cut_last(f"{EXPERTS}.down_proj_scales", 1), "load.tensor.shape"),
+    "blocks stored as int8": (cast(f"{EXPERTS}.gate_up_proj_blocks", torch.int8), "load.tensor.dtype"),
+    "scales stored as float32": (cast(f"{EXPERTS}.down_proj_scales", torch.float32), "load.tensor.dtype"),
+    "scales missing": (drop(f"{EXPERTS}.gate_up_proj_scales"), "load.tensor.missing"),
+    "bias missing": (drop(f"{EXPERTS}.down_proj_bias"), "load.tensor.missing"),
 }
 
 
@@ -66,16 +43,6 @@ CASES = {
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mxfp4-good") / "ckpt"
     write_mxfp4(out, seed=2)
-    return out
-
-
-def _changed(source: Path, out: Path, change: Change) -> Path:
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, out)
-    tensors = load_file(str(source / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(out / "model.safetensors"))
     return out
 
 
@@ -90,12 +57,12 @@ def _issues(out: Path, backend: str | None) -> tuple[qd.Issue, ...]:
 def test_a_bad_checkpoint_is_one_coded_issue(good: Path, tmp_path: Path, case: str, backend: str | None) -> None:
     """One bad tensor in one experts block: one coded issue, on the portable path and the planned kernel."""
     change, code = CASES[case]
-    assert [i.code for i in _issues(_changed(good, tmp_path / "bad", change), backend)] == [code]
+    assert [i.code for i in _issues(changed(good, tmp_path / "bad", change), backend)] == [code]
 
 
 def test_the_nan_scale_issue_names_the_tensor_and_the_entry(good: Path, tmp_path: Path) -> None:
     """The issue's path is the stored tensor's name; its message gives the index and the NaN."""
-    out = _changed(good, tmp_path / "bad", _nan_scale("gate_up_proj_scales", (2, 5, 1)))
+    out = changed(good, tmp_path / "bad", _nan_scale("gate_up_proj_scales", (2, 5, 1)))
     (issue,) = _issues(out, None)
     assert issue.path == f"$.tensors['{EXPERTS}.gate_up_proj_scales']"
     assert "[2][5][1]" in issue.message and "nan" in issue.message
@@ -118,6 +85,6 @@ def test_a_marker_beside_a_module_that_is_not_an_experts_block(good: Path, tmp_p
         for module in ("model.layers.0.self_attn.q_proj", "model.layers.0.input_layernorm"):
             tensors[f"{module}.gate_up_proj_blocks"] = torch.zeros(4, 2, dtype=torch.uint8)
 
-    issues = _issues(_changed(good, tmp_path / "bad", change), None)
+    issues = _issues(changed(good, tmp_path / "bad", change), None)
     assert [(i.code, i.path) for i in issues] == [("load.layer.shape", "$.modules['model.layers.0.self_attn.q_proj']"),
                                                   ("load.layer.shape", "$.modules['model.layers.0.input_layernorm']")]

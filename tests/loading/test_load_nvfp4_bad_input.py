@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,31 +19,23 @@ pytest.importorskip("compressed_tensors")
 
 import quantdispatch as qd
 
+from .corrupt import Change, cast, changed, cut_last, set_entry
 from .nvfp4_ckpt import write_ct_nvfp4, write_modelopt
 
 torch.set_num_threads(1)
 LAYER = "model.layers.0.self_attn.q_proj"
-Change = Callable[[dict[str, torch.Tensor]], None]
 
 
 def _set(name: str, index: tuple[int, ...], value: float) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        t = tensors[f"{LAYER}.{name}"].float().clone()
-        t[index] = value
-        tensors[f"{LAYER}.{name}"] = t.to(tensors[f"{LAYER}.{name}"].dtype)
-    return change
+    return set_entry(f"{LAYER}.{name}", index, value)
 
 
 def _cast(name: str, dtype: torch.dtype) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        tensors[f"{LAYER}.{name}"] = tensors[f"{LAYER}.{name}"].to(dtype)
-    return change
+    return cast(f"{LAYER}.{name}", dtype)
 
 
 def _narrow(name: str) -> Change:
-    def change(tensors: dict[str, torch.Tensor]) -> None:
-        tensors[f"{LAYER}.{name}"] = tensors[f"{LAYER}.{name}"][:, :-8].contiguous()
-    return change
+    return cut_last(f"{LAYER}.{name}", 8)
 
 
 MODELOPT_CASES = {
@@ -74,16 +65,6 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"modelopt": root / "modelopt", "ct": root / "ct"}
 
 
-def _changed(source: Path, out: Path, change: Change) -> Path:
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, out)
-    tensors = load_file(str(source / "model.safetensors"))
-    change(tensors)
-    save_file(tensors, str(out / "model.safetensors"))
-    return out
-
-
 def _codes(out: Path) -> list[str]:
     found = qd.load(out, device="cpu", dtype="float32", backend="torch-packed")
     assert isinstance(found, qd.Err), "a bad checkpoint loaded"
@@ -94,7 +75,7 @@ def _codes(out: Path) -> list[str]:
 def test_a_bad_modelopt_checkpoint_is_an_issue(good: dict[str, Path], tmp_path: Path, case: str) -> None:
     """One bad tensor in one layer of a ModelOpt NVFP4 checkpoint: one coded issue naming it."""
     change, code = MODELOPT_CASES[case]
-    codes = _codes(_changed(good["modelopt"], tmp_path / "bad", change))
+    codes = _codes(changed(good["modelopt"], tmp_path / "bad", change))
     assert codes == [code]
 
 
@@ -102,13 +83,13 @@ def test_a_bad_modelopt_checkpoint_is_an_issue(good: dict[str, Path], tmp_path: 
 def test_a_bad_compressed_tensors_checkpoint_is_an_issue(good: dict[str, Path], tmp_path: Path, case: str) -> None:
     """One bad tensor in one layer of a compressed-tensors NVFP4 checkpoint: one coded issue naming it."""
     change, code = CT_CASES[case]
-    codes = _codes(_changed(good["ct"], tmp_path / "bad", change))
+    codes = _codes(changed(good["ct"], tmp_path / "bad", change))
     assert codes == [code]
 
 
 def test_the_issue_names_the_tensor(good: dict[str, Path], tmp_path: Path) -> None:
     """The issue's path is the stored tensor's name, and its message quotes the value seen."""
-    out = _changed(good["modelopt"], tmp_path / "bad", _set("weight_scale", (0, 2), -0.5))
+    out = changed(good["modelopt"], tmp_path / "bad", _set("weight_scale", (0, 2), -0.5))
     found = qd.load(out, device="cpu", dtype="float32", backend="torch-packed")
     assert isinstance(found, qd.Err)
     (issue,) = found.error
