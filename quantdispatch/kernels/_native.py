@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 import torch
 
 __all__ = ["NAMESPACE", "Isa", "cache_dir", "cpu_flags", "isa_level", "isa_flags", "threads", "read_source", "native_library", "build_library",
-           "custom_op", "scratch"]
+           "custom_op", "scratch", "fused_or_blocked"]
 
 Isa = Literal["avx2", "avx512", "avx512-vnni"]
 """The SIMD level a native kernel is built for: AVX2 + FMA + F16C; AVX-512 F/BW/VL/DQ besides;
@@ -55,6 +55,28 @@ def scratch(rows: int, cols: int) -> torch.Tensor:
         buffer = torch.empty(need, dtype=torch.float32)
         _SCRATCH.buffer = buffer
     return buffer[:need].view(rows, cols)
+
+
+def fused_or_blocked(x: torch.Tensor, n: int, fused_rows: int, block_weights: int, fused: Callable[[torch.Tensor], None],
+                     dequant: Callable[[torch.Tensor, int, int], None]) -> torch.Tensor:
+    """``x @ W.T`` in float32 (``x`` float32 ``[M, K]``, contiguous; ``W`` ``[n, K]`` in a kernel's
+    format), the way the native FP8 and FP4 kernels compute it: up to ``fused_rows`` input rows,
+    ``fused(y)`` writes the whole product into ``y`` (the fused kernel, which reads each weight once);
+    above it, for each block of about ``block_weights`` weights (whole output rows ``n0:n1``),
+    ``dequant(block, n0, n1)`` writes those rows of ``W`` in float32 into ``block`` (this thread's
+    ``scratch``) and torch's GEMM multiplies them."""
+    m, k = x.shape
+    y = torch.empty(m, n, dtype=torch.float32)
+    if m <= fused_rows:
+        fused(y)
+        return y
+    step = max(1, block_weights // k) if k else n
+    block = scratch(min(step, n), k)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        dequant(block, n0, n1)
+        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
+    return y
 
 
 NAMESPACE: Final = "quantdispatch"

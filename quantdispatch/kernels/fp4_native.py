@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..layouts.base import AbstractLayout
-from ._native import Isa, custom_op, scratch, threads
+from ._native import Isa, custom_op, fused_or_blocked, threads
 from ._simd import level_library, simd_level
 
 __all__ = ["Nvfp4Blocks", "native_fp4", "native_fp4_at", "nvfp4_matmul", "Fp4Linear", "prepare_fp4", "NVFP4_MATMUL", "FUSED_ROWS"]
@@ -89,18 +89,15 @@ def _nvfp4_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, te
     packed, scale, g = packed.contiguous(), scale.contiguous(), tensor_scale.contiguous()
     table = E4M3_TABLE.data_ptr()
     m, k = x.shape
-    n = packed.shape[0]
-    y = torch.empty(m, n, dtype=torch.float32)
-    if m <= FUSED_ROWS:
-        lib.nvfp4_matvec(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), x.data_ptr(), y.data_ptr(), int(divide), m, n, k, threads())
-        return y
-    rows = max(1, _BLOCK_WEIGHTS // k)
-    block = scratch(rows, k)
-    for n0 in range(0, n, rows):
-        n1 = min(n, n0 + rows)
+
+    def fused(y: torch.Tensor) -> None:
+        lib.nvfp4_matvec(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), x.data_ptr(), y.data_ptr(), int(divide), m, y.shape[1], k,
+                         threads())
+
+    def dequant(block: torch.Tensor, n0: int, n1: int) -> None:
         lib.nvfp4_dequant(packed.data_ptr(), scale.data_ptr(), table, g.data_ptr(), block.data_ptr(), int(divide), n0, n1, k, threads())
-        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
-    return y
+
+    return fused_or_blocked(x, packed.shape[0], FUSED_ROWS, _BLOCK_WEIGHTS, fused, dequant)
 
 
 def _nvfp4_matmul_fake(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, tensor_scale: torch.Tensor, divide: bool) -> torch.Tensor:

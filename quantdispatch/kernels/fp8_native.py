@@ -32,7 +32,7 @@ from typing import Final, NamedTuple
 import torch
 from torch import nn
 
-from ._native import Isa, custom_op, scratch, threads
+from ._native import Isa, custom_op, fused_or_blocked, threads
 from ._simd import level_library, simd_level
 
 __all__ = ["Fp8Blocks", "native_fp8", "native_fp8_at", "fp8_matmul", "Fp8Linear", "FUSED_ROWS", "FP8_MATMUL", "E4M3_VALUES"]
@@ -96,20 +96,16 @@ def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows
     x = x.to(torch.float32).contiguous()
     weight, scale = weight.contiguous(), scale.contiguous()
     m, k = x.shape
-    n = weight.shape[0]
-    y = torch.empty(m, n, dtype=torch.float32)
-    if m <= FUSED_ROWS:
-        lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k, rows, cols,
-                       int(round_bf16), threads())
-        return y
-    step = max(1, _BLOCK_WEIGHTS // k)
-    block = scratch(step, k)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols,
-                        int(round_bf16), threads())
-        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
-    return y
+    cast = int(round_bf16)
+
+    def fused(y: torch.Tensor) -> None:
+        lib.fp8_matvec(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), x.data_ptr(), y.data_ptr(), m, y.shape[1], k, rows, cols,
+                       cast, threads())
+
+    def dequant(block: torch.Tensor, n0: int, n1: int) -> None:
+        lib.fp8_dequant(weight.data_ptr(), scale.data_ptr(), E4M3_VALUES.data_ptr(), block.data_ptr(), n0, n1, k, rows, cols, cast, threads())
+
+    return fused_or_blocked(x, weight.shape[0], FUSED_ROWS, _BLOCK_WEIGHTS, fused, dequant)
 
 
 def _fp8_matmul_fake(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rows: int, cols: int, round_bf16: bool) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 from ..layouts.base import AbstractLayout
 from ..layouts.mxfp4 import MXFP4_BLOCK, ExpertSizes, Mxfp4Experts, dense_experts, mxfp4_rows
 from ._common import specs_of
-from ._native import custom_op
+from ._native import custom_op, fused_or_blocked
 from .fp4_native import FUSED_ROWS, native_fp4
 
 __all__ = ["Mxfp4ExpertsModule", "MXFP4_MATMUL", "mxfp4_matmul", "prepare_mxfp4"]
@@ -55,18 +55,14 @@ def _mxfp4_matmul(x: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor) -
     x = x.to(torch.float32).contiguous()
     blocks, scales = blocks.contiguous(), scales.contiguous()
     m, k = x.shape
-    n = blocks.shape[0]
-    y = torch.empty(m, n, dtype=torch.float32)
-    if m <= FUSED_ROWS:
-        lib.mxfp4_matvec(blocks.data_ptr(), scales.data_ptr(), x.data_ptr(), y.data_ptr(), m, n, k)
-        return y
-    rows = max(1, _BLOCK_WEIGHTS // k)
-    block = torch.empty(rows, k, dtype=torch.float32)
-    for n0 in range(0, n, rows):
-        n1 = min(n, n0 + rows)
+
+    def fused(y: torch.Tensor) -> None:
+        lib.mxfp4_matvec(blocks.data_ptr(), scales.data_ptr(), x.data_ptr(), y.data_ptr(), m, y.shape[1], k)
+
+    def dequant(block: torch.Tensor, n0: int, n1: int) -> None:
         lib.mxfp4_dequant(blocks.data_ptr(), scales.data_ptr(), block.data_ptr(), n0, n1, k)
-        torch.mm(x, block[:n1 - n0].t(), out=y[:, n0:n1])
-    return y
+
+    return fused_or_blocked(x, blocks.shape[0], FUSED_ROWS, _BLOCK_WEIGHTS, fused, dequant)
 
 
 def _mxfp4_matmul_fake(x: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -173,3 +173,13 @@ def test_use_gemv_swaps_only_large_plain_bf16_linears_and_keeps_ties() -> None:
     assert type(model.big) is GemvLinear and model.big.weight is model.embed.weight
     assert type(model.small) is nn.Linear and type(model.fp32) is nn.Linear and type(model.sub) is Sub
     assert use_gemv(model, min_weights=512 * 64) == 0  # a GemvLinear is not swapped again
+
+
+@needs_kernel
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 5, 40), (3, 17, 64), (8, 4, 7)])
+def test_opcheck_bf16_gemv(m: int, n: int, k: int) -> None:
+    """Schema, fake tensor and dispatch checks of the op (``torch.compile`` sees one node)."""
+    g = torch.Generator().manual_seed(m + n + k)
+    x = torch.randn(m, k, generator=g).to(torch.bfloat16)
+    w = torch.randn(n, k, generator=g).to(torch.bfloat16)
+    torch.library.opcheck(BF16_GEMV, (x, w))
