@@ -1,9 +1,10 @@
-"""qd.load onto the CPU backends: 4-bit GPTQ and AWQ on torch's int4 kernel, 8-bit GPTQ kept dense.
+"""qd.load onto the CPU backends: 4-bit GPTQ and AWQ on torch's int4 kernel and the native ones (float32
+``cpu-q4``, int8-activation ``cpu-q4-q8dot``), 8-bit GPTQ kept dense.
 
 Oracle: the same checkpoint loaded on the portable backend (float32, exact), and the float model
 holding the dequantized weights. The fast path's logits must stay within 5 % of the quantization
-error (the portable load's logits vs the unquantized model's), the criterion the issue sets
-against the producing stack.
+error (the portable load's logits vs the unquantized model's), the criterion set against the
+producing stack.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import quantdispatch as qd
 from quantdispatch.kernels.int4 import Int4Linear
 from quantdispatch.kernels.int4_native import Q4Linear, native_int4
+from quantdispatch.kernels.int4_q8dot import Q4Q8Linear, native_q4q8
 from quantdispatch.kernels.modules import GptqLinear
 from tests.cpu import needs_avx2_fma, needs_vector_int4
 
@@ -54,7 +56,15 @@ CASES = [
 
 
 KERNELS = [pytest.param("int4", id="aten", marks=needs_vector_int4),
-           pytest.param("q4", id="native", marks=[needs_avx2_fma, pytest.mark.skipif(native_int4() is None, reason="no native int4 kernel here")])]
+           pytest.param("q4", id="native", marks=[needs_avx2_fma, pytest.mark.skipif(native_int4() is None, reason="no native int4 kernel here")]),
+           pytest.param("q4-q8dot", id="q8dot", marks=[needs_avx2_fma, pytest.mark.skipif(native_q4q8() is None,
+                                                                                          reason="no int8-activation int4 kernel here")])]
+MODULES: dict[str, type[torch.nn.Module]] = {"int4": Int4Linear, "q4": Q4Linear, "q4-q8dot": Q4Q8Linear}
+
+
+def _backend(kernel: str, gptq: bool) -> str:
+    """The backend to force: the old per-method names for the first two kernels (they must keep working), the kernel's own name else."""
+    return f"cpu-{kernel}-{'gptq' if gptq else 'awq'}" if kernel in ("int4", "q4") else f"cpu-{kernel}"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -63,14 +73,14 @@ KERNELS = [pytest.param("int4", id="aten", marks=needs_vector_int4),
 def test_int4_backends_agree_with_the_portable_one(tmp_path: Path, config: qd.AbstractQuantConfig, act_order: bool, dtype: str,
                                                    kernel: str) -> None:
     """Every 4-bit GPTQ/AWQ variant loads onto the kernel's modules (torch's Int4Linear, the native
-    Q4Linear), and the logits are the portable load's in the same model dtype (float32 or
+    Q4Linear and Q4Q8Linear), and the logits are the portable load's in the same model dtype (float32 or
     bfloat16) within 5 % of the quantization error."""
     gptq = isinstance(config, qd.AbstractGptq)
     model = base_model()
     quantize = gptq_quantizer(config, act_order) if isinstance(config, qd.AbstractGptq) else awq_quantizer(config)  # type: ignore[arg-type]
     write_quantized(tmp_path, model, config, quantize)
-    module = Int4Linear if kernel == "int4" else Q4Linear
-    fast = qd.load(tmp_path, device="cpu", dtype=dtype, backend=f"cpu-{kernel}-{'gptq' if gptq else 'awq'}").unwrap()
+    module = MODULES[kernel]
+    fast = qd.load(tmp_path, device="cpu", dtype=dtype, backend=_backend(kernel, gptq)).unwrap()
     portable = "torch-packed" if gptq else "torch-packed"
     exact = qd.load(tmp_path, device="cpu", dtype="float32", backend=portable).unwrap()
     same = qd.load(tmp_path, device="cpu", dtype=dtype, backend=portable).unwrap() if dtype != "float32" else exact
@@ -161,7 +171,7 @@ def test_loading_peak_memory_stays_near_the_checkpoint_size(tmp_path: Path, kern
         return record["after"] - record["before"], record["disk"]
 
     fixed, disk = peak("torch-packed")  # reads no packed weight: the load's own cost (code, skeleton, embeddings)
-    grown, _ = peak(f"cpu-{kernel}-gptq")
+    grown, _ = peak(_backend(kernel, True))
     assert disk > 20 * 2**20 and fixed <= 40 * 2**20, (fixed, disk)
     # One layer is repacked at a time: its scratch (uint8 codes, an int32 block of them: 5 bytes a
     # weight) is the only transient. It is 13 % of this small model (largest layer 2816 x 1024);

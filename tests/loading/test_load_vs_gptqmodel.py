@@ -76,10 +76,12 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
     # The CPU fast paths on the same checkpoint (4-bit cases), in a float32 model: the same bound.
     if "3b" not in name:
         from quantdispatch.kernels.int4_native import native_int4
+        from quantdispatch.kernels.int4_q8dot import native_q4q8
         from tests.cpu import FEATURES
 
         fast_backends = (*(("cpu-int4",) if FEATURES.vector_int4 else ()),
-                         *(("cpu-q4",) if native_int4() is not None and FEATURES.avx2 and FEATURES.fma else ()))
+                         *(("cpu-q4",) if native_int4() is not None and FEATURES.avx2 and FEATURES.fma else ()),
+                         *(("cpu-q4-q8dot",) if native_q4q8() is not None and FEATURES.avx2 and FEATURES.fma else ()))
         for backend in fast_backends:
             fast = _logits(qd.load(out, device="cpu", dtype="float32", backend=backend).unwrap().model, ids)
             assert (fast - b).abs().max().item() <= 0.05 * quantization_error, (name, backend, (fast - b).abs().max().item())
