@@ -293,7 +293,7 @@ on two (4096x4096 and 2048x8192, g128, ``benchmarks/bench_layer_kernels.py``), i
 CPU_Q4_Q8DOT = register_kernel(Kernel(
     name="cpu-q4-q8dot", summary="quantdispatch's int8-activation int4 kernel (C, AVX512-VNNI, AVX-512 or AVX2, OpenMP "
     "threads): codes repacked once at load into 16-row groups, activations rounded to int8 per 32 columns at decode, "
-    "exact integer dot products, float32 scales (llama.cpp's arithmetic); blocks dequantized in cache for prefill",
+    "exact integer dot products, float32 scales (llama.cpp's arithmetic), at decode and prefill alike",
     layouts=(AbstractIntLayout,), takes="int4", prepare=Lazy("quantdispatch.kernels.int4_q8dot", "prepare_q4q8"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(9),
 ))

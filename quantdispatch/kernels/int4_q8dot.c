@@ -18,8 +18,11 @@
  *     y  = fma(offset[n, g], B_g, fma(scale[n, g], A_g, y))        B_g = sum_b d_b * u_b   (per row m)
  * i.e. y = W . dequant(xq) with W = q * scale + offset, up to float32 rounding.
  *
- * Threads: row groups in static chunks over `nt` OpenMP threads; each output is one thread's
- * fixed-order sum, so results do not depend on the thread count.
+ * Many input rows (prefill) use the same loop: a chunk of rows whose int8 activations stay in L2
+ * per pass over the weights, 4 rows at a time per row group (the codes decoded once for the 4).
+ *
+ * Threads: row groups in static chunks over `nt` OpenMP threads (the activations' rounding split
+ * by rows); each output is one thread's fixed-order sum, so results do not depend on the thread count.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -32,10 +35,20 @@
 #define PAR_MIN (1 << 16)  /* weights below which a call stays on one thread */
 
 /* ------------------------------------------------------------------ activations */
-static void quantize_row(const float *x, int8_t *xq, float *d, float *bsum, int64_t K, int64_t gs) {
+/* Element k of a row of float32, or of bfloat16 bits (widened exactly). */
+static inline float element(const void *x, int64_t k, int bf16) {
+    if (!bf16) return ((const float *)x)[k];
+    const uint32_t bits = (uint32_t)((const uint16_t *)x)[k] << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static void quantize_row(const void *x, int bf16, int8_t *xq, float *d, float *bsum, int64_t K, int64_t gs) {
     const int64_t per = gs / 32;
     for (int64_t b = 0; b < K / 32; b++) {
-        const float *xb = x + 32 * b;
+        float xb[32];
+        for (int j = 0; j < 32; j++) xb[j] = element(x, 32 * b + j, bf16);
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
         const float db = amax / 127.0f;
@@ -160,97 +173,50 @@ static inline __attribute__((always_inline)) void rowgroup(const uint8_t *q, con
     for (int r = 0; r < R; r++) store16(y[r], acc[r]);
 }
 
+#define CHUNK_BYTES (1 << 18) /* activation bytes (int8) per pass over the weights: stays in L2 */
+
 /* q [P, K/32, 256] codes; s, c [P, G, 16] float32; x [M, K] float32 or bfloat16 bits (bf16 != 0);
- * y [M, N] float32 with N <= 16 P. */
+ * y [M, N] float32 with N <= 16 P. Many rows (prefill) go in chunks of rows whose int8 activations
+ * stay in L2, each chunk one pass over the weights; a chunk's rows 4 at a time per row group. */
 void q4q8_matmul(const uint8_t *q, const float *s, const float *c, const void *x, float *y, int64_t M, int64_t N, int64_t K,
                  int64_t gs, int64_t nt, int64_t bf16) {
     const int64_t G = K / gs, NB = K / 32, P = (N + RG - 1) / RG;
+    const size_t width = bf16 ? 2 : 4;
     int8_t *xq = malloc((size_t)(M * K));
     float *d = malloc(sizeof(float) * (size_t)(M * NB)), *bsum = malloc(sizeof(float) * (size_t)(M * G));
-    float *xf = bf16 ? malloc(sizeof(float) * (size_t)K) : NULL;
-    if (xq == NULL || d == NULL || bsum == NULL || (bf16 && xf == NULL)) goto done;
-    for (int64_t m = 0; m < M; m++) {
-        const float *row = (const float *)x + m * K;
-        if (bf16) {
-            const uint16_t *xb = (const uint16_t *)x + m * K;
-            for (int64_t k = 0; k < K; k++) {
-                const uint32_t bits = (uint32_t)xb[k] << 16;
-                memcpy(xf + k, &bits, sizeof(float));
-            }
-            row = xf;
-        }
-        quantize_row(row, xq + m * K, d + m * NB, bsum + m * G, K, gs);
-    }
+    if (xq == NULL || d == NULL || bsum == NULL) goto done;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && M * K >= PAR_MIN)
+    for (int64_t m = 0; m < M; m++)
+        quantize_row((const char *)x + (size_t)(m * K) * width, (int)bf16, xq + m * K, d + m * NB, bsum + m * G, K, gs);
+    int64_t chunk = CHUNK_BYTES / K / 4 * 4;
+    if (chunk < 4) chunk = 4;
+    for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+        const int64_t m1 = M - m0 < chunk ? M : m0 + chunk;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && N * K >= PAR_MIN)
-    for (int64_t p = 0; p < P; p++) {
-        const uint8_t *qp = q + p * NB * BLOCK_BYTES;
-        const float *sp = s + p * G * RG, *cp = c + p * G * RG;
-        const int full = (p + 1) * RG <= N;
-        float tmp[4][RG];
-        int64_t m = 0;
-        while (m < M) {
-            const int R = M - m >= 4 ? 4 : (int)(M - m);
-            float *out[4];
-            for (int r = 0; r < R; r++) out[r] = full ? y + (m + r) * N + p * RG : tmp[r];
-            switch (R) {
-            case 4: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 4); break;
-            case 3: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 3); break;
-            case 2: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 2); break;
-            default: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 1); break;
+        for (int64_t p = 0; p < P; p++) {
+            const uint8_t *qp = q + p * NB * BLOCK_BYTES;
+            const float *sp = s + p * G * RG, *cp = c + p * G * RG;
+            const int full = (p + 1) * RG <= N;
+            float tmp[4][RG];
+            int64_t m = m0;
+            while (m < m1) {
+                const int R = m1 - m >= 4 ? 4 : (int)(m1 - m);
+                float *out[4];
+                for (int r = 0; r < R; r++) out[r] = full ? y + (m + r) * N + p * RG : tmp[r];
+                switch (R) {
+                case 4: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 4); break;
+                case 3: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 3); break;
+                case 2: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 2); break;
+                default: rowgroup(qp, sp, cp, xq + m * K, d + m * NB, bsum + m * G, out, K, gs, 1); break;
+                }
+                if (!full)
+                    for (int r = 0; r < R; r++) memcpy(y + (m + r) * N + p * RG, tmp[r], sizeof(float) * (size_t)(N - p * RG));
+                m += R;
             }
-            if (!full)
-                for (int r = 0; r < R; r++) memcpy(y + (m + r) * N + p * RG, tmp[r], sizeof(float) * (size_t)(N - p * RG));
-            m += R;
         }
     }
 done:
     free(xq);
     free(d);
     free(bsum);
-    free(xf);
-}
-
-/* ------------------------------------------------------------------ dequantization (prefill) */
-/* Row group p's 16 rows of W = q * s + c (one rounding: fmaf of the exact q * s and c) as float32 [16, K]. */
-static void dequant_group(const uint8_t *qp, const float *sp, const float *cp, float *o, int64_t K, int64_t gs) {
-    for (int64_t b = 0; b < K / 32; b++) {
-        const uint8_t *p = qp + b * BLOCK_BYTES;
-        const float *sg = sp + (32 * b / gs) * RG, *cg = cp + (32 * b / gs) * RG;
-        for (int r = 0; r < RG; r++) {
-            float *orow = o + r * K + 32 * b;
-            for (int ch = 0; ch < 4; ch++)
-                for (int j = 0; j < 4; j++) {
-                    const uint8_t v = p[64 * ch + 4 * r + j];
-                    orow[4 * ch + j] = fmaf((float)(v & 15), sg[r], cg[r]);
-                    orow[16 + 4 * ch + j] = fmaf((float)(v >> 4), sg[r], cg[r]);
-                }
-        }
-    }
-}
-
-/* Row groups p0..p1 of W as float32 [16 (p1 - p0), K] into out. */
-void q4q8_dequant(const uint8_t *q, const float *s, const float *c, float *out, int64_t p0, int64_t p1, int64_t K, int64_t gs,
-                  int64_t nt) {
-    const int64_t G = K / gs, NB = K / 32;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (p1 - p0) * RG * K >= PAR_MIN)
-    for (int64_t p = p0; p < p1; p++) dequant_group(q + p * NB * BLOCK_BYTES, s + p * G * RG, c + p * G * RG, out + (p - p0) * RG * K, K, gs);
-}
-
-/* The same as bfloat16 bits (round to nearest even; the weights are finite). */
-void q4q8_dequant_bf16(const uint8_t *q, const float *s, const float *c, uint16_t *out, int64_t p0, int64_t p1, int64_t K, int64_t gs,
-                       int64_t nt) {
-    const int64_t G = K / gs, NB = K / 32;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (p1 - p0) * RG * K >= PAR_MIN)
-    for (int64_t p = p0; p < p1; p++) {
-        float *tmp = malloc(sizeof(float) * (size_t)(RG * K));
-        if (tmp == NULL) continue;
-        dequant_group(q + p * NB * BLOCK_BYTES, s + p * G * RG, c + p * G * RG, tmp, K, gs);
-        uint16_t *o = out + (p - p0) * RG * K;
-        for (int64_t i = 0; i < RG * K; i++) {
-            uint32_t bits;
-            memcpy(&bits, tmp + i, sizeof bits);
-            o[i] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-        }
-        free(tmp);
-    }
 }

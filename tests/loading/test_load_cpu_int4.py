@@ -30,18 +30,25 @@ torch.set_num_threads(1)
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(3))
 
 
-def _logits(model: torch.nn.Module) -> torch.Tensor:
+INT8_ACTIVATIONS_SHARE = 0.2
+"""The share of the quantization error allowed to ``cpu-q4-q8dot``, whose activations are rounded to
+int8 per 32 columns (llama.cpp's arithmetic): that rounding alone measured 5-7 % of these tiny models'
+4-bit quantization error on the logits, against 5 % allowed to the kernels with exact activations."""
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor = IDS) -> torch.Tensor:
     with torch.no_grad():
-        out: torch.Tensor = model(IDS).logits.float()
+        out: torch.Tensor = model(ids).logits.float()
     return out
 
 
-def _within_quantization_error(fast: torch.Tensor, same: torch.Tensor, exact: torch.Tensor, full: torch.Tensor) -> tuple[float, float]:
-    """The fast load's distance from the portable load in the same dtype, and 5 % of the
+def _within_quantization_error(fast: torch.Tensor, same: torch.Tensor, exact: torch.Tensor, full: torch.Tensor,
+                               share: float = 0.05) -> tuple[float, float]:
+    """The fast load's distance from the portable load in the same dtype, and ``share`` (5 %) of the
     quantization error (the exact float32 load vs the unquantized model)."""
     quantization_error = (exact - full).abs().max().item()
     assert quantization_error > 1e-3
-    return (fast - same).abs().max().item(), 0.05 * quantization_error
+    return (fast - same).abs().max().item(), share * quantization_error
 
 
 CASES = [
@@ -74,7 +81,8 @@ def test_int4_backends_agree_with_the_portable_one(tmp_path: Path, config: qd.Ab
                                                    kernel: str) -> None:
     """Every 4-bit GPTQ/AWQ variant loads onto the kernel's modules (torch's Int4Linear, the native
     Q4Linear and Q4Q8Linear), and the logits are the portable load's in the same model dtype (float32 or
-    bfloat16) within 5 % of the quantization error."""
+    bfloat16) within 5 % of the quantization error (20 % with int8 activations), on 24 rows (prefill)
+    and on one (decode)."""
     gptq = isinstance(config, qd.AbstractGptq)
     model = base_model()
     quantize = gptq_quantizer(config, act_order) if isinstance(config, qd.AbstractGptq) else awq_quantizer(config)  # type: ignore[arg-type]
@@ -88,13 +96,15 @@ def test_int4_backends_agree_with_the_portable_one(tmp_path: Path, config: qd.Ab
     assert len(layers) == 2 * 7 and not any(isinstance(m, GptqLinear) for m in fast.model.modules())
     assert all((m.perm is not None) == act_order for m in layers)
     assert fast.plan.dtype.value == dtype
-    exact_logits, same_logits = _logits(exact.model), _logits(same.model)
-    worst, allowed = _within_quantization_error(_logits(fast.model), same_logits, exact_logits, _logits(model))
-    if dtype == "bfloat16":
-        # bf16 logits are themselves rounded to 8 significant bits: two ulps at the largest logit
-        # (this tiny model's quantization error is only ~10 such ulps).
-        allowed = max(allowed, 2 * 2.0 ** (torch.frexp(same_logits.abs().max()).exponent.item() - 8))
-    assert worst <= allowed, (worst, allowed)
+    share = INT8_ACTIVATIONS_SHARE if kernel == "q4-q8dot" else 0.05
+    for ids in (IDS, IDS[:1, :1]):
+        exact_logits, same_logits = _logits(exact.model, ids), _logits(same.model, ids)
+        worst, allowed = _within_quantization_error(_logits(fast.model, ids), same_logits, exact_logits, _logits(model, ids), share)
+        if dtype == "bfloat16":
+            # bf16 logits are themselves rounded to 8 significant bits: two ulps at the largest logit
+            # (this tiny model's quantization error is only ~10 such ulps).
+            allowed = max(allowed, 2 * 2.0 ** (torch.frexp(same_logits.abs().max()).exponent.item() - 8))
+        assert worst <= allowed, (ids.shape, worst, allowed)
 
 
 def test_eight_bit_gptq_is_dense_and_exact_to_its_group_scales(tmp_path: Path) -> None:
