@@ -245,3 +245,15 @@ def test_the_module_gathers_act_order_columns_and_adds_the_bias() -> None:
     assert got.shape == (2, 3, n)
     expected, bound = _oracle(x.reshape(6, k)[:, perm], sorted_w)
     assert ((got.double().reshape(6, n) - bias.double() - expected).abs() - bound - 1e-6).max().item() <= 0
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("m", "n", "k", "group"), [(1, 16, 64, 32), (3, 37, 128, 64), (12, 24, 256, 256)])
+def test_opcheck(m: int, n: int, k: int, group: int, dtype: torch.dtype) -> None:
+    """The op's schema, fake (meta) implementation and registration agree with its CPU kernel."""
+    from quantdispatch.kernels.int4_q8dot import Q4Q8_MATMUL
+
+    codes, scale, offset, _ = _weights(n, k, group, m)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(dtype)
+    torch.library.opcheck(Q4Q8_MATMUL, (x, *pack_q4q8(codes, scale, offset), n, group))
