@@ -292,15 +292,16 @@ on two (4096x4096 and 2048x8192, g128, ``benchmarks/bench_layer_kernels.py``), i
 512 rows ~2x, and its scales and offsets stay float32 where torch's are rounded to bf16."""
 CPU_Q4_Q8DOT = register_kernel(Kernel(
     name="cpu-q4-q8dot", summary="quantdispatch's int8-activation int4 kernel (C, AVX512-VNNI, AVX-512 or AVX2, OpenMP "
-    "threads): codes repacked once at load into 16-row groups, activations rounded to int8 per 32 columns at decode, "
-    "exact integer dot products, float32 scales (llama.cpp's arithmetic), at decode and prefill alike",
+    "threads): codes repacked once at load into 16-row groups; activations rounded to int8 per 32 columns, exact "
+    "integer dot products and float32 scales (llama.cpp's arithmetic), at decode and prefill alike",
     layouts=(AbstractIntLayout,), takes="int4", prepare=Lazy("quantdispatch.kernels.int4_q8dot", "prepare_q4q8"),
     requires=(TORCH,), devices=("cpu",), dtypes=(DType.BFLOAT16, DType.FLOAT32), rank=Rank(9),
 ))
-"""First wherever it fits (AVX2 + FMA): its decode reads the codes at 80-90 % of the copy bandwidth on one
-thread, 2.2x ``cpu-q4`` with float32 activations and 1.2-1.6x with bf16 (4096x4096, g128,
-``benchmarks/bench_layer_kernels.py``), at the cost of an int8 rounding of the activations (~0.2-0.5 % of a
-layer's output); ``cpu-q4`` stays the float32-exact choice."""
+"""First wherever it fits (AVX2 + FMA): its decode read the codes at 70-96 % of the copy bandwidth with AVX512-VNNI
+(1.5-1.6x torch's int4 kernel on one thread, 4096x4096 and 2048x8192 g128, ``benchmarks/bench_layer_kernels.py``;
+about 1.7x ``cpu-q4`` with float32 activations), and its prefill, the same integer loop, measured 2-4.6x a float32
+dense layer at 32 and 512 rows, at the cost of an int8 rounding of the activations (~0.5 % of a layer's output,
+5-7 % of a 4-bit model's quantization error on its logits); ``cpu-q4`` stays the float32-exact choice."""
 CPU_DENSE = register_kernel(Kernel(
     name="cpu-dense", summary="8-bit weights dequantized once at load from their group scales into a dense weight "
     "(one rounding to the compute dtype); a dense matmul per call",
