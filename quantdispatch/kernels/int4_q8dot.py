@@ -12,9 +12,10 @@ output rows a vector, so no per-row horizontal sum is needed. The scales are app
     B[g]    = sum_b d_b * usum_b        usum_b = sum_{k in b} xq[k]
     y[n]    = sum_g scale[n, g] * A[n, g] + offset[n, g] * B[g]     (fma, in this order)
 
-so ``y = W @ dequant(xq)``: the weights are exact, the activations carry an int8 rounding (a
-relative error of about 0.4 % per block at worst, ~0.1-0.2 % on a layer's output). ``cpu-q4``
-stays the float32-exact choice (``backend="cpu-q4"``).
+so ``y = W @ dequant(xq)``: the weights are exact, the activations carry an int8 rounding (at most
+half a step, ``d / 2``, per activation: about 0.5 % of a layer's output for Gaussian activations,
+5-7 % of a 4-bit model's quantization error on its logits in the loading tests). ``cpu-q4`` stays
+the float32-exact choice (``backend="cpu-q4"``).
 
 Layout (``pack_q4q8``, once at load; the checkpoint's packing is not kept): rows in groups of 16
 (the last padded with zero rows), per row group and block of 32 columns 256 bytes: 4 chunks of 64
@@ -28,9 +29,9 @@ The op ``quantdispatch::q4q8_matmul`` (``Q4Q8_MATMUL``) splits the row groups ov
 intra-op threads with OpenMP. Activations of any float dtype are read as float32 (bf16 widened
 exactly) before rounding to int8, so bf16 runs at the float32 speed. Prefill (many rows) is the
 same integer loop, as in llama.cpp: chunks of rows whose int8 activations stay in L2, 4 rows per
-decoded run of codes; 64 int8 products per VNNI instruction against 16 float32 ones per FMA made it
-4x a float32 dense GEMM at 32 and 512 rows on one thread (4096x4096), where dequantizing blocks for
-torch's GEMM (``cpu-q4``'s prefill) was 1-2x.
+decoded run of codes. With 64 int8 products per VNNI instruction against 16 float32 ones per FMA it
+measured 3.3-5.5x a float32 dense GEMM at 32 rows and 2.0-2.6x at 512 (4096x4096, 1 and 2 threads,
+``benchmarks/bench_layer_kernels.py``), where ``cpu-q4``'s dequantize-then-GEMM prefill was 0.4-2.8x.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def pack_q4q8(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) ->
     n, k = codes.shape
     p = _row_groups(n)
     pad = p * ROW_GROUP - n
-    c = codes.to(torch.uint8)
-    s, o = scale.to(torch.float32), offset.to(torch.float32)
+    c = codes.to(torch.uint8).contiguous()  # AWQ GEMM's codes arrive transposed
+    s, o = scale.to(torch.float32).contiguous(), offset.to(torch.float32).contiguous()
     if pad:
         c = torch.cat((c, c.new_zeros(pad, k)))
         s, o = torch.cat((s, s.new_zeros(pad, s.shape[1]))), torch.cat((o, o.new_zeros(pad, o.shape[1])))
