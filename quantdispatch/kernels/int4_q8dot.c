@@ -57,7 +57,7 @@ static void quantize_row(const void *x, int bf16, int8_t *xq, float *d, float *b
         for (int j = 0; j < 32; j++) {
             float v = roundf(xb[j] * id);
             v = fminf(127.0f, fmaxf(-127.0f, v));
-            const int q = (v == v) ? (int)v : 0;
+            const int q = (int)v; /* fmaxf/fminf return the number when v is NaN: q is in -127..127 */
             xq[32 * b + j] = (int8_t)q;
             u += q;
         }
@@ -184,7 +184,10 @@ void q4q8_matmul(const uint8_t *q, const float *s, const float *c, const void *x
     const size_t width = bf16 ? 2 : 4;
     int8_t *xq = malloc((size_t)(M * K));
     float *d = malloc(sizeof(float) * (size_t)(M * NB)), *bsum = malloc(sizeof(float) * (size_t)(M * G));
-    if (xq == NULL || d == NULL || bsum == NULL) goto done;
+    if (xq == NULL || d == NULL || bsum == NULL) { /* out of memory: NaN outputs, never stale memory */
+        for (int64_t i = 0; i < M * N; i++) y[i] = NAN;
+        goto done;
+    }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && M * K >= PAR_MIN)
     for (int64_t m = 0; m < M; m++)
         quantize_row((const char *)x + (size_t)(m * K) * width, (int)bf16, xq + m * K, d + m * NB, bsum + m * G, K, gs);
