@@ -7,9 +7,11 @@ For each shape (out × in: 4096×4096 and 2048×8192) and thread count (1, 2), i
 - decode (one input row): median and best time per call (the best is the kernel without its
   neighbours, on a shared machine), the layer's packed bytes (codes and scales, what a
   call must read) over that time in GB/s, and that as a percent of the copy bandwidth;
+  the decode speed-ups over torch's int4 kernel (``x aten``) and the float32 dense layer (``x fp32``), medians of the same run;
 - prefill (32 and 512 rows): the float32 dense layer's median time over the kernel's (× fp32 dense).
 
-Kernels: ``cpu-q4`` (``Q4Linear``, ours, float32 activations, and bf16 ones, whose prefill runs a
+Kernels: ``cpu-q4-q8dot`` (``Q4Q8Linear``, ours: int8 activations and integer dot products at decode;
+float32 and bf16 activations), ``cpu-q4`` (``Q4Linear``, ours, float32 activations, and bf16 ones, whose prefill runs a
 bf16 GEMM where the CPU has native bf16), ``cpu-int4`` (``Int4Linear``: torch's
 ``_weight_int4pack_mm_for_cpu`` on bf16), ``cpu-e4m3`` (``Fp8Linear``, 128×128 blocks),
 ``cpu-fp4`` (``Fp4Linear``, NVFP4), ``fp32 dense`` and ``bf16 dense`` (``F.linear``). 4-bit weights
@@ -80,6 +82,7 @@ def cases(n: int, k: int) -> list[Case]:
     from quantdispatch.kernels.fp8_native import Fp8Blocks, Fp8Linear, native_fp8
     from quantdispatch.kernels.int4 import Int4Linear, Int4Weights
     from quantdispatch.kernels.int4_native import Q4Linear, native_int4
+    from quantdispatch.kernels.int4_q8dot import Q4Q8Linear, native_q4q8
 
     g = torch.Generator().manual_seed(n + k)
     groups = k // GROUP
@@ -93,6 +96,11 @@ def cases(n: int, k: int) -> list[Case]:
              Case("bf16 dense", lambda: _dense((torch.randn(n, k, generator=g) * 0.02).to(torch.bfloat16)), 2 * n * k, torch.bfloat16),
              Case("cpu-int4 (aten, bf16 in)", lambda: Int4Linear(int4_weights(), None, torch.bfloat16), n * k // 2 + 4 * n * groups,
                   torch.bfloat16)]
+    if native_q4q8() is not None:
+        found += [Case("cpu-q4-q8dot (ours, fp32 in)", lambda: Q4Q8Linear(int4_weights(), None, torch.float32),
+                       n * k // 2 + 8 * n * groups, torch.float32),
+                  Case("cpu-q4-q8dot (ours, bf16 in)", lambda: Q4Q8Linear(int4_weights(), None, torch.bfloat16),
+                       n * k // 2 + 8 * n * groups, torch.bfloat16)]
     if native_int4() is not None:
         found += [Case("cpu-q4 (ours, fp32 in)", lambda: Q4Linear(int4_weights(), None, torch.float32), n * k // 2 + 8 * n * groups,
                        torch.float32),
@@ -147,12 +155,13 @@ def run_shape(n: int, k: int, threads: int, rounds: int, prefill_rows: tuple[int
                    for m in prefill_rows}
     print(f"\n{n}x{k} (out x in), {threads} thread(s), copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     head = "".join(f"{f'M={m} x fp32':>13}" for m in prefill_rows)
-    print(f"  {'kernel':<26} {'decode us':>10} {'best us':>8} {'MB read':>8} {'GB/s':>7} {'% copy':>7}{head}")
+    aten = ms.get("cpu-int4 (aten, bf16 in)", float("nan"))
+    print(f"  {'kernel':<29} {'decode us':>10} {'best us':>8} {'MB read':>8} {'GB/s':>7} {'% copy':>7} {'x aten':>7} {'x fp32':>7}{head}")
     for name in decode:
         rate = nbytes[name] / (ms[name] * 1e-3)
         ratios = "".join(f"{prefill[m]['fp32 dense'] / prefill[m][name]:>12.2f}x" for m in prefill_rows)
-        print(f"  {name:<26} {ms[name] * 1e3:>10.0f} {best[name] * 1e3:>8.0f} {nbytes[name] / 1e6:>8.1f} {rate / 1e9:>7.1f} "
-              f"{100 * rate / bandwidth:>6.0f}%{ratios}")
+        print(f"  {name:<29} {ms[name] * 1e3:>10.0f} {best[name] * 1e3:>8.0f} {nbytes[name] / 1e6:>8.1f} {rate / 1e9:>7.1f} "
+              f"{100 * rate / bandwidth:>6.0f}% {aten / ms[name]:>6.2f}x {ms['fp32 dense'] / ms[name]:>6.2f}x{ratios}")
 
 
 def main() -> None:

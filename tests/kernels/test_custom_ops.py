@@ -37,7 +37,7 @@ torch.set_num_threads(1)
 PACKAGE: Final = Path(__file__).resolve().parents[2] / "quantdispatch"
 
 C_FILES: Final = {
-    "quantdispatch.kernels": ("int4_native.c", "fp8_native.c", "fp4_native.c", "dense_native.c"),
+    "quantdispatch.kernels": ("int4_native.c", "int4_q8dot.c", "fp8_native.c", "fp4_native.c", "dense_native.c"),
     "quantdispatch.kernels.gguf": ("native.c", "matvec.c", "half.h"),
 }
 """The C shipped as package data, by package."""

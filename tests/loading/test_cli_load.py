@@ -44,8 +44,8 @@ def test_load_prints_plan_and_costs(checkpoint: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     from quantdispatch.probing import cpu_features
 
-    f = cpu_features()  # the native kernel wherever AVX2 and FMA are, torch's int4 kernel on other vector CPUs
-    backend = "cpu-q4" if f.avx2 and f.fma else "cpu-int4" if f.vector_int4 else "torch-packed"
+    f = cpu_features()  # the native int8-activation kernel wherever AVX2 and FMA are, torch's int4 kernel on other vector CPUs
+    backend = "cpu-q4-q8dot" if f.avx2 and f.fma else "cpu-int4" if f.vector_int4 else "torch-packed"
     assert f"backend:  {backend}" in out and "parameters" in out and "MiB on disk" in out
     assert main(["load", str(checkpoint), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)

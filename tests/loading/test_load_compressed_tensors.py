@@ -136,7 +136,7 @@ def test_the_plan_offers_the_kernels_from_the_layout_alone() -> None:
     env = qd.Environment(packages=(qd.Package("torch", qd.Version.parse("2.13.0")),),
                          devices=(qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True)),))
     p = qd.plan(qd.parse(raw).unwrap(), env, qd.LoadOptions(device="cpu", executable=True)).unwrap()
-    assert p.backend.name == "cpu-q4" and [r.backend for r in p.rejected][:2] == ["cpu-int4", "torch-packed"]
+    assert p.backend.name == "cpu-q4-q8dot" and [r.backend for r in p.rejected][:3] == ["cpu-q4", "cpu-int4", "torch-packed"]
     fp8 = {**raw, "format": "float-quantized", "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float"}}}}
     assert not isinstance(layout_of(qd.parse(fp8).unwrap()), CtPackQuantized)  # FP8 weights: another layout
 

@@ -72,17 +72,23 @@ def test_loaded_logits_agree_with_the_producing_stack(made: tuple[str, Path, Pat
     a, b, f = _logits(ours.model, ids), _logits(theirs.model, ids), _logits(full, ids)
     quantization_error = (a - f).abs().max().item()
     assert quantization_error > 1e-3
-    assert (a - b).abs().max().item() <= 0.05 * quantization_error, (name, (a - b).abs().max().item(), quantization_error)
+    # cpu-q4-q8dot (the plan's choice for 4-bit on AVX2+FMA CPUs) rounds activations to int8 per 32
+    # columns, which alone measured 5-6 % of these models' quantization error: it is held to 20 %.
+    share = {"cpu-q4-q8dot": 0.2}.get(ours.plan.backend.name, 0.05)
+    assert (a - b).abs().max().item() <= share * quantization_error, (name, ours.plan.backend.name, (a - b).abs().max().item(), quantization_error)
     # The CPU fast paths on the same checkpoint (4-bit cases), in a float32 model: the same bound.
     if "3b" not in name:
         from quantdispatch.kernels.int4_native import native_int4
+        from quantdispatch.kernels.int4_q8dot import native_q4q8
         from tests.cpu import FEATURES
 
         fast_backends = (*(("cpu-int4",) if FEATURES.vector_int4 else ()),
-                         *(("cpu-q4",) if native_int4() is not None and FEATURES.avx2 and FEATURES.fma else ()))
+                         *(("cpu-q4",) if native_int4() is not None and FEATURES.avx2 and FEATURES.fma else ()),
+                         *(("cpu-q4-q8dot",) if native_q4q8() is not None and FEATURES.avx2 and FEATURES.fma else ()))
         for backend in fast_backends:
             fast = _logits(qd.load(out, device="cpu", dtype="float32", backend=backend).unwrap().model, ids)
-            assert (fast - b).abs().max().item() <= 0.05 * quantization_error, (name, backend, (fast - b).abs().max().item())
+            allowed = (0.2 if backend == "cpu-q4-q8dot" else 0.05) * quantization_error
+            assert (fast - b).abs().max().item() <= allowed, (name, backend, (fast - b).abs().max().item())
     # GPTQModel's own TorchLinear through the gptqmodel-torch backend (float16, as theirs): the same bound.
     if "awq" not in name:
         gm = _logits(qd.load(out, device="cpu", dtype="float16", backend="gptqmodel-torch").unwrap().model, ids)

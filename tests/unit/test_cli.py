@@ -52,7 +52,7 @@ def test_inspect_prints_config_environment_and_plan(tmp_path: Path, capsys: pyte
 
     # The test environment has torch; an AVX2/AVX-512 CPU gets an int4 kernel, the portable one otherwise.
     f = cpu_features()
-    backend = "cpu-q4" if f.avx2 and f.fma else "cpu-int4" if f.vector_int4 else "torch-packed"
+    backend = "cpu-q4-q8dot" if f.avx2 and f.fma else "cpu-int4" if f.vector_int4 else "torch-packed"
     assert code == 0 and f"backend:  {backend}" in out
     marlin = _write(tmp_path / "m.json", {"quant_method": "awq", "version": "marlin"})
     assert main(["inspect", "--no-devices", marlin]) == 1

@@ -161,11 +161,11 @@ def test_kernel_names_carry_no_method() -> None:
 
 
 def test_one_kernel_serves_every_layout_that_converts_to_its_input() -> None:
-    """cpu-q4 and cpu-int4 are offered for GPTQ, AWQ and compressed-tensors alike, through their int4 form."""
+    """cpu-q4-q8dot, cpu-q4 and cpu-int4 are offered for GPTQ, AWQ and compressed-tensors alike, through their int4 form."""
     cpu = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True))
     for config in (Gptq(bits=4), AwqGemm(), AwqGemv(group_size=64)):
         names = [c.backend.name for c in kernel_candidates(layout_of(config), cpu)]
-        assert names[:2] == ["cpu-q4", "cpu-int4"] and names[-1] == "torch-packed"
+        assert names[:3] == ["cpu-q4-q8dot", "cpu-q4", "cpu-int4"] and names[-1] == "torch-packed"
 
 
 def test_kernel_registration_is_checked_at_registration() -> None:

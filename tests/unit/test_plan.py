@@ -186,19 +186,20 @@ def test_cpu_int4_unfit_configs_fall_back_with_the_reason(config: qd.AbstractQua
     assert any(reason in r for r in p.rejected[0].reasons), p.rejected
 
 
-def test_the_native_int4_kernel_ranks_first_wherever_it_fits() -> None:
-    """AVX2+FMA with or without native bf16: the native kernel first, torch's int4 kernel as its
-    fallback (named so). It was second on AVX512-BF16 until its bf16 decode path measured faster
-    than torch's there; without FMA it does not fit and torch's kernel is chosen."""
+def test_the_native_int4_kernels_rank_first_wherever_they_fit() -> None:
+    """AVX2+FMA with or without native bf16: the int8-activation kernel first, the float32 native
+    kernel then torch's int4 kernel as its fallbacks (named so); without FMA neither native kernel
+    fits and torch's kernel is chosen."""
     avx2_fma = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True))
     zen4 = qd.Cpu(features=qd.CpuFeatures(avx2=True, fma=True, avx512=True, avx512_bf16=True))
     for config in (qd.Gptq(bits=4), qd.AwqGemm()):
         p = _ok(qd.plan(config, _cpu_env(avx2_fma), qd.LoadOptions(executable=True)))
-        assert p.backend.name == "cpu-q4" and p.rejected[0] == qd.Rejection("cpu-int4", (RANKED_BELOW,))
+        assert p.backend.name == "cpu-q4-q8dot" and p.rejected[:2] == tuple(qd.Rejection(b, (RANKED_BELOW,)) for b in ("cpu-q4", "cpu-int4"))
         q = _ok(qd.plan(config, _cpu_env(zen4), qd.LoadOptions(executable=True)))
-        assert q.backend.name == "cpu-q4" and q.rejected[0] == qd.Rejection("cpu-int4", (RANKED_BELOW,))
+        assert q.backend.name == "cpu-q4-q8dot" and q.rejected[:2] == tuple(qd.Rejection(b, (RANKED_BELOW,)) for b in ("cpu-q4", "cpu-int4"))
     no_fma = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(AVX2), qd.LoadOptions(executable=True)))
-    assert any("AVX2 and FMA" in r for x in no_fma.rejected for r in x.reasons)
+    assert no_fma.backend.name == "cpu-int4"
+    assert {x.backend for x in no_fma.rejected if any("AVX2 and FMA" in r for r in x.reasons)} == {"cpu-q4-q8dot", "cpu-q4"}
 
 
 def test_cpu_without_simd_features_keeps_the_portable_kernel() -> None:
@@ -206,6 +207,7 @@ def test_cpu_without_simd_features_keeps_the_portable_kernel() -> None:
     p = _ok(qd.plan(qd.Gptq(bits=4), _cpu_env(qd.Cpu()), qd.LoadOptions(executable=True)))
     reasons = {x.backend: x.reasons for x in p.rejected}
     assert p.backend.name == "torch-packed" and "AVX2/AVX-512" in reasons["cpu-int4"][0] and "AVX2 and FMA" in reasons["cpu-q4"][0]
+    assert "AVX2 and FMA" in reasons["cpu-q4-q8dot"][0]
 
 
 def test_compute_dtype_follows_the_cpus_bf16_support() -> None:
