@@ -74,8 +74,9 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threa
 from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
+from .repack import REPACK_TYPES, repack, unpack
 
-__all__ = ["current_level", "has_gemm", "GEMM_TYPES",
+__all__ = ["current_level", "has_gemm", "repacks", "GEMM_TYPES",
            "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
            "matvec_linears", "GGUF_MATVEC"]
 
@@ -108,6 +109,10 @@ class MatvecKernels:
     int8: Mapping[GgmlType, _Fn]
     gemm: Mapping[GgmlType, _Fn]
     """``gx_*``: the prefill GEMM on 8-bit activations (AVX-512 VNNI only; empty below it)."""
+    repacked: Mapping[GgmlType, _Fn] = attrs.field(factory=dict)
+    """``rx_*``: the 8-bit kernels on rows repacked by ``repack.repack`` (``REPACK_TYPES``)."""
+    repacked_gemm: Mapping[GgmlType, _Fn] = attrs.field(factory=dict)
+    """``gr_*``: the prefill GEMM on repacked rows (AVX-512 VNNI only)."""
 
 
 def current_level() -> Isa | None:
@@ -153,9 +158,12 @@ def _level_kernels(level: Isa) -> MatvecKernels | None:
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
         return fn  # type: ignore[no-any-return]
 
-    gemm = {t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if level == "avx512-vnni" else {}
+    vnni = level == "avx512-vnni"
     return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
-                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES}, gemm=gemm)
+                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES},
+                         gemm={t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if vnni else {},
+                         repacked={t: bind(f"rx_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES},
+                         repacked_gemm={t: bind(f"gr_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES & GEMM_TYPES} if vnni else {})
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -173,30 +181,43 @@ def _shape_error(ggml_type: GgmlType, blocks: torch.Tensor, k: int, out_features
 
 
 @functools.cache
-def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn, _Fn | None]]:
-    """``(type id, activations)`` → ``(weights per block, bytes per block, C function, prefill GEMM
-    or None)`` at ``level``: what the op looks up once per call."""
+def _entries(level: Isa | None) -> Mapping[tuple[int, str, bool], tuple[int, int, _Fn, _Fn | None]]:
+    """``(type id, activations, repacked)`` → ``(weights per block, bytes per block, C function,
+    prefill GEMM or None)`` at ``level``: what the op looks up once per call."""
     kernels = matvec_kernels(level) if level is not None else None
     if kernels is None:
         return {}
-    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
-                          kernels.gemm.get(t) if a == "int8" else None)
-            for t in MATVEC_TYPES for a in get_args(Activations)}
+    found: dict[tuple[int, str, bool], tuple[int, int, _Fn, _Fn | None]] = {
+        (int(t), a, False): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
+                             kernels.gemm.get(t) if a == "int8" else None)
+        for t in MATVEC_TYPES for a in get_args(Activations)}
+    for t, fn in kernels.repacked.items():
+        found[(int(t), "int8", True)] = (*BLOCK[t], fn, kernels.repacked_gemm.get(t))
+    return found
 
 
 def has_gemm(ggml_type: GgmlType) -> bool:
     """Whether ``ggml_type`` has the prefill GEMM on 8-bit activations here (AVX-512 VNNI)."""
-    entry = _entries(current_level()).get((int(ggml_type), "int8"))
+    entry = _entries(current_level()).get((int(ggml_type), "int8", False))
     return entry is not None and entry[3] is not None
 
 
-def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
+def repacks(ggml_type: GgmlType, activations: Activations) -> bool:
+    """Whether a ``GgufMatvecLinear`` of ``ggml_type`` on ``activations`` repacks its rows at
+    construction (``repack.REPACK_TYPES`` on 8-bit activations, where the kernels are built)."""
+    return (int(ggml_type), activations, True) in _entries(current_level())
+
+
+def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str,
+            repacked: bool = False) -> torch.Tensor:
     """``quantdispatch::gguf_matvec``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float
-    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds.
-    With ``"int8"`` activations, more than ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
-    entry = _entries(current_level()).get((ggml_type, activations))
+    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds
+    (``repacked``: in ``repack.repack``'s layout). With ``"int8"`` activations, more than
+    ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
+    entry = _entries(current_level()).get((ggml_type, activations, repacked))
     if entry is None:
-        raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations here")
+        raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations"
+                         f"{' on repacked rows' if repacked else ''} here")
     per_block, size, fn, gemm = entry
     m, k = x.shape
     if k % per_block or blocks.numel() != out_features * (k // per_block) * size or blocks.dtype is not torch.uint8 \
@@ -214,19 +235,23 @@ def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features:
     return y
 
 
-def _matvec_fake(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
+def _matvec_fake(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str,
+                 repacked: bool = False) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
 
 
-GGUF_MATVEC: Final = custom_op("gguf_matvec", "(Tensor x, Tensor blocks, int ggml_type, int out_features, str activations) -> Tensor",
+GGUF_MATVEC: Final = custom_op("gguf_matvec",
+                               "(Tensor x, Tensor blocks, int ggml_type, int out_features, str activations, bool repacked=False) -> Tensor",
                                _matvec, _matvec_fake)
-"""``torch.ops.quantdispatch.gguf_matvec(x, blocks, ggml_type, out_features, activations)``: the fused kernels as one op."""
+"""``torch.ops.quantdispatch.gguf_matvec(x, blocks, ggml_type, out_features, activations, repacked=False)``:
+the fused kernels as one op."""
 
 
 def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_features: int,
-                activations: Activations = "float32") -> torch.Tensor:
+                activations: Activations = "float32", repacked: bool = False) -> torch.Tensor:
     """``x @ W.T`` in float32, ``x`` ``[M, K]``, ``W`` the ``[out_features, K]`` weight whose GGML
-    blocks ``blocks`` holds (uint8). Needs ``matvec_kernels()``.
+    blocks ``blocks`` holds (uint8; ``repacked``: in ``repack.repack``'s layout, 8-bit activations
+    and ``repack.REPACK_TYPES`` only). Needs ``matvec_kernels()``.
 
     Raises:
         ValueError: the type has no kernel, or the shapes do not agree.
@@ -235,7 +260,7 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
     error = _shape_error(ggml_type, blocks, x.shape[-1], out_features)
     if error is not None:
         raise ValueError(error)
-    y: torch.Tensor = GGUF_MATVEC(x, blocks, int(ggml_type), out_features, activations)
+    y: torch.Tensor = GGUF_MATVEC(x, blocks, int(ggml_type), out_features, activations, repacked)
     return y
 
 
@@ -260,6 +285,9 @@ class GgufMatvecLinear(GgufLinear):
         if self.bias is not None:
             self.bias = self.bias.to(torch.float32)
         self.activations: Activations = activations
+        self.repacked = repacks(ggml_type, activations)
+        if self.repacked:  # the only copy: the file's layout is made again where a path needs it
+            self.qweight = repack(self.qweight, ggml_type, out_features, in_features).view(self.qweight.shape)
         # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
         # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
         self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
@@ -269,7 +297,8 @@ class GgufMatvecLinear(GgufLinear):
         prefill = m > FUSED_ROWS and not self.gemm_prefill
         if prefill or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
             return super().forward(x)
-        y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations)
+        y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations,
+                        self.repacked)
         if self.bias is not None:
             y = y + self.bias  # in float32 (the module keeps it so), then one rounding to the activations' dtype
         if x.dtype is not torch.float32:  # one rounding to the activations' dtype (skipped: a no-op .to costs ~1 us)
@@ -277,8 +306,15 @@ class GgufMatvecLinear(GgufLinear):
         result: torch.Tensor = y.reshape(*x.shape[:-1], self.out_features)
         return result
 
+    def file_blocks(self) -> torch.Tensor:
+        """The blocks in the file's layout: ``qweight``, or a new tensor unpacked from its repacked rows."""
+        if not self.repacked:
+            return self.qweight
+        return unpack(self.qweight, self.ggml_type, self.out_features, self.in_features).view(self.qweight.shape)
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}"
+        return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}" + \
+            (", rows repacked by 16" if self.repacked else "")
 
 
 def matvec_linears(activations: Activations = "float32") -> Mapping[GgmlType, PackedLinearFactory]:
