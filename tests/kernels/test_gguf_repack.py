@@ -60,6 +60,21 @@ def test_unpack_inverts_repack(t: GgmlType, rows: int, supers: int, seed: int) -
     assert torch.equal(unpack(packed, t, rows, cols), blocks)
 
 
+@settings(max_examples=40)
+@given(t=st.sampled_from(TYPES), rows=st.integers(1, 50), supers=st.integers(1, 3), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_c_layout_is_the_torch_one(t: GgmlType, rows: int, supers: int, threads: int, seed: int) -> None:
+    """The modules repack and unpack with ``rp_*``/``ru_*`` (C): the same bytes as ``repack``/``unpack``."""
+    cols = 256 * supers
+    blocks = _blocks(t, rows, cols, seed)
+    pack, back = _kernels().layout[t]
+    packed, unpacked = torch.empty_like(blocks), torch.empty_like(blocks)
+    pack(blocks.data_ptr(), packed.data_ptr(), rows, cols, threads)
+    assert torch.equal(packed, repack(blocks, t, rows, cols))
+    back(packed.data_ptr(), unpacked.data_ptr(), rows, cols, threads)
+    assert torch.equal(unpacked, blocks)
+
+
 def test_repack_refuses_bad_sizes() -> None:
     with pytest.raises(ValueError, match="cannot be repacked"):
         repack(torch.zeros(10, dtype=torch.uint8), GgmlType.Q4_0, 16, 32)

@@ -728,20 +728,51 @@ static const region_t REGIONS_Q4_K[] = {{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 1
 #define Q6H(h) Q6C(h, 0), Q6C(h, 1), Q6C(h, 2), Q6C(h, 3), Q6C(h, 4), Q6C(h, 5), Q6C(h, 6), Q6C(h, 7)
 static const region_t REGIONS_Q6_K[] = {{208, 2, 2}, {192, 16, 4}, Q6H(0), Q6H(1)};
 
-/* One group back to its 16 rows in the file's layout (rows: 16 x row_bytes). */
-static void unrepack_group(const uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, const region_t *reg, int nreg) {
+/* Between one group (g) and its 16 rows in the file's layout (rows: 16 x row_bytes): pack = 1
+   writes the group from the rows, 0 the rows from the group. */
+static inline void move_chunk(uint8_t *to, const uint8_t *from, int unit) {
+    if (unit == 4) memcpy(to, from, 4); else memcpy(to, from, 2);
+}
+static void group_layout(uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, const region_t *reg, int nreg, int pack) {
     const int64_t row_bytes = blocks * bytes;
     for (int64_t b = 0; b < blocks; b++) {
-        const uint8_t *src = g + b * RG * bytes;
+        uint8_t *at = g + b * RG * bytes;
         for (int r = 0; r < nreg; r++) {
             const int unit = reg[r].chunk;
             for (int c = 0; c < reg[r].len / unit; c++)
-                for (int i = 0; i < RG; i++)
-                    memcpy(rows + i * row_bytes + b * bytes + reg[r].at + c * unit, src + (c * RG + i) * unit, (size_t)unit);
-            src += RG * reg[r].len;
+                for (int i = 0; i < RG; i++) {
+                    uint8_t *row = rows + i * row_bytes + b * bytes + reg[r].at + c * unit, *grp = at + (c * RG + i) * unit;
+                    if (pack) move_chunk(grp, row, unit); else move_chunk(row, grp, unit);
+                }
+            at += RG * reg[r].len;
         }
     }
 }
+static void unrepack_group(const uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, const region_t *reg, int nreg) {
+    group_layout((uint8_t *)g, rows, blocks, bytes, reg, nreg, 0);
+}
+
+/* The whole weight [N, K] from src to dst (distinct buffers of the file's size): pack = 1 the
+   file's layout to the repacked one (repack.py's repack), 0 back; rows past 16G copied. */
+static void weight_layout(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int per, int bytes, const region_t *reg,
+                          int nreg, int pack, int64_t nt) {
+    const int64_t row_bytes = K / per * bytes, G = N / RG;
+    PARALLEL_ROWS(nt, G, G * RG * row_bytes)
+    for (int64_t gi = 0; gi < G; gi++) {
+        if (pack) group_layout(dst + gi * RG * row_bytes, (uint8_t *)(src + gi * RG * row_bytes), K / per, bytes, reg, nreg, 1);
+        else group_layout((uint8_t *)(src + gi * RG * row_bytes), dst + gi * RG * row_bytes, K / per, bytes, reg, nreg, 0);
+    }
+    memcpy(dst + G * RG * row_bytes, src + G * RG * row_bytes, (size_t)((N - G * RG) * row_bytes));
+}
+#define LAYOUT(PACK, UNPACK, T, REGS)                                                          \
+void PACK(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t nt) {                \
+    weight_layout(src, dst, N, K, T##_WEIGHTS, T##_BYTES, REGS, (int)(sizeof(REGS) / sizeof(region_t)), 1, nt); } \
+void UNPACK(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t nt) {              \
+    weight_layout(src, dst, N, K, T##_WEIGHTS, T##_BYTES, REGS, (int)(sizeof(REGS) / sizeof(region_t)), 0, nt); }
+LAYOUT(rp_q4_0, ru_q4_0, Q4_0, REGIONS_Q4_0)
+LAYOUT(rp_q8_0, ru_q8_0, Q8_0, REGIONS_Q8_0)
+LAYOUT(rp_q4_k, ru_q4_k, Q4_K, REGIONS_Q4_K)
+LAYOUT(rp_q6_k, ru_q6_k, Q6_K, REGIONS_Q6_K)
 
 /* ---- Prefill: a blocked int8 GEMM (AVX-512 VNNI) ----
    y[M, N] = x[M, K] W[N, K]^T for many input rows, with the q8dot arithmetic's inputs (the

@@ -74,7 +74,7 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threa
 from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
-from .repack import REPACK_TYPES, repack, unpack
+from .repack import REPACK_TYPES
 
 __all__ = ["current_level", "has_gemm", "repacks", "GEMM_TYPES",
            "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
@@ -113,6 +113,9 @@ class MatvecKernels:
     """``rx_*``: the 8-bit kernels on rows repacked by ``repack.repack`` (``REPACK_TYPES``)."""
     repacked_gemm: Mapping[GgmlType, _Fn] = attrs.field(factory=dict)
     """``gr_*``: the prefill GEMM on repacked rows (AVX-512 VNNI only)."""
+    layout: Mapping[GgmlType, tuple[_Fn, _Fn]] = attrs.field(factory=dict)
+    """``(rp_*, ru_*)``: ``repack.repack`` and ``repack.unpack`` in C, called as
+    ``fn(src, dst, N, K, threads)`` (the torch functions are the reference; these are ~100x faster)."""
 
 
 def current_level() -> Isa | None:
@@ -159,11 +162,19 @@ def _level_kernels(level: Isa) -> MatvecKernels | None:
         return fn  # type: ignore[no-any-return]
 
     vnni = level == "avx512-vnni"
+
+    def bind_layout(symbol: str) -> _Fn:
+        fn = getattr(lib, symbol)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3
+        return fn  # type: ignore[no-any-return]
+
     return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
                          int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES},
                          gemm={t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if vnni else {},
                          repacked={t: bind(f"rx_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES},
-                         repacked_gemm={t: bind(f"gr_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES & GEMM_TYPES} if vnni else {})
+                         repacked_gemm={t: bind(f"gr_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES & GEMM_TYPES} if vnni else {},
+                         layout={t: (bind_layout(f"rp_{c_name(t)}"), bind_layout(f"ru_{c_name(t)}")) for t in REPACK_TYPES})
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -264,6 +275,15 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
     return y
 
 
+def _relayout(blocks: torch.Tensor, ggml_type: GgmlType, rows: int, cols: int, *, pack: bool) -> torch.Tensor:
+    """``repack.repack`` (``pack``) or ``repack.unpack`` of a contiguous uint8 ``blocks`` in C: a new tensor of its shape."""
+    fn = _kernels(ggml_type).layout[ggml_type][0 if pack else 1]
+    src = blocks.contiguous()
+    out = torch.empty_like(src, memory_format=torch.contiguous_format)
+    fn(src.data_ptr(), out.data_ptr(), rows, cols, threads())
+    return out
+
+
 class GgufMatvecLinear(GgufLinear):
     """``GgufLinear`` whose few-row forwards (decode) run a fused kernel on the blocks in place;
     more rows (prefill) run the int8 GEMM with ``"int8"`` activations where there is one
@@ -287,7 +307,7 @@ class GgufMatvecLinear(GgufLinear):
         self.activations: Activations = activations
         self.repacked = repacks(ggml_type, activations)
         if self.repacked:  # the only copy: the file's layout is made again where a path needs it
-            self.qweight = repack(self.qweight, ggml_type, out_features, in_features).view(self.qweight.shape)
+            self.qweight = _relayout(self.qweight, ggml_type, out_features, in_features, pack=True)
         # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
         # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
         self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
@@ -310,7 +330,7 @@ class GgufMatvecLinear(GgufLinear):
         """The blocks in the file's layout: ``qweight``, or a new tensor unpacked from its repacked rows."""
         if not self.repacked:
             return self.qweight
-        return unpack(self.qweight, self.ggml_type, self.out_features, self.in_features).view(self.qweight.shape)
+        return _relayout(self.qweight, self.ggml_type, self.out_features, self.in_features, pack=False)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}" + \
