@@ -10,6 +10,11 @@ kernels code them, in float64.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
+import warnings
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -160,3 +165,46 @@ def test_int8_module_keeps_one_repacked_copy(t: GgmlType) -> None:
     assert torch.allclose(module(xg), x @ dense.T + bias, rtol=1e-5, atol=1e-5 * float(dense.abs().max()) * cols)
     assert "repacked" in repr(module)
     assert not GgufMatvecLinear(blocks, t, rows, cols, None, activations="float32").repacked
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def _pageout_known() -> bool:
+    """Whether this kernel takes MADV_PAGEOUT (Linux 5.4 and later)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.restype, madvise.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with mmap.mmap(-1, mmap.PAGESIZE) as page:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        known = bool(madvise(address, mmap.PAGESIZE, 21) == 0)
+        del address
+    return known
+
+
+@pytest.mark.skipif(not _pageout_known(), reason="no MADV_PAGEOUT here (Linux before 5.4, or not Linux)")
+def test_repacking_a_mapped_file_keeps_one_copy_resident(tmp_path: Path) -> None:
+    """A weight that views a read-only memory-mapped file (as the loader hands them over) is
+    repacked, then its file pages are paged out of this process: while the map stays alive, the
+    resident set grows by about one copy of the weight, not two."""
+    torch.set_num_threads(1)
+    t, rows, cols = GgmlType.Q4_K, 2048, 4096
+    size = rows * cols // BLOCK[t][0] * BLOCK[t][1]                   # 4.5 MiB
+    path = tmp_path / "w.bin"
+    path.write_bytes(_blocks(t, rows, cols, 1).numpy().tobytes())
+    GgufMatvecLinear(_blocks(t, 16, cols, 2), t, 16, cols, None, activations="int8")  # the library built, scratch warm
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+            raw = torch.frombuffer(view, dtype=torch.uint8)
+        before = _resident_mib()
+        module = GgufMatvecLinear(raw, t, rows, cols, None, activations="int8")
+        grown = _resident_mib() - before
+        assert torch.equal(module.file_blocks().reshape(-1), raw)
+        del raw
+        view.release()
+    assert grown < 1.5 * size / 2**20

@@ -74,11 +74,11 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threa
 from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
-from .repack import REPACK_TYPES
+from .repack import REPACK_TYPES, unpack
 
 __all__ = ["current_level", "has_gemm", "repacks", "GEMM_TYPES",
            "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
-           "matvec_linears", "GGUF_MATVEC"]
+           "matvec_linears", "GGUF_MATVEC", "GGUF_UNPACK_ROWS"]
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows a forward runs the fused kernel; above it, dequantize + GEMM."""
@@ -284,6 +284,52 @@ def _relayout(blocks: torch.Tensor, ggml_type: GgmlType, rows: int, cols: int, *
     return out
 
 
+def _unpack_rows(blocks: torch.Tensor, ggml_type: int, rows: int, cols: int) -> torch.Tensor:
+    """``quantdispatch::gguf_unpack_rows``: ``repack.unpack`` in C, a new tensor of ``blocks``' shape."""
+    return _relayout(blocks, GgmlType(ggml_type), rows, cols, pack=False)
+
+
+def _unpack_rows_fake(blocks: torch.Tensor, ggml_type: int, rows: int, cols: int) -> torch.Tensor:
+    return torch.empty_like(blocks)
+
+
+GGUF_UNPACK_ROWS: Final = custom_op("gguf_unpack_rows", "(Tensor blocks, int ggml_type, int rows, int cols) -> Tensor",
+                                    _unpack_rows, _unpack_rows_fake)
+"""``torch.ops.quantdispatch.gguf_unpack_rows(blocks, ggml_type, rows, cols)``: a repacked weight's
+blocks back in the file's layout (what the dequantizing paths of a repacked module read), one op
+for ``torch.compile``."""
+
+_MADV_PAGEOUT: Final = 21
+
+
+@functools.cache
+def _madvise() -> _Fn | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return fn
+
+
+def _page_out(source: torch.Tensor) -> None:
+    """Advise Linux to take this process's resident pages of ``source``'s whole pages out of it
+    (``MADV_PAGEOUT``; contents kept: a memory-mapped file's pages are read again from the file
+    if touched, anonymous ones are swapped or stay). After repacking a weight that is a view of
+    the memory-mapped GGUF file, its file pages would otherwise stay resident while the map lives
+    (the whole load, or as long as a tied embedding views the same bytes): twice the weight in
+    the peak RSS. Nothing happens where the advice is unknown (kernels before 5.4, not Linux)."""
+    madvise = _madvise() if sys.platform.startswith("linux") else None
+    if madvise is None or source.numel() == 0:
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = -(-source.data_ptr() // page) * page
+    end = (source.data_ptr() + source.numel() * source.element_size()) // page * page
+    if end > start:
+        madvise(start, end - start, _MADV_PAGEOUT)
+
+
 class GgufMatvecLinear(GgufLinear):
     """``GgufLinear`` whose few-row forwards (decode) run a fused kernel on the blocks in place;
     more rows (prefill) run the int8 GEMM with ``"int8"`` activations where there is one
@@ -307,7 +353,8 @@ class GgufMatvecLinear(GgufLinear):
         self.activations: Activations = activations
         self.repacked = repacks(ggml_type, activations)
         if self.repacked:  # the only copy: the file's layout is made again where a path needs it
-            self.qweight = _relayout(self.qweight, ggml_type, out_features, in_features, pack=True)
+            source, self.qweight = self.qweight, _relayout(self.qweight, ggml_type, out_features, in_features, pack=True)
+            _page_out(source)
         # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
         # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
         self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
@@ -330,7 +377,10 @@ class GgufMatvecLinear(GgufLinear):
         """The blocks in the file's layout: ``qweight``, or a new tensor unpacked from its repacked rows."""
         if not self.repacked:
             return self.qweight
-        return _relayout(self.qweight, self.ggml_type, self.out_features, self.in_features, pack=False)
+        if self.qweight.device.type != "cpu":
+            return unpack(self.qweight, self.ggml_type, self.out_features, self.in_features).view(self.qweight.shape)
+        blocks: torch.Tensor = GGUF_UNPACK_ROWS(self.qweight, self.type_id, self.out_features, self.in_features)
+        return blocks
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}" + \
