@@ -1,4 +1,4 @@
-"""Fused GGUF matrix-vector products on the blocks as the file stores them (C: AVX2 + FMA + F16C, AVX-512, VNNI).
+"""Fused GGUF matrix-vector products on the blocks as the file stores them, or repacked by rows (C: AVX2 + FMA + F16C, AVX-512, VNNI).
 
 A kept-packed weight (``GgufLinear``) dequantizes its whole matrix at every forward, then calls
 ``F.linear``: for one token that writes and reads four bytes per weight to use each once. This
@@ -40,6 +40,19 @@ builds any level up to the CPU's). The 8-bit kernels compute at every level the 
 each 4-byte lane of a run of 32 (AVX2 and AVX-512BW ``maddubs``, VNNI ``dpbusd`` on unsigned codes
 from a per-run correction), then the same float operations in the same order: the levels agree
 bit for bit (``tests/kernels/test_gguf_levels.py``).
+
+Repacked rows (the 8-bit module, ``cpu-gguf-q8dot``): a row at a time, those kernels are bound by
+arithmetic (a scale conversion per block, a horizontal sum per row), not memory. So the 8-bit
+module of a ``repack.REPACK_TYPES`` weight (Q4_0, Q8_0, Q4_K, Q6_K) repacks it at construction
+into groups of 16 interleaved rows (``repack.py``: a permutation of the file's bytes, done in C by
+``rp_*``; the module keeps that one copy and pages the source's file pages out) and decodes with
+``rx_*``: per group and unit of 32 weights (Q6_K: 16), ``dpbusd`` (or ``maddubs``) of 4 code bytes
+of each of the 16 rows against 4 broadcast activation codes, one ``cvtph`` for the 16 rows'
+scales, one float multiply-add per row; rows past the last whole group take the row kernel. Its
+bits too are the same at every level and thread count (``tests/kernels/test_gguf_repack.py``);
+they differ from the row kernel's by float summation order only. The prefill GEMM reads the
+repacked groups (``gr_*``: each group unpacked into its panel), the dequantizing paths unpack
+through ``quantdispatch::gguf_unpack_rows``; ``GgufMatvecLinear.file_blocks()`` gives the file's layout.
 
 Above ``FUSED_ROWS`` input rows (prefill) the 8-bit module runs an int8 GEMM (``gx_*``: Q4_0, Q8_0,
 Q4_K, Q6_K on AVX-512 VNNI; panels of 16 weight rows unpacked into ``dpbusd`` order, blocks of 8
@@ -336,7 +349,9 @@ class GgufMatvecLinear(GgufLinear):
     (``has_gemm``: AVX-512 VNNI), else, like other devices and autograd, ``GgufLinear``'s path.
 
     ``activations`` picks the arithmetic: ``"float32"`` (``cpu-gguf-matvec``) or ``"int8"``
-    (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``.
+    (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``. With
+    ``"int8"``, a weight of ``repack.REPACK_TYPES`` is repacked by rows at construction
+    (``repacked``): ``qweight`` then holds that layout (same size), and ``file_blocks()`` the file's.
     """
 
     def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
