@@ -211,11 +211,50 @@ FDRIVER(mv_q6_k, frow_q6_k, Q6_K)
    and multiplies it into the run's accumulator (even runs in a0, odd runs in a1; a 512-bit
    register holds a0 in its low half, a1 in its high half) with the same float scale, in the same
    order; then sums a0 + a1 the same way. So the levels agree bit for bit. */
+static inline __m256i dot_us(__m256i u, __m256i s) {   /* unsigned x signed bytes: 8 x int32 partial sums */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
 static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *xc, int64_t M, int64_t K, int z, int64_t nt) {
     const int64_t runs = M * K / 32;
     PARALLEL_ROWS(nt, runs, runs * 32 * 4)       /* one thread for a decode row: M K < 2^16 */
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
+        /* The common case in AVX2 at every level (the same exact operations as the scalar loop
+           below: |v| by clearing the sign, the max, one multiply, +-0.5 and truncation, integer
+           sums); runs with a NaN or an infinity take the scalar loop. */
+        __m256 a[4], mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        for (int i = 0; i < 4; i++) {
+            a[i] = _mm256_loadu_ps(v + 8 * i);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, a[i]));
+            const __m256 zero = _mm256_mul_ps(a[i], _mm256_setzero_ps());
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(zero, zero, _CMP_UNORD_Q));
+        }
+        if (!_mm256_movemask_ps(bad)) {
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4), d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            const __m256 idv = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256 f = _mm256_mul_ps(a[i], idv);
+                const __m256 h = _mm256_blendv_ps(half, _mm256_xor_ps(half, sign), _mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ));
+                q[i] = _mm256_cvttps_epi32(_mm256_add_ps(f, h));
+            }
+            const __m256i packed = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])),
+                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(xq + 32 * r), packed);
+            const __m256i lanes = dot_us(_mm256_set1_epi8(1), packed);     /* the 8 sums of 4 codes */
+            _mm256_storeu_si256((__m256i *)(xc + 8 * r), _mm256_mullo_epi32(lanes, _mm256_set1_epi32(-z)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+            s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+            xd[r] = d; xs[r] = d * (float)_mm_cvtsi128_si32(s4);
+            continue;
+        }
         float amax = 0.0f, probe = 0.0f;
         for (int i = 0; i < 32; i++) {
             const float a = v[i] < 0.0f ? -v[i] : v[i];
@@ -240,9 +279,6 @@ static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *x
     }
 }
 
-static inline __m256i dot_us(__m256i u, __m256i s) {   /* unsigned x signed bytes: 8 x int32 partial sums */
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
 static inline __m256i dot_ss(__m256i a, __m256i b) {   /* signed x signed, by moving a's sign onto b */
     return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
