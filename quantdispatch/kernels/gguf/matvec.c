@@ -552,7 +552,7 @@ static inline vi vi_dot_s(vi acc, vi a, vi s) {  /* signed a: VNNI on a ^ 0x80 (
 static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
 static inline vf vf_set1(float v) { return _mm512_set1_ps(v); }
 static inline vf vf_cvt(vi a) { return _mm512_cvtepi32_ps(a); }
-static inline vf vf_h2f(const uint8_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline vf vf_half(const uint8_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
@@ -587,7 +587,7 @@ static inline vi vi_dot_s(vi acc, vi a, vi s) {
 static inline vf vf_zero(void) { return (vf){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
 static inline vf vf_set1(float v) { return (vf){_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
 static inline vf vf_cvt(vi a) { return (vf){_mm256_cvtepi32_ps(a.l), _mm256_cvtepi32_ps(a.h)}; }
-static inline vf vf_h2f(const uint8_t *p) {
+static inline vf vf_half(const uint8_t *p) {
     return (vf){_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))};
 }
 static inline vf vf_mul(vf a, vf b) { return V2(vf, _mm256_mul_ps, a, b); }
@@ -614,7 +614,7 @@ static inline void rg_q4_0(const uint8_t *g, const int8_t *xm, const float *dm, 
             a0 = vi_dot_u(a0, vi_and(q, m4), vi_bcast4(xk + 4 * c));
             a1 = vi_dot_u(a1, vi_and(vi_srlw(q, 4), m4), vi_bcast4(xk + 16 + 4 * c));
         }
-        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_h2f(b), vf_set1(dm[u])), acc);
+        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_half(b), vf_set1(dm[u])), acc);
     }
     vf_store(y, acc);
 }
@@ -631,7 +631,7 @@ static inline void rg_q8_0(const uint8_t *g, const int8_t *xm, const float *dm, 
             a0 = vi_dot_s(a0, vi_load(b + 2 * RG + 64 * c), vi_bcast4(xk + 4 * c));
             a1 = vi_dot_s(a1, vi_load(b + 2 * RG + 64 * c + 64), vi_bcast4(xk + 4 * c + 4));
         }
-        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_h2f(b), vf_set1(dm[u])), acc);
+        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_half(b), vf_set1(dm[u])), acc);
     }
     vf_store(y, acc);
 }
@@ -646,7 +646,7 @@ static inline void rg_q4_k(const uint8_t *g, const int8_t *xm, const float *dm, 
     vf acc = vf_zero(), off = vf_zero();
     for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
         const uint8_t *b = g + bi * RG * Q4_K_BYTES;
-        const vf d = vf_h2f(b), dmin = vf_h2f(b + 2 * RG);
+        const vf d = vf_half(b), dmin = vf_half(b + 2 * RG);
         const vi s0 = vi_load(b + 4 * RG), s1 = vi_load(b + 8 * RG), s2 = vi_load(b + 12 * RG);
         const vi sc[2] = {vi_and(s0, k1), vi_or(vi_and(s2, m4), vi_slld(vi_and(vi_srld(s0, 6), k3), 4))};
         const vi mn[2] = {vi_and(s1, k1), vi_or(vi_and(vi_srld(s2, 4), m4), vi_slld(vi_and(vi_srld(s1, 6), k3), 4))};
@@ -683,7 +683,7 @@ static inline void rg_q6_k(const uint8_t *g, const int8_t *xm, const float *dm, 
     vf acc = vf_zero();
     for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
         const uint8_t *b = g + bi * RG * Q6_K_BYTES;
-        const vf d = vf_h2f(b);
+        const vf d = vf_half(b);
         const uint8_t *scp = b + 2 * RG, *codes = b + 18 * RG;
         for (int h = 0; h < 2; h++) {
             const int8_t *xk = xm + bi * Q6_K_WEIGHTS + 128 * h;
