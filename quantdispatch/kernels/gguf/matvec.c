@@ -784,9 +784,6 @@ static void group_layout(uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, c
         }
     }
 }
-static void unrepack_group(const uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, const region_t *reg, int nreg) {
-    group_layout((uint8_t *)g, rows, blocks, bytes, reg, nreg, 0);
-}
 
 /* The whole weight [N, K] from src to dst (distinct buffers of the file's size): pack = 1 the
    file's layout to the repacked one (repack.py's repack), 0 back; rows past 16G copied. */
@@ -875,6 +872,77 @@ static void unpack_q6_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
     }
 }
 
+/* A whole repacked group straight into a panel: its 4-byte chunks of 16 rows are the panel's
+   k-groups already (the nibbles split, Q8_0's bytes made unsigned), its 16 scales one cvtph; the
+   same values as the row unpacks above (tests: the GEMMs on both layouts agree bit for bit). */
+#define STORE(at, v) _mm512_storeu_si512((void *)(at), v)
+static void group_q4_0(const uint8_t *g, int64_t K, const panel_t *p) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q4_0_BYTES;
+        _mm512_storeu_ps(p->ws + u * GR, vf_half(b));
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = XQ512(b + 2 * RG + 64 * c);
+            STORE(p->codes + (8 * u + c) * 64, _mm512_and_si512(v, m4));
+            STORE(p->codes + (8 * u + 4 + c) * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        }
+    }
+}
+static void group_q8_0(const uint8_t *g, int64_t K, const panel_t *p) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q8_0_BYTES;
+        _mm512_storeu_ps(p->ws + u * GR, vf_half(b));
+        for (int c = 0; c < 8; c++)
+            STORE(p->codes + (8 * u + c) * 64, _mm512_xor_si512(XQ512(b + 2 * RG + 64 * c), _mm512_set1_epi8((char)0x80)));
+    }
+}
+static void group_q4_k(const uint8_t *g, int64_t K, const panel_t *p) {
+    const vi m4 = vi_set1(0x0F0F0F0F), k1 = vi_set1(0x3F3F3F3F), k3 = vi_set1(0x03030303);
+    for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q4_K_BYTES;
+        const vf d = vf_half(b), dmin = vf_half(b + 2 * RG);
+        const vi s0 = vi_load(b + 4 * RG), s1 = vi_load(b + 8 * RG), s2 = vi_load(b + 12 * RG);
+        const vi sc[2] = {vi_and(s0, k1), vi_or(vi_and(s2, m4), vi_slld(vi_and(vi_srld(s0, 6), k3), 4))};
+        const vi mn[2] = {vi_and(s1, k1), vi_or(vi_and(vi_srld(s2, 4), m4), vi_slld(vi_and(vi_srld(s1, 6), k3), 4))};
+        for (int j = 0; j < 8; j++) {
+            const int64_t u = bi * RUNS(Q4_K) + j;
+            _mm512_storeu_ps(p->ws + u * GR, vf_mul(d, vf_cvt(byte_of(sc[j / 4], j % 4))));
+            _mm512_storeu_ps(p->wm + u * GR, _mm512_xor_ps(vf_mul(dmin, vf_cvt(byte_of(mn[j / 4], j % 4))), _mm512_set1_ps(-0.0f)));
+        }
+        for (int q = 0; q < 4; q++)
+            for (int c = 0; c < 8; c++) {
+                const int64_t u = bi * RUNS(Q4_K) + 2 * q;
+                const __m512i v = XQ512(b + 16 * RG + 64 * (8 * q + c));
+                STORE(p->codes + (8 * u + c) * 64, _mm512_and_si512(v, m4));
+                STORE(p->codes + (8 * u + 8 + c) * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            }
+    }
+}
+static void group_q6_k(const uint8_t *g, int64_t K, const panel_t *p) {
+    const vi m4 = vi_set1(0x0F0F0F0F), m30 = vi_set1(0x30303030);
+    for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q6_K_BYTES;
+        const vf d = vf_half(b);
+        for (int si = 0; si < 16; si++) {
+            const vi sv = vi_srad(vi_slld(vi_load(b + 2 * RG + 64 * (si / 4)), 24 - 8 * (si % 4)), 24);
+            _mm512_storeu_ps(p->ws + (bi * 16 + si) * GR, vf_mul(d, vf_cvt(sv)));
+        }
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *at = b + 18 * RG + 3 * 64 * (8 * h + c);
+                const vi la = vi_load(at), lb = vi_load(at + 64), hb = vi_load(at + 128);
+                const int64_t u = bi * RUNS(Q6_K) + 4 * h;
+                STORE(p->codes + (8 * u + c) * 64, vi_or(vi_and(la, m4), vi_and(vi_sllw(hb, 4), m30)));
+                STORE(p->codes + (8 * (u + 1) + c) * 64, vi_or(vi_and(lb, m4), vi_and(vi_sllw(hb, 2), m30)));
+                STORE(p->codes + (8 * (u + 2) + c) * 64, vi_or(vi_and(vi_srlw(la, 4), m4), vi_and(hb, m30)));
+                STORE(p->codes + (8 * (u + 3) + c) * 64, vi_or(vi_and(vi_srlw(lb, 4), m4), vi_and(vi_srlw(hb, 2), m30)));
+            }
+    }
+}
+#undef STORE
+typedef void (*group_fn)(const uint8_t *, int64_t, const panel_t *);
+static const group_fn FILE_LAYOUT = NULL;
+
 /* Rows n0.. of one panel against input rows j0..j0+nr-1 (nr <= GN). U: weights per unit. */
 static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U, int has_min, const int8_t *xq, const float *xd,
         const float *xs, const int32_t *cu, int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {
@@ -905,7 +973,7 @@ static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U,
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * N, rows, f[j]);
 }
 
-#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z, REGS)                                             \
+#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z, GROUP)                                            \
 static void NAME##_tile(const panel_t *p, const int8_t *xq, const float *xd, const float *xs, const int32_t *cu, \
                         int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {              \
     switch (nr) {                                                                              \
@@ -939,8 +1007,7 @@ int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64
         {                                                                                      \
             uint8_t *codes = (uint8_t *)malloc((size_t)(GP * GR * K));                         \
             float *sc = (float *)malloc((size_t)(2 * GP * GR * (K / 16)) * sizeof(float));     \
-            uint8_t *grp = REGS != NULL ? (uint8_t *)malloc((size_t)(GR * row_bytes)) : NULL;  \
-            if (codes == NULL || sc == NULL || (REGS != NULL && grp == NULL)) failed = 1;      \
+            if (codes == NULL || sc == NULL) failed = 1;                                       \
             else {                                                                             \
                 _Pragma("omp for schedule(static)")                                            \
                 for (int64_t g = 0; g < groups; g++) {                                         \
@@ -950,11 +1017,8 @@ int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64
                         p[q].ws = sc + (int64_t)q * GR * (K / 16);                             \
                         p[q].wm = sc + (int64_t)(GP + q) * GR * (K / 16);                      \
                         const int64_t n0 = (g * GP + q) * GR;                                  \
-                        const uint8_t *rows = w + n0 * row_bytes;   /* file layout, or a group unpacked */ \
-                        if (REGS != NULL && n0 + GR <= N) {                                    \
-                            unrepack_group(rows, grp, K / T##_WEIGHTS, T##_BYTES, REGS, (int)(sizeof(REGS) / sizeof(region_t))); \
-                            rows = grp;                                                        \
-                        }                                                                      \
+                        const uint8_t *rows = w + n0 * row_bytes;   /* file layout, or a whole group */ \
+                        if (GROUP != NULL && n0 + GR <= N) { GROUP(rows, K, &p[q]); continue; } \
                         for (int i = 0; i < GR; i++) {                                         \
                             const int64_t n = n0 + i;                                          \
                             if (n < N) UNPACK(rows + i * row_bytes, K, &p[q], i);              \
@@ -976,22 +1040,21 @@ int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64
                     }                                                                          \
                 }                                                                              \
             }                                                                                  \
-            free(codes); free(sc); free(grp);                                                  \
+            free(codes); free(sc);                                                             \
         }                                                                                      \
     }                                                                                          \
     free(xq); free(xf); free(xc); free(cu);                                                    \
     return failed ? -1 : 0;                                                                    \
 }
-static const region_t *const FILE_LAYOUT = NULL;
 GEMM(gx_q4_0, Q4_0, unpack_q4_0, 32, 0, 8, FILE_LAYOUT)
 GEMM(gx_q8_0, Q8_0, unpack_q8_0, 32, 0, 128, FILE_LAYOUT)
 GEMM(gx_q4_k, Q4_K, unpack_q4_k, 32, 1, 0, FILE_LAYOUT)
 GEMM(gx_q6_k, Q6_K, unpack_q6_k, 16, 0, 32, FILE_LAYOUT)
-/* The same GEMM on repacked rows: each whole group unpacked to the file's layout first. */
-GEMM(gr_q4_0, Q4_0, unpack_q4_0, 32, 0, 8, REGIONS_Q4_0)
-GEMM(gr_q8_0, Q8_0, unpack_q8_0, 32, 0, 128, REGIONS_Q8_0)
-GEMM(gr_q4_k, Q4_K, unpack_q4_k, 32, 1, 0, REGIONS_Q4_K)
-GEMM(gr_q6_k, Q6_K, unpack_q6_k, 16, 0, 32, REGIONS_Q6_K)
+/* The same GEMM on repacked rows: each whole group straight into its panel (group_*). */
+GEMM(gr_q4_0, Q4_0, unpack_q4_0, 32, 0, 8, group_q4_0)
+GEMM(gr_q8_0, Q8_0, unpack_q8_0, 32, 0, 128, group_q8_0)
+GEMM(gr_q4_k, Q4_K, unpack_q4_k, 32, 1, 0, group_q4_k)
+GEMM(gr_q6_k, Q6_K, unpack_q6_k, 16, 0, 32, group_q6_k)
 #else
 #define NOGEMM(NAME) int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
     (void)w; (void)x; (void)y; (void)M; (void)N; (void)K; (void)nt; return -2; }
