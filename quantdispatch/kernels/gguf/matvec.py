@@ -87,7 +87,7 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threa
 from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
-from .repack import REPACK_TYPES, unpack
+from .repack import REPACK_TYPES, ROWS_PER_GROUP, unpack
 
 __all__ = ["current_level", "has_gemm", "repacks", "GEMM_TYPES",
            "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
@@ -288,12 +288,28 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
     return y
 
 
-def _relayout(blocks: torch.Tensor, ggml_type: GgmlType, rows: int, cols: int, *, pack: bool) -> torch.Tensor:
-    """``repack.repack`` (``pack``) or ``repack.unpack`` of a contiguous uint8 ``blocks`` in C: a new tensor of its shape."""
+_RELAYOUT_CHUNK: Final = 8 << 20
+"""Bytes of whole groups ``_relayout`` moves between two page-outs of its source."""
+
+
+def _relayout(blocks: torch.Tensor, ggml_type: GgmlType, rows: int, cols: int, *, pack: bool,
+              page_out: bool = False) -> torch.Tensor:
+    """``repack.repack`` (``pack``) or ``repack.unpack`` of uint8 ``blocks`` in C: a new tensor of
+    its shape. With ``page_out``, in chunks of whole groups, each chunk's source pages paged out
+    (``_page_out``) once moved: a weight that views the mapped file then adds one chunk, not its
+    whole size, to the peak resident set."""
     fn = _kernels(ggml_type).layout[ggml_type][0 if pack else 1]
     src = blocks.contiguous()
     out = torch.empty_like(src, memory_format=torch.contiguous_format)
-    fn(src.data_ptr(), out.data_ptr(), rows, cols, threads())
+    flat_src, flat_out = src.reshape(-1), out.reshape(-1)
+    row_bytes = src.numel() // max(rows, 1)
+    step = rows if not page_out else max(ROWS_PER_GROUP, _RELAYOUT_CHUNK // max(row_bytes, 1) // ROWS_PER_GROUP * ROWS_PER_GROUP)
+    for first in range(0, rows, step):
+        n = min(step, rows - first)
+        part = flat_src[first * row_bytes:(first + n) * row_bytes]
+        fn(part.data_ptr(), flat_out[first * row_bytes:].data_ptr(), n, cols, threads())
+        if page_out:
+            _page_out(part)
     return out
 
 
@@ -368,8 +384,7 @@ class GgufMatvecLinear(GgufLinear):
         self.activations: Activations = activations
         self.repacked = repacks(ggml_type, activations)
         if self.repacked:  # the only copy: the file's layout is made again where a path needs it
-            source, self.qweight = self.qweight, _relayout(self.qweight, ggml_type, out_features, in_features, pack=True)
-            _page_out(source)
+            self.qweight = _relayout(self.qweight, ggml_type, out_features, in_features, pack=True, page_out=True)
         # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
         # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
         self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
