@@ -520,8 +520,8 @@ QENTRY(qx_q6_k, qv_q6_k, 32)
    AVX2), and a row's scale is one float lane (one cvtph for the 16).
 
    Arithmetic (every level): per row and unit (32 weights; Q6_K: 16), the exact int32 sum of
-   (unsigned code) x (activation code) plus the unit's correction (-z x the sum of its activation
-   codes), converted to float and multiplied into one float accumulator per row with the same
+   (weight code) x (activation code), as unsigned codes plus the unit's correction (-z x the sum
+   of its activation codes; Q8_0 below VNNI: signed codes, no correction), converted to float and multiplied into one float accumulator per row with the same
    scale as the row kernel above (block scale x activation scale), units in order; Q4_K's mins
    go to a second accumulator added at the end. Lane-wise operations only, so the AVX2 and AVX-512
    levels give the same bits; the rows past 16G take the row kernel (qrow_*). */
