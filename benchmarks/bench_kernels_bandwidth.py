@@ -3,8 +3,9 @@ bandwidth, and prefill (M=32, 512) against fp32 dense ``torch.mm``.
 
 In one run, for each layer shape (4096x4096 and 2048x8192, ``[out, in]``), GGUF type (Q4_0,
 Q4_K, Q6_K, Q8_0), kernel (``matvec``: ``cpu-gguf-matvec``, float32 activations; ``q8dot``:
-``cpu-gguf-q8dot``, activations quantized to 8 bits per block of 32 as llama.cpp does) and thread
-count (1, 2):
+``cpu-gguf-q8dot``, activations quantized to 8 bits per block of 32 as llama.cpp does, on the rows
+the module repacked at construction; ``q8dot-rows``: the same arithmetic on the file's layout, one
+row at a time, the kernel before repacking, kept for this comparison) and thread count (1, 2):
 
 - decode: the median (over rounds) of the mean time of 4 back-to-back ``GgufMatvecLinear``
   forwards of one row, after one untimed call (as a decode step's layers follow each other); GB/s of the packed
@@ -27,7 +28,11 @@ libgomp's default spin-waiting then makes each 2-thread region cost milliseconds
 a 4096x4096 Q4_0 decode call 12 ms with 2 threads spinning, 0.66 ms passive, 0.57 ms on 1 thread).
 The policy in effect is printed.
 
-Run: ``.venv/bin/python benchmarks/bench_kernels_bandwidth.py [--isa LEVEL] [--rounds N] [--no-prefill]``
+``--stat best`` reports the best round of each case (and of the copy) instead of the median: on a
+machine other jobs load, what the kernel reaches when it has the memory to itself.
+
+Run: ``.venv/bin/python benchmarks/bench_kernels_bandwidth.py [--isa LEVEL] [--rounds N] [--no-prefill] [--stat best]
+[--kernels matvec,q8dot,q8dot-rows]``
 """
 
 from __future__ import annotations
@@ -58,6 +63,13 @@ def _bind(fn: Callable[..., object], *args: object) -> Callable[[], object]:
     return call
 
 
+def _bind_rows(op: Callable[..., object], blocks: object, ggml_type: int, rows: int) -> Callable[..., object]:
+    def call(x: object) -> object:
+        return op(x, blocks, ggml_type, rows, "int8", False)
+
+    return call
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -76,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="decode rounds (medians); prefill takes half")
     parser.add_argument("--no-prefill", action="store_true", help="decode only")
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    parser.add_argument("--stat", choices=("median", "best"), default="median",
+                        help="per case and for the copy: the median time over rounds, or the best (on a loaded machine)")
+    parser.add_argument("--kernels", default="matvec,q8dot,q8dot-rows", help="kernels, comma-separated")
     args = parser.parse_args(argv)
     if args.isa is not None:
         os.environ["QUANTDISPATCH_CPU_FEATURES"] = MASKS[args.isa]
@@ -84,19 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from quantdispatch.gguf.types import BLOCK, GgmlType
-    from quantdispatch.kernels.gguf.matvec import Activations, GgufMatvecLinear, current_level, has_gemm, matvec_kernels
+    from quantdispatch.kernels.gguf.matvec import GGUF_MATVEC, Activations, GgufMatvecLinear, current_level, has_gemm, matvec_kernels
 
     if matvec_kernels() is None:
         print("the GGUF kernels cannot be built here", file=sys.stderr)
         return 1
     thread_counts = [int(t) for t in args.threads.split(",")]
     types = (GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0)
-    kernels: dict[str, Activations] = {"matvec": "float32", "q8dot": "int8"}
+    known: dict[str, Activations] = {"matvec": "float32", "q8dot": "int8", "q8dot-rows": "int8"}
+    kernels = {name: known[name] for name in args.kernels.split(",")}
     scale_at = {GgmlType.Q4_0: 0, GgmlType.Q4_K: 0, GgmlType.Q6_K: 208, GgmlType.Q8_0: 0}
     print(f"CPU: {_cpu_model()}; ISA level: {current_level()} (QUANTDISPATCH_CPU_FEATURES="
           f"{os.environ.get('QUANTDISPATCH_CPU_FEATURES', 'unset')}); torch {torch.__version__}")
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    print("copy bandwidth convention: (bytes read + bytes written) / time of dst.copy_(src), 256 MiB, median")
+    print(f"copy bandwidth convention: (bytes read + bytes written) / time of dst.copy_(src), 256 MiB; times: {args.stat} over rounds")
 
     def blocks(t: GgmlType, n: int, k: int, seed: int) -> torch.Tensor:
         per, size = BLOCK[t]
@@ -125,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             packed[(n, k, t)] = first.numel()
             copies = [first, *(blocks(t, n, k, s) for s in range(1, max(2, ROTATE_BYTES // first.numel())))]
             for name, activations in kernels.items():
-                modules = [GgufMatvecLinear(c, t, n, k, None, activations) for c in copies]
+                if name == "q8dot-rows":  # the file's layout: the op on the blocks as they are
+                    modules: list[Callable[[torch.Tensor], object]] = [_bind_rows(GGUF_MATVEC, c, int(t), n) for c in copies]
+                else:
+                    modules = [GgufMatvecLinear(c, t, n, k, None, activations) for c in copies]
                 turn = [0]
 
-                def decode(ms: list[GgufMatvecLinear] = modules, x: torch.Tensor = xs[1], i: list[int] = turn) -> object:
+                def decode(ms: list[Callable[[torch.Tensor], object]] = modules, x: torch.Tensor = xs[1], i: list[int] = turn) -> object:
                     i[0] += 1
                     return ms[i[0] % len(ms)](x)
 
@@ -160,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_prefill:
         run(prefill, max(1, args.rounds // 2), 1)
 
-    copy_gbs = {nt: 2 * COPY_BYTES / _median(times[f"copy/{nt}"]) / 1e9 for nt in thread_counts}
+    stat = _median if args.stat == "median" else min
+    copy_gbs = {nt: 2 * COPY_BYTES / stat(times[f"copy/{nt}"]) / 1e9 for nt in thread_counts}
     print("copy GB/s: " + ", ".join(f"{nt} thr {v:.1f}" for nt, v in copy_gbs.items()))
     print()
     head = "| layer [out,in] | type | kernel | thr | decode us | GB/s | % copy | prefill M=32 × fp32 mm | prefill M=512 × fp32 mm |"
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in types:
             for name in kernels:
                 for nt in thread_counts:
-                    s = _median(times[f"{name}/{n}x{k}/{t.name}/1/{nt}"])
+                    s = stat(times[f"{name}/{n}x{k}/{t.name}/1/{nt}"])
                     gbs = packed[(n, k, t)] / s / 1e9
                     ratios = []
                     for m in PREFILL_ROWS:

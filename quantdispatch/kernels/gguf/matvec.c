@@ -211,11 +211,50 @@ FDRIVER(mv_q6_k, frow_q6_k, Q6_K)
    and multiplies it into the run's accumulator (even runs in a0, odd runs in a1; a 512-bit
    register holds a0 in its low half, a1 in its high half) with the same float scale, in the same
    order; then sums a0 + a1 the same way. So the levels agree bit for bit. */
+static inline __m256i dot_us(__m256i u, __m256i s) {   /* unsigned x signed bytes: 8 x int32 partial sums */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
 static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *xc, int64_t M, int64_t K, int z, int64_t nt) {
     const int64_t runs = M * K / 32;
     PARALLEL_ROWS(nt, runs, runs * 32 * 4)       /* one thread for a decode row: M K < 2^16 */
     for (int64_t r = 0; r < runs; r++) {
         const float *v = x + 32 * r;
+        /* The common case in AVX2 at every level (the same exact operations as the scalar loop
+           below: |v| by clearing the sign, the max, one multiply, +-0.5 and truncation, integer
+           sums); runs with a NaN or an infinity take the scalar loop. */
+        __m256 a[4], mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        for (int i = 0; i < 4; i++) {
+            a[i] = _mm256_loadu_ps(v + 8 * i);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, a[i]));
+            const __m256 zero = _mm256_mul_ps(a[i], _mm256_setzero_ps());
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(zero, zero, _CMP_UNORD_Q));
+        }
+        if (!_mm256_movemask_ps(bad)) {
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4), d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            const __m256 idv = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256 f = _mm256_mul_ps(a[i], idv);
+                const __m256 h = _mm256_blendv_ps(half, _mm256_xor_ps(half, sign), _mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ));
+                q[i] = _mm256_cvttps_epi32(_mm256_add_ps(f, h));
+            }
+            const __m256i packed = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])),
+                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(xq + 32 * r), packed);
+            const __m256i lanes = dot_us(_mm256_set1_epi8(1), packed);     /* the 8 sums of 4 codes */
+            _mm256_storeu_si256((__m256i *)(xc + 8 * r), _mm256_mullo_epi32(lanes, _mm256_set1_epi32(-z)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+            s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+            xd[r] = d; xs[r] = d * (float)_mm_cvtsi128_si32(s4);
+            continue;
+        }
         float amax = 0.0f, probe = 0.0f;
         for (int i = 0; i < 32; i++) {
             const float a = v[i] < 0.0f ? -v[i] : v[i];
@@ -240,9 +279,6 @@ static void quant_x(const float *x, int8_t *xq, float *xd, float *xs, int32_t *x
     }
 }
 
-static inline __m256i dot_us(__m256i u, __m256i s) {   /* unsigned x signed bytes: 8 x int32 partial sums */
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
 static inline __m256i dot_ss(__m256i a, __m256i b) {   /* signed x signed, by moving a's sign onto b */
     return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
@@ -474,6 +510,303 @@ QENTRY(qx_q4_k, qv_q4_k, 0)
 QENTRY(qx_q8_0, qv_q8_0, 128)
 QENTRY(qx_q6_k, qv_q6_k, 32)
 
+/* ---- Repacked rows: groups of RG = 16 rows interleaved at load (repack.py) ----
+   Rows 0..16G-1 (G = N / 16) are stored by group of 16 rows: a group's block (super-block) b
+   holds its rows' block b region by region (a float16 scale, packed scales, codes: the table
+   REGIONS below and in repack.py), each region as chunks of 2 or 4 bytes with chunk c of the 16
+   rows side by side (16 x 2 or 16 x 4 bytes). Rows past 16G keep the file's layout at their own
+   offsets, so the buffer has the file's size. The bytes do not depend on the SIMD level: a chunk
+   of 4 code bytes per row is one int32 lane, 16 rows one 512-bit register (two 256-bit ones on
+   AVX2), and a row's scale is one float lane (one cvtph for the 16).
+
+   Arithmetic (every level): per row and unit (32 weights; Q6_K: 16), the exact int32 sum of
+   (weight code) x (activation code), as unsigned codes plus the unit's correction (-z x the sum
+   of its activation codes; Q8_0 below VNNI: signed codes, no correction), converted to float and multiplied into one float accumulator per row with the same
+   scale as the row kernel above (block scale x activation scale), units in order; Q4_K's mins
+   go to a second accumulator added at the end. Lane-wise operations only, so the AVX2 and AVX-512
+   levels give the same bits; the rows past 16G take the row kernel (qrow_*). */
+#define RG 16
+
+#if defined(QD_AVX512)
+typedef __m512i vi;
+typedef __m512 vf;
+static inline vi vi_load(const uint8_t *p) { return _mm512_loadu_si512((const void *)p); }
+static inline vi vi_set1(int32_t v) { return _mm512_set1_epi32(v); }
+static inline vi vi_bcast4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm512_set1_epi32(v); }
+static inline vi vi_and(vi a, vi b) { return _mm512_and_si512(a, b); }
+static inline vi vi_or(vi a, vi b) { return _mm512_or_si512(a, b); }
+static inline vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
+static inline vi vi_srlw(vi a, int k) { return _mm512_srl_epi16(a, _mm_cvtsi32_si128(k)); }
+static inline vi vi_sllw(vi a, int k) { return _mm512_sll_epi16(a, _mm_cvtsi32_si128(k)); }
+static inline vi vi_srld(vi a, int k) { return _mm512_srl_epi32(a, _mm_cvtsi32_si128(k)); }
+static inline vi vi_slld(vi a, int k) { return _mm512_sll_epi32(a, _mm_cvtsi32_si128(k)); }
+static inline vi vi_srad(vi a, int k) { return _mm512_sra_epi32(a, _mm_cvtsi32_si128(k)); }
+static inline vi vi_dot_u(vi acc, vi u, vi s) { return dot512(acc, u, s); }     /* u <= 128 */
+static inline vi vi_dot_s(vi acc, vi a, vi s) {  /* signed a: VNNI on a ^ 0x80 (the caller's correction is -128 sum s) */
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(a, _mm512_set1_epi8((char)0x80)), s);
+#else
+    return dot512(acc, _mm512_abs_epi8(a), _mm512_mask_sub_epi8(s, _mm512_movepi8_mask(a), _mm512_setzero_si512(), s));
+#endif
+}
+static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
+static inline vf vf_set1(float v) { return _mm512_set1_ps(v); }
+static inline vf vf_cvt(vi a) { return _mm512_cvtepi32_ps(a); }
+static inline vf vf_half(const uint8_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline void vf_store(float *p, vf a) { _mm512_storeu_ps(p, a); }
+#if defined(__AVX512VNNI__)
+#define Q8_Z_VNNI 1
+#else
+#define Q8_Z_VNNI 0
+#endif
+#else
+typedef struct { __m256i l, h; } vi;
+typedef struct { __m256 l, h; } vf;
+#define V2(T, OP, a, b) ((T){OP((a).l, (b).l), OP((a).h, (b).h)})
+static inline vi vi_load(const uint8_t *p) { return (vi){XQ(p), XQ(p + 32)}; }
+static inline vi vi_set1(int32_t v) { return (vi){_mm256_set1_epi32(v), _mm256_set1_epi32(v)}; }
+static inline vi vi_bcast4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return vi_set1(v); }
+static inline vi vi_and(vi a, vi b) { return V2(vi, _mm256_and_si256, a, b); }
+static inline vi vi_or(vi a, vi b) { return V2(vi, _mm256_or_si256, a, b); }
+static inline vi vi_add(vi a, vi b) { return V2(vi, _mm256_add_epi32, a, b); }
+static inline vi vi_srlw(vi a, int k) { const __m128i c = _mm_cvtsi32_si128(k); return (vi){_mm256_srl_epi16(a.l, c), _mm256_srl_epi16(a.h, c)}; }
+static inline vi vi_sllw(vi a, int k) { const __m128i c = _mm_cvtsi32_si128(k); return (vi){_mm256_sll_epi16(a.l, c), _mm256_sll_epi16(a.h, c)}; }
+static inline vi vi_srld(vi a, int k) { const __m128i c = _mm_cvtsi32_si128(k); return (vi){_mm256_srl_epi32(a.l, c), _mm256_srl_epi32(a.h, c)}; }
+static inline vi vi_slld(vi a, int k) { const __m128i c = _mm_cvtsi32_si128(k); return (vi){_mm256_sll_epi32(a.l, c), _mm256_sll_epi32(a.h, c)}; }
+static inline vi vi_srad(vi a, int k) { const __m128i c = _mm_cvtsi32_si128(k); return (vi){_mm256_sra_epi32(a.l, c), _mm256_sra_epi32(a.h, c)}; }
+static inline vi vi_dot_u(vi acc, vi u, vi s) {
+    return (vi){_mm256_add_epi32(acc.l, dot_us(u.l, s.l)), _mm256_add_epi32(acc.h, dot_us(u.h, s.h))};
+}
+static inline vi vi_dot_s(vi acc, vi a, vi s) {
+    return (vi){_mm256_add_epi32(acc.l, dot_ss(a.l, s.l)), _mm256_add_epi32(acc.h, dot_ss(a.h, s.h))};
+}
+static inline vf vf_zero(void) { return (vf){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+static inline vf vf_set1(float v) { return (vf){_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
+static inline vf vf_cvt(vi a) { return (vf){_mm256_cvtepi32_ps(a.l), _mm256_cvtepi32_ps(a.h)}; }
+static inline vf vf_half(const uint8_t *p) {
+    return (vf){_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))};
+}
+static inline vf vf_mul(vf a, vf b) { return V2(vf, _mm256_mul_ps, a, b); }
+static inline vf vf_add(vf a, vf b) { return V2(vf, _mm256_add_ps, a, b); }
+static inline vf vf_sub(vf a, vf b) { return V2(vf, _mm256_sub_ps, a, b); }
+static inline vf vf_fma(vf a, vf b, vf c) { return (vf){_mm256_fmadd_ps(a.l, b.l, c.l), _mm256_fmadd_ps(a.h, b.h, c.h)}; }
+static inline void vf_store(float *p, vf a) { _mm256_storeu_ps(p, a.l); _mm256_storeu_ps(p + 8, a.h); }
+#define Q8_Z_VNNI 0
+#endif
+
+/* One group (16 rows) against one input row: xm its codes, dm/sm per run of 32, cz the
+   corrections per unit; y the 16 outputs. */
+static inline void rg_q4_0(const uint8_t *g, const int8_t *xm, const float *dm, const float *sm, const int32_t *cz, float *y, int64_t K) {
+    (void)sm;
+    const vi m4 = vi_set1(0x0F0F0F0F);
+    vf acc = vf_zero();
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q4_0_BYTES;
+        const int8_t *xk = xm + 32 * u;
+        vi a0 = vi_set1(cz[u]), a1 = vi_set1(0);
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < 4; c++) {
+            const vi q = vi_load(b + 2 * RG + 64 * c);
+            a0 = vi_dot_u(a0, vi_and(q, m4), vi_bcast4(xk + 4 * c));
+            a1 = vi_dot_u(a1, vi_and(vi_srlw(q, 4), m4), vi_bcast4(xk + 16 + 4 * c));
+        }
+        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_half(b), vf_set1(dm[u])), acc);
+    }
+    vf_store(y, acc);
+}
+
+static inline void rg_q8_0(const uint8_t *g, const int8_t *xm, const float *dm, const float *sm, const int32_t *cz, float *y, int64_t K) {
+    (void)sm;
+    vf acc = vf_zero();
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q8_0_BYTES;
+        const int8_t *xk = xm + 32 * u;
+        vi a0 = vi_set1(cz[u]), a1 = vi_set1(0);
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < 8; c += 2) {
+            a0 = vi_dot_s(a0, vi_load(b + 2 * RG + 64 * c), vi_bcast4(xk + 4 * c));
+            a1 = vi_dot_s(a1, vi_load(b + 2 * RG + 64 * c + 64), vi_bcast4(xk + 4 * c + 4));
+        }
+        acc = vf_fma(vf_cvt(vi_add(a0, a1)), vf_mul(vf_half(b), vf_set1(dm[u])), acc);
+    }
+    vf_store(y, acc);
+}
+
+/* Q4_K group block: d (16 halves), dmin (16 halves), the 12 scale bytes as 3 planes of 4, the
+   128 code bytes as 32 planes of 4. Sub-block j: scale d sc[j], min dmin m[j] (6 bits each,
+   unpacked from the planes lane-wise as ggml does). */
+static inline vi byte_of(vi v, int j) { return vi_and(vi_srld(v, 8 * j), vi_set1(0xFF)); }
+static inline void rg_q4_k(const uint8_t *g, const int8_t *xm, const float *dm, const float *sm, const int32_t *cz, float *y, int64_t K) {
+    (void)cz;
+    const vi m4 = vi_set1(0x0F0F0F0F), k1 = vi_set1(0x3F3F3F3F), k3 = vi_set1(0x03030303);
+    vf acc = vf_zero(), off = vf_zero();
+    for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q4_K_BYTES;
+        const vf d = vf_half(b), dmin = vf_half(b + 2 * RG);
+        const vi s0 = vi_load(b + 4 * RG), s1 = vi_load(b + 8 * RG), s2 = vi_load(b + 12 * RG);
+        const vi sc[2] = {vi_and(s0, k1), vi_or(vi_and(s2, m4), vi_slld(vi_and(vi_srld(s0, 6), k3), 4))};
+        const vi mn[2] = {vi_and(s1, k1), vi_or(vi_and(vi_srld(s2, 4), m4), vi_slld(vi_and(vi_srld(s1, 6), k3), 4))};
+        const uint8_t *qs = b + 16 * RG;
+        _Pragma("GCC unroll 8")
+        for (int p = 0; p < 4; p++) {
+            const int8_t *xk = xm + bi * Q4_K_WEIGHTS + 64 * p;
+            vi lo = vi_set1(0), hi = lo;
+            _Pragma("GCC unroll 8")
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *at = qs + 64 * (8 * p + c);
+                const vi q = vi_load(at);
+                lo = vi_dot_u(lo, vi_and(q, m4), vi_bcast4(xk + 4 * c));
+                hi = vi_dot_u(hi, vi_and(vi_srlw(q, 4), m4), vi_bcast4(xk + 32 + 4 * c));
+            }
+            _Pragma("GCC unroll 8")
+            for (int e = 0; e < 2; e++) {
+                const int j = 2 * p + e;
+                const int64_t u = bi * RUNS(Q4_K) + j;
+                const vf s = vf_mul(d, vf_cvt(byte_of(sc[j / 4], j % 4)));
+                acc = vf_fma(vf_cvt(e ? hi : lo), vf_mul(s, vf_set1(dm[u])), acc);
+                off = vf_sub(off, vf_mul(vf_mul(dmin, vf_cvt(byte_of(mn[j / 4], j % 4))), vf_set1(sm[u])));
+            }
+        }
+    }
+    vf_store(y, vf_add(acc, off));
+}
+
+/* Q6_K group block: d (16 halves), the 16 scale bytes as 4 planes, then for each half h and step
+   c the planes of ql[64h + 4c], ql[64h + 32 + 4c], qh[32h + 4c] (REGIONS_Q6_K: read in order). */
+static inline void rg_q6_k(const uint8_t *g, const int8_t *xm, const float *dm, const float *sm, const int32_t *cz, float *y, int64_t K) {
+    (void)sm;
+    const vi m4 = vi_set1(0x0F0F0F0F), m30 = vi_set1(0x30303030);
+    vf acc = vf_zero();
+    for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q6_K_BYTES;
+        const vf d = vf_half(b);
+        const uint8_t *scp = b + 2 * RG, *codes = b + 18 * RG;
+        for (int h = 0; h < 2; h++) {
+            const int8_t *xk = xm + bi * Q6_K_WEIGHTS + 128 * h;
+            const int32_t *zu = cz + bi * 16 + 8 * h;
+            vi a[8];
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < 8; i++) a[i] = vi_set1(zu[i]);    /* a[2r + e]: run r, half e of it */
+            _Pragma("GCC unroll 8")
+            for (int c = 0; c < 8; c++) {
+                const int e = c >= 4;
+                const uint8_t *at = codes + 3 * 64 * (8 * h + c);
+                const vi la = vi_load(at), lb = vi_load(at + 64), hb = vi_load(at + 128);
+                const vi q0 = vi_or(vi_and(la, m4), vi_and(vi_sllw(hb, 4), m30));   /* qh bits 2i, 2i+1 to 4, 5 */
+                const vi q1 = vi_or(vi_and(lb, m4), vi_and(vi_sllw(hb, 2), m30));
+                const vi q2 = vi_or(vi_and(vi_srlw(la, 4), m4), vi_and(hb, m30));
+                const vi q3 = vi_or(vi_and(vi_srlw(lb, 4), m4), vi_and(vi_srlw(hb, 2), m30));
+                a[0 + e] = vi_dot_u(a[0 + e], q0, vi_bcast4(xk + 4 * c));
+                a[2 + e] = vi_dot_u(a[2 + e], q1, vi_bcast4(xk + 32 + 4 * c));
+                a[4 + e] = vi_dot_u(a[4 + e], q2, vi_bcast4(xk + 64 + 4 * c));
+                a[6 + e] = vi_dot_u(a[6 + e], q3, vi_bcast4(xk + 96 + 4 * c));
+            }
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < 8; i++) {            /* scale 8h + i: run 4h + i / 2 */
+                const int si = 8 * h + i;
+                const vi sv = vi_srad(vi_slld(vi_load(scp + 64 * (si / 4)), 24 - 8 * (si % 4)), 24);
+                const vf s = vf_mul(d, vf_cvt(sv));
+                acc = vf_fma(vf_cvt(a[i]), vf_mul(s, vf_set1(dm[bi * RUNS(Q6_K) + 4 * h + i / 2])), acc);
+            }
+        }
+    }
+    vf_store(y, acc);
+}
+
+/* y[M, N] = x W^T on repacked weights: quantize x (quant_x with the type's z), the corrections
+   per unit (UNIT weights), then each group for every input row; rows past 16G the row kernel. */
+#define RENTRY(NAME, GROUP, ROW, T, UNIT, Z)                                                   \
+int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
+    const int64_t R = M * K / 32, units = K / UNIT, blocks = K / T##_WEIGHTS, row_bytes = blocks * T##_BYTES; \
+    const int64_t G = N / RG;                                                                  \
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K) + 64);                                       \
+    float *xf = (float *)malloc((size_t)(2 * R) * sizeof(float));                              \
+    int32_t *xc = (int32_t *)malloc((size_t)(8 * R) * sizeof(int32_t) + 64);                   \
+    int32_t *cz = (int32_t *)malloc((size_t)(M * units) * sizeof(int32_t));                   \
+    if (xq == NULL || xf == NULL || xc == NULL || cz == NULL) { free(xq); free(xf); free(xc); free(cz); return -1; } \
+    quant_x(x, xq, xf, xf + R, xc, M, K, Z, nt);                                               \
+    for (int64_t e = 0; e < M * units; e++) {                                                  \
+        int32_t s = 0;                                                                         \
+        for (int l = 0; l < UNIT / 4; l++) s += xc[e * (UNIT / 4) + l];                        \
+        cz[e] = s;                                                                             \
+    }                                                                                          \
+    {                                                                                          \
+        PARALLEL_ROWS(nt, G, M * N * K)                                                        \
+        for (int64_t gi = 0; gi < G; gi++)                                                     \
+            for (int64_t mi = 0; mi < M; mi++)                                                 \
+                GROUP(w + gi * RG * row_bytes, xq + mi * K, xf + mi * (K / 32), xf + R + mi * (K / 32), cz + mi * units, \
+                      y + mi * N + gi * RG, K);                                                \
+    }                                                                                          \
+    for (int64_t n = G * RG; n < N; n++)                                                       \
+        for (int64_t mi = 0; mi < M; mi++)                                                     \
+            y[mi * N + n] = ROW(w + n * row_bytes, xq + mi * K, xf + mi * (K / 32), xf + R + mi * (K / 32), \
+                                xc + mi * (K / 32) * 8, blocks);                               \
+    free(xq); free(xf); free(xc); free(cz);                                                    \
+    return 0;                                                                                  \
+}
+RENTRY(rx_q4_0, rg_q4_0, qrow_q4_0, Q4_0, 32, 8)
+RENTRY(rx_q8_0, rg_q8_0, qrow_q8_0, Q8_0, 32, 128 * Q8_Z_VNNI)
+RENTRY(rx_q4_k, rg_q4_k, qrow_q4_k, Q4_K, 32, 0)
+RENTRY(rx_q6_k, rg_q6_k, qrow_q6_k, Q6_K, 16, 32)
+
+/* The regions of a block in a group block, in order: (offset in the block, bytes, chunk). */
+typedef struct { int at, len, chunk; } region_t;
+static const region_t REGIONS_Q4_0[] = {{0, 2, 2}, {2, 16, 4}};
+static const region_t REGIONS_Q8_0[] = {{0, 2, 2}, {2, 32, 4}};
+static const region_t REGIONS_Q4_K[] = {{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}};
+/* Q6_K: the codes in the order the kernel reads them: for each half h and 4-byte step c, ql's
+   chunk for runs 0 and 2, ql's for runs 1 and 3, qh's for all four. */
+#define Q6C(h, c) {64 * (h) + 4 * (c), 4, 4}, {64 * (h) + 32 + 4 * (c), 4, 4}, {128 + 32 * (h) + 4 * (c), 4, 4}
+#define Q6H(h) Q6C(h, 0), Q6C(h, 1), Q6C(h, 2), Q6C(h, 3), Q6C(h, 4), Q6C(h, 5), Q6C(h, 6), Q6C(h, 7)
+static const region_t REGIONS_Q6_K[] = {{208, 2, 2}, {192, 16, 4}, Q6H(0), Q6H(1)};
+
+/* Between one group (g) and its 16 rows in the file's layout (rows: 16 x row_bytes): pack = 1
+   writes the group from the rows, 0 the rows from the group. */
+static inline void move_chunk(uint8_t *to, const uint8_t *from, int unit) {
+    if (unit == 4) memcpy(to, from, 4); else memcpy(to, from, 2);
+}
+static void group_layout(uint8_t *g, uint8_t *rows, int64_t blocks, int bytes, const region_t *reg, int nreg, int pack) {
+    const int64_t row_bytes = blocks * bytes;
+    for (int64_t b = 0; b < blocks; b++) {
+        uint8_t *at = g + b * RG * bytes;
+        for (int r = 0; r < nreg; r++) {
+            const int unit = reg[r].chunk;
+            for (int c = 0; c < reg[r].len / unit; c++)
+                for (int i = 0; i < RG; i++) {
+                    uint8_t *row = rows + i * row_bytes + b * bytes + reg[r].at + c * unit, *grp = at + (c * RG + i) * unit;
+                    if (pack) move_chunk(grp, row, unit); else move_chunk(row, grp, unit);
+                }
+            at += RG * reg[r].len;
+        }
+    }
+}
+
+/* The whole weight [N, K] from src to dst (distinct buffers of the file's size): pack = 1 the
+   file's layout to the repacked one (repack.py's repack), 0 back; rows past 16G copied. */
+static void weight_layout(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int per, int bytes, const region_t *reg,
+                          int nreg, int pack, int64_t nt) {
+    const int64_t row_bytes = K / per * bytes, G = N / RG;
+    PARALLEL_ROWS(nt, G, G * RG * row_bytes)
+    for (int64_t gi = 0; gi < G; gi++) {
+        if (pack) group_layout(dst + gi * RG * row_bytes, (uint8_t *)(src + gi * RG * row_bytes), K / per, bytes, reg, nreg, 1);
+        else group_layout((uint8_t *)(src + gi * RG * row_bytes), dst + gi * RG * row_bytes, K / per, bytes, reg, nreg, 0);
+    }
+    memcpy(dst + G * RG * row_bytes, src + G * RG * row_bytes, (size_t)((N - G * RG) * row_bytes));
+}
+#define LAYOUT(PACK, UNPACK, T, REGS)                                                          \
+void PACK(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t nt) {                \
+    weight_layout(src, dst, N, K, T##_WEIGHTS, T##_BYTES, REGS, (int)(sizeof(REGS) / sizeof(region_t)), 1, nt); } \
+void UNPACK(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t nt) {              \
+    weight_layout(src, dst, N, K, T##_WEIGHTS, T##_BYTES, REGS, (int)(sizeof(REGS) / sizeof(region_t)), 0, nt); }
+LAYOUT(rp_q4_0, ru_q4_0, Q4_0, REGIONS_Q4_0)
+LAYOUT(rp_q8_0, ru_q8_0, Q8_0, REGIONS_Q8_0)
+LAYOUT(rp_q4_k, ru_q4_k, Q4_K, REGIONS_Q4_K)
+LAYOUT(rp_q6_k, ru_q6_k, Q6_K, REGIONS_Q6_K)
+
 /* ---- Prefill: a blocked int8 GEMM (AVX-512 VNNI) ----
    y[M, N] = x[M, K] W[N, K]^T for many input rows, with the q8dot arithmetic's inputs (the
    activations quantized per run of 32 as quant_x does). A thread unpacks GP panels of 16 weight
@@ -539,6 +872,77 @@ static void unpack_q6_k(const uint8_t *wr, int64_t K, const panel_t *p, int i) {
     }
 }
 
+/* A whole repacked group straight into a panel: its 4-byte chunks of 16 rows are the panel's
+   k-groups already (the nibbles split, Q8_0's bytes made unsigned), its 16 scales one cvtph; the
+   same values as the row unpacks above (tests: the GEMMs on both layouts agree bit for bit). */
+#define STORE(at, v) _mm512_storeu_si512((void *)(at), v)
+static void group_q4_0(const uint8_t *g, int64_t K, const panel_t *p) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q4_0_BYTES;
+        _mm512_storeu_ps(p->ws + u * GR, vf_half(b));
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = XQ512(b + 2 * RG + 64 * c);
+            STORE(p->codes + (8 * u + c) * 64, _mm512_and_si512(v, m4));
+            STORE(p->codes + (8 * u + 4 + c) * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        }
+    }
+}
+static void group_q8_0(const uint8_t *g, int64_t K, const panel_t *p) {
+    for (int64_t u = 0; u < K / 32; u++) {
+        const uint8_t *b = g + u * RG * Q8_0_BYTES;
+        _mm512_storeu_ps(p->ws + u * GR, vf_half(b));
+        for (int c = 0; c < 8; c++)
+            STORE(p->codes + (8 * u + c) * 64, _mm512_xor_si512(XQ512(b + 2 * RG + 64 * c), _mm512_set1_epi8((char)0x80)));
+    }
+}
+static void group_q4_k(const uint8_t *g, int64_t K, const panel_t *p) {
+    const vi m4 = vi_set1(0x0F0F0F0F), k1 = vi_set1(0x3F3F3F3F), k3 = vi_set1(0x03030303);
+    for (int64_t bi = 0; bi < K / Q4_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q4_K_BYTES;
+        const vf d = vf_half(b), dmin = vf_half(b + 2 * RG);
+        const vi s0 = vi_load(b + 4 * RG), s1 = vi_load(b + 8 * RG), s2 = vi_load(b + 12 * RG);
+        const vi sc[2] = {vi_and(s0, k1), vi_or(vi_and(s2, m4), vi_slld(vi_and(vi_srld(s0, 6), k3), 4))};
+        const vi mn[2] = {vi_and(s1, k1), vi_or(vi_and(vi_srld(s2, 4), m4), vi_slld(vi_and(vi_srld(s1, 6), k3), 4))};
+        for (int j = 0; j < 8; j++) {
+            const int64_t u = bi * RUNS(Q4_K) + j;
+            _mm512_storeu_ps(p->ws + u * GR, vf_mul(d, vf_cvt(byte_of(sc[j / 4], j % 4))));
+            _mm512_storeu_ps(p->wm + u * GR, _mm512_xor_ps(vf_mul(dmin, vf_cvt(byte_of(mn[j / 4], j % 4))), _mm512_set1_ps(-0.0f)));
+        }
+        for (int q = 0; q < 4; q++)
+            for (int c = 0; c < 8; c++) {
+                const int64_t u = bi * RUNS(Q4_K) + 2 * q;
+                const __m512i v = XQ512(b + 16 * RG + 64 * (8 * q + c));
+                STORE(p->codes + (8 * u + c) * 64, _mm512_and_si512(v, m4));
+                STORE(p->codes + (8 * u + 8 + c) * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            }
+    }
+}
+static void group_q6_k(const uint8_t *g, int64_t K, const panel_t *p) {
+    const vi m4 = vi_set1(0x0F0F0F0F), m30 = vi_set1(0x30303030);
+    for (int64_t bi = 0; bi < K / Q6_K_WEIGHTS; bi++) {
+        const uint8_t *b = g + bi * RG * Q6_K_BYTES;
+        const vf d = vf_half(b);
+        for (int si = 0; si < 16; si++) {
+            const vi sv = vi_srad(vi_slld(vi_load(b + 2 * RG + 64 * (si / 4)), 24 - 8 * (si % 4)), 24);
+            _mm512_storeu_ps(p->ws + (bi * 16 + si) * GR, vf_mul(d, vf_cvt(sv)));
+        }
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *at = b + 18 * RG + 3 * 64 * (8 * h + c);
+                const vi la = vi_load(at), lb = vi_load(at + 64), hb = vi_load(at + 128);
+                const int64_t u = bi * RUNS(Q6_K) + 4 * h;
+                STORE(p->codes + (8 * u + c) * 64, vi_or(vi_and(la, m4), vi_and(vi_sllw(hb, 4), m30)));
+                STORE(p->codes + (8 * (u + 1) + c) * 64, vi_or(vi_and(lb, m4), vi_and(vi_sllw(hb, 2), m30)));
+                STORE(p->codes + (8 * (u + 2) + c) * 64, vi_or(vi_and(vi_srlw(la, 4), m4), vi_and(hb, m30)));
+                STORE(p->codes + (8 * (u + 3) + c) * 64, vi_or(vi_and(vi_srlw(lb, 4), m4), vi_and(vi_srlw(hb, 2), m30)));
+            }
+    }
+}
+#undef STORE
+typedef void (*group_fn)(const uint8_t *, int64_t, const panel_t *);
+static const group_fn FILE_LAYOUT = NULL;
+
 /* Rows n0.. of one panel against input rows j0..j0+nr-1 (nr <= GN). U: weights per unit. */
 static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U, int has_min, const int8_t *xq, const float *xd,
         const float *xs, const int32_t *cu, int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {
@@ -569,7 +973,7 @@ static inline __attribute__((always_inline)) void gtile(const panel_t *p, int U,
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * N, rows, f[j]);
 }
 
-#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z)                                                   \
+#define GEMM(NAME, T, UNPACK, U, HAS_MIN, Z, GROUP)                                            \
 static void NAME##_tile(const panel_t *p, const int8_t *xq, const float *xd, const float *xs, const int32_t *cu, \
                         int64_t K, int nr, float *y, int64_t N, __mmask16 rows) {              \
     switch (nr) {                                                                              \
@@ -612,9 +1016,12 @@ int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64
                         p[q].codes = codes + (int64_t)q * GR * K;                              \
                         p[q].ws = sc + (int64_t)q * GR * (K / 16);                             \
                         p[q].wm = sc + (int64_t)(GP + q) * GR * (K / 16);                      \
+                        const int64_t n0 = (g * GP + q) * GR;                                  \
+                        const uint8_t *rows = w + n0 * row_bytes;   /* file layout, or a whole group */ \
+                        if (GROUP != NULL && n0 + GR <= N) { GROUP(rows, K, &p[q]); continue; } \
                         for (int i = 0; i < GR; i++) {                                         \
-                            const int64_t n = (g * GP + q) * GR + i;                           \
-                            if (n < N) UNPACK(w + n * row_bytes, K, &p[q], i);                 \
+                            const int64_t n = n0 + i;                                          \
+                            if (n < N) UNPACK(rows + i * row_bytes, K, &p[q], i);              \
                             else {                                                             \
                                 for (int64_t k = 0; k < K / 4; k++) memset(p[q].codes + (k * GR + i) * 4, 0, 4); \
                                 for (int64_t t = 0; t < K / 16; t++) { p[q].ws[t * GR + i] = 0.0f; p[q].wm[t * GR + i] = 0.0f; } \
@@ -639,10 +1046,15 @@ int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64
     free(xq); free(xf); free(xc); free(cu);                                                    \
     return failed ? -1 : 0;                                                                    \
 }
-GEMM(gx_q4_0, Q4_0, unpack_q4_0, 32, 0, 8)
-GEMM(gx_q8_0, Q8_0, unpack_q8_0, 32, 0, 128)
-GEMM(gx_q4_k, Q4_K, unpack_q4_k, 32, 1, 0)
-GEMM(gx_q6_k, Q6_K, unpack_q6_k, 16, 0, 32)
+GEMM(gx_q4_0, Q4_0, unpack_q4_0, 32, 0, 8, FILE_LAYOUT)
+GEMM(gx_q8_0, Q8_0, unpack_q8_0, 32, 0, 128, FILE_LAYOUT)
+GEMM(gx_q4_k, Q4_K, unpack_q4_k, 32, 1, 0, FILE_LAYOUT)
+GEMM(gx_q6_k, Q6_K, unpack_q6_k, 16, 0, 32, FILE_LAYOUT)
+/* The same GEMM on repacked rows: each whole group straight into its panel (group_*). */
+GEMM(gr_q4_0, Q4_0, unpack_q4_0, 32, 0, 8, group_q4_0)
+GEMM(gr_q8_0, Q8_0, unpack_q8_0, 32, 0, 128, group_q8_0)
+GEMM(gr_q4_k, Q4_K, unpack_q4_k, 32, 1, 0, group_q4_k)
+GEMM(gr_q6_k, Q6_K, unpack_q6_k, 16, 0, 32, group_q6_k)
 #else
 #define NOGEMM(NAME) int NAME(const uint8_t *w, const float *x, float *y, int64_t M, int64_t N, int64_t K, int64_t nt) { \
     (void)w; (void)x; (void)y; (void)M; (void)N; (void)K; (void)nt; return -2; }
@@ -650,4 +1062,8 @@ NOGEMM(gx_q4_0)
 NOGEMM(gx_q8_0)
 NOGEMM(gx_q4_k)
 NOGEMM(gx_q6_k)
+NOGEMM(gr_q4_0)
+NOGEMM(gr_q8_0)
+NOGEMM(gr_q4_k)
+NOGEMM(gr_q6_k)
 #endif

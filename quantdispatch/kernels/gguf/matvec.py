@@ -1,4 +1,4 @@
-"""Fused GGUF matrix-vector products on the blocks as the file stores them (C: AVX2 + FMA + F16C, AVX-512, VNNI).
+"""Fused GGUF matrix-vector products on the blocks as the file stores them, or repacked by rows (C: AVX2 + FMA + F16C, AVX-512, VNNI).
 
 A kept-packed weight (``GgufLinear``) dequantizes its whole matrix at every forward, then calls
 ``F.linear``: for one token that writes and reads four bytes per weight to use each once. This
@@ -41,6 +41,19 @@ each 4-byte lane of a run of 32 (AVX2 and AVX-512BW ``maddubs``, VNNI ``dpbusd``
 from a per-run correction), then the same float operations in the same order: the levels agree
 bit for bit (``tests/kernels/test_gguf_levels.py``).
 
+Repacked rows (the 8-bit module, ``cpu-gguf-q8dot``): a row at a time, those kernels are bound by
+arithmetic (a scale conversion per block, a horizontal sum per row), not memory. So the 8-bit
+module of a ``repack.REPACK_TYPES`` weight (Q4_0, Q8_0, Q4_K, Q6_K) repacks it at construction
+into groups of 16 interleaved rows (``repack.py``: a permutation of the file's bytes, done in C by
+``rp_*``; the module keeps that one copy and pages the source's file pages out) and decodes with
+``rx_*``: per group and unit of 32 weights (Q6_K: 16), ``dpbusd`` (or ``maddubs``) of 4 code bytes
+of each of the 16 rows against 4 broadcast activation codes, one ``cvtph`` for the 16 rows'
+scales, one float multiply-add per row; rows past the last whole group take the row kernel. Its
+bits too are the same at every level and thread count (``tests/kernels/test_gguf_repack.py``);
+they differ from the row kernel's by float summation order only. The prefill GEMM reads the
+repacked groups (``gr_*``: each group unpacked into its panel), the dequantizing paths unpack
+through ``quantdispatch::gguf_unpack_rows``; ``GgufMatvecLinear.file_blocks()`` gives the file's layout.
+
 Above ``FUSED_ROWS`` input rows (prefill) the 8-bit module runs an int8 GEMM (``gx_*``: Q4_0, Q8_0,
 Q4_K, Q6_K on AVX-512 VNNI; panels of 16 weight rows unpacked into ``dpbusd`` order, blocks of 8
 input rows in registers), the same 8-bit arithmetic summed in another order; the float32 module,
@@ -74,10 +87,11 @@ from .._native import Isa, build_library, cpu_flags, custom_op, isa_flags, threa
 from .._simd import simd_level
 from .modules import GgufLinear, PackedLinearFactory
 from .native import block_defines, c_sources
+from .repack import REPACK_TYPES, ROWS_PER_GROUP, unpack
 
-__all__ = ["current_level", "has_gemm", "GEMM_TYPES",
+__all__ = ["current_level", "has_gemm", "repacks", "GEMM_TYPES",
            "MATVEC_TYPES", "FUSED_ROWS", "Activations", "MatvecKernels", "GgufMatvecLinear", "matvec_kernels", "gguf_matvec",
-           "matvec_linears", "GGUF_MATVEC"]
+           "matvec_linears", "GGUF_MATVEC", "GGUF_UNPACK_ROWS"]
 
 FUSED_ROWS: Final = 8
 """Up to this many input rows a forward runs the fused kernel; above it, dequantize + GEMM."""
@@ -108,6 +122,13 @@ class MatvecKernels:
     int8: Mapping[GgmlType, _Fn]
     gemm: Mapping[GgmlType, _Fn]
     """``gx_*``: the prefill GEMM on 8-bit activations (AVX-512 VNNI only; empty below it)."""
+    repacked: Mapping[GgmlType, _Fn] = attrs.field(factory=dict)
+    """``rx_*``: the 8-bit kernels on rows repacked by ``repack.repack`` (``REPACK_TYPES``)."""
+    repacked_gemm: Mapping[GgmlType, _Fn] = attrs.field(factory=dict)
+    """``gr_*``: the prefill GEMM on repacked rows (AVX-512 VNNI only)."""
+    layout: Mapping[GgmlType, tuple[_Fn, _Fn]] = attrs.field(factory=dict)
+    """``(rp_*, ru_*)``: ``repack.repack`` and ``repack.unpack`` in C, called as
+    ``fn(src, dst, N, K, threads)`` (the torch functions are the reference; these are ~100x faster)."""
 
 
 def current_level() -> Isa | None:
@@ -153,9 +174,20 @@ def _level_kernels(level: Isa) -> MatvecKernels | None:
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
         return fn  # type: ignore[no-any-return]
 
-    gemm = {t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if level == "avx512-vnni" else {}
+    vnni = level == "avx512-vnni"
+
+    def bind_layout(symbol: str) -> _Fn:
+        fn = getattr(lib, symbol)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3
+        return fn  # type: ignore[no-any-return]
+
     return MatvecKernels(level=level, float32={t: bind(f"mv_{c_name(t)}", None) for t in MATVEC_TYPES},
-                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES}, gemm=gemm)
+                         int8={t: bind(f"qx_{c_name(t)}", ctypes.c_int) for t in MATVEC_TYPES},
+                         gemm={t: bind(f"gx_{c_name(t)}", ctypes.c_int) for t in GEMM_TYPES} if vnni else {},
+                         repacked={t: bind(f"rx_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES},
+                         repacked_gemm={t: bind(f"gr_{c_name(t)}", ctypes.c_int) for t in REPACK_TYPES & GEMM_TYPES} if vnni else {},
+                         layout={t: (bind_layout(f"rp_{c_name(t)}"), bind_layout(f"ru_{c_name(t)}")) for t in REPACK_TYPES})
 
 
 def _kernels(ggml_type: GgmlType) -> MatvecKernels:
@@ -173,30 +205,43 @@ def _shape_error(ggml_type: GgmlType, blocks: torch.Tensor, k: int, out_features
 
 
 @functools.cache
-def _entries(level: Isa | None) -> Mapping[tuple[int, str], tuple[int, int, _Fn, _Fn | None]]:
-    """``(type id, activations)`` → ``(weights per block, bytes per block, C function, prefill GEMM
-    or None)`` at ``level``: what the op looks up once per call."""
+def _entries(level: Isa | None) -> Mapping[tuple[int, str, bool], tuple[int, int, _Fn, _Fn | None]]:
+    """``(type id, activations, repacked)`` → ``(weights per block, bytes per block, C function,
+    prefill GEMM or None)`` at ``level``: what the op looks up once per call."""
     kernels = matvec_kernels(level) if level is not None else None
     if kernels is None:
         return {}
-    return {(int(t), a): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
-                          kernels.gemm.get(t) if a == "int8" else None)
-            for t in MATVEC_TYPES for a in get_args(Activations)}
+    found: dict[tuple[int, str, bool], tuple[int, int, _Fn, _Fn | None]] = {
+        (int(t), a, False): (*BLOCK[t], (kernels.float32 if a == "float32" else kernels.int8)[t],
+                             kernels.gemm.get(t) if a == "int8" else None)
+        for t in MATVEC_TYPES for a in get_args(Activations)}
+    for t, fn in kernels.repacked.items():
+        found[(int(t), "int8", True)] = (*BLOCK[t], fn, kernels.repacked_gemm.get(t))
+    return found
 
 
 def has_gemm(ggml_type: GgmlType) -> bool:
     """Whether ``ggml_type`` has the prefill GEMM on 8-bit activations here (AVX-512 VNNI)."""
-    entry = _entries(current_level()).get((int(ggml_type), "int8"))
+    entry = _entries(current_level()).get((int(ggml_type), "int8", False))
     return entry is not None and entry[3] is not None
 
 
-def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
+def repacks(ggml_type: GgmlType, activations: Activations) -> bool:
+    """Whether a ``GgufMatvecLinear`` of ``ggml_type`` on ``activations`` repacks its rows at
+    construction (``repack.REPACK_TYPES`` on 8-bit activations, where the kernels are built)."""
+    return (int(ggml_type), activations, True) in _entries(current_level())
+
+
+def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str,
+            repacked: bool = False) -> torch.Tensor:
     """``quantdispatch::gguf_matvec``: ``x @ W.T`` in float32 for ``x`` ``[M, K]`` of any float
-    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds.
-    With ``"int8"`` activations, more than ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
-    entry = _entries(current_level()).get((ggml_type, activations))
+    dtype (read as float32); ``W`` the ``[out_features, K]`` weight whose GGML blocks ``blocks`` holds
+    (``repacked``: in ``repack.repack``'s layout). With ``"int8"`` activations, more than
+    ``FUSED_ROWS`` rows run the prefill GEMM where there is one."""
+    entry = _entries(current_level()).get((ggml_type, activations, repacked))
     if entry is None:
-        raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations here")
+        raise ValueError(f"no fused matrix-vector kernel for GGML type {ggml_type} with {activations!r} activations"
+                         f"{' on repacked rows' if repacked else ''} here")
     per_block, size, fn, gemm = entry
     m, k = x.shape
     if k % per_block or blocks.numel() != out_features * (k // per_block) * size or blocks.dtype is not torch.uint8 \
@@ -214,19 +259,23 @@ def _matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features:
     return y
 
 
-def _matvec_fake(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str) -> torch.Tensor:
+def _matvec_fake(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int, out_features: int, activations: str,
+                 repacked: bool = False) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
 
 
-GGUF_MATVEC: Final = custom_op("gguf_matvec", "(Tensor x, Tensor blocks, int ggml_type, int out_features, str activations) -> Tensor",
+GGUF_MATVEC: Final = custom_op("gguf_matvec",
+                               "(Tensor x, Tensor blocks, int ggml_type, int out_features, str activations, bool repacked=False) -> Tensor",
                                _matvec, _matvec_fake)
-"""``torch.ops.quantdispatch.gguf_matvec(x, blocks, ggml_type, out_features, activations)``: the fused kernels as one op."""
+"""``torch.ops.quantdispatch.gguf_matvec(x, blocks, ggml_type, out_features, activations, repacked=False)``:
+the fused kernels as one op."""
 
 
 def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_features: int,
-                activations: Activations = "float32") -> torch.Tensor:
+                activations: Activations = "float32", repacked: bool = False) -> torch.Tensor:
     """``x @ W.T`` in float32, ``x`` ``[M, K]``, ``W`` the ``[out_features, K]`` weight whose GGML
-    blocks ``blocks`` holds (uint8). Needs ``matvec_kernels()``.
+    blocks ``blocks`` holds (uint8; ``repacked``: in ``repack.repack``'s layout, 8-bit activations
+    and ``repack.REPACK_TYPES`` only). Needs ``matvec_kernels()``.
 
     Raises:
         ValueError: the type has no kernel, or the shapes do not agree.
@@ -235,8 +284,79 @@ def gguf_matvec(x: torch.Tensor, blocks: torch.Tensor, ggml_type: GgmlType, out_
     error = _shape_error(ggml_type, blocks, x.shape[-1], out_features)
     if error is not None:
         raise ValueError(error)
-    y: torch.Tensor = GGUF_MATVEC(x, blocks, int(ggml_type), out_features, activations)
+    y: torch.Tensor = GGUF_MATVEC(x, blocks, int(ggml_type), out_features, activations, repacked)
     return y
+
+
+_RELAYOUT_CHUNK: Final = 8 << 20
+"""Bytes of whole groups ``_relayout`` moves between two page-outs of its source."""
+
+
+def _relayout(blocks: torch.Tensor, ggml_type: GgmlType, rows: int, cols: int, *, pack: bool,
+              page_out: bool = False) -> torch.Tensor:
+    """``repack.repack`` (``pack``) or ``repack.unpack`` of uint8 ``blocks`` in C: a new tensor of
+    its shape. With ``page_out``, in chunks of whole groups, each chunk's source pages paged out
+    (``_page_out``) once moved: a weight that views the mapped file then adds one chunk, not its
+    whole size, to the peak resident set."""
+    fn = _kernels(ggml_type).layout[ggml_type][0 if pack else 1]
+    src = blocks.contiguous()
+    out = torch.empty_like(src, memory_format=torch.contiguous_format)
+    flat_src, flat_out = src.reshape(-1), out.reshape(-1)
+    row_bytes = src.numel() // max(rows, 1)
+    step = rows if not page_out else max(ROWS_PER_GROUP, _RELAYOUT_CHUNK // max(row_bytes, 1) // ROWS_PER_GROUP * ROWS_PER_GROUP)
+    for first in range(0, rows, step):
+        n = min(step, rows - first)
+        part = flat_src[first * row_bytes:(first + n) * row_bytes]
+        fn(part.data_ptr(), flat_out[first * row_bytes:].data_ptr(), n, cols, threads())
+        if page_out:
+            _page_out(part)
+    return out
+
+
+def _unpack_rows(blocks: torch.Tensor, ggml_type: int, rows: int, cols: int) -> torch.Tensor:
+    """``quantdispatch::gguf_unpack_rows``: ``repack.unpack`` in C, a new tensor of ``blocks``' shape."""
+    return _relayout(blocks, GgmlType(ggml_type), rows, cols, pack=False)
+
+
+def _unpack_rows_fake(blocks: torch.Tensor, ggml_type: int, rows: int, cols: int) -> torch.Tensor:
+    return torch.empty_like(blocks)
+
+
+GGUF_UNPACK_ROWS: Final = custom_op("gguf_unpack_rows", "(Tensor blocks, int ggml_type, int rows, int cols) -> Tensor",
+                                    _unpack_rows, _unpack_rows_fake)
+"""``torch.ops.quantdispatch.gguf_unpack_rows(blocks, ggml_type, rows, cols)``: a repacked weight's
+blocks back in the file's layout (what the dequantizing paths of a repacked module read), one op
+for ``torch.compile``."""
+
+_MADV_PAGEOUT: Final = 21
+
+
+@functools.cache
+def _madvise() -> _Fn | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return fn
+
+
+def _page_out(source: torch.Tensor) -> None:
+    """Advise Linux to take this process's resident pages of ``source``'s whole pages out of it
+    (``MADV_PAGEOUT``; contents kept: a memory-mapped file's pages are read again from the file
+    if touched, anonymous ones are swapped or stay). After repacking a weight that is a view of
+    the memory-mapped GGUF file, its file pages would otherwise stay resident while the map lives
+    (the whole load, or as long as a tied embedding views the same bytes): twice the weight in
+    the peak RSS. Nothing happens where the advice is unknown (kernels before 5.4, not Linux)."""
+    madvise = _madvise() if sys.platform.startswith("linux") else None
+    if madvise is None or source.numel() == 0:
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = -(-source.data_ptr() // page) * page
+    end = (source.data_ptr() + source.numel() * source.element_size()) // page * page
+    if end > start:
+        madvise(start, end - start, _MADV_PAGEOUT)
 
 
 class GgufMatvecLinear(GgufLinear):
@@ -245,7 +365,9 @@ class GgufMatvecLinear(GgufLinear):
     (``has_gemm``: AVX-512 VNNI), else, like other devices and autograd, ``GgufLinear``'s path.
 
     ``activations`` picks the arithmetic: ``"float32"`` (``cpu-gguf-matvec``) or ``"int8"``
-    (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``.
+    (``cpu-gguf-q8dot``). The kernel runs as the op ``quantdispatch::gguf_matvec``. With
+    ``"int8"``, a weight of ``repack.REPACK_TYPES`` is repacked by rows at construction
+    (``repacked``): ``qweight`` then holds that layout (same size), and ``file_blocks()`` the file's.
     """
 
     def __init__(self, raw: torch.Tensor, ggml_type: GgmlType, out_features: int, in_features: int,
@@ -260,6 +382,9 @@ class GgufMatvecLinear(GgufLinear):
         if self.bias is not None:
             self.bias = self.bias.to(torch.float32)
         self.activations: Activations = activations
+        self.repacked = repacks(ggml_type, activations)
+        if self.repacked:  # the only copy: the file's layout is made again where a path needs it
+            self.qweight = _relayout(self.qweight, ggml_type, out_features, in_features, pack=True, page_out=True)
         # Decided here, not per forward (torch.compile traces the forward): the op runs the GEMM
         # above FUSED_ROWS rows where the level it finds at the call has one, else the decode kernel.
         self.gemm_prefill = activations == "int8" and has_gemm(ggml_type)
@@ -269,7 +394,8 @@ class GgufMatvecLinear(GgufLinear):
         prefill = m > FUSED_ROWS and not self.gemm_prefill
         if prefill or x.device.type != "cpu" or not x.dtype.is_floating_point or x.requires_grad and torch.is_grad_enabled():
             return super().forward(x)
-        y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations)
+        y = GGUF_MATVEC(x.reshape(m, self.in_features), self.qweight, self.type_id, self.out_features, self.activations,
+                        self.repacked)
         if self.bias is not None:
             y = y + self.bias  # in float32 (the module keeps it so), then one rounding to the activations' dtype
         if x.dtype is not torch.float32:  # one rounding to the activations' dtype (skipped: a no-op .to costs ~1 us)
@@ -277,8 +403,18 @@ class GgufMatvecLinear(GgufLinear):
         result: torch.Tensor = y.reshape(*x.shape[:-1], self.out_features)
         return result
 
+    def file_blocks(self) -> torch.Tensor:
+        """The blocks in the file's layout: ``qweight``, or a new tensor unpacked from its repacked rows."""
+        if not self.repacked:
+            return self.qweight
+        if self.qweight.device.type != "cpu":
+            return unpack(self.qweight, self.ggml_type, self.out_features, self.in_features).view(self.qweight.shape)
+        blocks: torch.Tensor = GGUF_UNPACK_ROWS(self.qweight, self.type_id, self.out_features, self.in_features)
+        return blocks
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}"
+        return super().extra_repr() + f", kernel=fused matvec, activations={self.activations}" + \
+            (", rows repacked by 16" if self.repacked else "")
 
 
 def matvec_linears(activations: Activations = "float32") -> Mapping[GgmlType, PackedLinearFactory]:

@@ -104,17 +104,22 @@ class GgufLinear(nn.Module):
         else:
             self.register_buffer("bias", bias)
 
+    def file_blocks(self) -> torch.Tensor:
+        """The weight's blocks in the file's layout (``qweight`` itself here; a subclass that
+        keeps another layout returns a new tensor)."""
+        return self.qweight
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense weight ``[out_features, in_features]``, a new tensor."""
         out_dtype = dtype if dtype in OUTPUT_DTYPES else torch.float32
-        w: torch.Tensor = GGUF_DEQUANTIZE(self.qweight, self.type_id, (self.out_features, self.in_features), out_dtype)
+        w: torch.Tensor = GGUF_DEQUANTIZE(self.file_blocks(), self.type_id, (self.out_features, self.in_features), out_dtype)
         return w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if x.dtype not in OUTPUT_DTYPES or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
             return F.linear(x, self.dequantize(x.dtype), bias)
-        out: torch.Tensor = GGUF_LINEAR(x, self.qweight, bias, self.type_id, self.out_features, self.in_features)
+        out: torch.Tensor = GGUF_LINEAR(x, self.file_blocks(), bias, self.type_id, self.out_features, self.in_features)
         return out
 
     def extra_repr(self) -> str:
