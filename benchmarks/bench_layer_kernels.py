@@ -14,7 +14,8 @@ Kernels: ``cpu-q4-q8dot`` (``Q4Q8Linear``, ours: int8 activations and integer do
 float32 and bf16 activations), ``cpu-q4`` (``Q4Linear``, ours, float32 activations, and bf16 ones, whose prefill runs a
 bf16 GEMM where the CPU has native bf16), ``cpu-int4`` (``Int4Linear``: torch's
 ``_weight_int4pack_mm_for_cpu`` on bf16), ``cpu-e4m3`` (``Fp8Linear``, 128×128 blocks),
-``cpu-fp4`` (``Fp4Linear``, NVFP4), ``fp32 dense`` and ``bf16 dense`` (``F.linear``). 4-bit weights
+``cpu-fp4`` (``Fp4Linear``, NVFP4), ``fp32 dense`` and ``bf16 dense`` (``F.linear``), ``bf16 GemvLinear`` (the native
+bf16 matrix-vector kernel that CPU loads put under large dense bf16 layers). 4-bit weights
 have groups of 128. Decode weights rotate through copies (at least ~160 MB per kernel) so that each
 call reads them from DRAM, as a model's layers do; each round times every kernel once, so a noisy
 neighbour hits all of them alike. The machine this was written on is shared: compare ratios within
@@ -37,6 +38,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 SHAPES = ((4096, 4096), (2048, 8192))
 GROUP = 128
@@ -94,6 +96,8 @@ def cases(n: int, k: int) -> list[Case]:
 
     found = [Case("fp32 dense", lambda: _dense(torch.randn(n, k, generator=g) * 0.02), 4 * n * k, torch.float32),
              Case("bf16 dense", lambda: _dense((torch.randn(n, k, generator=g) * 0.02).to(torch.bfloat16)), 2 * n * k, torch.bfloat16),
+             Case("bf16 GemvLinear (ours)", lambda: _gemv((torch.randn(n, k, generator=g) * 0.02).to(torch.bfloat16)), 2 * n * k,
+                  torch.bfloat16),
              Case("cpu-int4 (aten, bf16 in)", lambda: Int4Linear(int4_weights(), None, torch.bfloat16), n * k // 2 + 4 * n * groups,
                   torch.bfloat16)]
     if native_q4q8() is not None:
@@ -122,6 +126,15 @@ def cases(n: int, k: int) -> list[Case]:
 
 def _dense(weight: torch.Tensor) -> Forward:
     return lambda x: F.linear(x, weight)
+
+
+def _gemv(weight: torch.Tensor) -> Forward:
+    """``GemvLinear`` on ``weight``: the native bf16 kernel up to 8 rows, ``F.linear`` above."""
+    from quantdispatch.kernels.dense_native import GemvLinear
+
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    return GemvLinear(layer)
 
 
 def _times_ms(layers: dict[str, tuple[list[Forward], torch.dtype]], x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
