@@ -22,6 +22,7 @@ import torch
 import quantdispatch as qd
 from quantdispatch.kernels.gguf.matvec import matvec_kernels
 from quantdispatch.kernels.int4_native import native_int4
+from quantdispatch.kernels.int4_q8dot import native_q4q8
 from tests.cpu import needs_avx2_fma, needs_vector_int4
 
 from .ckpt import base_model, gptq_quantizer, write_quantized
@@ -35,6 +36,7 @@ OPS = {
     "torch-packed": set(),
     "cpu-int4": {"aten::_weight_int4pack_mm_for_cpu"},
     "cpu-q4": {"quantdispatch::q4_matmul"},
+    "cpu-q4-q8dot": {"quantdispatch::q4q8_matmul"},
     "torch-gguf-packed": {"quantdispatch::gguf_linear"},
     "cpu-gguf-matvec": {"quantdispatch::gguf_matvec", "quantdispatch::gguf_linear"},
     "cpu-gguf-q8dot": {"quantdispatch::gguf_matvec", "quantdispatch::gguf_linear"},
@@ -42,12 +44,14 @@ OPS = {
 """The kernel ops each backend's layer must show in the decode step's graph."""
 
 no_q4 = pytest.mark.skipif(native_int4() is None, reason="the native int4 kernel cannot be built here")
+no_q4q8 = pytest.mark.skipif(native_q4q8() is None, reason="the native int8-activation int4 kernel cannot be built here")
 no_matvec = pytest.mark.skipif(matvec_kernels() is None, reason="the fused GGUF kernels cannot be built here")
 
 GPTQ_BACKENDS = [
     pytest.param("torch-packed"),
     pytest.param("cpu-int4", marks=needs_vector_int4),
     pytest.param("cpu-q4", marks=[needs_avx2_fma, no_q4]),
+    pytest.param("cpu-q4-q8dot", marks=[needs_avx2_fma, no_q4q8]),
 ]
 GGUF_BACKENDS = [
     pytest.param("torch-gguf-packed"),

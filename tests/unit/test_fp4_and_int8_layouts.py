@@ -24,7 +24,8 @@ import quantdispatch as qd
 from quantdispatch.kernel import kernel_candidates
 from quantdispatch.layouts import CtIntQuantized, CtNvfp4, ModeloptNvfp4Blocks, Unpackable, layout_of
 from quantdispatch.layouts.fp4 import E2M1, e2m1_unpack
-from tests.loading.nvfp4_ckpt import E2M1_REFERENCE, modelopt_reference, quiet
+from tests.loading.ct_ckpt import quiet
+from tests.loading.nvfp4_ckpt import E2M1_REFERENCE, modelopt_reference
 
 torch.set_num_threads(1)
 REALWORLD = Path("/work/shared/realworld/configs")
