@@ -208,3 +208,28 @@ def test_repacking_a_mapped_file_keeps_one_copy_resident(tmp_path: Path) -> None
         del raw
         view.release()
     assert grown < 1.5 * size / 2**20
+
+
+@pytest.mark.parametrize("t", TYPES, ids=lambda t: t.name)
+def test_prefill_without_a_gemm_runs_the_fused_kernel_row_by_row(t: GgmlType) -> None:
+    """On a level with no int8 GEMM (AVX2, as the mask makes it), more than ``FUSED_ROWS`` rows run the
+    fused decode kernel over all rows at once: each output is the same bits as that row's own decode
+    call, and within the 8-bit arithmetic's bound of the dense product (no float32 copy of the weight)."""
+    from tests.cpu import cpu_mask
+
+    rows, cols, m = 40, 512, FUSED_ROWS + 5
+    blocks = _blocks(t, rows, cols, 7)
+    x = torch.randn(m, cols, generator=torch.Generator().manual_seed(3))
+    with cpu_mask("avx2,fma"):
+        if matvec_kernels() is None:
+            pytest.skip("the AVX2 build of the fused kernels cannot be made here")
+        layer = GgufMatvecLinear(blocks.reshape(-1), t, rows, cols, activations="int8")
+        assert not layer.gemm_prefill
+        with torch.inference_mode():
+            whole = layer(x)
+            one_by_one = torch.cat([layer(x[i:i + 1]) for i in range(m)])
+    assert torch.equal(whole, one_by_one)
+    dense = dequantize(blocks.reshape(-1), t, (rows, cols))
+    exact = _q8(x).double() @ dense.double().T
+    bound = 16 * 2.0**-24 * (_q8(x).double().abs() @ dense.double().abs().T) + 1e-6
+    assert bool(((whole.double() - exact).abs() <= bound).all())
