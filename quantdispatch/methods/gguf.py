@@ -38,7 +38,8 @@ CPU_GGUF_MATVEC = declare_backend(Backend(
 ))
 CPU_GGUF_Q8DOT = declare_backend(Backend(
     name="cpu-gguf-q8dot", summary="as cpu-gguf-matvec, with llama.cpp's arithmetic: activations quantized to 8 bits per "
-    "block of 32 and integer dot products (AVX2, AVX-512, AVX-512 VNNI), prefill an int8 GEMM on AVX-512 VNNI; faster, "
+    "block of 32 and integer dot products (AVX2, AVX-512, AVX-512 VNNI) on Q4_0, Q8_0, Q4_K and Q6_K rows repacked at load "
+    "into groups of 16 (one copy); prefill an int8 GEMM on AVX-512 VNNI, the same fused kernel elsewhere; faster, "
     "logits within activation-rounding error, not float32's",
     requires=(TORCH,), devices=("cpu",), loader="quantdispatch.backends.gguf:load_packed_q8dot",
 ))
