@@ -16,14 +16,13 @@ equal on 1 and 2 threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.kernels._native import Isa, isa_level
 from quantdispatch.kernels._simd import LEVELS
 from quantdispatch.kernels.int4 import Int4Weights
@@ -35,6 +34,7 @@ from quantdispatch.kernels.int4_q8dot import (
     q4q8_matmul,
     unpack_q4q8,
 )
+from tests.cpu import cpu_mask
 
 torch.set_num_threads(1)
 
@@ -44,23 +44,6 @@ RUNNABLE: tuple[Isa, ...] = LEVELS[:LEVELS.index(_HOST) + 1] if _HOST is not Non
 
 needs_kernel = pytest.mark.skipif(native_q4q8() is None, reason="the int8-activation int4 kernel cannot be built or run here")
 EPS = torch.finfo(torch.float32).eps
-
-
-def _at(mask: str | None) -> Iterator[None]:
-    import os
-
-    before = os.environ.get(MASK_VARIABLE)
-    if mask is None:
-        os.environ.pop(MASK_VARIABLE, None)
-    else:
-        os.environ[MASK_VARIABLE] = mask
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(MASK_VARIABLE, None)
-        else:
-            os.environ[MASK_VARIABLE] = before
 
 
 def _weights(n: int, k: int, group: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -171,7 +154,7 @@ def test_levels_and_threads_give_the_same_bits(case: tuple[int, int, int, int, i
     found = {}
     try:
         for level in RUNNABLE:
-            for _ in _at(_MASKS[level]):
+            with cpu_mask(_MASKS[level]):
                 for t in (1, 2):
                     torch.set_num_threads(t)
                     found[(level, t)] = q4q8_matmul(x, *packed, n, group)
@@ -194,7 +177,7 @@ def test_level_bits_on_a_large_layer() -> None:
     found = []
     try:
         for level in RUNNABLE:
-            for _ in _at(_MASKS[level]):
+            with cpu_mask(_MASKS[level]):
                 for t in (1, 2):
                     torch.set_num_threads(t)
                     found.append(q4q8_matmul(x, *packed, n, group))

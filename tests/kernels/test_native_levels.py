@@ -12,19 +12,19 @@ prefill (the GEMM after them is torch's, whose bits may depend on its thread cou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantdispatch.environment import MASK_VARIABLE
 from quantdispatch.kernels._native import Isa, isa_level
 from quantdispatch.kernels._simd import LEVELS
 from quantdispatch.kernels.fp4_native import E4M3_TABLE, NVFP4_MATMUL, native_fp4, native_fp4_at
 from quantdispatch.kernels.fp8_native import E4M3_VALUES, FP8_MATMUL, native_fp8, native_fp8_at
 from quantdispatch.kernels.int4_native import FUSED_ROWS, Q4_MATMUL, native_int4, native_int4_at, pack_q4
+from tests.cpu import cpu_mask
 
 _HOST = isa_level()
 _MASKS = {"avx2": "avx2,fma", "avx512": "avx2,fma,avx512f", "avx512-vnni": "avx2,fma,avx512f,avx512_vnni"}
@@ -38,31 +38,13 @@ needs_levels = pytest.mark.skipif(not RUNNABLE or native_int4() is None, reason=
 Op = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _at(mask: str | None) -> Iterator[None]:
-    """Run under one mask (``None``: none set); restore the caller's after."""
-    import os
-
-    before = os.environ.get(MASK_VARIABLE)
-    if mask is None:
-        os.environ.pop(MASK_VARIABLE, None)
-    else:
-        os.environ[MASK_VARIABLE] = mask
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(MASK_VARIABLE, None)
-        else:
-            os.environ[MASK_VARIABLE] = before
-
-
 def _outputs(op: Op, x: torch.Tensor, masks: tuple[str, ...]) -> dict[tuple[str, int], torch.Tensor]:
     """The op's output under each mask, on 1 and 2 threads."""
     threads = torch.get_num_threads()
     found: dict[tuple[str, int], torch.Tensor] = {}
     try:
         for mask in masks:
-            for _ in _at(mask):
+            with cpu_mask(mask):
                 for n in (1, 2):
                     torch.set_num_threads(n)
                     found[(mask, n)] = op(x)
