@@ -54,7 +54,7 @@ from ._native import Isa, custom_op, scratch, threads
 from ._simd import level_library, native_bf16, simd_level
 from .int4 import Int4Weights, int4_unfit, kernel_group
 
-__all__ = ["native_int4", "native_int4_at", "pack_q4", "q4_matmul", "q4_unfit", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
+__all__ = ["native_int4", "native_int4_at", "pack_q4", "q4_matmul", "q4_unfit", "kernel_scales", "Q4Linear", "NATIVE_UNIT", "FUSED_ROWS", "Q4_MATMUL"]
 
 NATIVE_UNIT: Final = 32
 """Input columns per packed run: ``in_features`` and the group size must be multiples of it."""
@@ -204,6 +204,24 @@ def q4_unfit(in_features: int, out_features: int, group_size: int) -> str | None
     return reason
 
 
+def kernel_scales(weights: Int4Weights, module: str) -> tuple[int, int, int, torch.Tensor, torch.Tensor]:
+    """What the native int4 kernels (``Q4Linear``, ``Q4Q8Linear``) read from ``weights``:
+    ``(out_features, in_features, group, scale, offset)``, the checkpoint's groups split into the
+    kernel's (``kernel_group``) and ``W = q * scale + offset`` (float32 ``[K/group, N]``) from the aten
+    form ``(q - 8) * scale + zero`` that ``Int4Weights`` holds.
+
+    Raises:
+        ValueError: the kernels cannot take this layer (``q4_unfit`` says why); ``module`` names the caller.
+    """
+    n, k = weights.codes.shape
+    group = kernel_group(weights.group_size, k)
+    if group is None:
+        raise ValueError(f"{module} cannot take this layer: {q4_unfit(k, n, weights.group_size)}; check q4_unfit first")
+    owner = torch.arange(k // group, dtype=torch.int64) * group // weights.group_size
+    scale = weights.scale[owner]
+    return n, k, group, scale, weights.zero[owner] - 8 * scale
+
+
 class Q4Linear(nn.Module):
     """A linear layer on the native int4 kernel, built from a loaded portable layer's weights.
 
@@ -221,16 +239,8 @@ class Q4Linear(nn.Module):
 
     def __init__(self, weights: Int4Weights, bias: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        n, k = weights.codes.shape
-        group = kernel_group(weights.group_size, k)
-        if group is None:
-            msg = f"Q4Linear cannot take this layer: {q4_unfit(k, n, weights.group_size)}; check q4_unfit first"
-            raise ValueError(msg)
+        n, k, group, scale, offset = kernel_scales(weights, "Q4Linear")
         self.in_features, self.out_features, self.group = k, n, group
-        owner = torch.arange(k // group, dtype=torch.int64) * group // weights.group_size
-        scale = weights.scale[owner]
-        # The kernel's W = q * scale + offset; Int4Weights holds the aten form (q - 8) * scale + zero.
-        offset = weights.zero[owner] - 8 * scale
         self.register_buffer("packed", pack_q4(weights.codes))
         self.register_buffer("scale", scale.t().contiguous())
         self.register_buffer("offset", offset.t().contiguous())

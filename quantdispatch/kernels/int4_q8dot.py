@@ -45,8 +45,8 @@ from torch import nn
 
 from ._native import Isa, custom_op, threads
 from ._simd import level_library, simd_level
-from .int4 import Int4Weights, kernel_group
-from .int4_native import q4_unfit
+from .int4 import Int4Weights
+from .int4_native import kernel_scales, q4_unfit
 
 __all__ = ["native_q4q8", "native_q4q8_at", "pack_q4q8", "unpack_q4q8", "q4q8_matmul", "q4q8_unfit", "Q4Q8Linear", "ROW_GROUP",
            "Q4Q8_MATMUL", "prepare_q4q8"]
@@ -186,15 +186,8 @@ class Q4Q8Linear(nn.Module):
 
     def __init__(self, weights: Int4Weights, bias: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        n, k = weights.codes.shape
-        group = kernel_group(weights.group_size, k)
-        if group is None:
-            msg = f"Q4Q8Linear cannot take this layer: {q4q8_unfit(k, n, weights.group_size)}; check q4q8_unfit first"
-            raise ValueError(msg)
+        n, k, group, scale, offset = kernel_scales(weights, "Q4Q8Linear")  # q4q8_unfit is q4_unfit
         self.in_features, self.out_features, self.group = k, n, group
-        owner = torch.arange(k // group, dtype=torch.int64) * group // weights.group_size
-        scale = weights.scale[owner]
-        offset = weights.zero[owner] - 8 * scale  # Int4Weights holds the aten form (q - 8) * scale + zero
         packed, s, o = pack_q4q8(weights.codes, scale.t(), offset.t())
         self.register_buffer("packed", packed)
         self.register_buffer("scale", s)

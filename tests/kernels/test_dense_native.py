@@ -183,3 +183,22 @@ def test_opcheck_bf16_gemv(m: int, n: int, k: int) -> None:
     x = torch.randn(m, k, generator=g).to(torch.bfloat16)
     w = torch.randn(n, k, generator=g).to(torch.bfloat16)
     torch.library.opcheck(BF16_GEMV, (x, w))
+
+
+@needs_kernel
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 0, 16), (1, 5, 0), (0, 5, 16)])
+def test_empty_shapes_give_empty_or_zero_outputs(m: int, n: int, k: int) -> None:
+    """No rows, no outputs or no columns: the kernel reads nothing; an empty sum is 0, as ``F.linear`` gives."""
+    x, w = torch.ones(m, k, dtype=torch.bfloat16), torch.ones(n, k, dtype=torch.bfloat16)
+    y = bf16_gemv(x, w)
+    assert y.shape == (m, n) and bool((y == 0).all())
+
+
+@needs_kernel
+def test_strided_inputs_read_as_their_values() -> None:
+    """Transposed (non-contiguous) views are read by value, not by their storage order."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(70, 3, generator=g).to(torch.bfloat16).t()
+    w = torch.randn(70, 11, generator=g).to(torch.bfloat16).t()
+    assert not x.is_contiguous() and not w.is_contiguous()
+    assert torch.equal(bf16_gemv(x, w), bf16_gemv(x.contiguous(), w.contiguous()))
